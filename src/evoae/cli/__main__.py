@@ -1,0 +1,5 @@
+import sys
+
+from evoae.cli import main
+
+sys.exit(main())

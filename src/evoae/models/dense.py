@@ -1,0 +1,58 @@
+"""The dense symmetric autoencoder built from a dense spec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from evoae.models.base import ModelOutput
+from evoae.models.layers import activation, glorot_
+
+
+class DenseAutoencoder(nn.Module):
+    """Encoder ``input -> hidden... -> code``, decoder mirrors it back to the input width.
+
+    Inputs of any shape ``(N, ...)`` are flattened; :meth:`decode` returns ``(N, input_dim)``.
+    Weights are Glorot-uniform with zero biases, drawn from ``seed`` alone.
+    """
+
+    def __init__(self, spec: dict[str, Any], seed: int = 0) -> None:
+        super().__init__()
+        self.spec = spec
+        d, k = spec["input_dim"], spec["code_size"]
+        widths = [d] + [w for w, _ in spec["hidden"]]
+        acts = [a for _, a in spec["hidden"]]
+        enc: list[nn.Module] = []
+        for i, act in enumerate(acts):
+            enc += [nn.Linear(widths[i], widths[i + 1]), activation(act)]
+        enc += [nn.Linear(widths[-1], k), activation(spec["code_activation"])]
+        dec: list[nn.Module] = []
+        back = [k] + widths[:0:-1]
+        for i, act in enumerate(reversed(acts)):
+            dec += [nn.Linear(back[i], back[i + 1]), activation(act)]
+        dec += [nn.Linear(back[-1], d), activation(spec["output_activation"])]
+        self.encoder = nn.Sequential(*enc)
+        self.decoder = nn.Sequential(*dec)
+        g = torch.Generator().manual_seed(int(seed))
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                glorot_(m, g)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x.reshape(x.shape[0], -1))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        flat = x.reshape(x.shape[0], -1)
+        recon = self.decoder(self.encoder(flat))
+        mse = F.mse_loss(recon, flat)
+        return ModelOutput(recon=recon, loss=mse, terms={"mse": mse})
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstructions in the input's shape."""
+        return self.decode(self.encode(x)).reshape(x.shape)

@@ -1,0 +1,107 @@
+"""Saving and loading models: a JSON description plus safetensors weights, never pickle.
+
+``<folder>/model.json`` holds the space configuration, the genome, the decoded spec and
+the SHA-256 of ``<folder>/model.safetensors``; loading rebuilds the module from the spec
+and refuses weights whose digest, names or shapes do not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from evoae.errors import EvoaeError
+from evoae.models import build_model
+from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
+
+FORMAT = "evoae-model"
+VERSION = 1
+JSON_NAME = "model.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def save_model(
+    model: nn.Module,
+    folder: str | Path,
+    *,
+    space: dict[str, Any],
+    genome: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``folder`` (atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = folder / (WEIGHTS_NAME + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    data = tmp.read_bytes()
+    tmp.unlink()
+    atomic_write_bytes(folder / WEIGHTS_NAME, data)
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "family": model.spec["family"],
+        "space": space,
+        "genome": genome,
+        "spec": model.spec,
+        "weights_sha256": hashlib.sha256(data).hexdigest(),
+        "metrics": metrics or {},
+    }
+    atomic_write_text(folder / JSON_NAME, json.dumps(meta, indent=2))
+    return folder
+
+
+def read_model_json(folder: str | Path) -> dict[str, Any]:
+    """The parsed ``model.json`` of a saved model, validated."""
+    path = Path(folder) / JSON_NAME
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EvoaeError(f"no saved model in {folder}: {JSON_NAME} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EvoaeError(f"{path} is not a readable evoae model description ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "spec" not in meta:
+        raise EvoaeError(f"{path} is not an evoae model description")
+    return meta
+
+
+def load_model(folder: str | Path) -> nn.Module:
+    """Rebuild a saved model: module from the JSON spec, weights from safetensors."""
+    folder = Path(folder)
+    meta = read_model_json(folder)
+    wpath = folder / WEIGHTS_NAME
+    try:
+        data = wpath.read_bytes()
+    except OSError:
+        raise EvoaeError(f"model weights {wpath} are missing or unreadable") from None
+    if hashlib.sha256(data).hexdigest() != meta.get("weights_sha256"):
+        raise EvoaeError(
+            f"model weights {wpath} do not match the digest in {JSON_NAME}: "
+            "the file is truncated or was modified; re-export or retrain the model"
+        )
+    try:
+        tensors = load_file(str(wpath))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise EvoaeError(f"model weights {wpath} are not valid safetensors ({e})") from None
+    model = build_model(meta["spec"])
+    expected = model.state_dict()
+    if set(tensors) != set(expected) or any(
+        tensors[k].shape != expected[k].shape for k in expected
+    ):
+        raise EvoaeError(f"model weights {wpath} do not fit the architecture in {JSON_NAME}")
+    model.load_state_dict(tensors)
+    model.eval()
+    return model
+
+
+def weights_equal(a: nn.Module, b: nn.Module) -> bool:
+    """True when two modules hold bit-identical parameters and buffers."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -1,0 +1,164 @@
+"""The run journal: one SQLite row per evaluation, committed as it happens.
+
+SQLite in WAL mode through the standard library. Each evaluation is committed before
+the strategy hears of it, so a killed run loses at most the evaluation in flight.
+Genomes, specs and loss terms are stored as JSON text; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evoae.errors import EvoaeError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS evaluations (
+    id INTEGER PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    genome TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    fitness REAL NOT NULL,
+    train_loss REAL,
+    val_loss REAL,
+    params INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    seed INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    cached INTEGER NOT NULL,
+    terms TEXT NOT NULL,
+    error TEXT
+);
+"""
+
+
+@dataclass
+class Row:
+    """One evaluation as stored. ``fitness`` is ``inf`` for failed candidates."""
+
+    id: int
+    generation: int
+    genome: dict[str, Any]
+    spec: dict[str, Any]
+    fitness: float
+    train_loss: float | None
+    val_loss: float | None
+    params: int
+    seconds: float
+    seed: int
+    status: str
+    cached: bool
+    terms: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def comparable(self) -> dict[str, Any]:
+        """The row without wall-clock fields: equal for equal runs on one machine."""
+        d = asdict(self)
+        d.pop("seconds")
+        return d
+
+
+class Journal:
+    """An open journal file. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | Path, *, create: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise EvoaeError(f"{self.path} is missing: this folder is not an evoae run")
+        try:
+            self._db = sqlite3.connect(str(self.path), isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            if create:
+                self._db.executescript(_SCHEMA)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            self._db.execute("SELECT count(*) FROM evaluations").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise EvoaeError(
+                f"{self.path} is not a usable run journal ({e}); it may be corrupted"
+            ) from None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def append(self, row: Row) -> None:
+        """Commit one evaluation (autocommit: durable when this returns)."""
+        self._db.execute(
+            "INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                row.id,
+                row.generation,
+                json.dumps(row.genome),
+                json.dumps(row.spec),
+                row.fitness,
+                row.train_loss,
+                row.val_loss,
+                row.params,
+                row.seconds,
+                row.seed,
+                row.status,
+                int(row.cached),
+                json.dumps(row.terms),
+                row.error,
+            ),
+        )
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM evaluations").fetchone()[0])
+
+    def rows(self, start: int = 0) -> Iterator[Row]:
+        """Rows with ``id >= start`` in id order."""
+        cur = self._db.execute("SELECT * FROM evaluations WHERE id >= ? ORDER BY id", (start,))
+        for r in cur:
+            yield Row(
+                id=r[0],
+                generation=r[1],
+                genome=json.loads(r[2]),
+                spec=json.loads(r[3]),
+                fitness=r[4] if r[4] is not None else float("inf"),
+                train_loss=r[5],
+                val_loss=r[6],
+                params=r[7],
+                seconds=r[8],
+                seed=r[9],
+                status=r[10],
+                cached=bool(r[11]),
+                terms=json.loads(r[12]),
+                error=r[13],
+            )
+
+    def get(self, eval_id: int) -> Row | None:
+        return next(iter(self.rows(eval_id)), None) if self._has(eval_id) else None
+
+    def _has(self, eval_id: int) -> bool:
+        q = "SELECT 1 FROM evaluations WHERE id = ?"
+        return self._db.execute(q, (eval_id,)).fetchone() is not None
+
+    def best(self) -> Row | None:
+        cur = self._db.execute(
+            "SELECT id FROM evaluations WHERE status != 'failed' ORDER BY fitness, id LIMIT 1"
+        ).fetchone()
+        return None if cur is None else self.get(cur[0])

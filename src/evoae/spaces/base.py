@@ -1,0 +1,92 @@
+"""What every search space offers the strategies: genes to draw, a genome, a decoder.
+
+A genome is a tuple of gene values aligned with :attr:`Space.genes`. Gene values are
+JSON-able (numbers, strings, or tuples of them), so a genome round-trips through JSON
+and two equal genomes are equal tuples. Strategies know nothing about what a gene
+means: they draw (:meth:`Gene.sample`), copy and replace whole genes. The space turns a
+genome into a *spec* (the decoded architecture plus training settings) that the model
+builders and trainers understand.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Genome = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Gene:
+    """One gene: a name and how to draw a fresh value for it."""
+
+    name: str
+    sample: Callable[[np.random.Generator], Any]
+
+
+class Space(ABC):
+    """A search space: a fixed list of genes and a decoder to a spec."""
+
+    #: Short name used in run folders and saved models ("dense", "conv").
+    family: str = ""
+
+    @property
+    @abstractmethod
+    def genes(self) -> Sequence[Gene]:
+        """The genes, in genome order."""
+
+    @abstractmethod
+    def decode(self, genome: Genome) -> dict[str, Any]:
+        """The spec (architecture and training settings, JSON-able) a genome stands for."""
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this space with :func:`evoae.spaces.space_from_config`."""
+
+    @property
+    def n_genes(self) -> int:
+        return len(self.genes)
+
+    def sample(self, rng: np.random.Generator) -> Genome:
+        """A random genome: every gene drawn independently."""
+        return tuple(g.sample(rng) for g in self.genes)
+
+    def validate(self, genome: Genome) -> Genome:
+        """Check a genome's length and normalise JSON lists back to tuples."""
+        if len(genome) != self.n_genes:
+            from evoae.errors import EvoaeError
+
+            raise EvoaeError(
+                f"genome has {len(genome)} genes but the {self.family} space has {self.n_genes}: "
+                "was it saved by a run with another space configuration?"
+            )
+        return tuple(_tuplify(v) for v in genome)
+
+    def to_json(self, genome: Genome) -> dict[str, Any]:
+        """A readable genome: gene name -> value."""
+        return {g.name: v for g, v in zip(self.genes, genome, strict=True)}
+
+    def from_json(self, data: dict[str, Any]) -> Genome:
+        """The inverse of :meth:`to_json`."""
+        missing = [g.name for g in self.genes if g.name not in data]
+        if missing:
+            from evoae.errors import EvoaeError
+
+            raise EvoaeError(f"genome JSON lacks genes {missing}: it does not belong to this space")
+        return self.validate(tuple(data[g.name] for g in self.genes))
+
+
+def spec_key(spec: dict[str, Any]) -> str:
+    """A canonical string for a spec: equal phenotypes give equal keys."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+def _tuplify(v: Any) -> Any:
+    if isinstance(v, list | tuple):
+        return tuple(_tuplify(x) for x in v)
+    return v

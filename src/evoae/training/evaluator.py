@@ -1,0 +1,89 @@
+"""Evaluators: the one call that turns a batch of tasks into results.
+
+The search loop hands an evaluator a batch of :class:`Task` objects and receives
+``(index, Result)`` pairs as they finish, in any order. In-process training, the
+population-parallel trainer and distributed executors all sit behind this interface;
+the data lives in the evaluator, sent to workers once, never per task.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from evoae.errors import EvoaeError
+from evoae.training.trainer import Result, train_candidate
+
+
+@dataclass(frozen=True)
+class Task:
+    """Train ``spec`` for ``epochs`` epochs with weights and batch order from ``seed``."""
+
+    spec: dict[str, Any]
+    seed: int
+    epochs: int
+
+
+class Evaluator(ABC):
+    """Trains and scores candidates on the data it was built with."""
+
+    @abstractmethod
+    def evaluate(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
+        """Yield ``(position in tasks, result)`` for every task, in completion order."""
+
+    def close(self) -> None:
+        """Release workers or devices; the default holds none."""
+
+    def __enter__(self) -> Evaluator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EvoaeError(
+            "--device cuda was asked for but no CUDA GPU is available: use cpu or auto"
+        )
+    if name not in ("cpu", "cuda"):
+        raise EvoaeError(f"unknown device {name!r}: choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def as_tensor(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Float32 tensor on ``device`` without copying when it already is one."""
+    return torch.as_tensor(
+        np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x,
+        dtype=torch.float32,
+        device=device,
+    )
+
+
+class SequentialEvaluator(Evaluator):
+    """Trains one candidate after another in this process."""
+
+    def __init__(
+        self,
+        x_train: np.ndarray | torch.Tensor,
+        x_val: np.ndarray | torch.Tensor,
+        device: str = "cpu",
+    ) -> None:
+        self.device = resolve_device(device)
+        self.x_train = as_tensor(x_train, self.device)
+        self.x_val = as_tensor(x_val, self.device)
+
+    def evaluate(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
+        for i, task in enumerate(tasks):
+            result, _ = train_candidate(
+                task.spec, self.x_train, self.x_val, epochs=task.epochs, seed=task.seed
+            )
+            yield i, result
