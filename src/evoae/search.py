@@ -27,20 +27,18 @@ from evoae.data import Dataset, Splits, load_dataset, load_test_dataset, random_
 from evoae.errors import EvoaeError
 from evoae.evolution import MicrobialGA, Strategy
 from evoae.models.io import save_model
+from evoae.report import PLOT_HOOKS
 from evoae.report.plots import plot_fitness, plot_reconstructions
 from evoae.report.progress import Reporter
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal, Row
-from evoae.spaces import Space, dense_preset, spec_key
+from evoae.spaces import SPACE_FACTORIES, Space, make_space, spec_key
 from evoae.training import Evaluator, Result, Task, make_evaluator, train_candidate
 from evoae.training.evaluator import as_tensor, resolve_device
 from evoae.training.trainer import evaluate as evaluate_model
 
 #: Settings that may change when a run is resumed; every other one must match.
 RESUMABLE = ("generations", "final_epochs", "device", "executor", "workers", "ray_address")
-
-#: model name -> factory(settings, train Dataset) -> Space. Other families register here.
-SPACE_FACTORIES: dict[str, Any] = {}
 
 
 @dataclass
@@ -135,13 +133,15 @@ class SearchResult:
 # ---------------------------------------------------------------- data and space
 
 
-def load_splits(s: SearchSettings) -> Splits:
+def load_splits(s: SearchSettings, data: Dataset | None = None) -> Splits:
     """The train / validation / test splits a search uses.
 
     ``auto`` is the published protocol for MNIST and Fashion-MNIST (first 15,000 images
     at 16x16 unless ``image_size`` says otherwise: 10,000 train, 5,000 validation; the
     official test set as test) and a seeded 70/15/15 split for everything else.
     """
+    if data is not None:
+        return random_split(data, val_fraction=0.15, test_fraction=0.15, seed=s.seed)
     mnist_like = s.dataset in ("mnist", "fashion-mnist")
     split = s.split if s.split != "auto" else ("seed" if mnist_like else "random")
     size = s.image_size if s.image_size is not None else (16 if mnist_like else None)
@@ -154,19 +154,6 @@ def load_splits(s: SearchSettings) -> Splits:
         n_train = len(ds) - n_val if s.limit is not None else 10_000
         return seed_split(ds, n_train=n_train, n_val=n_val, test=test)
     return random_split(ds, val_fraction=0.15, test_fraction=0.15, seed=s.seed, test=test)
-
-
-def _dense_space(s: SearchSettings, train: Dataset) -> Space:
-    return dense_preset(
-        s.preset, train.n_features, s.code_size, max_depth=s.max_depth, **s.space_options
-    )
-
-
-SPACE_FACTORIES["dense"] = _dense_space
-
-
-def make_space(s: SearchSettings, train: Dataset) -> Space:
-    return SPACE_FACTORIES[s.model](s, train)
 
 
 def make_strategy(s: SearchSettings, space: Space) -> Strategy:
@@ -353,6 +340,7 @@ def search(
     resume: bool = False,
     reporters: Sequence[Reporter] = (),
     evaluator: Evaluator | None = None,
+    data: Dataset | None = None,
     **settings: Any,
 ) -> SearchResult:
     """Evolve an autoencoder for ``dataset`` and return the retrained best.
@@ -371,6 +359,9 @@ def search(
         Progress hooks (see :class:`evoae.report.progress.Reporter`).
     evaluator
         A ready evaluator to use instead of the one ``executor`` names.
+    data
+        In-memory data (a :class:`evoae.data.Dataset`) to search on instead of loading
+        ``dataset``, which then only names it; split 70/15/15 with the run seed.
     **settings
         Any field of :class:`SearchSettings` (``code_size``, ``preset``, ``population``,
         ``generations``, ``epochs``, ``seed``...).
@@ -398,8 +389,14 @@ def search(
             raise EvoaeError(f"unknown search setting(s): {', '.join(sorted(unknown))}")
     s.validate()
     resolve_device(s.device)
-    splits = load_splits(s)
-    space = make_space(s, splits.train)
+    if resume and data is None and s.dataset.startswith("<"):
+        raise EvoaeError(
+            f"run {out} was made from in-memory data: it cannot be resumed from the CLI"
+        )
+    splits = load_splits(s, data)
+    space = make_space(
+        s.model, s.preset, splits.train, s.code_size, max_depth=s.max_depth, **s.space_options
+    )
     strategy = make_strategy(s, space)
     if not resume:
         target = out if out is not None else rf.default_out("runs", _run_name(s))
@@ -570,7 +567,3 @@ def _finish(
     )
     rf.write_json(run_dir / rf.SUMMARY, result.summary())
     return result
-
-
-#: family -> extra plot functions(model, splits, plots_dir), e.g. prior samples for VAEs.
-PLOT_HOOKS: dict[str, list[Any]] = {}

@@ -78,7 +78,8 @@ def prepare_new(folder: str | Path, *, overwrite: bool) -> Path:
             )
         if entries - set(ARTIFACTS):
             raise EvoaeError(
-                f"output folder {folder} holds files that are not evoae's: choose an empty or new --out"
+                f"output folder {folder} holds files that are not evoae's: "
+                "choose an empty or new --out"
             )
         for name in ours:
             p = folder / name

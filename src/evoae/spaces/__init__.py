@@ -12,6 +12,21 @@ from evoae.spaces.dense import ACTIVATIONS, OPTIMIZERS, DenseSpace, dense_preset
 SPACES: dict[str, Any] = {"dense": DenseSpace}
 
 
+def _dense(preset: str, train: Any, code_size: int, **options: Any) -> Space:
+    return dense_preset(preset, train.n_features, code_size, **options)
+
+
+#: ``--model`` name -> factory(preset, train Dataset, code_size, **options) -> Space.
+SPACE_FACTORIES: dict[str, Any] = {"dense": _dense}
+
+
+def make_space(model: str, preset: str, train: Any, code_size: int, **options: Any) -> Space:
+    """The space for ``model`` (a ``--model`` name) sized for the training data."""
+    if model not in SPACE_FACTORIES:
+        raise EvoaeError(f"unknown model {model!r}: choose from {', '.join(SPACE_FACTORIES)}")
+    return SPACE_FACTORIES[model](preset, train, code_size, **options)
+
+
 def space_from_config(cfg: dict[str, Any]) -> Space:
     """Rebuild a space from :meth:`Space.config`."""
     family = cfg.get("family")
@@ -24,11 +39,13 @@ __all__ = [
     "ACTIVATIONS",
     "OPTIMIZERS",
     "SPACES",
+    "SPACE_FACTORIES",
     "DenseSpace",
     "Gene",
     "Genome",
     "Space",
     "dense_preset",
+    "make_space",
     "space_from_config",
     "spec_key",
 ]
