@@ -1,0 +1,39 @@
+"""Data layer: datasets, IDX files, downloads, transforms and splits.
+
+Everything here raises :class:`evoae.errors.EvoaeError` with a one-line message for bad
+input, missing or corrupt files.
+"""
+
+from evoae.data.download import FILES, MIRRORS, fetch, md5sum, verify_file
+from evoae.data.idx import read_idx, write_idx
+from evoae.data.sources import (
+    BUILTIN,
+    SUFFIXES,
+    Dataset,
+    default_data_dir,
+    load_dataset,
+    load_test_dataset,
+)
+from evoae.data.splits import Splits, random_split, seed_split
+from evoae.data.transforms import minmax_scale, resize_images
+
+__all__ = [
+    "BUILTIN",
+    "FILES",
+    "MIRRORS",
+    "SUFFIXES",
+    "Dataset",
+    "Splits",
+    "default_data_dir",
+    "fetch",
+    "load_dataset",
+    "load_test_dataset",
+    "md5sum",
+    "minmax_scale",
+    "random_split",
+    "read_idx",
+    "resize_images",
+    "seed_split",
+    "verify_file",
+    "write_idx",
+]

@@ -1,0 +1,193 @@
+"""Read and write IDX files, the format of MNIST and Fashion-MNIST.
+
+An IDX file is a big-endian header (two zero bytes, a dtype code, the number of
+dimensions, then one uint32 per dimension) followed by the raw array. MNIST ships
+the files gzipped; :func:`read_idx` recognises gzip by its magic bytes, so a file
+that was gunzipped but kept its ``.gz`` name (or vice versa) still loads.
+
+Every problem with a file is raised as a one-line :class:`~evoae.errors.EvoaeError`.
+"""
+
+from __future__ import annotations
+
+import gzip as _gzip
+import math
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from evoae.errors import EvoaeError
+
+__all__ = ["read_idx", "write_idx", "IDX_DTYPES"]
+
+#: IDX dtype code -> numpy dtype (multi-byte types are big-endian on disk).
+IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_CODES = {dt.newbyteorder("="): code for code, dt in IDX_DTYPES.items()}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_DEFAULT_HINT = "replace it with a good copy"
+
+
+def _one_line(text: object) -> str:
+    """Collapse whitespace so that a wrapped low-level message stays on one line."""
+    return " ".join(str(text).split())
+
+
+def _gunzip(raw: bytes, path: Path, what: str, hint: str) -> tuple[bytes, bool]:
+    """Decompress all gzip members of ``raw``.
+
+    Returns the data and whether the stream was complete; a truncated stream is not an
+    error here so that the caller can report how many bytes it did get.
+    """
+    parts: list[bytes] = []
+    data = raw
+    try:
+        while True:
+            dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            parts.append(dec.decompress(data))
+            if not dec.eof:
+                parts.append(dec.flush())
+                return b"".join(parts), False
+            data = dec.unused_data
+            # GNU gzip tolerates zero padding after the last member; so do we.
+            if not data.strip(b"\0"):
+                return b"".join(parts), True
+            if not data.startswith(_GZIP_MAGIC):
+                raise EvoaeError(
+                    f"{what} {path} is corrupt: {len(data)} bytes of garbage after the gzip data; "
+                    f"{hint}"
+                )
+    except zlib.error as exc:
+        raise EvoaeError(
+            f"{what} {path} is corrupt (bad gzip data: {_one_line(exc)}); {hint}"
+        ) from None
+
+
+def read_idx(path: str | Path, *, what: str = "IDX file", hint: str = _DEFAULT_HINT) -> np.ndarray:
+    """Read an IDX file, gzipped or raw.
+
+    Parameters
+    ----------
+    path
+        The file. Gzip is detected from the content (bytes ``1f 8b``), not the suffix.
+    what, hint
+        Used in error messages: what the file is ("MNIST image file") and how to fix it
+        ("delete it and run with --download").
+
+    Returns
+    -------
+    numpy.ndarray
+        The array in native byte order, e.g. uint8 ``(N, R, C)`` for images (magic 2051)
+        or uint8 ``(N,)`` for labels (magic 2049). The array is writeable.
+
+    Raises
+    ------
+    EvoaeError
+        If the file cannot be read, is not IDX, is corrupt, truncated or too long.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise EvoaeError(f"{what} {path} does not exist; {hint}") from None
+    except IsADirectoryError:
+        raise EvoaeError(f"{what} {path} is a folder, not a file; {hint}") from None
+    except OSError as exc:
+        raise EvoaeError(
+            f"cannot read {what} {path}: {_one_line(exc.strerror or exc)}; "
+            "check that it exists and is readable"
+        ) from None
+
+    compressed = raw.startswith(_GZIP_MAGIC)
+    complete = True
+    if compressed:
+        data, complete = _gunzip(raw, path, what, hint)
+        del raw
+    else:
+        data = raw
+    size_note = " (after gunzip)" if compressed else ""
+
+    if len(data) < 4:
+        if compressed and not complete:
+            raise EvoaeError(f"{what} {path} is truncated: the gzip stream ends early; {hint}")
+        raise EvoaeError(
+            f"{what} {path} is too short to be an IDX file ({len(data)} bytes{size_note}); {hint}"
+        )
+    zero, code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or code not in IDX_DTYPES or ndim == 0:
+        magic = struct.unpack(">I", data[:4])[0]
+        kind = "gzip-compressed data" if compressed else "not gzip-compressed and"
+        raise EvoaeError(
+            f"{what} {path} is not an IDX file ({kind} has magic number 0x{magic:08x}; "
+            f"expected 2049 for labels or 2051 for images); {hint}"
+        )
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        raise EvoaeError(
+            f"{what} {path} is truncated: its {ndim}-D IDX header needs {header_len} bytes, "
+            f"got {len(data)}{size_note}; {hint}"
+        )
+    dims = struct.unpack(f">{ndim}I", data[4:header_len])
+    dtype = IDX_DTYPES[code]
+    expected = header_len + math.prod(dims) * dtype.itemsize
+    if len(data) < expected or not complete:
+        shape = "x".join(str(d) for d in dims)
+        raise EvoaeError(
+            f"{what} {path} is truncated: header declares shape {shape}, expected {expected} "
+            f"bytes{size_note}, got {len(data)}; {hint}"
+        )
+    if len(data) > expected:
+        shape = "x".join(str(d) for d in dims)
+        raise EvoaeError(
+            f"{what} {path} does not match its header: header declares shape {shape} "
+            f"({expected} bytes{size_note}) but the file holds {len(data)}; {hint}"
+        )
+    arr = np.frombuffer(data, dtype=dtype, count=math.prod(dims), offset=header_len)
+    # astype copies, which also makes the array writeable and native-endian.
+    return arr.reshape(dims).astype(dtype.newbyteorder("="), copy=True)
+
+
+def write_idx(path: str | Path, array: np.ndarray, *, gzip: bool = True) -> None:
+    """Write ``array`` as an IDX file (gzipped by default).
+
+    Parameters
+    ----------
+    path
+        Destination; written in place (tests use this to make good and bad files).
+    array
+        uint8 array of ndim 1 (labels, magic 2049) or 3 (images, magic 2051). Other IDX
+        dtypes (int8, int16, int32, float32, float64) and ndims 1-255 are written too.
+    gzip
+        Compress with gzip (mtime 0, so output is reproducible).
+    """
+    arr = np.asarray(array)
+    code = _CODES.get(arr.dtype.newbyteorder("="))
+    if code is None:
+        raise EvoaeError(
+            f"cannot write dtype {arr.dtype} as IDX; use one of uint8, int8, int16, int32, "
+            "float32, float64"
+        )
+    if not 1 <= arr.ndim <= 255:
+        raise EvoaeError(f"cannot write a {arr.ndim}-D array as IDX; it needs 1 to 255 dims")
+    header = struct.pack(">HBB", 0, code, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    payload = header + np.ascontiguousarray(arr, dtype=IDX_DTYPES[code]).tobytes()
+    if gzip:
+        payload = _gzip.compress(payload, compresslevel=6, mtime=0)
+    try:
+        with open(os.fspath(path), "wb") as fh:
+            fh.write(payload)
+    except OSError as exc:
+        raise EvoaeError(
+            f"cannot write IDX file {path}: {_one_line(exc.strerror or exc)}; "
+            "check that its folder exists and is writable"
+        ) from None

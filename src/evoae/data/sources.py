@@ -1,0 +1,495 @@
+"""Dataset sources: the built-in datasets and user files (.npy, .npz, .csv).
+
+Every loader returns a :class:`Dataset` whose ``x`` is C-contiguous float32 in
+``[0, 1]``: ``(N, C, H, W)`` for images and ``(N, F)`` for tabular data.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evoae.data.download import FILES, fetch
+from evoae.data.idx import read_idx
+from evoae.data.transforms import check_size, minmax_scale, resize_images
+from evoae.errors import EvoaeError
+
+__all__ = [
+    "Dataset",
+    "BUILTIN",
+    "SUFFIXES",
+    "load_dataset",
+    "load_test_dataset",
+    "default_data_dir",
+]
+
+BUILTIN = ("digits", "mnist", "fashion-mnist")
+SUFFIXES = (".npy", ".npz", ".csv")
+
+_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+_REDOWNLOAD = "delete it and run with --download"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+    """An in-memory dataset.
+
+    Attributes
+    ----------
+    x
+        float32, C-contiguous, values in ``[0, 1]``; ``(N, C, H, W)`` for images or
+        ``(N, F)`` for tabular data. Other float inputs are converted on construction.
+    y
+        int64 labels of shape ``(N,)``, or None.
+    name
+        A short name for reports ("mnist", or a file's stem).
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None
+    name: str
+
+    def __post_init__(self) -> None:
+        x = np.ascontiguousarray(self.x, dtype=np.float32)
+        if x.ndim not in (2, 4):
+            raise EvoaeError(
+                f"dataset {self.name!r} has x of shape {x.shape}; expected (N, F) or (N, C, H, W)"
+            )
+        object.__setattr__(self, "x", x)
+        if self.y is not None:
+            y = np.asarray(self.y)
+            if y.ndim != 1 or len(y) != len(x):
+                raise EvoaeError(
+                    f"dataset {self.name!r} has {len(x)} rows but labels of shape {y.shape}; "
+                    f"expected ({len(x)},)"
+                )
+            object.__setattr__(self, "y", y.astype(np.int64, copy=False))
+
+    @property
+    def is_image(self) -> bool:
+        """True for ``(N, C, H, W)`` image data."""
+        return self.x.ndim == 4
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """``(C, H, W)`` for image data, else None."""
+        if not self.is_image:
+            return None
+        c, h, w = self.x.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def n_features(self) -> int:
+        """Number of values per example (``C*H*W`` for images)."""
+        return int(math.prod(self.x.shape[1:]))
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, idx: slice | np.ndarray) -> Dataset:
+        """Rows ``idx`` (a slice, integer indices or a boolean mask) as a new Dataset."""
+        return Dataset(self.x[idx], None if self.y is None else self.y[idx], self.name)
+
+    def __repr__(self) -> str:
+        y = "None" if self.y is None else f"int64{tuple(self.y.shape)}"
+        return f"Dataset(name={self.name!r}, x=float32{tuple(self.x.shape)}, y={y})"
+
+
+def default_data_dir() -> Path:
+    """``$EVOAE_DATA_DIR`` if set, else ``~/.cache/evoae/data``."""
+    env = os.environ.get("EVOAE_DATA_DIR", "").strip()
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "evoae" / "data"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_limit(limit: int | None) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1:
+        raise EvoaeError(f"limit must be a positive integer or None, got {limit!r}")
+    return int(limit)
+
+
+def _builtin_name(source: str) -> str | None:
+    key = source.strip().lower().replace("_", "-")
+    return key if key in BUILTIN else None
+
+
+def _unknown_source(source: str) -> EvoaeError:
+    return EvoaeError(
+        f"unknown dataset {source!r}: not a built-in dataset ({', '.join(BUILTIN)}) and no such "
+        f"file; pass one of those names or the path of a {'/'.join(SUFFIXES)} file"
+    )
+
+
+def _finish(ds: Dataset, image_size: tuple[int, int] | None) -> Dataset:
+    if image_size is None:
+        return ds
+    size = check_size(image_size)
+    if not ds.is_image:
+        raise EvoaeError(
+            f"image_size only applies to image data, but {ds.name!r} is tabular with shape "
+            f"{ds.x.shape}; drop the image size option"
+        )
+    x = resize_images(ds.x, size)
+    if x is not ds.x:
+        # Bilinear weights can sum to a hair above 1 in float32.
+        np.clip(x, 0.0, 1.0, out=x)
+    return Dataset(x, ds.y, ds.name)
+
+
+# --------------------------------------------------------------------------- builtin
+
+
+def _load_digits(limit: int | None) -> Dataset:
+    from sklearn.datasets import load_digits  # lazy: sklearn is slow to import
+
+    bunch = load_digits()
+    images = np.asarray(bunch.images)[:limit]
+    x = (images / 16.0).astype(np.float32)[:, None, :, :]
+    return Dataset(x, np.asarray(bunch.target)[:limit], "digits")
+
+
+def _find_idx_folder(name: str, data_dir: Path, files: tuple[str, ...]) -> Path | None:
+    """The first of ``data_dir/name`` and ``data_dir`` that holds all ``files``."""
+    for folder in (data_dir / name, data_dir):
+        if all(_idx_path(folder, f) is not None for f in files):
+            return folder
+    return None
+
+
+def _idx_path(folder: Path, filename: str) -> Path | None:
+    """``folder/filename``, or its gunzipped twin (read_idx sniffs the compression)."""
+    for candidate in (folder / filename, folder / filename.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _download_folder(name: str, data_dir: Path) -> Path:
+    """Where to download to when the files are not found anywhere."""
+    if data_dir.name == name or any((data_dir / f).exists() for f in FILES[name]):
+        return data_dir
+    return data_dir / name
+
+
+def _load_idx_pair(
+    name: str,
+    part: str,
+    data_dir: str | Path | None,
+    limit: int | None,
+    download: bool,
+) -> Dataset:
+    title = _TITLES[name]
+    files = _IDX_FILES[part]
+    root = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
+    if root.exists() and not root.is_dir():
+        raise EvoaeError(f"data dir {root} is a file, not a folder; pass --data-dir DIR")
+    folder = _find_idx_folder(name, root, files)
+    if download:
+        folder = fetch(name, folder or _download_folder(name, root))
+    if folder is None:
+        searched = f"{root / name} and {root}"
+        raise EvoaeError(
+            f"{title} files not found: looked for {' and '.join(files)} in {searched}; "
+            "pass --data-dir DIR or --download"
+        )
+    img_path = _idx_path(folder, files[0])
+    lab_path = _idx_path(folder, files[1])
+    assert img_path is not None and lab_path is not None  # ensured by _find_idx_folder/fetch
+
+    images = read_idx(img_path, what=f"{title} image file", hint=_REDOWNLOAD)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise EvoaeError(
+            f"{title} image file {img_path} holds a {images.ndim}-D {images.dtype} array, not "
+            f"uint8 (N, rows, cols) images (magic 2051); {_REDOWNLOAD}"
+        )
+    labels = read_idx(lab_path, what=f"{title} label file", hint=_REDOWNLOAD)
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise EvoaeError(
+            f"{title} label file {lab_path} holds a {labels.ndim}-D {labels.dtype} array, not "
+            f"uint8 labels (magic 2049); {_REDOWNLOAD}"
+        )
+    if len(images) != len(labels):
+        raise EvoaeError(
+            f"{title} files in {folder} disagree: {len(images)} images but {len(labels)} "
+            f"labels; {_REDOWNLOAD}"
+        )
+    if len(images) == 0:
+        raise EvoaeError(f"{title} image file {img_path} holds no images; {_REDOWNLOAD}")
+    images = images[:limit]
+    x = images.astype(np.float32)[:, None, :, :]
+    np.divide(x, 255.0, out=x)
+    return Dataset(x, labels[:limit], name)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _bad_file(path: Path, kind: str, exc: BaseException) -> EvoaeError:
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return EvoaeError(
+        f"cannot read {kind} file {path}: {detail}; check that it is a valid {kind} file"
+    )
+
+
+def _to_unit(arr: np.ndarray, path: Path, limit: int | None) -> np.ndarray:
+    """Validate, scale to [0, 1] and reshape to (N, F) or (N, C, H, W) float32.
+
+    Range statistics use all rows, so ``limit`` never changes the values of the rows kept.
+    """
+    if arr.ndim == 0 or arr.shape[0] == 0 or arr.size == 0:
+        raise EvoaeError(f"{path} holds no data (shape {arr.shape}); it needs at least one row")
+    shape = arr.shape
+    if arr.ndim == 2:
+        layout = "tabular"
+    elif arr.ndim == 3:
+        layout = "nhw"
+    elif arr.ndim == 4 and shape[1] in (1, 3):
+        layout = "nchw"
+    elif arr.ndim == 4 and shape[3] in (1, 3) and shape[1] >= 4 and shape[2] >= 4:
+        layout = "nhwc"
+    else:
+        raise EvoaeError(
+            f"{path} has unsupported shape {shape}; use (N, F) tabular data, (N, H, W) "
+            "grayscale images, or (N, C, H, W) / (N, H, W, C) images with C = 1 or 3"
+        )
+
+    kind = arr.dtype.kind
+    if arr.dtype == np.uint8:
+        x = arr[:limit].astype(np.float32)
+        np.divide(x, 255.0, out=x)
+    elif kind in "biuf":
+        if kind == "f":
+            bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+            if bad:
+                raise EvoaeError(
+                    f"{path} contains {bad} NaN or infinite values; remove or fill them first"
+                )
+        lo, hi = float(arr.min()), float(arr.max())
+        part = arr[:limit]
+        if lo >= 0.0 and hi <= 1.0:
+            x = part.astype(np.float32)
+        else:
+            span = hi - lo
+            if span == 0:
+                x = np.zeros(part.shape, np.float32)
+            else:
+                x = ((part.astype(np.float64) - lo) / span).astype(np.float32)
+                np.clip(x, 0.0, 1.0, out=x)
+    else:
+        raise EvoaeError(
+            f"{path} holds {arr.dtype} values; it needs numbers (uint8 pixels or floats)"
+        )
+
+    if layout == "nhw":
+        x = x[:, None, :, :]
+    elif layout == "nhwc":
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x)
+
+
+def _labels(y: np.ndarray, n: int, path: Path, limit: int | None) -> np.ndarray:
+    if y.ndim != 1 or len(y) != n:
+        raise EvoaeError(
+            f"{path}: labels 'y' have shape {y.shape} but x has {n} rows; store y as shape ({n},)"
+        )
+    if y.dtype.kind in "iub":
+        return y[:limit].astype(np.int64)
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        return y[:limit].astype(np.int64)
+    raise EvoaeError(f"{path}: labels 'y' must be integers, got {y.dtype} values")
+
+
+def _load_npy(path: Path, limit: int | None) -> Dataset:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise _bad_file(path, ".npy", exc) from None
+    return Dataset(_to_unit(arr, path, limit), None, path.stem)
+
+
+def _load_npz(path: Path, limit: int | None) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.files)
+            xkey = "x" if "x" in keys else next((k for k in keys if k != "y"), None)
+            if xkey is None:
+                raise EvoaeError(
+                    f"{path} holds no data arrays (keys: {keys}); save the data under key 'x'"
+                )
+            arr = npz[xkey]
+            y = npz["y"] if "y" in keys else None
+    except EvoaeError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise _bad_file(path, ".npz", exc) from None
+    x = _to_unit(arr, path, limit)
+    labels = None if y is None else _labels(y, len(arr), path, limit)
+    return Dataset(x, labels, path.stem)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_csv(path: Path, limit: int | None) -> Dataset:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            first = fh.readline()
+            fh.seek(0)
+            # Comma unless the first line clearly uses tabs or semicolons instead.
+            delim = ","
+            if "," not in first:
+                delim = next((d for d in ("\t", ";") if d in first), ",")
+            reader = csv.reader(fh, delimiter=delim)
+            rows: list[tuple[int, list[str]]] = []
+            for row in reader:
+                cells = [c.strip() for c in row]
+                if any(cells):  # blank lines carry no data
+                    rows.append((reader.line_num, cells))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise _bad_file(path, ".csv", exc) from None
+
+    if not rows:
+        raise EvoaeError(f"CSV file {path} is empty; it needs rows of numbers")
+    width = len(rows[0][1])
+    has_header = not all(_is_number(c) for c in rows[0][1])
+    body = rows[1:] if has_header else rows
+    if not body:
+        raise EvoaeError(f"CSV file {path} has a header but no data rows; add rows of numbers")
+    for line, cells in body:
+        if len(cells) != width:
+            raise EvoaeError(
+                f"CSV file {path}: row {line} has {len(cells)} columns but row {rows[0][0]} has "
+                f"{width}; every row needs the same number of columns"
+            )
+    try:
+        # numpy parses all cells in C; only on failure do we look for the culprit.
+        values = np.array([cells for _, cells in body], dtype=str).astype(np.float64)
+    except ValueError:
+        values = None
+    if values is None or not np.all(np.isfinite(values)):
+        for line, cells in body:
+            for col, cell in enumerate(cells, start=1):
+                if not _is_number(cell) or not math.isfinite(float(cell)):
+                    raise EvoaeError(
+                        f"CSV file {path}: row {line}, column {col} is {cell!r}, not a finite "
+                        "number; every cell below the header must be numeric"
+                    )
+    assert values is not None
+    x = minmax_scale(values)[:limit]
+    return Dataset(x, None, path.stem)
+
+
+def _load_file(source: str, limit: int | None) -> Dataset:
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise _unknown_source(source)
+    if path.is_dir():
+        raise EvoaeError(
+            f"{path} is a folder; pass a {'/'.join(SUFFIXES)} file, or a built-in dataset "
+            f"name ({', '.join(BUILTIN)}) with --data-dir {path}"
+        )
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return _load_npy(path, limit)
+    if suffix == ".npz":
+        return _load_npz(path, limit)
+    if suffix == ".csv":
+        return _load_csv(path, limit)
+    raise EvoaeError(
+        f"unsupported file type {suffix or '(no suffix)'!r} for {path}; supported: "
+        f"{', '.join(SUFFIXES)}"
+    )
+
+
+# --------------------------------------------------------------------------- public
+
+
+def load_dataset(
+    source: str,
+    *,
+    data_dir: str | Path | None = None,
+    image_size: tuple[int, int] | None = None,
+    limit: int | None = None,
+    download: bool = False,
+) -> Dataset:
+    """Load the training pool.
+
+    Parameters
+    ----------
+    source
+        ``"digits"`` (scikit-learn's 8x8 digits, /16, 1797 images), ``"mnist"`` or
+        ``"fashion-mnist"`` (the 60k training files, /255), or the path of a ``.npy``,
+        ``.npz`` or ``.csv`` file.
+    data_dir
+        Folder with ``mnist/`` and ``fashion-mnist/`` subfolders, or the folder holding the
+        four files itself; defaults to :func:`default_data_dir`.
+    image_size
+        Resize image data to ``(H, W)`` (bilinear, as TensorFlow); an error for tabular data.
+    limit
+        Keep only the first ``limit`` rows (applied before resizing).
+    download
+        Fetch missing (or MD5-mismatched) MNIST / Fashion-MNIST files into the data dir.
+    """
+    limit = _check_limit(limit)
+    if image_size is not None:
+        check_size(image_size)
+    if not isinstance(source, str | os.PathLike):
+        raise EvoaeError(f"dataset source must be a name or a path, got {source!r}")
+    source = os.fspath(source)
+    name = _builtin_name(source)
+    if name == "digits":
+        ds = _load_digits(limit)
+    elif name is not None:
+        ds = _load_idx_pair(name, "train", data_dir, limit, download)
+    else:
+        ds = _load_file(source, limit)
+    return _finish(ds, image_size)
+
+
+def load_test_dataset(
+    source: str,
+    *,
+    data_dir: str | Path | None = None,
+    image_size: tuple[int, int] | None = None,
+    limit: int | None = None,
+    download: bool = False,
+) -> Dataset | None:
+    """Load the official test set (the t10k files) of ``"mnist"`` / ``"fashion-mnist"``.
+
+    Returns None for other sources (``"digits"`` and files have no official test set).
+    Parameters are as for :func:`load_dataset`; an unknown name that is not an existing
+    file raises the same error as there.
+    """
+    limit = _check_limit(limit)
+    if image_size is not None:
+        check_size(image_size)
+    source = os.fspath(source)
+    name = _builtin_name(source)
+    if name is None:
+        if not Path(source).expanduser().exists():
+            raise _unknown_source(source)
+        return None
+    if name == "digits":
+        return None
+    return _finish(_load_idx_pair(name, "test", data_dir, limit, download), image_size)

@@ -1,0 +1,27 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: The read-only MNIST / Fashion-MNIST copies next to the repository (never copied into it).
+SHARED_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The shared data folder holding ``mnist/`` and ``fashion-mnist/``.
+
+    Skips the test when the folder is absent, except under ``CI=true`` where a missing
+    folder is a failure: CI must exercise the real files.
+    """
+    missing = [n for n in ("mnist", "fashion-mnist") if not (SHARED_DATA_DIR / n).is_dir()]
+    if missing:
+        reason = f"shared datasets {', '.join(missing)} not found under {SHARED_DATA_DIR}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (required when CI=true)")
+        pytest.skip(reason)
+    return SHARED_DATA_DIR
