@@ -163,6 +163,7 @@ _SETTINGS = (
     "executor",
     "workers",
     "ray_address",
+    "download",
 )
 
 
