@@ -9,7 +9,8 @@ offspring replaces the loser and is evaluated.
 
 Batched mode: with ``concurrent = K > 1`` each :meth:`ask` runs K tournaments on disjoint
 pairs drawn from the same population snapshot, so their offspring can be trained
-together. K = 1 is exactly the published algorithm. With K > 1, an offspring cannot
+together (fewer only when no two free members share a deme, e.g. ``deme=1`` with K
+close to N/2). K = 1 is exactly the published algorithm. With K > 1, an offspring cannot
 compete until the whole batch has been told, so selection pressure per tournament is the
 same but information spreads a batch later; the population changes by up to K members
 at a time.
@@ -144,16 +145,32 @@ class MicrobialGA(Strategy):
     def _draw_pairs(self, k: int) -> list[tuple[int, int]]:
         used: set[int] = set()
         pairs: list[tuple[int, int]] = []
-        span = min(self.deme, self.n - 1)
         for _ in range(k):
-            for _try in range(_PAIR_TRIES):
-                a = int(self.rng.integers(self.n))
-                b = (a + 1 + int(self.rng.integers(span))) % self.n
-                if a not in used and b not in used:
-                    used.update((a, b))
-                    pairs.append((a, b))
-                    break
+            pair = self._draw_pair(used)
+            if pair is None:  # no two free members share a deme: a smaller batch
+                break
+            used.update(pair)
+            pairs.append(pair)
         return pairs
+
+    def _draw_pair(self, used: set[int]) -> tuple[int, int] | None:
+        """A tournament pair disjoint from ``used``, uniform over all such (a, b)."""
+        span = min(self.deme, self.n - 1)
+        for _try in range(_PAIR_TRIES):
+            a = int(self.rng.integers(self.n))
+            b = (a + 1 + int(self.rng.integers(span))) % self.n
+            if a not in used and b not in used:
+                return a, b
+        # Rejection rarely succeeds once few members are free; picking uniformly among the
+        # free pairs draws from the same distribution without giving up.
+        free = [
+            (a, (a + 1 + o) % self.n)
+            for a in range(self.n)
+            if a not in used
+            for o in range(span)
+            if (a + 1 + o) % self.n not in used
+        ]
+        return free[int(self.rng.integers(len(free)))] if free else None
 
     def _offspring(self, winner: Genome, loser: Genome) -> Genome:
         child = list(loser)
