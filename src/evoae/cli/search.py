@@ -35,6 +35,12 @@ def register(sub: Any) -> None:
         "(default $EVOAE_DATA_DIR or ~/.cache/evoae/data)",
     )
     d.add_argument(
+        "--download",
+        action="store_true",
+        default=None,
+        help="fetch missing MNIST / Fashion-MNIST files into --data-dir (MD5-checked)",
+    )
+    d.add_argument(
         "--image-size",
         type=positive_int,
         default=None,
@@ -71,6 +77,18 @@ def register(sub: Any) -> None:
         type=nonneg_int,
         default=None,
         help="number of hidden genes [default: 3 for seed, 4 for extended]",
+    )
+    m.add_argument(
+        "--activations",
+        type=_names,
+        default=None,
+        help="comma-separated activation choices, e.g. relu,tanh,linear [default: the preset's]",
+    )
+    m.add_argument(
+        "--optimizers",
+        type=_names,
+        default=None,
+        help="comma-separated optimizer choices among sgd,adam,adamw [default: the preset's]",
     )
     g = p.add_argument_group("genetic algorithm")
     g.add_argument(
@@ -167,8 +185,18 @@ _SETTINGS = (
 )
 
 
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one name")
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in _SETTINGS if getattr(args, k) is not None}
+    options = {k: getattr(args, k) for k in ("activations", "optimizers") if getattr(args, k)}
+    if options:
+        given["space_options"] = options
     reporters = [] if args.quiet else [ProgressReporter()]
     if args.resume:
         result = search(args.dataset, out=args.resume, resume=True, reporters=reporters, **given)
