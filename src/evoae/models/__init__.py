@@ -9,10 +9,12 @@ from torch import nn
 
 from evoae.errors import EvoaeError
 from evoae.models.base import ModelOutput
+from evoae.models.conv import ConvAutoencoder
 from evoae.models.dense import DenseAutoencoder
 
 #: spec["family"] -> builder(spec, seed). Other families register here.
 BUILDERS: dict[str, Callable[[dict[str, Any], int], nn.Module]] = {"dense": DenseAutoencoder}
+BUILDERS.update({"conv-vae": ConvAutoencoder, "conv-ae": ConvAutoencoder})
 
 
 def build_model(spec: dict[str, Any], seed: int = 0) -> nn.Module:

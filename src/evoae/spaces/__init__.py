@@ -6,10 +6,12 @@ from typing import Any
 
 from evoae.errors import EvoaeError
 from evoae.spaces.base import Gene, Genome, Space, spec_key
+from evoae.spaces.conv import ConvSpace, conv_ae_space, conv_vae_space
 from evoae.spaces.dense import ACTIVATIONS, OPTIMIZERS, DenseSpace, dense_preset
 
 #: family name -> class with a ``from_config`` classmethod. Other families register here.
 SPACES: dict[str, Any] = {"dense": DenseSpace}
+SPACES.update({"conv-vae": ConvSpace, "conv-ae": ConvSpace})
 
 
 def _dense(preset: str, train: Any, code_size: int, **options: Any) -> Space:
@@ -18,6 +20,7 @@ def _dense(preset: str, train: Any, code_size: int, **options: Any) -> Space:
 
 #: ``--model`` name -> factory(preset, train Dataset, code_size, **options) -> Space.
 SPACE_FACTORIES: dict[str, Any] = {"dense": _dense}
+SPACE_FACTORIES.update({"conv-vae": conv_vae_space, "conv-ae": conv_ae_space})
 
 
 def make_space(model: str, preset: str, train: Any, code_size: int, **options: Any) -> Space:

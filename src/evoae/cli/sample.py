@@ -1,0 +1,59 @@
+"""``evoae sample``: draw images from the prior of a run's best VAE."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from evoae.cli import positive_int
+from evoae.errors import EvoaeError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "sample",
+        help="draw images from a VAE's prior",
+        description="Decode N draws from the standard normal prior with the best model of a "
+        "run (a conv-vae) and save them as an image grid.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run", metavar="RUN", help="run folder (or a saved model folder)")
+    p.add_argument("--n", type=positive_int, default=64, help="number of samples")
+    p.add_argument("--out", default="samples.png", help="PNG file to write")
+    p.add_argument("--ncols", type=positive_int, default=8, help="images per grid row")
+    p.add_argument(
+        "--seed", type=int, default=None, help="noise seed [default: the model's own seed]"
+    )
+    p.set_defaults(func=run)
+
+
+def model_folder(run: str | Path) -> Path:
+    """The saved model of a run folder, or ``run`` itself when it is a model folder."""
+    from evoae.models.io import JSON_NAME
+    from evoae.runs import folder as rf
+
+    run = Path(run)
+    if (run / JSON_NAME).is_file():
+        return run
+    if (run / rf.MODEL_DIR / JSON_NAME).is_file():
+        return run / rf.MODEL_DIR
+    raise EvoaeError(f"{run} holds no saved model: pass a finished run folder or its model/")
+
+
+def run(args: argparse.Namespace) -> int:
+    from evoae.models.io import load_model
+    from evoae.report.plots import plot_image_grid
+
+    model = load_model(model_folder(args.run))
+    if not callable(getattr(model, "sample", None)) or not getattr(model, "variational", False):
+        raise EvoaeError(
+            f"the model in {args.run} ({model.spec.get('family')}) has no prior to sample "
+            "from: only conv-vae runs can be sampled"
+        )
+    images = model.sample(args.n, seed=args.seed).numpy()
+    out = plot_image_grid(
+        images, args.out, ncols=min(args.ncols, args.n), title=f"{args.n} samples from the prior"
+    )
+    print(out)
+    return 0
