@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from evoae.errors import EvoaeError
 
 #: Modules under evoae.cli that add a subcommand through ``register(subparsers)``.
-COMMANDS = ["search"]
+COMMANDS = ["search", "export", "sample"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,277 @@
+"""A scikit-learn estimator around :func:`evoae.search`: evolve, retrain, then transform.
+
+``EvolvedAutoencoder(code_size=4).fit(X)`` runs a neuroevolution search on the rows of
+``X`` and keeps the retrained best dense autoencoder; ``transform`` gives codes,
+``inverse_transform`` reconstructs, ``score`` is the negative reconstruction MSE.
+
+Data handling (documented promises):
+
+* **Scaling.** evoae's models expect features in ``[0, 1]``. ``fit`` learns a per-feature
+  min-max scaling (``data_min_``, ``data_range_``; constant features get a range of 1)
+  and every other method applies it, so any real-valued table works. Values outside the
+  fitted range map outside ``[0, 1]``; they are not clipped. Errors (``score``,
+  ``score_samples``) are measured in the caller's original units, like PCA's.
+* **Splits.** The search splits the rows 70/15/15 (train / validation / test) with
+  ``random_state``. With fewer than ``MIN_SPLIT_ROWS`` rows a held-out split would be
+  empty or a single row, so the rows are repeated until there are ``MIN_SPLIT_ROWS``:
+  every split then holds copies of all rows and fitness is a training error. This only
+  exists so tiny inputs (scikit-learn's conformance checks) fit; use real data sizes.
+* **Code size.** An undercomplete autoencoder needs ``code_size < n_features``; ``fit``
+  raises a ``ValueError`` saying so otherwise (and for a single feature).
+* **Images.** Flattened images are just wide rows: the dense family reads them as is.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from evoae.data import Dataset
+from evoae.errors import EvoaeError
+from evoae.search import search
+
+#: Fewer rows than this are repeated before the 70/15/15 split (see module docstring).
+MIN_SPLIT_ROWS = 20
+#: Strategies the estimator can run (the search's ask/tell strategies).
+STRATEGIES = ("microbial",)
+#: Search spaces (dense presets) the estimator can use.
+SPACES = ("seed", "extended")
+
+#: Conformance checks of ``sklearn.utils.estimator_checks`` this estimator fails by
+#: nature, with the reason. scikit-learn >= 1.6 removed the ``_xfail_checks`` tag; pass
+#: this to ``check_estimator(expected_failed_checks=...)`` or
+#: ``parametrize_with_checks(expected_failed_checks=...)``.
+EXPECTED_FAILED_CHECKS: dict[str, str] = {}
+
+
+class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Dimensionality reduction with an autoencoder designed by neuroevolution.
+
+    Parameters
+    ----------
+    code_size : int, default=2
+        Width of the code: the number of output features of :meth:`transform`.
+    space : {"seed", "extended"}, default="seed"
+        The dense search space: ``seed`` is the published one, ``extended`` adds
+        activations, AdamW, and evolved learning rate and batch size.
+    strategy : {"microbial"}, default="microbial"
+        The search strategy (the microbial genetic algorithm).
+    population : int, default=8
+        Individuals in the population (at least 2).
+    generations : int, default=20
+        Tournaments after the initial population; 0 keeps the best random individual.
+    epochs : int, default=2
+        Training epochs per candidate during the search.
+    final_epochs : int, default=20
+        Epochs to retrain the best architecture on the training split.
+    max_depth : int or None, default=None
+        Hidden genes of the space (None: the preset's default).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the split, the search and every training. An int gives the same model
+        on every fit.
+    run_dir : str, Path or None, default=None
+        Keep the run folder (journal, model, plots) here, replaced on every fit. None:
+        a temporary folder, removed once the model is in memory.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where candidates are trained. The fitted model always lives on the CPU.
+
+    Attributes
+    ----------
+    model_ : torch.nn.Module
+        The retrained best autoencoder (``encode``/``decode``), on the CPU, in eval mode.
+    best_genome_ : dict
+        The winning genome (JSON form); ``best_spec_`` is its decoded architecture.
+    best_fitness_ : float
+        Its search fitness (validation MSE in scaled units after ``epochs`` epochs).
+    history_ : list of dict
+        One row per generation: evaluations, best so far, population quantiles.
+    n_evaluations_ : int
+        Candidates evaluated during the search.
+    run_dir_ : Path or None
+        The kept run folder (``run_dir``), else None.
+    data_min_, data_range_ : ndarray of shape (n_features_in_,)
+        The learned min-max scaling.
+    n_features_in_ : int
+        Number of features seen in fit.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> X = load_digits().data
+    >>> ae = EvolvedAutoencoder(code_size=4, generations=5, random_state=0).fit(X)
+    >>> ae.transform(X).shape
+    (1797, 4)
+    """
+
+    def __init__(
+        self,
+        code_size: int = 2,
+        *,
+        space: str = "seed",
+        strategy: str = "microbial",
+        population: int = 8,
+        generations: int = 20,
+        epochs: int = 2,
+        final_epochs: int = 20,
+        max_depth: int | None = None,
+        random_state: int | np.random.RandomState | None = None,
+        run_dir: str | Path | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.code_size = code_size
+        self.space = space
+        self.strategy = strategy
+        self.population = population
+        self.generations = generations
+        self.epochs = epochs
+        self.final_epochs = final_epochs
+        self.max_depth = max_depth
+        self.random_state = random_state
+        self.run_dir = run_dir
+        self.device = device
+
+    # ------------------------------------------------------------ fitting
+
+    def fit(self, X: Any, y: Any = None) -> EvolvedAutoencoder:
+        """Search for an autoencoder of ``X``'s rows and train the best one.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        X = validate_data(self, X, dtype=(np.float64, np.float32), ensure_min_samples=2)
+        self._check_params(X.shape[1])
+        self.data_min_ = X.min(axis=0).astype(np.float64)
+        span = X.max(axis=0).astype(np.float64) - self.data_min_
+        self.data_range_ = np.where(span > 0, span, 1.0)
+        scaled = self._scale(X)
+        if len(scaled) < MIN_SPLIT_ROWS:
+            scaled = np.tile(scaled, (math.ceil(MIN_SPLIT_ROWS / len(scaled)), 1))
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        keep = self.run_dir is not None
+        out = Path(self.run_dir) if keep else Path(tempfile.mkdtemp(prefix="evoae-fit-"))
+        try:
+            result = search(
+                "<array>",
+                data=Dataset(x=scaled, y=None, name="<array>"),
+                out=out,
+                overwrite=True,
+                reporters=(),
+                model="dense",
+                preset=self.space,
+                code_size=self.code_size,
+                max_depth=self.max_depth,
+                population=self.population,
+                generations=self.generations,
+                epochs=self.epochs,
+                final_epochs=self.final_epochs,
+                seed=seed,
+                device=self.device,
+            )
+        finally:
+            if not keep:
+                shutil.rmtree(out, ignore_errors=True)
+        self.model_ = result.model.cpu().eval()
+        self.best_genome_ = result.best_genome
+        self.best_spec_ = result.best_spec
+        self.best_fitness_ = float(result.best_fitness)
+        self.history_ = list(result.history)
+        self.n_evaluations_ = int(result.n_evaluations)
+        self.run_dir_ = out if keep else None
+        return self
+
+    def _check_params(self, n_features: int) -> None:
+        if self.space not in SPACES:
+            raise EvoaeError(f"unknown space {self.space!r}: choose from {', '.join(SPACES)}")
+        if self.strategy not in STRATEGIES:
+            raise EvoaeError(
+                f"unknown strategy {self.strategy!r}: choose from {', '.join(STRATEGIES)}"
+            )
+        if n_features < 2:
+            raise EvoaeError(
+                f"X has {n_features} feature(s): an autoencoder needs at least 2 to compress"
+            )
+        if isinstance(self.code_size, bool) or not isinstance(self.code_size, int | np.integer):
+            raise EvoaeError(f"code_size must be an integer, got {self.code_size!r}")
+        if not 1 <= self.code_size < n_features:
+            raise EvoaeError(
+                f"code_size={self.code_size} must be between 1 and n_features - 1 "
+                f"({n_features - 1}): an undercomplete autoencoder compresses its input"
+            )
+
+    # ------------------------------------------------------------ using the model
+
+    def transform(self, X: Any) -> np.ndarray:
+        """The codes of ``X``'s rows, shape ``(n_samples, code_size)``."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        with torch.no_grad():
+            codes = self.model_.encode(self._tensor(self._scale(X)))
+        return codes.numpy().astype(X.dtype, copy=False)
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        """Reconstructions, in the original units, from codes of shape ``(n, code_size)``."""
+        check_is_fitted(self)
+        Z = check_array(X, dtype=(np.float64, np.float32))
+        if Z.shape[1] != self.code_size:
+            raise EvoaeError(
+                f"codes have {Z.shape[1]} columns but the model's code size is {self.code_size}: "
+                "pass the output of transform"
+            )
+        return self._decode(Z)
+
+    def _decode(self, Z: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            recon = self.model_.decode(self._tensor(Z)).numpy().astype(np.float64)
+        return (recon * self.data_range_ + self.data_min_).astype(Z.dtype, copy=False)
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Per-row reconstruction error: mean squared error over features, original units.
+
+        Higher means worse reconstructed, so it ranks anomalies (the opposite sign of
+        scikit-learn's usual "higher is more normal"); ``score(X) == -score_samples(X).mean()``.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        with torch.no_grad():
+            codes = self.model_.encode(self._tensor(self._scale(X)))
+        recon = self._decode(codes.numpy().astype(X.dtype))
+        return np.mean((X.astype(np.float64) - recon) ** 2, axis=1)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Negative mean reconstruction MSE of ``X`` in original units (higher is better)."""
+        return -float(np.mean(self.score_samples(X)))
+
+    # ------------------------------------------------------------ plumbing
+
+    @property
+    def _n_features_out(self) -> int:
+        return int(self.code_size)
+
+    def _scale(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.data_min_) / self.data_range_).astype(np.float32)
+
+    @staticmethod
+    def _tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        # Training is seeded from random_state alone: same seed, same model.
+        tags.non_deterministic = False
+        return tags

@@ -1,0 +1,363 @@
+"""Export a run's best model as ONNX, TorchScript or safetensors, part by part.
+
+A model family is exportable when its module has ``encode(x)`` and ``decode(z)``:
+``encode`` returns the code, or ``(mean, log_variance)`` for a VAE, whose exported
+encoder is its mean head. ``forward`` returns a :class:`~evoae.models.base.ModelOutput`,
+which no exporter can trace, so each part is a small module returning plain tensors:
+
+* ``encoder``: ``x -> code`` (the mean for a VAE);
+* ``decoder``: ``z -> reconstruction``;
+* ``autoencoder``: ``x -> decode(encode(x))`` (the posterior mean for a VAE: no noise);
+* ``sampler`` (VAEs only): ``eps -> decode(eps)`` where the caller feeds ``eps`` drawn
+  from N(0, 1) of shape ``(n, latent)``; noise is an input so deployments choose their
+  own random source and outputs are reproducible.
+
+The batch dimension is dynamic in every format. Inputs have the shape the model was
+trained on (``(n, features)`` for the dense family, which also takes flattened images).
+A ``export.json`` manifest lists what was written, with input and output names and shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from evoae.errors import EvoaeError
+from evoae.models.io import load_model, read_model_json
+from evoae.runs import folder as rf
+from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
+
+FORMATS = ("onnx", "torchscript", "safetensors")
+PARTS = ("encoder", "decoder", "autoencoder", "sampler")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
+MANIFEST = "export.json"
+#: Default destination inside a run folder.
+EXPORT_DIR = "export"
+#: ONNX opset: 17 is read by every onnxruntime of the last years.
+OPSET = 17
+
+
+class EncoderPart(nn.Module):
+    """``x -> code``; a VAE's mean head (its ``encode`` returns ``(mean, log_var)``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        code = self.model.encode(x)
+        return code[0] if isinstance(code, tuple | list) else code
+
+
+class DecoderPart(nn.Module):
+    """``z -> reconstruction``. Also the VAE sampler, fed with standard normal noise."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z)
+
+
+class AutoencoderPart(nn.Module):
+    """``x -> decode(encode(x))`` with the code (or posterior mean) in between."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.encoder = EncoderPart(model)
+        self.decoder = DecoderPart(model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+@dataclass
+class Exported:
+    """One written part: where, and its input/output names and shapes (``None`` = batch)."""
+
+    part: str
+    path: Path
+    input_name: str
+    input_shape: list[int | None]
+    output_name: str
+    output_shape: list[int | None]
+
+
+def is_variational(model: nn.Module, example: torch.Tensor) -> bool:
+    """True when ``encode`` returns a (mean, log-variance) pair, as VAEs do."""
+    with torch.no_grad():
+        return isinstance(model.encode(example), tuple | list)
+
+
+def example_input(model: nn.Module, batch: int = 2) -> torch.Tensor:
+    """A batch of inputs of the shape the model was built for, from its spec."""
+    spec = getattr(model, "spec", None) or {}
+    if "input_shape" in spec:
+        shape = [int(v) for v in spec["input_shape"]]
+    elif "input_dim" in spec:
+        shape = [int(spec["input_dim"])]
+    else:
+        raise EvoaeError(
+            f"model family {spec.get('family')!r} does not record its input shape in its spec: "
+            "it cannot be exported"
+        )
+    return torch.rand([batch, *shape], generator=torch.Generator().manual_seed(0))
+
+
+def part_module(model: nn.Module, part: str) -> nn.Module:
+    """The tensor-in, tensor-out module for ``part`` of ``model``."""
+    if not (hasattr(model, "encode") and hasattr(model, "decode")):
+        raise EvoaeError(
+            f"model family {model.spec.get('family')!r} has no encode/decode: it cannot be exported"
+        )
+    if part == "encoder":
+        return EncoderPart(model).eval()
+    if part in ("decoder", "sampler"):
+        return DecoderPart(model).eval()
+    if part == "autoencoder":
+        return AutoencoderPart(model).eval()
+    raise EvoaeError(f"unknown part {part!r}: choose from {', '.join(PARTS)} or all")
+
+
+def part_input(model: nn.Module, part: str, batch: int = 2) -> torch.Tensor:
+    """An example input of ``part``: data for encoders, codes (or N(0,1) noise) for decoders."""
+    x = example_input(model, batch)
+    if part in ("encoder", "autoencoder"):
+        return x
+    with torch.no_grad():
+        code = EncoderPart(model)(x)
+    if part == "sampler":
+        return torch.randn(code.shape, generator=torch.Generator().manual_seed(1))
+    return code
+
+
+def resolve_parts(model: nn.Module, part: str) -> list[str]:
+    """The parts ``part`` names (``all``: every part the model has)."""
+    vae = is_variational(model, example_input(model))
+    available = [p for p in PARTS if p != "sampler" or vae]
+    if part == "all":
+        return available
+    if part == "sampler" and not vae:
+        raise EvoaeError(
+            "only variational models have a sampler: export the decoder and feed it codes"
+        )
+    if part not in PARTS:
+        raise EvoaeError(f"unknown part {part!r}: choose from {', '.join(PARTS)} or all")
+    return [part]
+
+
+def locate_model(run: str | Path) -> Path:
+    """The model folder of a run folder (or ``run`` itself when it is a model folder)."""
+    run = Path(run)
+    if (run / "model.json").is_file():
+        return run
+    if (run / rf.MODEL_DIR / "model.json").is_file():
+        return run / rf.MODEL_DIR
+    if rf.is_run(run):
+        raise EvoaeError(f"run {run} has no saved model yet: let the search finish first")
+    raise EvoaeError(f"{run} is not an evoae run folder or model folder")
+
+
+def export_run(
+    run: str | Path,
+    *,
+    fmt: str,
+    part: str = "all",
+    out: str | Path | None = None,
+    opset: int = OPSET,
+) -> list[Exported]:
+    """Export the best model of ``run`` (a run or model folder) into ``out``.
+
+    Parameters
+    ----------
+    run
+        Run folder (its ``model/`` is used) or a model folder.
+    fmt
+        ``onnx``, ``torchscript`` or ``safetensors``.
+    part
+        ``encoder``, ``decoder``, ``autoencoder``, ``sampler`` (VAEs) or ``all``.
+    out
+        Destination folder; default ``<run>/export`` (``<model>-export`` beside a bare
+        model folder).
+    opset
+        ONNX opset version.
+
+    Returns
+    -------
+    list of Exported
+        The written parts; ``export.json`` in ``out`` lists them too.
+    """
+    if fmt not in FORMATS:
+        raise EvoaeError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
+    model_dir = locate_model(run)
+    model = load_model(model_dir)
+    meta = read_model_json(model_dir)
+    parts = resolve_parts(model, part)
+    if out is not None:
+        dest = Path(out)
+    elif model_dir == Path(run):  # a bare model folder: export next to it
+        dest = model_dir.parent / f"{model_dir.name}-export"
+    else:
+        dest = Path(run) / EXPORT_DIR
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EvoaeError(f"cannot create export folder {dest} ({e.strerror})") from None
+    written = [export_part(model, p, fmt, dest / f"{p}{SUFFIX[fmt]}", opset=opset) for p in parts]
+    write_manifest(dest, fmt, model_dir, meta, written)
+    return written
+
+
+def write_manifest(
+    dest: Path, fmt: str, model_dir: Path, meta: dict[str, Any], written: list[Exported]
+) -> None:
+    """Add ``written`` to ``dest/export.json``, keeping other formats' entries of the same model."""
+    path = dest / MANIFEST
+    files: list[dict[str, Any]] = []
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            old = {}
+        if isinstance(old, dict) and old.get("weights_sha256") == meta.get("weights_sha256"):
+            files = [f for f in old.get("files", []) if isinstance(f, dict)]
+    names = {e.path.name for e in written}
+    files = [f for f in files if f.get("file") not in names]
+    files += [
+        {
+            "file": e.path.name,
+            "format": fmt,
+            "part": e.part,
+            "input": {"name": e.input_name, "shape": e.input_shape},
+            "output": {"name": e.output_name, "shape": e.output_shape},
+        }
+        for e in written
+    ]
+    manifest = {
+        "source": str(model_dir),
+        "family": meta["spec"].get("family"),
+        "spec": meta["spec"],
+        "weights_sha256": meta.get("weights_sha256"),
+        "files": sorted(files, key=lambda f: f["file"]),
+    }
+    atomic_write_text(path, json.dumps(manifest, indent=2))
+
+
+def export_part(
+    model: nn.Module, part: str, fmt: str, path: Path, *, opset: int = OPSET
+) -> Exported:
+    """Write one part of ``model`` to ``path`` in ``fmt``."""
+    module = part_module(model, part)
+    example = part_input(model, part)
+    with torch.no_grad():
+        output = module(example)
+    in_name = "x" if part in ("encoder", "autoencoder") else ("eps" if part == "sampler" else "z")
+    out_name = "code" if part == "encoder" else "recon"
+    if fmt == "onnx":
+        _write_onnx(module, example, path, in_name, out_name, opset)
+    elif fmt == "torchscript":
+        _write_torchscript(module, example, path)
+    elif fmt == "safetensors":
+        _write_safetensors(model, module, example, path, part)
+    else:
+        raise EvoaeError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
+    return Exported(
+        part=part,
+        path=path,
+        input_name=in_name,
+        input_shape=[None, *example.shape[1:]],
+        output_name=out_name,
+        output_shape=[None, *output.shape[1:]],
+    )
+
+
+def _write_onnx(
+    module: nn.Module, example: torch.Tensor, path: Path, in_name: str, out_name: str, opset: int
+) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    # The torch.export-based exporter needs onnxscript, which evoae does not depend on; the
+    # TorchScript-based one is deprecated but exact for these plain feed-forward graphs.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(tmp),
+            dynamo=False,
+            input_names=[in_name],
+            output_names=[out_name],
+            dynamic_axes={in_name: {0: "batch"}, out_name: {0: "batch"}},
+            opset_version=opset,
+        )
+    data = tmp.read_bytes()
+    tmp.unlink()
+    try:
+        import onnx
+    except ImportError:  # checking is a bonus: the file is written either way
+        onnx = None
+    if onnx is not None:
+        try:
+            onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+        except onnx.checker.ValidationError as e:
+            raise EvoaeError(f"the exported ONNX graph for {path.name} is invalid ({e})") from None
+    atomic_write_bytes(path, data)
+
+
+def _write_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(module, (example,), check_trace=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.jit.save(traced, str(tmp))
+    data = tmp.read_bytes()
+    tmp.unlink()
+    atomic_write_bytes(path, data)
+
+
+def used_state(model: nn.Module, module: nn.Module, example: torch.Tensor) -> dict[str, Any]:
+    """The entries of ``model``'s state dict that ``module``'s forward actually uses.
+
+    Found by running it once with forward hooks on every submodule of ``model``: the
+    parameters and buffers of the submodules that ran (BatchNorm statistics included).
+    """
+    ran: set[str] = set()
+    names = {id(m): n for n, m in model.named_modules()}
+    hooks = [
+        m.register_forward_hook(lambda mod, _i, _o: ran.add(names[id(mod)]))
+        for m in model.modules()
+    ]
+    try:
+        with torch.no_grad():
+            module(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    state = model.state_dict()
+    owner = {k: k.rsplit(".", 1)[0] if "." in k else "" for k in state}
+    ran.add("")  # tensors held by the root module itself: keep them, they are cheap
+    return {k: v for k, v in state.items() if owner[k] in ran}
+
+
+def _write_safetensors(
+    model: nn.Module, module: nn.Module, example: torch.Tensor, path: Path, part: str
+) -> None:
+    tensors = {
+        k: v.detach().cpu().contiguous() for k, v in used_state(model, module, example).items()
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(
+        tensors,
+        str(tmp),
+        metadata={"format": "evoae-export", "part": part, "spec": json.dumps(model.spec)},
+    )
+    data = tmp.read_bytes()
+    tmp.unlink()
+    atomic_write_bytes(path, data)

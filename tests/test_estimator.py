@@ -1,0 +1,175 @@
+"""The scikit-learn estimator: conformance suite, pipelines, scaling, anomaly scores."""
+
+from __future__ import annotations
+
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import evoae
+from evoae import EvolvedAutoencoder
+from evoae.estimator import EXPECTED_FAILED_CHECKS
+
+#: A budget small enough for the dozens of fits the conformance suite makes.
+TINY = dict(population=2, generations=0, epochs=1, final_epochs=1)
+#: Checks feed 2-feature data, so the code must be 1-wide to stay undercomplete.
+CHECKED = EvolvedAutoencoder(code_size=1, random_state=0, **TINY)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: extra intra-op threads only spin and wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@parametrize_with_checks([CHECKED], expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS)
+def test_sklearn_conformance(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    d = load_digits()
+    return d.data[:300], d.target[:300]
+
+
+def small(**kw) -> EvolvedAutoencoder:
+    params = dict(code_size=4, population=2, generations=1, epochs=1, final_epochs=3)
+    params.update({"random_state": 0, **kw})
+    return EvolvedAutoencoder(**params)
+
+
+def useful(**kw) -> EvolvedAutoencoder:
+    """A budget that learns something on 300 digits in a couple of seconds."""
+    return small(**{"population": 4, "generations": 4, "epochs": 2, "final_epochs": 30, **kw})
+
+
+def test_exported_from_package():
+    assert evoae.EvolvedAutoencoder is EvolvedAutoencoder
+
+
+def test_fit_transform_inverse_and_scores(digits):
+    X, _ = digits
+    ae = small().fit(X)
+    assert ae.n_features_in_ == 64
+    assert ae.best_spec_["code_size"] == 4 and ae.best_spec_["input_dim"] == 64
+    assert set(ae.best_genome_) >= {"code_activation", "optimizer"}
+    assert ae.history_ and "best" in ae.history_[-1]
+    assert ae.n_evaluations_ >= 3
+    Z = ae.transform(X)
+    assert Z.shape == (300, 4) and Z.dtype == np.float64
+    R = ae.inverse_transform(Z)
+    assert R.shape == X.shape
+    errors = ae.score_samples(X)
+    assert errors.shape == (300,) and np.all(errors >= 0)
+    np.testing.assert_allclose(errors, np.mean((X - R) ** 2, axis=1), rtol=1e-6)
+    assert ae.score(X) == pytest.approx(-errors.mean())
+    assert ae.get_feature_names_out().tolist() == [f"evolvedautoencoder{i}" for i in range(4)]
+
+
+def test_same_seed_same_model_and_minmax_scaling(digits):
+    X, _ = digits
+    a = small().fit(X)
+    # An affine change of units is undone by the learned min-max scaling: same codes, and
+    # errors scale with the square of the unit.
+    b = small().fit(X * 100.0 - 50.0)
+    np.testing.assert_array_equal(a.transform(X), b.transform(X * 100.0 - 50.0))
+    assert b.score(X * 100.0 - 50.0) == pytest.approx(a.score(X) * 1e4, rel=1e-4)
+    np.testing.assert_array_equal(b.data_min_, X.min(axis=0) * 100.0 - 50.0)
+    c = small(random_state=1).fit(X)
+    assert not np.array_equal(a.transform(X), c.transform(X))
+
+
+def test_score_samples_ranks_anomalies(digits):
+    X, _ = digits
+    ae = small(final_epochs=10).fit(X)
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(0, 16, size=(50, 64))  # not digits: uniform noise over the pixel range
+    assert np.median(ae.score_samples(noise)) > np.percentile(ae.score_samples(X), 90)
+
+
+def test_pipeline_and_grid_search(digits):
+    X, y = digits
+    pipe = Pipeline(
+        [("ae", useful()), ("std", StandardScaler()), ("clf", LogisticRegression(max_iter=500))]
+    )
+    pipe.fit(X, y)
+    assert pipe.score(X, y) > 0.3  # 10 classes: chance is 0.1
+    grid = GridSearchCV(useful(), {"code_size": [2, 6]}, cv=2)
+    grid.fit(X)
+    assert grid.best_params_["code_size"] in (2, 6)
+    # score is the negative reconstruction error: a wider code reconstructs better
+    assert grid.best_params_["code_size"] == 6
+    assert grid.cv_results_["mean_test_score"][1] > grid.cv_results_["mean_test_score"][0]
+
+
+def test_beats_the_mean_predictor(digits):
+    X, _ = load_digits(return_X_y=True)
+    ae = useful(generations=2, final_epochs=20).fit(X)
+    # Predicting every row as the mean row has an MSE equal to the mean feature variance.
+    assert -ae.score(X) < 0.8 * X.var(axis=0).mean()
+
+
+def test_flattened_images(shared_data_dir):
+    from evoae.data import load_dataset
+
+    ds = load_dataset("mnist", data_dir=shared_data_dir, image_size=(16, 16), limit=200)
+    X = ds.x.reshape(len(ds), -1)
+    ae = small(code_size=8).fit(X)
+    assert X.dtype == np.float32
+    Z = ae.transform(X)
+    assert Z.shape == (200, 8) and Z.dtype == np.float32  # float32 in, float32 out
+    assert ae.inverse_transform(Z).shape == (200, 256)
+    assert ae.score(X) < 0
+
+
+def test_run_dir_kept_or_removed(digits, tmp_path, monkeypatch):
+    X, _ = digits
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    ae = small().fit(X)
+    assert ae.run_dir_ is None
+    assert list((tmp_path / "tmp").iterdir()) == []  # the temporary run folder is gone
+    kept = small(run_dir=tmp_path / "run").fit(X)
+    assert kept.run_dir_ == tmp_path / "run"
+    loaded = evoae.load_model(tmp_path / "run" / "model")
+    assert loaded.spec == kept.best_spec_
+
+
+def test_tiny_data_fits(digits):
+    X, _ = digits
+    ae = clone(CHECKED).set_params(code_size=3).fit(X[:5])
+    assert ae.transform(X[:5]).shape == (5, 3)
+
+
+@pytest.mark.parametrize(
+    ("params", "X", "match"),
+    [
+        ({"code_size": 4}, np.random.rand(30, 4), "code_size=4 must be between 1"),
+        ({"code_size": 1}, np.random.rand(30, 1), r"1 feature\(s\)"),
+        ({"space": "huge"}, np.random.rand(30, 8), "unknown space 'huge'"),
+        ({"strategy": "cma"}, np.random.rand(30, 8), "unknown strategy 'cma'"),
+    ],
+)
+def test_bad_parameters_are_value_errors(params, X, match):
+    with pytest.raises(evoae.EvoaeError, match=match):
+        clone(CHECKED).set_params(**params).fit(X)
+
+
+def test_inverse_transform_checks_code_width(digits):
+    X, _ = digits
+    ae = small().fit(X)
+    with pytest.raises(ValueError, match="code size is 4"):
+        ae.inverse_transform(np.zeros((3, 5)))
