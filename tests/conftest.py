@@ -25,3 +25,18 @@ def shared_data_dir() -> Path:
             pytest.fail(f"{reason} (required when CI=true)")
         pytest.skip(reason)
     return SHARED_DATA_DIR
+
+
+@pytest.fixture
+def single_thread_torch():
+    """Run a test with one torch thread, restoring the previous count afterwards.
+
+    Small models gain nothing from intra-op threads, and on a shared machine the extra
+    threads mostly contend for the same cores.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
