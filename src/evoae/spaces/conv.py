@@ -71,6 +71,9 @@ class ConvSpace(Space):
         Log-uniform ranges of conv filters and of the optional dense layer's width.
     activations, optimizers
         Choices for the block activation and optimizer genes.
+    strides
+        Stride choices of a block (1 and 2; ``(2,)`` keeps only downsampling blocks, the
+        cheapest networks, still repaired to stride 1 on small maps).
     lr_range
         Log-uniform range of the learning-rate gene.
     evolve_beta, beta, beta_range
@@ -93,6 +96,7 @@ class ConvSpace(Space):
         dense_range: tuple[int, int] = (32, 512),
         activations: Sequence[str] = CONV_ACTIVATIONS,
         optimizers: Sequence[str] = OPTIMIZERS,
+        strides: Sequence[int] = STRIDES,
         lr_range: tuple[float, float] = (1e-4, 3e-2),
         evolve_beta: bool = False,
         beta: float = 1.0,
@@ -122,6 +126,7 @@ class ConvSpace(Space):
         _check_range("beta", beta_range)
         _check_names("activation", activations, CONV_ACTIVATIONS)
         _check_names("optimizer", optimizers, OPTIMIZERS)
+        _check_names("stride", [str(s) for s in strides], [str(s) for s in STRIDES])
         if recon_loss not in RECON_LOSSES:
             raise EvoaeError(
                 f"unknown reconstruction loss {recon_loss!r}: choose {' or '.join(RECON_LOSSES)}"
@@ -139,6 +144,7 @@ class ConvSpace(Space):
         self.dense_range = (int(dense_range[0]), int(dense_range[1]))
         self.activations = tuple(activations)
         self.optimizers = tuple(optimizers)
+        self.strides = tuple(int(s) for s in strides)
         self.lr_range = (float(lr_range[0]), float(lr_range[1]))
         self.evolve_beta = bool(evolve_beta)
         self.beta = float(beta)
@@ -151,7 +157,7 @@ class ConvSpace(Space):
         self._genes = self._make_genes()
 
     def _make_genes(self) -> list[Gene]:
-        acts, opts = self.activations, self.optimizers
+        acts, opts, strides = self.activations, self.optimizers, self.strides
         f_lo, f_hi = self.filters_range
         d_lo, d_hi = self.dense_range
 
@@ -162,7 +168,7 @@ class ConvSpace(Space):
             return (
                 _log_int(rng, f_lo, f_hi),
                 int(KERNELS[int(rng.integers(2))]),
-                int(STRIDES[int(rng.integers(2))]),
+                strides[int(rng.integers(len(strides)))],
                 acts[int(rng.integers(len(acts)))],
                 bool(rng.integers(2)),
             )
@@ -229,6 +235,7 @@ class ConvSpace(Space):
             "dense_range": list(self.dense_range),
             "activations": list(self.activations),
             "optimizers": list(self.optimizers),
+            "strides": list(self.strides),
             "lr_range": list(self.lr_range),
             "evolve_beta": self.evolve_beta,
             "beta": self.beta,
