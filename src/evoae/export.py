@@ -94,7 +94,9 @@ class Exported:
 def is_variational(model: nn.Module, example: torch.Tensor) -> bool:
     """True when ``encode`` returns a (mean, log-variance) pair, as VAEs do."""
     with torch.no_grad():
-        return isinstance(model.encode(example), tuple | list)
+        code = model.encode(example)
+    # A deterministic conv AE answers (code, None): only a real log-variance makes a VAE.
+    return isinstance(code, tuple | list) and len(code) == 2 and code[1] is not None
 
 
 def example_input(model: nn.Module, batch: int = 2) -> torch.Tensor:
@@ -279,14 +281,24 @@ def export_part(
     )
 
 
+def _quiet_tracing() -> None:
+    """Silence what tracing says about these graphs (call inside ``catch_warnings``).
+
+    Both exporters are deprecated in favour of torch.export (whose ONNX path needs
+    onnxscript); shape checks on non-batch dimensions are constants by design.
+    """
+    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore", torch.jit.TracerWarning)
+
+
 def _write_onnx(
     module: nn.Module, example: torch.Tensor, path: Path, in_name: str, out_name: str, opset: int
 ) -> None:
     tmp = path.with_name(path.name + ".tmp")
     # The torch.export-based exporter needs onnxscript, which evoae does not depend on; the
-    # TorchScript-based one is deprecated but exact for these plain feed-forward graphs.
+    # TorchScript-based one is deprecated but exact for these feed-forward graphs.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        _quiet_tracing()
         torch.onnx.export(
             module,
             (example,),
@@ -313,7 +325,7 @@ def _write_onnx(
 
 def _write_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        _quiet_tracing()
         traced = torch.jit.trace(module, (example,), check_trace=True)
         tmp = path.with_name(path.name + ".tmp")
         torch.jit.save(traced, str(tmp))
