@@ -10,9 +10,11 @@ behaviour of retraining parents, which then get per-evaluation seeds.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -32,13 +34,22 @@ from evoae.report.plots import plot_fitness, plot_reconstructions
 from evoae.report.progress import Reporter
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal, Row
+from evoae.runs.killpoints import arm_forward, kill_point
 from evoae.spaces import SPACE_FACTORIES, Space, make_space, spec_key
 from evoae.training import Evaluator, Result, Task, make_evaluator, train_candidate
 from evoae.training.evaluator import as_tensor, resolve_device
 from evoae.training.trainer import evaluate as evaluate_model
 
 #: Settings that may change when a run is resumed; every other one must match.
-RESUMABLE = ("generations", "final_epochs", "device", "executor", "workers", "ray_address")
+RESUMABLE = (
+    "generations",
+    "final_epochs",
+    "device",
+    "executor",
+    "workers",
+    "ray_address",
+    "download",
+)
 
 
 @dataclass
@@ -69,6 +80,7 @@ class SearchSettings:
     executor: str = "inline"
     workers: int | None = None
     ray_address: str | None = None
+    download: bool = False
 
     def validate(self) -> None:
         for name in ("population", "epochs", "deme", "concurrent"):
@@ -147,7 +159,9 @@ def load_splits(s: SearchSettings, data: Dataset | None = None) -> Splits:
     size = s.image_size if s.image_size is not None else (16 if mnist_like else None)
     hw = None if size is None else (size, size)
     limit = s.limit if s.limit is not None else (15_000 if split == "seed" else None)
-    ds = load_dataset(s.dataset, data_dir=s.data_dir, image_size=hw, limit=limit)
+    ds = load_dataset(
+        s.dataset, data_dir=s.data_dir, image_size=hw, limit=limit, download=s.download
+    )
     test = load_test_dataset(s.dataset, data_dir=s.data_dir, image_size=hw) if mnist_like else None
     if split == "seed":
         n_val = min(5_000, len(ds) // 3) if s.limit is not None else 5_000
@@ -246,6 +260,7 @@ class _Loop:
                 rows[i] = old
                 if not old.cached:
                     self.cache[key] = old
+                    self.trainings += 1  # it was trained before the crash
                 continue
             if not self.s.reevaluate and key in self.cache:
                 rows[i] = self._row(base + i, gen, g, specs[i], self.cache[key], cached=True)
@@ -259,7 +274,9 @@ class _Loop:
             row = self._row(
                 base + i, gen, genomes[i], specs[i], result, cached=False, seed=tasks[j].seed
             )
+            kill_point("trained")
             self.journal.append(row)
+            kill_point("appended")
             self.trainings += 1
             rows[i] = row
             if not self.s.reevaluate:
@@ -272,6 +289,7 @@ class _Loop:
             assert row is not None
             if self.journal.get(row.id) is None:
                 self.journal.append(row)
+                kill_point("appended")
                 self._notify_evaluated(row)
         self.next_id = base + len(genomes)
         self.strategy.tell(genomes, [r.fitness for r in rows])  # type: ignore[union-attr]
@@ -377,6 +395,7 @@ def search(
     >>> result.model.encode(x)  # doctest: +SKIP
     """
     t0 = time.perf_counter()
+    arm_forward()  # a no-op outside the kill tests
     if resume:
         if out is None:
             raise EvoaeError("--resume needs the run folder to continue")
@@ -398,45 +417,132 @@ def search(
         s.model, s.preset, splits.train, s.code_size, max_depth=s.max_depth, **s.space_options
     )
     strategy = make_strategy(s, space)
-    if not resume:
-        target = out if out is not None else rf.default_out("runs", _run_name(s))
-        run_dir = rf.prepare_new(target, overwrite=overwrite)
-    journal = Journal(run_dir / rf.JOURNAL, create=not resume)
+    fingerprint = _data_fingerprint(splits)
+    if resume:
+        _check_resumed_run(run_dir, space, fingerprint)
+    # Everything that can refuse the input is checked before the run folder is touched.
+    own = evaluator is None
+    if own:
+        evaluator = make_evaluator(
+            s.executor,
+            splits.train.x,
+            splits.val.x,
+            device=s.device,
+            workers=s.workers,
+            ray_address=s.ray_address,
+        )
     try:
         if not resume:
-            journal.set_meta("settings", asdict(s))
-            journal.set_meta("space", space.config())
-            rf.write_json(run_dir / rf.SETTINGS, asdict(s))
-        loop = _Loop(s, space, strategy, journal, run_dir, reporters)
-        # A run killed before its first checkpoint has none: it replays from the journal's start.
-        if resume and (run_dir / rf.CHECKPOINT).exists():
-            loop.restore(rf.read_json(run_dir / rf.CHECKPOINT, "checkpoint"))
-        own = evaluator is None
+            target = out if out is not None else rf.default_out("runs", _run_name(s))
+            run_dir = rf.prepare_new(target, overwrite=overwrite)
+        return _run(
+            s, space, strategy, evaluator, splits, run_dir, resume, fingerprint, reporters, t0
+        )
+    finally:
         if own:
-            evaluator = make_evaluator(
-                s.executor,
-                splits.train.x,
-                splits.val.x,
-                device=s.device,
-                workers=s.workers,
-                ray_address=s.ray_address,
-            )
+            evaluator.close()
+
+
+#: errno values that mean the run folder cannot be written: an environment problem.
+_WRITE_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+    errno.EFBIG,
+}
+
+
+def _run(
+    s: SearchSettings,
+    space: Space,
+    strategy: Strategy,
+    evaluator: Evaluator,
+    splits: Splits,
+    run_dir: Path,
+    resume: bool,
+    fingerprint: str,
+    reporters: Sequence[Reporter],
+    t0: float,
+) -> SearchResult:
+    """The loop and the final training in a ready run folder; write failures end it cleanly.
+
+    A full disk (or a folder gone read-only) stops the run with an :class:`EvoaeError`:
+    every evaluation committed so far stays in the journal (SQLite rolls back a write it
+    could not finish) and the checkpoint is the last one fully renamed, so the run can
+    be resumed once there is room.
+    """
+    journal = Journal(run_dir / rf.JOURNAL, create=not resume)
+    try:
+        loop = _Loop(s, space, strategy, journal, run_dir, reporters)
+        if resume:
+            # A run killed before its first checkpoint has none: it replays from the start.
+            if (run_dir / rf.CHECKPOINT).exists():
+                ckpt = rf.read_json(run_dir / rf.CHECKPOINT, "checkpoint")
+                try:
+                    loop.restore(ckpt)
+                except (KeyError, TypeError, ValueError) as e:
+                    raise EvoaeError(
+                        f"checkpoint {run_dir / rf.CHECKPOINT} is corrupted ({e!r}): "
+                        "the run cannot be resumed; start a new run"
+                    ) from None
+            rf.remove_stale_temps(run_dir)
+        journal.set_meta("settings", asdict(s))  # on resume: the extended budget
+        if not resume:
+            journal.set_meta("space", space.config())
+            journal.set_meta("data_sha256", fingerprint)
+        rf.write_json(run_dir / rf.SETTINGS, asdict(s))
         for r in reporters:
             r.start(s.generations, strategy.generation if strategy.population else 0, asdict(s))
-        try:
-            while not strategy.done:
-                loop.step(evaluator)
-        finally:
-            if own:
-                evaluator.close()
+        while not strategy.done:
+            loop.step(evaluator)
         for r in reporters:
             r.phase("final training")
-        result = _finish(s, space, strategy, loop, splits, run_dir, t0)
+        return _finish(s, space, strategy, loop, splits, run_dir, t0)
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        raise EvoaeError(
+            f"cannot write to run folder {run_dir} ({e.strerror}); finished evaluations are "
+            f"safe in the journal: fix the disk or folder, then continue with --resume {run_dir}"
+        ) from None
+    except sqlite3.OperationalError as e:
+        raise EvoaeError(
+            f"cannot write the run journal in {run_dir} ({e}); finished evaluations are safe: "
+            f"fix the disk or folder, then continue with --resume {run_dir}"
+        ) from None
     finally:
         journal.close()
         for r in reporters:
             r.end()
-    return result
+
+
+def _data_fingerprint(splits: Splits) -> str:
+    """SHA-256 of the training and validation data: a resume must see the same bytes."""
+    h = hashlib.sha256()
+    for x in (splits.train.x, splits.val.x):
+        h.update(str(x.shape).encode())
+        h.update(np.ascontiguousarray(x).tobytes())
+    return h.hexdigest()
+
+
+def _check_resumed_run(run_dir: Path, space: Space, fingerprint: str) -> None:
+    """Refuse to resume when the data or the search space are not the run's own."""
+    with Journal(run_dir / rf.JOURNAL) as j:
+        stored_space = j.get_meta("space")
+        stored_data = j.get_meta("data_sha256")
+    if stored_space is not None and stored_space != _jsonable(space.config()):
+        raise EvoaeError(
+            f"the search space of run {run_dir} differs from the one these settings give "
+            "(the data shape or evoae's space definition changed): start a new run"
+        )
+    if stored_data is not None and stored_data != fingerprint:
+        raise EvoaeError(
+            f"the data of run {run_dir} changed since it started (its SHA-256 differs): "
+            "restore the original data or start a new run"
+        )
 
 
 def _run_name(s: SearchSettings) -> str:

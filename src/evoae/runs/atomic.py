@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from evoae.runs.killpoints import kill_point
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so a reader sees the old or the new file, never a mix.
@@ -19,6 +21,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        kill_point(f"before_rename:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -45,6 +45,29 @@ ARTIFACTS = (
 )
 
 
+def _is_temp(name: str) -> bool:
+    """A temporary file of an atomic write (``.NAME.PID.tmp``) cut short by a crash."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temporary files that a killed run left behind in ``folder`` and ``model/``.
+
+    They are never read (a write only counts once renamed), so removing them loses
+    nothing; it keeps a resumed folder identical to one that was never interrupted.
+    """
+    folder = Path(folder)
+    removed = []
+    for sub in (folder, folder / MODEL_DIR):
+        if not sub.is_dir():
+            continue
+        for p in sub.iterdir():
+            if p.is_file() and (_is_temp(p.name) or p.name.endswith(".safetensors.tmp")):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
 def is_run(folder: str | Path) -> bool:
     return (Path(folder) / JOURNAL).is_file()
 
@@ -70,13 +93,13 @@ def prepare_new(folder: str | Path, *, overwrite: bool) -> Path:
         raise EvoaeError(f"output path {folder} exists and is not a folder: choose another --out")
     if folder.is_dir():
         entries = {p.name for p in folder.iterdir()}
-        ours = entries & set(ARTIFACTS)
+        ours = entries & set(ARTIFACTS) | {n for n in entries if _is_temp(n)}
         if ours and not overwrite:
             raise EvoaeError(
                 f"output folder {folder} already holds a run: pass --overwrite to replace it, "
                 "--resume to continue it, or choose another --out"
             )
-        if entries - set(ARTIFACTS):
+        if entries - ours - set(ARTIFACTS):
             raise EvoaeError(
                 f"output folder {folder} holds files that are not evoae's: "
                 "choose an empty or new --out"

@@ -83,6 +83,11 @@ class Journal:
                     (str(SCHEMA_VERSION),),
                 )
             self._db.execute("SELECT count(*) FROM evaluations").fetchone()
+            if not create:
+                # A torn or overwritten file can open fine and fail on a later page.
+                check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    raise sqlite3.DatabaseError(check)
         except sqlite3.DatabaseError as e:
             raise EvoaeError(
                 f"{self.path} is not a usable run journal ({e}); it may be corrupted"

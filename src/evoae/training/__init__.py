@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from evoae import execution
 from evoae.errors import EvoaeError
 from evoae.training.evaluator import Evaluator, SequentialEvaluator, Task, resolve_device
 from evoae.training.trainer import Result, evaluate, fit, train_candidate
@@ -14,6 +15,8 @@ EVALUATORS: dict[str, Callable[..., Evaluator]] = {
     "inline": lambda x_train, x_val, *, device="cpu", **_: SequentialEvaluator(
         x_train, x_val, device
     ),
+    "process": execution.process_evaluator,
+    "ray": execution.ray_evaluator,
 }
 
 

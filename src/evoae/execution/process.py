@@ -1,0 +1,102 @@
+"""A pool of local worker processes (``--executor process``).
+
+Workers are started with ``spawn`` (a fork of a process that already ran torch threads
+can deadlock) and receive the training and validation data once, through the pool's
+initializer; a task then carries only its spec, seed and epochs. A worker that dies
+(killed, out of memory) breaks the whole pool: the pool is rebuilt and the unfinished
+tasks are resubmitted, at most ``max_retries`` times each, after which a task is
+reported as failed and the search goes on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import numpy as np
+
+from evoae.errors import EvoaeError
+from evoae.execution.worker import init_worker, run_task, worker_died
+from evoae.training.evaluator import Evaluator, Task, resolve_device
+from evoae.training.trainer import Result
+
+#: Resubmissions of a task whose worker died, before it is marked failed.
+MAX_RETRIES = 2
+
+
+class ProcessEvaluator(Evaluator):
+    """Trains tasks in ``workers`` local processes (default: the machine's cores)."""
+
+    def __init__(
+        self,
+        x_train: Any,
+        x_val: Any,
+        *,
+        device: str = "cpu",
+        workers: int | None = None,
+        max_retries: int = MAX_RETRIES,
+        **_: Any,
+    ) -> None:
+        if resolve_device(device).type != "cpu":
+            raise EvoaeError("executor process trains on the CPU: use --device cpu")
+        if workers is not None and workers < 1:
+            raise EvoaeError(f"workers must be at least 1, got {workers}")
+        self.workers = workers or os.cpu_count() or 1
+        self.max_retries = int(max_retries)
+        self._data = (
+            np.ascontiguousarray(x_train, dtype=np.float32),
+            np.ascontiguousarray(x_val, dtype=np.float32),
+        )
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_worker,
+                initargs=self._data,
+            )
+        return self._pool
+
+    def evaluate(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
+        attempts = [0] * len(tasks)
+        todo = list(range(len(tasks)))
+        while todo:
+            pool = self._get_pool()
+            futures: dict[Future[Result], int] = {pool.submit(run_task, tasks[i]): i for i in todo}
+            todo = []
+            broken = False
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=futures.__getitem__):
+                    i = futures[fut]
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool:
+                        # Which task killed its worker is unknown: every unfinished one
+                        # spends an attempt, so a task that always kills is bounded too.
+                        broken = True
+                        attempts[i] += 1
+                        if attempts[i] > self.max_retries:
+                            yield i, worker_died(tasks[i], attempts[i], "process pool broke")
+                        else:
+                            todo.append(i)
+                        continue
+                    yield i, result
+            if broken:
+                self._shutdown()
+            todo.sort()
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        self._shutdown()
