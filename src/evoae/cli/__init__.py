@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from evoae.errors import EvoaeError
 
 #: Modules under evoae.cli that add a subcommand through ``register(subparsers)``.
-COMMANDS = ["search", "export", "sample"]
+COMMANDS = ["search", "export", "sample", "report", "runs"]
 
 
 def build_parser() -> argparse.ArgumentParser:

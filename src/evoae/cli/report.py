@@ -1,0 +1,27 @@
+"""``evoae report``: write a run's self-contained HTML report."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from evoae.report.html import write_report
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write a run's HTML report",
+        description="Write one self-contained HTML page about a run (figures embedded, no "
+        "network needed): settings, best candidates, fitness over evaluations, "
+        "reconstructions, the best architecture, VAE plots and a comparison with PCA.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--out", default=None, help="HTML file to write [default: RUN/report.html]")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(write_report(args.run, args.out))
+    return 0

@@ -1,0 +1,539 @@
+"""``report.html``: one self-contained page about a run, and the run reader it is built on.
+
+The page needs no network: CSS is inline, every figure is a PNG embedded as base64, and
+there is no script. Sections: settings, headline figures, the best candidates, fitness
+over evaluations with the population's spread, originals against reconstructions, the
+best architecture as a layer diagram, the family's extra plots (a VAE's prior samples,
+interpolation and latent map), and PCA at the same code size on the same data.
+
+Everything is read from the run folder: ``settings.json``, the journal, ``summary.json``
+(or ``checkpoint.json`` while a run is unfinished), ``model/`` and ``plots/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.patches import FancyBboxPatch  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from torch import nn  # noqa: E402
+
+from evoae.errors import EvoaeError  # noqa: E402
+from evoae.export import DecoderPart, EncoderPart, example_input  # noqa: E402
+from evoae.models.io import load_model  # noqa: E402
+from evoae.runs import folder as rf  # noqa: E402
+from evoae.runs.atomic import atomic_write_text  # noqa: E402
+from evoae.runs.journal import Journal, Row  # noqa: E402
+from evoae.search import SearchSettings, load_splits  # noqa: E402
+
+#: Plots a family's hook may leave in ``plots/``, with the caption the report gives them.
+EXTRA_PLOTS = {
+    "samples.png": "Samples from the prior N(0, I), decoded by the best model",
+    "interpolation.png": "Latent interpolation between two held-out images",
+    "latent.png": "Latent map of held-out data (first two dimensions or principal components)",
+}
+#: Rows of the best-candidates table.
+TOP = 10
+#: Rows of the validation split used for the PCA comparison (enough for stable figures).
+PCA_MAX_ROWS = 20_000
+
+
+# ---------------------------------------------------------------- reading a run
+
+
+@dataclass
+class RunView:
+    """What a run folder holds, read once. ``summary`` is None until the run finished."""
+
+    path: Path
+    settings: dict[str, Any]
+    rows: list[Row]
+    summary: dict[str, Any] | None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    @property
+    def trained(self) -> list[Row]:
+        """Evaluations that trained a model (not phenotype-cache hits), in id order."""
+        return [r for r in self.rows if not r.cached]
+
+    def best(self) -> Row | None:
+        ok = [r for r in self.rows if r.status != "failed"]
+        return min(ok, key=lambda r: (r.fitness, r.id)) if ok else None
+
+
+def read_run(folder: str | Path) -> RunView:
+    """Read a run folder (finished or not)."""
+    path = Path(folder)
+    if not rf.is_run(path):
+        raise EvoaeError(f"{path} is not an evoae run folder (no {rf.JOURNAL})")
+    with Journal(path / rf.JOURNAL) as j:
+        rows = list(j.rows())
+        settings = j.get_meta("settings")
+    if (path / rf.SETTINGS).is_file():
+        settings = rf.read_json(path / rf.SETTINGS, "run settings")
+    if not isinstance(settings, dict):
+        raise EvoaeError(f"run {path} has no settings: the run folder is damaged")
+    summary = (
+        rf.read_json(path / rf.SUMMARY, "run summary") if (path / rf.SUMMARY).is_file() else None
+    )
+    if summary is not None:
+        history = summary.get("history", [])
+    elif (path / rf.CHECKPOINT).is_file():
+        history = rf.read_json(path / rf.CHECKPOINT, "checkpoint").get("history", [])
+    else:
+        history = []
+    return RunView(path=path, settings=settings, rows=rows, summary=summary, history=history)
+
+
+def top_candidates(rows: list[Row], n: int = TOP) -> list[Row]:
+    """The ``n`` best distinct trained candidates (cache hits repeat a phenotype)."""
+    ok = [r for r in rows if not r.cached and r.status != "failed"]
+    return sorted(ok, key=lambda r: (r.fitness, r.id))[:n]
+
+
+def describe_spec(spec: dict[str, Any]) -> str:
+    """A one-line architecture: ``64 -> 55 relu -> 40 tanh -> [4 linear] -> ...``."""
+    if spec.get("family") == "dense":
+        enc = [f"{w} {a}" for w, a in spec.get("hidden", [])]
+        code = f"[{spec['code_size']} {spec.get('code_activation', '')}]".replace(" ]", "]")
+        return " > ".join([str(spec["input_dim"]), *enc, code])
+    if "blocks" in spec:
+        blocks = [f"conv{f} k{k}s{s} {a}{' bn' if bn else ''}" for f, k, s, a, bn in spec["blocks"]]
+        dense = [f"dense {spec['dense']}"] if spec.get("dense") else []
+        shape = "x".join(str(v) for v in spec.get("input_shape", []))
+        return " > ".join([shape, *blocks, *dense, f"[{spec.get('code_size')}]"])
+    return str(spec.get("family", "?"))
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def fitness_figure(view: RunView) -> bytes:
+    """Every trained candidate's fitness, the best so far, and the population's spread."""
+    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=100)
+    hist = [h for h in view.history if "median" in h]
+    if hist:
+        ev = [h["evaluations"] for h in hist]
+        ax.fill_between(
+            ev,
+            [h["q25"] for h in hist],
+            [h["q75"] for h in hist],
+            step="post",
+            alpha=0.25,
+            color="tab:blue",
+            label="population 25-75%",
+        )
+        ax.step(
+            ev,
+            [h["median"] for h in hist],
+            where="post",
+            color="tab:blue",
+            lw=1,
+            label="population median",
+        )
+    trained = [r for r in view.trained if r.status != "failed"]
+    if trained:
+        ax.scatter(
+            [r.id + 1 for r in trained],
+            [r.fitness for r in trained],
+            s=10,
+            color="0.45",
+            alpha=0.7,
+            label="candidate",
+            zorder=3,
+        )
+    best, xs, ys = math.inf, [], []
+    for r in view.rows:
+        if r.status != "failed":
+            best = min(best, r.fitness)
+        if math.isfinite(best):
+            xs.append(r.id + 1)
+            ys.append(best)
+    if xs:
+        ax.step(xs, ys, where="post", color="tab:red", lw=2, label="best so far", zorder=4)
+    failed = [r for r in view.trained if r.status == "failed"]
+    if failed and ys:
+        top = max(max(ys), max((r.fitness for r in trained), default=max(ys)))
+        ax.scatter(
+            [r.id + 1 for r in failed],
+            [top] * len(failed),
+            marker="x",
+            color="tab:red",
+            label="failed (shown at top)",
+        )
+    finite = [r.fitness for r in trained]
+    if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
+        ax.set_yscale("log")
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel(f"validation loss ({view.settings.get('epochs', '?')} epochs)")
+    ax.grid(alpha=0.3)
+    if xs or hist:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+@dataclass
+class Layer:
+    """One box of the diagram: a layer with weights and what follows it without weights."""
+
+    kind: str
+    shape: tuple[int, ...]
+    extras: list[str] = field(default_factory=list)
+    role: str = "encoder"
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    def label(self) -> str:
+        dims = "x".join(str(d) for d in self.shape)
+        return "\n".join([self.kind, dims, *self.extras])
+
+
+def trace_layers(module: nn.Module, x: torch.Tensor, role: str) -> list[Layer]:
+    """The layers ``module`` runs on ``x``, in order, with their per-sample output shapes."""
+    calls: list[tuple[nn.Module, tuple[int, ...]]] = []
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, _i, out: (
+                calls.append((mod, tuple(out.shape[1:]))) if isinstance(out, torch.Tensor) else None
+            )
+        )
+        for m in module.modules()
+        if not list(m.children())
+    ]
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    layers: list[Layer] = []
+    for mod, shape in calls:
+        name = type(mod).__name__
+        if any(p.ndim > 1 for p in mod.parameters(recurse=False)) or not layers:
+            layers.append(Layer(name.replace("Transpose", "T"), shape, role=role))
+        elif name in ("Flatten", "Unflatten"):
+            layers[-1].shape = shape  # a reshape: show the new shape, not a box
+        else:
+            layers[-1].extras.append("linear" if name == "Identity" else name.lower())
+    return layers
+
+
+def architecture_figure(model: nn.Module) -> bytes:
+    """The best model drawn layer by layer: encoder (blue), code (red), decoder (green)."""
+    x = example_input(model, batch=2)
+    encoder = EncoderPart(model).eval()
+    with torch.no_grad():
+        code = encoder(x)
+    layers = [Layer("input", tuple(x.shape[1:]), role="input")]
+    layers += trace_layers(encoder, x, "encoder")
+    if layers[-1].shape == tuple(code.shape[1:]):
+        layers[-1].role = "code"
+    layers += trace_layers(DecoderPart(model).eval(), code, "decoder")
+    colours = {"input": "0.8", "encoder": "#9ecae1", "code": "#fc9272", "decoder": "#a1d99b"}
+    biggest = max(math.log2(layer.size + 1) for layer in layers)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.25 * len(layers)), 3.6), dpi=100)
+    for i, layer in enumerate(layers):
+        h = 0.25 + 2.2 * math.log2(layer.size + 1) / biggest
+        ax.add_patch(
+            FancyBboxPatch(
+                (i - 0.35, -h / 2),
+                0.7,
+                h,
+                boxstyle="round,pad=0.02",
+                facecolor=colours[layer.role],
+                edgecolor="0.3",
+            )
+        )
+        ax.text(i, -1.35, layer.label(), ha="center", va="top", fontsize=7)
+        if i:
+            ax.annotate(
+                "", (i - 0.37, 0), (i - 0.63, 0), arrowprops={"arrowstyle": "->", "color": "0.4"}
+            )
+    ax.set_xlim(-0.6, len(layers) - 0.4)
+    ax.set_ylim(-2.3, 1.4)
+    ax.axis("off")
+    ax.set_title("box height ~ log2(units per sample)", fontsize=8, color="0.4")
+    fig.tight_layout()
+    return _png(fig)
+
+
+# ---------------------------------------------------------------- PCA comparison
+
+
+def pca_comparison(view: RunView, model: nn.Module | None) -> dict[str, Any]:
+    """Validation MSE of PCA (fit on train) and of the best model, same data, same code size.
+
+    Returns ``{"available": False, "reason": ...}`` when the data cannot be loaded (runs
+    on in-memory arrays, or files no longer where the run found them).
+    """
+    if str(view.settings.get("dataset", "")).startswith("<"):
+        return {
+            "available": False,
+            "reason": "the run was made from in-memory data, which the run folder does not keep",
+        }
+    if model is None:
+        return {"available": False, "reason": "the run has no saved model yet"}
+    try:
+        splits = load_splits(SearchSettings.from_dict(view.settings))
+    except EvoaeError as e:
+        return {"available": False, "reason": f"the run's data could not be loaded ({e})"}
+    k = int(view.settings.get("code_size", 1))
+    train = splits.train.x.reshape(len(splits.train), -1)
+    val = splits.val.x[:PCA_MAX_ROWS]
+    flat = val.reshape(len(val), -1)
+    if not 1 <= k <= min(train.shape):
+        return {"available": False, "reason": f"PCA cannot have {k} components on this data"}
+    pca = PCA(n_components=k, random_state=0).fit(train)
+    pca_mse = float(np.mean((flat - pca.inverse_transform(pca.transform(flat))) ** 2))
+    mean_mse = float(np.mean((flat - train.mean(axis=0)) ** 2))
+    with torch.no_grad():
+        recon = torch.cat(
+            [
+                model.reconstruct(torch.as_tensor(val[i : i + 2048]))
+                for i in range(0, len(val), 2048)
+            ]
+        ).numpy()
+    model_mse = float(np.mean((flat - recon.reshape(len(val), -1)) ** 2))
+    return {
+        "available": True,
+        "code_size": k,
+        "n_train": len(train),
+        "n_val": len(val),
+        "pca_mse": pca_mse,
+        "model_mse": model_mse,
+        "mean_mse": mean_mse,
+        "ratio": model_mse / pca_mse if pca_mse > 0 else math.inf,
+        "explained_variance": float(np.sum(pca.explained_variance_ratio_)),
+    }
+
+
+# ---------------------------------------------------------------- the page
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;
+background:#fafafa}main{max-width:1100px;margin:0 auto;padding:1.5rem}
+h1{margin:.2rem 0 0}h2{border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-top:2rem}
+.sub{color:#666;margin:.2rem 0 1rem}table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}
+th,td{border:1px solid #ddd;padding:.3rem .6rem;text-align:left;vertical-align:top}
+th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.cards{display:flex;flex-wrap:wrap;gap:.8rem}.card{background:#fff;border:1px solid #ddd;
+border-radius:6px;padding:.6rem .9rem;min-width:10rem}.card b{display:block;font-size:1.3rem}
+figure{margin:.8rem 0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem;
+display:inline-block;max-width:100%}figure img{max-width:100%;height:auto;display:block}
+figcaption{color:#555;font-size:.85rem;margin-top:.3rem}.note{color:#8a6d3b;background:#fcf8e3;
+border:1px solid #faebcc;padding:.5rem .8rem;border-radius:4px}code{font-size:.85rem}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _num(x: Any, digits: int = 5) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return "-" if not math.isfinite(x) else f"{x:.{digits}g}"
+    return _e(x)
+
+
+def _img(data: bytes, alt: str) -> str:
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def _figure(data: bytes, caption: str) -> str:
+    return f"<figure>{_img(data, caption)}<figcaption>{_e(caption)}</figcaption></figure>"
+
+
+def _table(head: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
+    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
+            for i, c in enumerate(r)
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render(view: RunView) -> str:
+    """The report page of ``view`` as one HTML string."""
+    s = view.settings
+    model_dir = view.path / rf.MODEL_DIR
+    model = load_model(model_dir) if (model_dir / "model.json").is_file() else None
+    best = view.best()
+    final = (view.summary or {}).get("final", {})
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>",
+        f"<title>evoae report: {_e(view.path.name)}</title><style>{_CSS}</style>",
+        "</head><body><main>",
+        f"<h1>evoae run <code>{_e(view.path.name)}</code></h1>",
+        f"<p class='sub'>{_e(s.get('dataset'))} &middot; model {_e(s.get('model'))} "
+        f"({_e(s.get('preset'))} space) &middot; code size {_e(s.get('code_size'))} &middot; "
+        f"seed {_e(s.get('seed'))} &middot; "
+        f"{'finished' if view.finished else 'unfinished: figures so far'}</p>",
+    ]
+    cards = [
+        ("evaluations", len(view.rows)),
+        ("trainings", len(view.trained)),
+        ("best search fitness", _num(best.fitness if best else None)),
+        (f"retrained val loss ({s.get('final_epochs')} ep.)", _num(final.get("val_loss"))),
+        ("retrained test loss", _num(final.get("test_loss"))),
+        ("parameters", _num(final.get("params"))),
+        ("wall time", f"{view.summary['seconds']:.1f} s" if view.summary else "-"),
+    ]
+    parts.append(
+        "<div class='cards'>"
+        + "".join(f"<div class='card'>{_e(k)}<b>{v}</b></div>" for k, v in cards)
+        + "</div>"
+    )
+    parts.append("<h2>Best candidates</h2>")
+    top = top_candidates(view.rows)
+    if top:
+        rows = [
+            [
+                str(i + 1),
+                str(r.id),
+                str(r.generation),
+                _num(r.fitness),
+                _num(r.train_loss),
+                str(r.params),
+                f"<code>{_e(describe_spec(r.spec))}</code>",
+                _e(_training(r.spec)),
+                f"{r.seconds:.2f}",
+            ]
+            for i, r in enumerate(top)
+        ]
+        parts.append(
+            _table(
+                [
+                    "#",
+                    "eval",
+                    "gen",
+                    "fitness",
+                    "train loss",
+                    "params",
+                    "architecture",
+                    "training",
+                    "s",
+                ],
+                rows,
+                numeric={0, 1, 2, 3, 4, 5, 8},
+            )
+        )
+    else:
+        parts.append("<p class='note'>No candidate has trained successfully yet.</p>")
+    parts.append("<h2>Fitness over evaluations</h2>")
+    parts.append(
+        _figure(
+            fitness_figure(view),
+            "Each dot is a trained candidate; the red line is the best so far; the band is the "
+            "25-75% spread of the population after each generation.",
+        )
+    )
+    plots = view.path / rf.PLOTS_DIR
+    parts.append("<h2>Originals and reconstructions</h2>")
+    recon = plots / "reconstructions.png"
+    if recon.is_file():
+        parts.append(
+            _figure(
+                recon.read_bytes(),
+                "Held-out originals (top) and the best model's reconstructions (bottom)",
+            )
+        )
+    else:
+        parts.append("<p class='note'>No reconstructions yet: the run has not finished.</p>")
+    parts.append("<h2>Best architecture</h2>")
+    if model is not None:
+        parts.append(f"<p><code>{_e(describe_spec(model.spec))}</code></p>")
+        parts.append(
+            _figure(architecture_figure(model), "Layers of the best model, input to output")
+        )
+    else:
+        parts.append("<p class='note'>No saved model yet.</p>")
+    extras = [(name, cap) for name, cap in EXTRA_PLOTS.items() if (plots / name).is_file()]
+    if extras:
+        parts.append("<h2>Latent space and samples</h2>")
+        parts += [_figure((plots / name).read_bytes(), cap) for name, cap in extras]
+    parts.append("<h2>Against PCA</h2>")
+    parts.append(_pca_section(pca_comparison(view, model)))
+    parts.append("<h2>Settings</h2>")
+    parts.append(
+        _table(
+            ["setting", "value"],
+            [[_e(k), f"<code>{_e(json.dumps(v))}</code>"] for k, v in sorted(s.items())],
+        )
+    )
+    parts.append(f"<p class='sub'>Generated by evoae from <code>{_e(view.path)}</code>.</p>")
+    parts.append("</main></body></html>")
+    return "\n".join(parts)
+
+
+def _training(spec: dict[str, Any]) -> str:
+    return f"{spec.get('optimizer')} lr={spec.get('lr', 0):.3g} batch={spec.get('batch_size')}"
+
+
+def _pca_section(cmp: dict[str, Any]) -> str:
+    if not cmp["available"]:
+        return f"<p class='note'>PCA comparison unavailable: {_e(cmp['reason'])}.</p>"
+    k = cmp["code_size"]
+    rows = [
+        [f"best evolved model (code size {k})", _num(cmp["model_mse"]), _num(cmp["ratio"], 4)],
+        [f"PCA, {k} components (fit on train)", _num(cmp["pca_mse"]), "1"],
+        [
+            "mean of the training rows (no code)",
+            _num(cmp["mean_mse"]),
+            _num(cmp["mean_mse"] / cmp["pca_mse"], 4),
+        ],
+    ]
+    return (
+        f"<p>Mean squared reconstruction error per value on the validation split "
+        f"({cmp['n_val']} rows; PCA fit on {cmp['n_train']} training rows, "
+        f"{cmp['explained_variance']:.1%} of the variance explained). Lower is better.</p>"
+        + _table(["method", "validation MSE", "ratio to PCA"], rows, numeric={1, 2})
+    )
+
+
+def write_report(run: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of ``run`` to ``out`` (default ``<run>/report.html``)."""
+    view = read_run(run)
+    path = Path(out) if out is not None else view.path / rf.REPORT
+    try:
+        atomic_write_text(path, render(view))
+    except OSError as e:
+        raise EvoaeError(
+            f"cannot write the report to {path} ({e.strerror}): choose another --out"
+        ) from None
+    return path
