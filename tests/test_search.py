@@ -233,6 +233,20 @@ def _no_constants(name: str):
     raise AssertionError(f"non-standard JSON constant {name} in the checkpoint")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug in search.py: a history row's 'best' is inf while every candidate so far "
+    "failed, and write_json writes it as the non-standard JSON literal Infinity",
+)
+def test_run_files_stay_strict_json_when_the_first_population_fails(tmp_path, monkeypatch):
+    trained = []
+    diverge_when(monkeypatch, lambda spec: trained.append(spec) or len(trained) <= 4)
+    r = evoae.search("digits", out=tmp_path / "r", **TINY)
+    assert math.isfinite(r.best_fitness)
+    for name in ("checkpoint.json", "summary.json", "best_genome.json", "settings.json"):
+        json.loads((r.run_dir / name).read_text(), parse_constant=_no_constants)
+
+
 def test_a_search_where_every_candidate_fails_says_so(tmp_path, monkeypatch):
     diverge_when(monkeypatch, lambda spec: True)
     with pytest.raises(EvoaeError, match="every candidate failed") as info:
@@ -248,6 +262,16 @@ def test_concurrent_tournaments_spend_the_same_budget(tmp_path):
     r = evoae.search("digits", out=tmp_path / "r", concurrent=2, **{**TINY, "generations": 5})
     assert r.n_evaluations == 4 + 5
     assert [h["generation"] for h in r.history] == [0, 2, 4, 5]
+    assert_complete_run(r.run_dir)
+
+
+def test_extended_preset_evolves_learning_rate_and_batch_size(tmp_path):
+    r = evoae.search("digits", out=tmp_path / "r", preset="extended", seed=1, **TINY)
+    specs = [row.spec for row in journal_rows(r.run_dir)]
+    assert len({s["lr"] for s in specs}) > 1
+    assert {s["batch_size"] for s in specs} <= {16, 32, 64, 128}
+    assert all(1e-4 <= s["lr"] <= 1e-1 for s in specs)
+    assert len(r.best_genome) == 4 + 3 + 2
     assert_complete_run(r.run_dir)
 
 
