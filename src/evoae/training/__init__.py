@@ -8,6 +8,7 @@ from typing import Any
 from evoae import execution
 from evoae.errors import EvoaeError
 from evoae.training.evaluator import Evaluator, SequentialEvaluator, Task, resolve_device
+from evoae.training.population import make_population_evaluator
 from evoae.training.trainer import Result, evaluate, fit, train_candidate
 
 #: executor name -> factory(x_train, x_val, *, device, **options). Other backends register here.
@@ -15,6 +16,7 @@ EVALUATORS: dict[str, Callable[..., Evaluator]] = {
     "inline": lambda x_train, x_val, *, device="cpu", **_: SequentialEvaluator(
         x_train, x_val, device
     ),
+    "population": make_population_evaluator,
     "process": execution.process_evaluator,
     "ray": execution.ray_evaluator,
 }

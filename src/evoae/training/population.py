@@ -1,0 +1,617 @@
+"""Population-parallel training: many dense candidates trained as one stacked computation.
+
+Small autoencoders trained with small batches leave a CPU mostly idle: per-layer
+operator overhead, not arithmetic, dominates. :class:`PopulationEvaluator` trains a
+batch of *different* dense candidates together:
+
+* **Stacking.** Members are aligned layer by layer; layer slot ``l`` holds one weight
+  tensor ``[members, in_max, out_max]`` and one bias ``[members, 1, out_max]``, padded
+  to the widest member in that slot, and every product is one ``torch.baddbmm``.
+* **Exact padding.** Padded weights and biases start at zero; each slot's output is
+  multiplied by the member's unit mask after its activation (``sigmoid(0) = 0.5`` would
+  otherwise leak), and ``softmax`` is taken with padded logits at ``-inf``, i.e. over the
+  member's true width. Padded units are therefore exactly zero, their outgoing weights
+  see zero inputs and their incoming weights zero output gradients: padded parameters
+  receive exactly zero gradient under every optimizer, so they stay zero.
+* **Depth.** A member with H hidden layers in a slot group of depth D > H passes
+  through ``2 (D - H)`` slots placed right after its code layer (at its code width, the
+  narrowest place): there its output is its input (``torch.where``), so its zero
+  weights in those slots get no gradient.
+* **Activations.** In each slot, members are grouped by activation and each group's
+  function is applied to its own slice.
+* **Optimizer.** Members are ordered by (rule, learning rate) inside a stack, so the
+  members sharing a rule and a rate form one contiguous slice of every parameter, and
+  each slice gets one update: SGD as ``torch.optim.SGD``, Adam/AdamW with PyTorch's
+  fused kernels (eps 1e-7, as :func:`evoae.training.optim.make_optimizer`).
+* **Data order.** Every member sees its *own* batch order, ``batch_order(n, epochs,
+  seed)`` from its task seed, exactly as sequential training does; batches are gathered
+  per member (``x[perm]`` of shape ``[members, batch, features]``). So a member's run
+  is reproducible from (spec, seed, epochs, data) and agrees with
+  :func:`evoae.training.trainer.train_candidate` to float32 tolerance (the summation
+  order inside a batched product differs; results are bit-identical for the same batch
+  of tasks on the same machine).
+
+Grouping: members share steps, so a stack holds members with the same batch size and
+epoch count. Within such a group members are sorted by cost and cut into stacks
+greedily so that the padding waste (``1 - true FLOPs / padded FLOPs``) of each stack
+stays below ``max_waste``, and so that each stack's estimated memory fits the budget.
+A member whose loss turns non-finite is marked failed, its slice is zeroed and excluded
+from the loss; the others continue undisturbed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from evoae.models import build_model, count_params
+from evoae.models.layers import activation
+from evoae.training.evaluator import Evaluator, Task, as_tensor, resolve_device
+from evoae.training.optim import ADAM_EPS
+from evoae.training.trainer import EVAL_BATCH, Result, batch_order, train_candidate
+
+#: Activations with ``f(0) == 0``: padded units need no mask after them.
+_ZERO_AT_ZERO = frozenset({"linear", "relu", "tanh", "elu", "gelu", "leaky_relu", "softmax"})
+#: Optimizer order inside a stack, so that each rule owns one contiguous slice.
+_OPT_ORDER = {"adam": 0, "adamw": 1, "sgd": 2}
+#: PyTorch defaults that make_optimizer keeps.
+_BETAS = (0.9, 0.999)
+_ADAMW_DECAY = 1e-2
+#: Float32 tensors alive per activation element in a training step (z, y, their grads,
+#: the activation's own temporaries), for the memory estimate.
+_ACT_COPIES = 6
+#: Float32 tensors per parameter element: weight, grad, Adam's two moments, one temporary.
+_PARAM_COPIES = 5
+
+
+# ---------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One member's layer in one slot; ``act is None`` marks a pass-through slot."""
+
+    n_in: int
+    n_out: int
+    act: str | None
+
+
+def _member_layers(spec: dict[str, Any], depth: int) -> list[_Layer]:
+    """The member's linear layers aligned to ``2 * depth + 2`` slots."""
+    d, k = int(spec["input_dim"]), int(spec["code_size"])
+    widths = [d] + [int(w) for w, _ in spec["hidden"]]
+    acts = [a for _, a in spec["hidden"]]
+    h = len(acts)
+    enc = [_Layer(widths[i], widths[i + 1], acts[i]) for i in range(h)]
+    enc.append(_Layer(widths[-1], k, spec["code_activation"]))
+    back = [k] + widths[:0:-1]
+    dec = [_Layer(back[i], back[i + 1], a) for i, a in enumerate(reversed(acts))]
+    dec.append(_Layer(back[-1], d, spec["output_activation"]))
+    return enc + [_Layer(k, k, None)] * (2 * (depth - h)) + dec
+
+
+def _depth(spec: dict[str, Any]) -> int:
+    return len(spec["hidden"])
+
+
+def stack_flops(specs: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """(true, padded) multiply-adds per training row for stacking ``specs`` together."""
+    depth = max(_depth(s) for s in specs)
+    layouts = [_member_layers(s, depth) for s in specs]
+    true = sum(ly.n_in * ly.n_out for lay in layouts for ly in lay if ly.act is not None)
+    outs = [max(lay[i].n_out for lay in layouts) for i in range(2 * depth + 2)]
+    ins = [int(specs[0]["input_dim"])] + outs[:-1]
+    padded = len(specs) * sum(a * b for a, b in zip(ins, outs, strict=True))
+    return true, padded
+
+
+def _stack_bytes(specs: Sequence[dict[str, Any]], batch_rows: int) -> int:
+    """Estimated peak bytes of training (or evaluating ``batch_rows`` rows of) a stack."""
+    depth = max(_depth(s) for s in specs)
+    layouts = [_member_layers(s, depth) for s in specs]
+    outs = [max(lay[i].n_out for lay in layouts) for i in range(2 * depth + 2)]
+    ins = [int(specs[0]["input_dim"])] + outs[:-1]
+    params = sum(a * b + b for a, b in zip(ins, outs, strict=True))
+    acts = batch_rows * (ins[0] * 2 + sum(outs))
+    return 4 * len(specs) * (_PARAM_COPIES * params + _ACT_COPIES * acts)
+
+
+# ---------------------------------------------------------------- the stacked model
+
+
+class _Slot:
+    """One layer index across members: stacked parameters and per-member behaviour."""
+
+    def __init__(self, layers: Sequence[_Layer], n_in: int, device: torch.device) -> None:
+        m = len(layers)
+        self.n_in = n_in
+        self.n_out = max(ly.n_out for ly in layers)
+        self.weight = torch.zeros(m, n_in, self.n_out, device=device)
+        self.bias = torch.zeros(m, 1, self.n_out, device=device)
+        units = torch.zeros(m, 1, self.n_out, dtype=torch.bool)
+        for i, ly in enumerate(layers):
+            units[i, 0, : ly.n_out] = True
+        self.units = units.to(device)
+        padded = not bool(self.units.all())
+        acts = ["linear" if ly.act is None else ly.act for ly in layers]
+        # Mask after the activation only where f(0) != 0 could leak into padded units.
+        self.unit_mask = self.units.float() if padded and set(acts) - _ZERO_AT_ZERO else None
+        self.softmax_fill = None if not padded else ~self.units
+        # Each activation is applied to the whole slot and selected per member with
+        # torch.where: cheaper than gathering slices (whose backward is a scatter).
+        names = sorted(set(acts), key=acts.index)
+        self.groups = [
+            (
+                a,
+                None if a == "softmax" else activation(a),
+                torch.tensor([x == a for x in acts], device=device).view(m, 1, 1),
+            )
+            for a in names
+        ]
+        passing = [ly.act is None for ly in layers]
+        self.passing = torch.tensor(passing, device=device).view(m, 1, 1) if any(passing) else None
+
+    def _activate(self, a: str, fn: nn.Module | None, z: torch.Tensor, fill: Any) -> torch.Tensor:
+        if a == "softmax":
+            if fill is not None:
+                z = z.masked_fill(fill, -math.inf)
+            return torch.softmax(z, dim=-1)
+        return fn(z)  # type: ignore[misc]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        z = torch.baddbmm(self.bias, h, self.weight)
+        y = self._activate(self.groups[0][0], self.groups[0][1], z, self.softmax_fill)
+        for a, fn, members in self.groups[1:]:
+            y = torch.where(members, self._activate(a, fn, z, self.softmax_fill), y)
+        if self.unit_mask is not None:
+            y = y * self.unit_mask
+        if self.passing is not None:
+            # Pass-through members: their (zero-padded) input, cut or padded to n_out.
+            if self.n_in >= self.n_out:
+                through = h[:, :, : self.n_out]
+            else:
+                through = nn.functional.pad(h, (0, self.n_out - self.n_in))
+            y = torch.where(self.passing, through, y)
+        return y
+
+
+class DenseStack(nn.Module):
+    """Dense autoencoders of one stack, their weights copied from ``build_model(spec, seed)``.
+
+    ``forward(x)`` takes ``[members, rows, features]`` (each member its own rows) and
+    returns the reconstructions in the same shape.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[dict[str, Any]],
+        seeds: Sequence[int],
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__()
+        device = torch.device(device)
+        self.specs = list(specs)
+        self.depth = max(_depth(s) for s in specs)
+        layouts = [_member_layers(s, self.depth) for s in specs]
+        self.slots: list[_Slot] = []
+        n_in = int(specs[0]["input_dim"])
+        for i in range(2 * self.depth + 2):
+            slot = _Slot([lay[i] for lay in layouts], n_in, device)
+            self.slots.append(slot)
+            n_in = slot.n_out
+        self._real: list[list[int]] = [
+            [i for i, ly in enumerate(lay) if ly.act is not None] for lay in layouts
+        ]
+        self.params_count: list[int] = []
+        for m, (spec, seed) in enumerate(zip(specs, seeds, strict=True)):
+            model = build_model(spec, seed)
+            self.params_count.append(count_params(model))
+            linears = [x for x in model.modules() if isinstance(x, nn.Linear)]
+            for slot_i, lin in zip(self._real[m], linears, strict=True):
+                slot = self.slots[slot_i]
+                slot.weight[m, : lin.in_features, : lin.out_features] = lin.weight.detach().T
+                slot.bias[m, 0, : lin.out_features] = lin.bias.detach()
+        self.weights = nn.ParameterList()
+        for slot in self.slots:
+            slot.weight = nn.Parameter(slot.weight)
+            slot.bias = nn.Parameter(slot.bias)
+            self.weights.extend([slot.weight, slot.bias])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for slot in self.slots:
+            h = slot.forward(h)
+        return h
+
+    def mse(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-member mean squared reconstruction error over ``x`` ``[members, rows, d]``."""
+        return (self.forward(x) - x).square().mean(dim=(1, 2))
+
+    @torch.no_grad()
+    def zero_member(self, m: int) -> None:
+        for p in self.weights:
+            p[m].zero_()
+
+    def member_model(self, m: int) -> nn.Module:
+        """Member ``m`` as its own (CPU) DenseAutoencoder holding the stacked weights."""
+        model = build_model(self.specs[m], 0)
+        linears = [x for x in model.modules() if isinstance(x, nn.Linear)]
+        with torch.no_grad():
+            for slot_i, lin in zip(self._real[m], linears, strict=True):
+                slot = self.slots[slot_i]
+                w = slot.weight[m, : lin.in_features, : lin.out_features]
+                lin.weight.copy_(w.T.cpu())
+                lin.bias.copy_(slot.bias[m, 0, : lin.out_features].cpu())
+        return model
+
+
+# ---------------------------------------------------------------- the stacked optimizer
+
+
+class StackedOptimizer:
+    """Each member's own rule (SGD, Adam or AdamW) and learning rate on its own slice.
+
+    Members must be ordered by (rule as :data:`_OPT_ORDER`, learning rate), as the stack
+    planner does, so that members sharing a rule and a rate form one contiguous slice
+    ``[start, stop)`` of every stacked parameter. Each slice gets one call: SGD is
+    ``p.add_(g, alpha=-lr)`` as ``torch.optim.SGD``; Adam and AdamW use PyTorch's fused
+    kernels (one pass over the slice) with eps 1e-7 as
+    :func:`evoae.training.optim.make_optimizer`.
+    """
+
+    def __init__(
+        self, params: Sequence[torch.Tensor], optimizers: Sequence[str], lrs: Sequence[float]
+    ) -> None:
+        keys = [(_OPT_ORDER[o], float(lr)) for o, lr in zip(optimizers, lrs, strict=True)]
+        if keys != sorted(keys):
+            raise ValueError("members must be ordered by (optimizer, learning rate)")
+        self.params = list(params)
+        self.groups: list[tuple[str, float, int, int]] = []
+        start = 0
+        for i in range(1, len(keys) + 1):
+            if i == len(keys) or keys[i] != keys[start]:
+                self.groups.append((optimizers[start], float(lrs[start]), start, i))
+                start = i
+        device = self.params[0].device
+        # Fused Adam reads the step count from a float tensor; all members share it.
+        self.step_count = torch.zeros((), dtype=torch.float32, device=device)
+        self.moments: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        for g, (name, _, a, b) in enumerate(self.groups):
+            if name != "sgd":
+                self.moments[g] = (
+                    [torch.zeros_like(p[a:b]) for p in self.params],
+                    [torch.zeros_like(p[a:b]) for p in self.params],
+                )
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def reset_member(self, m: int) -> None:
+        """Forget a (failed) member's moments so its zeroed slice stays zero."""
+        for g, (_, _, a, b) in enumerate(self.groups):
+            if g in self.moments and a <= m < b:
+                for t in self.moments[g][0] + self.moments[g][1]:
+                    t[m - a].zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.step_count += 1
+        for g, (name, lr, a, b) in enumerate(self.groups):
+            if name == "sgd":
+                for p in self.params:
+                    p[a:b].add_(p.grad[a:b], alpha=-lr)
+                continue
+            fused = torch._fused_adam_ if name == "adam" else torch._fused_adamw_
+            mom, sq = self.moments[g]
+            fused(
+                [p[a:b] for p in self.params],
+                [p.grad[a:b] for p in self.params],
+                mom,
+                sq,
+                [],
+                [self.step_count] * len(self.params),
+                lr=lr,
+                beta1=_BETAS[0],
+                beta2=_BETAS[1],
+                weight_decay=_ADAMW_DECAY if name == "adamw" else 0.0,
+                eps=ADAM_EPS,
+                amsgrad=False,
+                maximize=False,
+            )
+
+
+# ---------------------------------------------------------------- training one stack
+
+
+@dataclass
+class StackRun:
+    """What training one stack produced, in stack order."""
+
+    results: list[Result]
+    epoch_losses: list[list[float]]
+    stack: DenseStack
+    seconds: float
+    flops: int = 0
+    padded_flops: int = 0
+
+
+def train_stack(
+    specs: Sequence[dict[str, Any]],
+    seeds: Sequence[int],
+    x_train: torch.Tensor,
+    x_val: torch.Tensor,
+    *,
+    epochs: int,
+    eval_rows: int = EVAL_BATCH,
+) -> StackRun:
+    """Train same-batch-size dense candidates together and score them on ``x_val``.
+
+    ``specs`` must be ordered by optimizer and learning rate (see
+    :class:`StackedOptimizer`). Returns per-member results with the fields
+    :func:`train_candidate` fills; ``seconds`` is each member's equal share of the
+    stack's wall time.
+    """
+    t0 = time.perf_counter()
+    device = x_train.device
+    batch = int(specs[0]["batch_size"])
+    if any(int(s["batch_size"]) != batch for s in specs):
+        raise ValueError("a stack needs one batch size")
+    m = len(specs)
+    x = x_train.reshape(x_train.shape[0], -1)
+    n = x.shape[0]
+    stack = DenseStack(specs, seeds, device)
+    opt = StackedOptimizer(
+        list(stack.weights), [s["optimizer"] for s in specs], [float(s["lr"]) for s in specs]
+    )
+    errors: list[str | None] = [None] * m
+    alive = torch.ones(m, dtype=torch.bool, device=device)
+    orders = [batch_order(n, epochs, seed) for seed in seeds]
+    epoch_losses: list[list[float]] = [[] for _ in range(m)]
+    for e in range(epochs):
+        perms = torch.stack([o[e] for o in orders]).to(device)
+        total = torch.zeros(m, dtype=torch.float64, device=device)
+        for start in range(0, n, batch):
+            idx = perms[:, start : start + batch]
+            xb = x[idx]
+            losses = stack.mse(xb)
+            bad = ~torch.isfinite(losses) & alive
+            if bool(bad.any()):
+                # Freeze the diverged members at zero and redo this batch without them.
+                for i in torch.nonzero(bad).flatten().tolist():
+                    errors[i] = "training loss diverged"
+                    stack.zero_member(i)
+                    opt.reset_member(i)
+                alive &= ~bad
+                losses = stack.mse(xb)
+            opt.zero_grad()
+            torch.where(alive, losses, 0.0).sum().backward()
+            opt.step()
+            total += losses.detach() * idx.shape[1]
+        for i, v in enumerate((total / n).tolist()):
+            if errors[i] is None:
+                epoch_losses[i].append(v)
+    val = _evaluate_stack(stack, x_val, eval_rows)
+    seconds = (time.perf_counter() - t0) / m
+    results = []
+    for i in range(m):
+        params = stack.params_count[i]
+        if errors[i] is None and not math.isfinite(val[i]):
+            errors[i] = "validation loss diverged"
+        if errors[i] is not None:
+            results.append(Result.failed(params, seconds, errors[i]))
+            continue
+        results.append(
+            Result(
+                fitness=val[i],
+                train_loss=epoch_losses[i][-1] if epoch_losses[i] else None,
+                val_loss=val[i],
+                params=params,
+                seconds=seconds,
+                terms={"mse": val[i]},
+            )
+        )
+    true, padded = stack_flops(specs)
+    return StackRun(results, epoch_losses, stack, time.perf_counter() - t0, true, padded)
+
+
+@torch.no_grad()
+def _evaluate_stack(stack: DenseStack, x_val: torch.Tensor, rows: int) -> list[float]:
+    """Per-member mean squared error over ``x_val``, batch-weighted as ``evaluate`` is."""
+    x = x_val.reshape(x_val.shape[0], -1)
+    m = len(stack.specs)
+    sums = torch.zeros(m, dtype=torch.float64, device=x.device)
+    for start in range(0, x.shape[0], rows):
+        xb = x[start : start + rows]
+        sums += stack.mse(xb.unsqueeze(0).expand(m, -1, -1)).double() * xb.shape[0]
+    return (sums / x.shape[0]).tolist()
+
+
+# ---------------------------------------------------------------- planning stacks
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes a stack may use: half the free GPU memory, or a quarter of free RAM (<= 4 GiB)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.5)
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        free = 4 << 30
+    return int(min(free // 4, 4 << 30))
+
+
+def plan_stacks(
+    specs: Sequence[dict[str, Any]],
+    epochs: Sequence[int],
+    *,
+    max_waste: float = 0.5,
+    memory_budget: int = 1 << 30,
+    max_members: int = 64,
+) -> list[list[int]]:
+    """Indices of ``specs`` grouped into stacks, each in optimizer order.
+
+    Members of a stack share batch size and epochs. Within such a group they are sorted
+    by cost (FLOPs per row, largest first) and added greedily while the stack's padding
+    waste stays at most ``max_waste``, its memory estimate within ``memory_budget`` and
+    its size within ``max_members``; a member that fits nowhere starts a new stack.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, s in enumerate(specs):
+        groups.setdefault((int(s["batch_size"]), int(epochs[i])), []).append(i)
+    stacks: list[list[int]] = []
+    for (batch, _), idx in sorted(groups.items()):
+        cost = {i: stack_flops([specs[i]])[0] for i in idx}
+        rows = max(batch, EVAL_BATCH)
+        current: list[int] = []
+        for i in sorted(idx, key=lambda i: (-_depth(specs[i]), -cost[i], i)):
+            trial = [specs[j] for j in current + [i]]
+            true, padded = stack_flops(trial)
+            fits = (
+                len(trial) <= max_members
+                and 1 - true / padded <= max_waste
+                and _stack_bytes(trial, rows) <= memory_budget
+            )
+            if current and not fits:
+                stacks.append(current)
+                current = []
+            current.append(i)
+        stacks.append(current)
+    return [sorted(s, key=lambda i: (_stack_order(specs[i]), i)) for s in stacks]
+
+
+def _stack_order(spec: dict[str, Any]) -> tuple[int, float]:
+    return _OPT_ORDER[spec["optimizer"]], float(spec["lr"])
+
+
+# ---------------------------------------------------------------- the evaluator
+
+
+@dataclass
+class PopulationStats:
+    """Accumulated over an evaluator's life: stacks, members and padding."""
+
+    stacks: int = 0
+    members: int = 0
+    flops: int = 0
+    padded_flops: int = 0
+    sizes: list[int] = field(default_factory=list)
+
+    @property
+    def padding_waste(self) -> float:
+        """Fraction of stacked multiply-adds spent on padding."""
+        return 1.0 - self.flops / self.padded_flops if self.padded_flops else 0.0
+
+
+class PopulationEvaluator(Evaluator):
+    """Trains a batch of tasks as stacked populations (see the module docstring).
+
+    Dense tasks are stacked; tasks of other families are trained one at a time with
+    :func:`train_candidate`. Results come back stack by stack.
+
+    Parameters
+    ----------
+    x_train, x_val
+        Training and validation data, kept on ``device``.
+    device
+        ``cpu``, ``cuda`` or ``auto``.
+    max_waste
+        Largest padding waste a stack may have (0 stacks only identical shapes).
+    memory_budget
+        Bytes one stack may use (estimated); default :func:`default_memory_budget`.
+    max_members
+        Largest stack.
+    """
+
+    def __init__(
+        self,
+        x_train: np.ndarray | torch.Tensor,
+        x_val: np.ndarray | torch.Tensor,
+        device: str = "cpu",
+        *,
+        max_waste: float = 0.5,
+        memory_budget: int | None = None,
+        max_members: int = 64,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.x_train = as_tensor(x_train, self.device)
+        self.x_val = as_tensor(x_val, self.device)
+        self.max_waste = float(max_waste)
+        self.memory_budget = (
+            default_memory_budget(self.device) if memory_budget is None else int(memory_budget)
+        )
+        self.max_members = int(max_members)
+        self.stats = PopulationStats()
+
+    def evaluate(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
+        dense = [i for i, t in enumerate(tasks) if t.spec.get("family") == "dense"]
+        for i, t in enumerate(tasks):
+            if t.spec.get("family") != "dense":
+                result, _ = train_candidate(
+                    t.spec, self.x_train, self.x_val, epochs=t.epochs, seed=t.seed
+                )
+                yield i, result
+        plan = plan_stacks(
+            [tasks[i].spec for i in dense],
+            [tasks[i].epochs for i in dense],
+            max_waste=self.max_waste,
+            memory_budget=self.memory_budget,
+            max_members=self.max_members,
+        )
+        for members in plan:
+            idx = [dense[j] for j in members]
+            yield from self._train(idx, tasks)
+
+    def _train(self, idx: list[int], tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
+        specs = [tasks[i].spec for i in idx]
+        rows = self._eval_rows(specs)
+        try:
+            run = train_stack(
+                specs,
+                [tasks[i].seed for i in idx],
+                self.x_train,
+                self.x_val,
+                epochs=tasks[idx[0]].epochs,
+                eval_rows=rows,
+            )
+        except torch.OutOfMemoryError:
+            if len(idx) > 1:  # the estimate was too low: halve the stack and retry
+                half = len(idx) // 2
+                yield from self._train(idx[:half], tasks)
+                yield from self._train(idx[half:], tasks)
+                return
+            params = count_params(build_model(specs[0], 0))
+            yield idx[0], Result.failed(params, 0.0, "out of memory")
+            return
+        self.stats.stacks += 1
+        self.stats.members += len(idx)
+        self.stats.flops += run.flops
+        self.stats.padded_flops += run.padded_flops
+        self.stats.sizes.append(len(idx))
+        yield from zip(idx, run.results, strict=True)
+
+    def _eval_rows(self, specs: Sequence[dict[str, Any]]) -> int:
+        """Validation rows per forward pass: ``EVAL_BATCH`` unless the budget needs fewer."""
+        rows = EVAL_BATCH
+        while rows > 64 and _stack_bytes(specs, rows) > self.memory_budget:
+            rows //= 2
+        return rows
+
+
+def make_population_evaluator(
+    x_train: Any, x_val: Any, *, device: str = "cpu", **options: Any
+) -> PopulationEvaluator:
+    """Registry factory: takes the population options it knows, ignores the others."""
+    known = {k: options[k] for k in ("max_waste", "memory_budget", "max_members") if k in options}
+    known = {k: v for k, v in known.items() if v is not None}
+    return PopulationEvaluator(x_train, x_val, device, **known)

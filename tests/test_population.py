@@ -1,0 +1,219 @@
+"""Population-parallel training agrees with training each candidate alone."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from evoae.data import load_dataset
+from evoae.models import build_model, count_params
+from evoae.search import search
+from evoae.spaces.dense import dense_preset
+from evoae.training import make_evaluator
+from evoae.training.evaluator import Task
+from evoae.training.population import (
+    DenseStack,
+    PopulationEvaluator,
+    StackedOptimizer,
+    plan_stacks,
+    stack_flops,
+    train_stack,
+)
+from evoae.training.trainer import evaluate, fit, train_candidate
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    ds = load_dataset("digits")
+    x = torch.as_tensor(ds.x).reshape(len(ds.x), -1)
+    return x[:256].contiguous(), x[256:512].contiguous()
+
+
+def _spec(hidden, code, out, opt, lr, batch=32, d=64):
+    return {
+        "family": "dense",
+        "input_dim": d,
+        "code_size": 4,
+        "hidden": [list(h) for h in hidden],
+        "code_activation": code,
+        "output_activation": out,
+        "optimizer": opt,
+        "lr": lr,
+        "batch_size": batch,
+    }
+
+
+#: Depths 0-3, every seed activation (softmax and sigmoid in padded slots), three rules.
+MIXED = [
+    _spec([(40, "sigmoid"), (20, "relu")], "softmax", "sigmoid", "adam", 0.001),
+    _spec([(30, "tanh")], "linear", "linear", "sgd", 0.05),
+    _spec([], "sigmoid", "softmax", "adam", 0.01),
+    _spec([(50, "softmax"), (10, "linear"), (6, "sigmoid")], "tanh", "relu", "sgd", 0.1),
+    _spec([(20, "elu")], "gelu", "sigmoid", "adamw", 0.003),
+    _spec([(60, "relu"), (5, "softmax")], "sigmoid", "linear", "adam", 0.001),
+]
+SEEDS = [11, 12, 13, 14, 15, 16]
+
+
+def _stack_order(specs):
+    (order,) = plan_stacks(specs, [2] * len(specs), max_waste=1.0)
+    return order
+
+
+def test_mixed_population_matches_training_alone(data):
+    x, xv = data
+    order = _stack_order(MIXED)
+    assert sorted(order) == list(range(len(MIXED)))
+    run = train_stack([MIXED[i] for i in order], [SEEDS[i] for i in order], x, xv, epochs=2)
+    assert run.stack.depth == 3
+    for j, i in enumerate(order):
+        spec, seed = MIXED[i], SEEDS[i]
+        alone = build_model(spec, seed)
+        losses = fit(
+            alone,
+            x,
+            epochs=2,
+            batch_size=spec["batch_size"],
+            optimizer=spec["optimizer"],
+            lr=spec["lr"],
+            seed=seed,
+        )
+        np.testing.assert_allclose(run.epoch_losses[j], losses, rtol=0, atol=1e-5)
+        val = evaluate(alone, xv)
+        got = run.results[j]
+        assert got.status == "ok"
+        assert got.fitness == pytest.approx(val["loss"], abs=1e-5)
+        assert got.terms["mse"] == pytest.approx(val["mse"], abs=1e-5)
+        assert got.train_loss == pytest.approx(losses[-1], abs=1e-5)
+        assert got.params == count_params(alone)
+        member = run.stack.member_model(j).state_dict()
+        for name, w in alone.state_dict().items():
+            torch.testing.assert_close(member[name], w, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_initial_weights_are_copied_exactly():
+    order = _stack_order(MIXED)
+    stack = DenseStack([MIXED[i] for i in order], [SEEDS[i] for i in order])
+    for j, i in enumerate(order):
+        want = build_model(MIXED[i], SEEDS[i]).state_dict()
+        got = stack.member_model(j).state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def _padding_masks(stack: DenseStack) -> list[torch.Tensor]:
+    """True where a stacked parameter belongs to no member's real layer."""
+    masks = []
+    real = [torch.zeros_like(p, dtype=torch.bool) for p in stack.weights]
+    for m, spec in enumerate(stack.specs):
+        model = build_model(spec, 0)
+        linears = [x for x in model.modules() if isinstance(x, torch.nn.Linear)]
+        for slot_i, lin in zip(stack._real[m], linears, strict=True):
+            real[2 * slot_i][m, : lin.in_features, : lin.out_features] = True
+            real[2 * slot_i + 1][m, 0, : lin.out_features] = True
+    for r in real:
+        masks.append(~r)
+    return masks
+
+
+def test_padded_weights_stay_zero_and_get_no_gradient(data):
+    x, _ = data
+    specs = [dict(s, batch_size=16) for s in MIXED]
+    order = _stack_order(specs)
+    specs = [specs[i] for i in order]
+    stack = DenseStack(specs, [SEEDS[i] for i in order])
+    pads = _padding_masks(stack)
+    assert sum(int(p.sum()) for p in pads) > 0
+    opt = StackedOptimizer(
+        list(stack.weights), [s["optimizer"] for s in specs], [s["lr"] for s in specs]
+    )
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        xb = x[torch.randint(0, x.shape[0], (len(specs), 16), generator=g)]
+        opt.zero_grad()
+        stack.mse(xb).sum().backward()
+        for p, pad in zip(stack.weights, pads, strict=True):
+            assert torch.count_nonzero(p.grad[pad]) == 0
+        opt.step()
+    for p, pad in zip(stack.weights, pads, strict=True):
+        assert torch.count_nonzero(p.detach()[pad]) == 0
+        assert torch.isfinite(p).all()
+
+
+def test_diverging_member_fails_alone(data):
+    x, xv = data
+    bomb = _spec([(30, "linear")], "linear", "linear", "sgd", 1e6)
+    specs = [*MIXED, bomb]
+    seeds = [*SEEDS, 99]
+    order = _stack_order(specs)
+    run = train_stack([specs[i] for i in order], [seeds[i] for i in order], x, xv, epochs=2)
+    by_index = dict(zip(order, run.results, strict=True))
+    failed = by_index[len(MIXED)]
+    assert failed.status == "failed" and math.isinf(failed.fitness)
+    assert failed.error == "training loss diverged"
+    alone, _ = train_candidate(bomb, x, xv, epochs=2, seed=99)
+    assert alone.status == "failed"
+    for i, spec in enumerate(MIXED):
+        ref, _ = train_candidate(spec, x, xv, epochs=2, seed=SEEDS[i])
+        assert by_index[i].status == "ok"
+        assert by_index[i].fitness == pytest.approx(ref.fitness, abs=1e-5)
+    j = order.index(len(MIXED))
+    assert all(torch.count_nonzero(p[j]) == 0 for p in run.stack.weights)
+
+
+def test_evaluator_is_reproducible_and_covers_every_task(data):
+    x, xv = data
+    space = dense_preset("extended", 64, 4)
+    rng = np.random.default_rng(3)
+    tasks = [Task(space.decode(space.sample(rng)), 100 + i, 1) for i in range(12)]
+    ev = make_evaluator("population", x, xv, device="cpu", workers=3, ray_address=None)
+    assert isinstance(ev, PopulationEvaluator)
+    first = dict(ev.evaluate(tasks))
+    second = dict(make_evaluator("population", x, xv).evaluate(tasks))
+    assert sorted(first) == list(range(len(tasks)))
+    for i in range(len(tasks)):
+        assert first[i].fitness == second[i].fitness or (
+            math.isinf(first[i].fitness) and math.isinf(second[i].fitness)
+        )
+        assert first[i].train_loss == second[i].train_loss
+    assert ev.stats.members == len(tasks)
+    assert 0.0 <= ev.stats.padding_waste < 1.0
+    for i in (0, 5, 11):
+        ref, _ = train_candidate(tasks[i].spec, x, xv, epochs=1, seed=tasks[i].seed)
+        assert first[i].status == ref.status
+        if ref.status == "ok":
+            assert first[i].fitness == pytest.approx(ref.fitness, abs=1e-5)
+
+
+def test_plan_stacks_bounds_waste_memory_and_groups_batch_sizes():
+    space = dense_preset("extended", 256, 4)
+    rng = np.random.default_rng(0)
+    specs = [space.decode(space.sample(rng)) for _ in range(40)]
+    epochs = [2] * 40
+    plan = plan_stacks(specs, epochs, max_waste=0.3, memory_budget=1 << 40)
+    assert sorted(i for s in plan for i in s) == list(range(40))
+    for stack in plan:
+        assert len({specs[i]["batch_size"] for i in stack}) == 1
+        if len(stack) > 1:
+            true, padded = stack_flops([specs[i] for i in stack])
+            assert 1 - true / padded <= 0.3
+    tiny = plan_stacks(specs, epochs, max_waste=1.0, memory_budget=1)
+    assert all(len(s) == 1 for s in tiny)
+
+
+def test_search_runs_with_population_executor(tmp_path):
+    result = search(
+        "digits",
+        out=tmp_path / "run",
+        population=6,
+        generations=4,
+        concurrent=2,
+        epochs=1,
+        final_epochs=1,
+        executor="population",
+        seed=5,
+    )
+    assert result.n_evaluations == 6 + 4
+    assert math.isfinite(result.best_fitness)
