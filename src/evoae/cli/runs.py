@@ -84,7 +84,7 @@ def run_list(args: argparse.Namespace) -> int:
     table = Table(title=f"evoae runs in {args.folder}")
     head = ["run", "dataset", "model", "code", "evals", "best fitness", "val loss", "test loss"]
     for col in head + ["state"]:
-        table.add_column(col, justify="right" if col in ("code", "evals") else "left")
+        table.add_column(col, overflow="fold")
     for r in records:
         table.add_row(
             Path(r["run"]).name,
@@ -97,7 +97,7 @@ def run_list(args: argparse.Namespace) -> int:
             _f(r["test_loss"]),
             r["state"],
         )
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
@@ -114,10 +114,10 @@ def run_show(args: argparse.Namespace) -> int:
         }
         print(json.dumps(out, indent=2))
         return 0
-    console = Console()
+    console = _console()
     info = Table(title=f"evoae run {view.path.name}", show_header=False)
     info.add_column(style="bold")
-    info.add_column()
+    info.add_column(overflow="fold")
     for key in ("dataset", "model", "preset", "code_size", "seed", "state", "evaluations"):
         info.add_row(key.replace("_", " "), str(record[key]))
     info.add_row("trainings", str(record["trainings"]))
@@ -134,7 +134,7 @@ def run_show(args: argparse.Namespace) -> int:
     console.print(info)
     cand = Table(title=f"best {len(top)} candidates")
     for col in ("eval", "gen", "fitness", "params", "architecture", "optimizer", "lr", "batch"):
-        cand.add_column(col)
+        cand.add_column(col, overflow="fold")
     for r in top:
         cand.add_row(
             str(r.id),
@@ -148,6 +148,12 @@ def run_show(args: argparse.Namespace) -> int:
         )
     console.print(cand)
     return 0
+
+
+def _console() -> Console:
+    """The terminal's width on a terminal; wide enough for whole rows when piped."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
 
 
 def _row_json(row: Any) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from sklearn.decomposition import PCA  # noqa: E402
 from torch import nn  # noqa: E402
 
 from evoae.errors import EvoaeError  # noqa: E402
-from evoae.export import DecoderPart, EncoderPart, example_input  # noqa: E402
+from evoae.export import DecoderPart, EncoderPart, example_input, is_variational  # noqa: E402
 from evoae.models.io import load_model  # noqa: E402
 from evoae.runs import folder as rf  # noqa: E402
 from evoae.runs.atomic import atomic_write_text  # noqa: E402
@@ -245,17 +245,25 @@ def trace_layers(module: nn.Module, x: torch.Tensor, role: str) -> list[Layer]:
     return layers
 
 
-def architecture_figure(model: nn.Module) -> bytes:
-    """The best model drawn layer by layer: encoder (blue), code (red), decoder (green)."""
+def diagram_layers(model: nn.Module) -> list[Layer]:
+    """The boxes of the architecture diagram: input, encoder, code (or VAE heads), decoder."""
     x = example_input(model, batch=2)
     encoder = EncoderPart(model).eval()
     with torch.no_grad():
         code = encoder(x)
     layers = [Layer("input", tuple(x.shape[1:]), role="input")]
     layers += trace_layers(encoder, x, "encoder")
-    if layers[-1].shape == tuple(code.shape[1:]):
-        layers[-1].role = "code"
-    layers += trace_layers(DecoderPart(model).eval(), code, "decoder")
+    heads = 2 if is_variational(model, x) else 1  # a VAE's encoder ends in mean and log-var
+    for layer, name in zip(layers[-heads:], ("mean head", "log-var head")[-heads:], strict=True):
+        if layer.shape == tuple(code.shape[1:]):
+            layer.role = "code"
+            layer.kind = name if heads == 2 else layer.kind
+    return layers + trace_layers(DecoderPart(model).eval(), code, "decoder")
+
+
+def architecture_figure(model: nn.Module) -> bytes:
+    """The best model drawn layer by layer: encoder (blue), code (red), decoder (green)."""
+    layers = diagram_layers(model)
     colours = {"input": "0.8", "encoder": "#9ecae1", "code": "#fc9272", "decoder": "#a1d99b"}
     biggest = max(math.log2(layer.size + 1) for layer in layers)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.25 * len(layers)), 3.6), dpi=100)
