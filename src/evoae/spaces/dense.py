@@ -38,6 +38,17 @@ EXTRA_ACTIVATIONS = ("elu", "gelu", "leaky_relu")
 ACTIVATIONS = SEED_ACTIVATIONS + EXTRA_ACTIVATIONS
 SEED_OPTIMIZERS = ("sgd", "adam")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+#: The keyword options of :class:`DenseSpace` (what ``space_options`` may set).
+OPTIONS = (
+    "max_depth",
+    "activations",
+    "optimizers",
+    "lr_gene",
+    "lr_range",
+    "batch_gene",
+    "batch_choices",
+    "batch_size",
+)
 #: Keras defaults, which the published code used.
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001, "adamw": 0.001}
 
@@ -88,7 +99,12 @@ class DenseSpace(Space):
             raise EvoaeError(f"max depth must be 0 or more, got {max_depth}")
         _check_names("activation", activations, ACTIVATIONS)
         _check_names("optimizer", optimizers, OPTIMIZERS)
-        lo, hi = lr_range
+        try:
+            lo, hi = (float(v) for v in lr_range)
+        except (TypeError, ValueError):
+            raise EvoaeError(
+                f"learning-rate range must be two numbers (low, high), got {lr_range!r}"
+            ) from None
         if not 0 < lo <= hi:
             raise EvoaeError(f"learning-rate range {lr_range} must satisfy 0 < low <= high")
         if batch_size < 1 or any(b < 1 for b in batch_choices) or not batch_choices:
@@ -191,11 +207,18 @@ def dense_preset(name: str, input_dim: int, code_size: int, **overrides: Any) ->
         )
     else:
         raise EvoaeError(f"unknown preset {name!r}: choose 'seed' or 'extended'")
+    unknown = sorted(set(overrides) - set(OPTIONS))
+    if unknown:
+        raise EvoaeError(
+            f"unknown dense space option {unknown[0]!r}: choose from {', '.join(OPTIONS)}"
+        )
     kw.update({k: v for k, v in overrides.items() if v is not None})
     return DenseSpace(input_dim, code_size, **kw)
 
 
 def _check_names(kind: str, names: Sequence[str], allowed: Sequence[str]) -> None:
+    if isinstance(names, str):  # a lone name would be read letter by letter
+        raise EvoaeError(f"{kind}s must be a list of names, got the string {names!r}")
     bad = [n for n in names if n not in allowed]
     if bad:
         raise EvoaeError(f"unknown {kind} {bad[0]!r}: choose from {', '.join(allowed)}")
