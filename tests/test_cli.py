@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import evoae
+import evoae.training.evaluator as evaluator_mod
 from evoae.cli import main
 from evoae.data import load_dataset
 from evoae.models.io import weights_equal
@@ -170,10 +171,31 @@ def test_mnist_slice_search_from_the_cli(tmp_path, capsys, shared_data_dir):
     assert json.loads((out / "best_genome.json").read_text())["spec"] == summary["best_spec"]
 
 
-def test_quiet_prints_the_run_folder(tmp_path, capsys):
+def test_quiet_prints_the_run_folder_and_latent_dim_sets_the_code_size(tmp_path, capsys):
     out = tmp_path / "q"
-    assert search("--out", str(out)) == 0
+    assert search("--latent-dim", "3", "--out", str(out)) == 0
     assert capsys.readouterr().out.strip() == str(out)
+    assert json.loads((out / "settings.json").read_text())["code_size"] == 3
+    assert json.loads((out / "best_genome.json").read_text())["spec"]["code_size"] == 3
+
+
+def test_ctrl_c_keeps_finished_evaluations_and_exits_130(tmp_path, capsys, monkeypatch):
+    real = evaluator_mod.train_candidate
+    calls = []
+
+    def interrupted_on_the_fourth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluator_mod, "train_candidate", interrupted_on_the_fourth)
+    out = tmp_path / "r"
+    assert search("--out", str(out)) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "--resume" in err
+    with Journal(out / "journal.sqlite") as j:
+        assert [r.id for r in j.rows()] == [0, 1, 2]
 
 
 # ------------------------------------------------------------------ bad input

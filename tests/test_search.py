@@ -230,7 +230,7 @@ def test_diverging_candidates_are_failed_rows_and_the_search_goes_on(tmp_path, m
 
 
 def _no_constants(name: str):
-    raise AssertionError(f"non-standard JSON constant {name} in the checkpoint")
+    raise AssertionError(f"non-standard JSON constant {name} in a run file")
 
 
 @pytest.mark.xfail(
@@ -332,6 +332,8 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path, field, va
         ({"population": 4, "concurrent": 3}, "concurrent"),
         ({"recombination": 2.0}, "recombination"),
         ({"device": "tpu"}, "device"),
+        ({"space_options": {"activation": ["relu"]}}, "dense space option"),
+        ({"space_options": {"activations": ["swish"]}}, "swish"),
     ],
 )
 def test_inconsistent_settings_are_refused_before_anything_is_written(tmp_path, settings, fragment):

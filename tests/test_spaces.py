@@ -270,6 +270,20 @@ def test_bad_space_options_raise_one_line_errors(kwargs, fragments):
     raises_one_line(lambda: DenseSpace(64, 4, **kwargs), *fragments)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        ({"activation": ["relu"]}, ("activation", "activations")),
+        ({"lr_range": [1e-3]}, ("learning-rate range",)),
+        ({"lr_range": "fast"}, ("learning-rate range",)),
+        ({"activations": "relu"}, ("activations", "list")),
+    ],
+)
+def test_bad_preset_overrides_raise_one_line_errors(overrides, fragments):
+    # The search's space_options arrive here unchecked: mistakes must be EvoaeErrors.
+    raises_one_line(lambda: dense_preset("seed", 64, 4, **overrides), *fragments)
+
+
 @pytest.mark.parametrize(("input_dim", "code_size"), [(64, 64), (64, 65), (64, 0), (1, 1)])
 def test_code_size_must_compress_the_input(input_dim, code_size):
     raises_one_line(lambda: DenseSpace(input_dim, code_size), str(code_size))
