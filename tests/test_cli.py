@@ -207,6 +207,23 @@ def test_unknown_dataset(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_unknown_activation(tmp_path, capsys):
+    argv = ["search", "--activations", "relu,nope", "--out", str(tmp_path / "r"), "--quiet"]
+    line = assert_usage_error(capsys, argv)
+    assert "'nope'" in line and "relu" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_activation_and_optimizer_choices_restrict_the_space(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert search("--activations", "relu, tanh", "--optimizers", "adam", "--out", str(out)) == 0
+    with Journal(out / "journal.sqlite") as j:
+        specs = [r.spec for r in j.rows()]
+    acts = {a for s in specs for _, a in s["hidden"]}
+    acts |= {s["code_activation"] for s in specs} | {s["output_activation"] for s in specs}
+    assert acts <= {"relu", "tanh"} and {s["optimizer"] for s in specs} == {"adam"}
+
+
 def test_code_size_not_below_input_size(tmp_path, capsys):
     # digits has 64 features.
     argv = ["search", "--code-size", "64", "--out", str(tmp_path / "r"), "--quiet"]
