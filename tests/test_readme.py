@@ -1,0 +1,55 @@
+"""The README's python snippets under "scikit-learn users" and "Export and deploy" run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SECTIONS = ("scikit-learn users", "Export and deploy")
+
+
+def section(text: str, heading: str) -> str:
+    """The text under ``## heading`` up to the next level-2 heading."""
+    found = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    assert found, f"README has no '## {heading}' section"
+    return found.group(1)
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: extra intra-op threads only spin and wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_extraction_finds_blocks():
+    text = "## A\nx\n```python\nprint(1)\n```\n## B\n```python\nprint(2)\n```\n"
+    assert python_blocks(section(text, "A")) == ["print(1)\n"]
+    assert python_blocks(section(text, "B")) == ["print(2)\n"]
+
+
+@pytest.mark.parametrize("heading", SECTIONS)
+def test_readme_snippets_run(heading, tmp_path, monkeypatch, capsys):
+    blocks = python_blocks(section(README.read_text(), heading))
+    assert blocks, f"no python snippet under '## {heading}'"
+    monkeypatch.chdir(tmp_path)  # snippets may write run folders: keep them out of the repo
+    namespace: dict = {"__name__": "__readme__"}
+    for code in blocks:
+        exec(compile(code, f"README.md ({heading})", "exec"), namespace)
+    out = capsys.readouterr().out
+    if heading == "scikit-learn users":
+        assert "PCA: reconstruction MSE" in out and "EvolvedAutoencoder: reconstruction MSE" in out
+        assert namespace["errors"].shape == (len(namespace["X_test"]),)
+    else:
+        assert "(5, 4)" in out
+        assert (tmp_path / "runs" / "deploy-demo" / "export" / "encoder.onnx").is_file()
