@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +174,25 @@ def test_inverse_transform_checks_code_width(digits):
     ae = small().fit(X)
     with pytest.raises(ValueError, match="code size is 4"):
         ae.inverse_transform(np.zeros((3, 5)))
+
+
+def test_pca_example_runs(capsys):
+    import importlib.util
+
+    from sklearn.decomposition import PCA
+    from sklearn.model_selection import train_test_split
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "pca_vs_evoae.py"
+    spec = importlib.util.spec_from_file_location("pca_vs_evoae", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    tiny = ["--limit", "400", "--population", "2", "--generations", "1", "--final-epochs", "5"]
+    results = example.main(tiny)
+    out = capsys.readouterr().out
+    assert "ratio evoae / PCA" in out and "code size 4" in out
+    # Same split, same components: the example's PCA figure is PCA's held-out error.
+    X_train, X_test = train_test_split(load_digits().data[:400], test_size=0.25, random_state=0)
+    pca = PCA(n_components=4, random_state=0).fit(X_train)
+    expected = np.mean((X_test - pca.inverse_transform(pca.transform(X_test))) ** 2)
+    assert results["PCA"]["mse"] == pytest.approx(expected)
+    assert 0 < results["evoae"]["mse"] < np.inf
