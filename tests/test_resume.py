@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal
 from evoae.runs.killpoints import ENV
@@ -42,17 +40,22 @@ KILLS = [
 ]
 
 
-def _evoae(*args: str, kill: str | None = None) -> subprocess.CompletedProcess[str]:
+def _evoae(*args: str, kill: str | None = None) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k != ENV}
     if kill is not None:
         env[ENV] = kill
-    return subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", "evoae.cli", "search", *args, "--quiet"],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
     )
+
+
+def _wait(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
 
 
 def _rows(run: Path) -> list[dict[str, Any]]:
@@ -67,36 +70,31 @@ def _summary(run: Path) -> dict[str, Any]:
     return {**{k: s[k] for k in keep}, "final": final}
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("reference") / "run"
-    proc = _evoae(*ARGS, "--out", str(run))
-    assert proc.returncode == 0, proc.stderr
-    assert len(_rows(run)) == N_EVALUATIONS
-    return run
-
-
-def test_sigkill_at_four_points_then_resume_equals_uninterrupted(
-    reference: Path, tmp_path: Path
-) -> None:
+def test_sigkill_at_four_points_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    ref_proc = _evoae(*ARGS, "--out", str(reference))  # runs alongside the killed ones
     run = tmp_path / "run"
-    ref_rows = _rows(reference)
-    counts = []
+    snapshots = []
     for i, (point, what) in enumerate(KILLS):
         args = [*ARGS, "--out", str(run)] if i == 0 else ["--resume", str(run)]
-        proc = _evoae(*args, kill=point)
-        assert proc.returncode == -signal.SIGKILL, f"{point} ({what}) not reached: {proc.stderr}"
-        rows = _rows(run)
-        # Every committed row is exactly the reference's row: nothing half-written.
-        assert rows == ref_rows[: len(rows)], f"journal differs after kill {point}"
-        counts.append(len(rows))
+        code, err = _wait(_evoae(*args, kill=point))
+        assert code == -signal.SIGKILL, f"{point} ({what}) not reached: {err}"
+        snapshots.append((point, _rows(run)))
         if point.startswith("before_rename:checkpoint"):
             assert list(run.glob(".checkpoint.json.*.tmp")), "the kill should leave a temp file"
+    assert not (run / rf.BEST_GENOME).exists()
+    code, err = _wait(_evoae("--resume", str(run)))
+    assert code == 0, err
+    code, err = _wait(ref_proc)
+    assert code == 0, err
+    ref_rows = _rows(reference)
+    assert len(ref_rows) == N_EVALUATIONS
+    for point, rows in snapshots:
+        # Every committed row is exactly the reference's row: nothing half-written.
+        assert rows == ref_rows[: len(rows)], f"journal differs after kill {point}"
     # Kills landed at different stages: mid-search, then with all rows in, in the end phase.
-    assert counts == sorted(counts) and 0 < counts[0] < N_EVALUATIONS
-    assert counts[-1] == N_EVALUATIONS and not (run / rf.BEST_GENOME).exists()
-    proc = _evoae("--resume", str(run))
-    assert proc.returncode == 0, proc.stderr
+    counts = [len(rows) for _, rows in snapshots]
+    assert counts == sorted(counts) and 0 < counts[0] < N_EVALUATIONS == counts[-1]
     assert _rows(run) == ref_rows
     assert (run / rf.BEST_GENOME).read_bytes() == (reference / rf.BEST_GENOME).read_bytes()
     assert _summary(run) == _summary(reference)
@@ -105,13 +103,13 @@ def test_sigkill_at_four_points_then_resume_equals_uninterrupted(
 
 def test_resume_with_a_larger_budget_equals_the_longer_run(tmp_path: Path) -> None:
     kw: dict[str, Any] = dict(limit=300, population=4, epochs=1, final_epochs=1, seed=2)
-    long = search("digits", out=tmp_path / "long", generations=6, **kw)
+    long = search("digits", out=tmp_path / "long", generations=4, **kw)
     short = tmp_path / "short"
-    search("digits", out=short, generations=3, **kw)
-    extended = search("digits", out=short, resume=True, generations=6)
+    search("digits", out=short, generations=2, **kw)
+    extended = search("digits", out=short, resume=True, generations=4)
     assert _rows(short) == _rows(long.run_dir)
     assert extended.best_genome == long.best_genome
     assert extended.history == long.history
     assert extended.n_trainings == long.n_trainings
     # The extended budget is stored: a later resume may not shrink it back.
-    assert json.loads((short / rf.SETTINGS).read_text())["generations"] == 6
+    assert json.loads((short / rf.SETTINGS).read_text())["generations"] == 4
