@@ -238,8 +238,10 @@ def trace_layers(module: nn.Module, x: torch.Tensor, role: str) -> list[Layer]:
         name = type(mod).__name__
         if any(p.ndim > 1 for p in mod.parameters(recurse=False)) or not layers:
             layers.append(Layer(name.replace("Transpose", "T"), shape, role=role))
-        elif name in ("Flatten", "Unflatten"):
-            layers[-1].shape = shape  # a reshape: show the new shape, not a box
+        elif name == "Flatten":
+            continue  # the next layer's width says it; the box keeps the feature-map shape
+        elif name == "Unflatten":
+            layers[-1].shape = shape  # a reshape into feature maps: show the maps, not a box
         else:
             layers[-1].extras.append("linear" if name == "Identity" else name.lower())
     return layers
@@ -279,7 +281,7 @@ def architecture_figure(model: nn.Module) -> bytes:
                 edgecolor="0.3",
             )
         )
-        ax.text(i, -1.35, layer.label(), ha="center", va="top", fontsize=7)
+        ax.text(i, -1.35, layer.label(), ha="center", va="top", fontsize=8)
         if i:
             ax.annotate(
                 "", (i - 0.37, 0), (i - 0.63, 0), arrowprops={"arrowstyle": "->", "color": "0.4"}
