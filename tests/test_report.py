@@ -169,6 +169,7 @@ def test_probe_catches_broken_images_and_errors(chromium, tmp_path):
     verdict = check_in_browser(chromium, bad, tmp_path)
     assert verdict["images"] == 1 and verdict["broken"] == ["broken"]
     assert any("undefinedFunction" in e for e in verdict["errors"])
+    assert any("undefinedFunction" in line for line in verdict["uncaught"])  # stderr log too
 
 
 def test_dense_report_in_chromium(chromium, dense_run, tmp_path):
