@@ -196,3 +196,17 @@ def test_pca_example_runs(capsys):
     expected = np.mean((X_test - pca.inverse_transform(pca.transform(X_test))) ** 2)
     assert results["PCA"]["mse"] == pytest.approx(expected)
     assert 0 < results["evoae"]["mse"] < np.inf
+
+
+def test_tabular_data_with_mixed_scales():
+    from sklearn.datasets import load_wine
+
+    X, _ = load_wine(return_X_y=True)  # 13 features from ~0.1 to ~1700
+    ae = useful(code_size=3, epochs=5, final_epochs=100)  # 124 training rows: more epochs
+    pipe = Pipeline([("std", StandardScaler()), ("ae", ae)]).fit(X)
+    Z = pipe.transform(X)
+    assert Z.shape == (178, 3) and np.isfinite(Z).all()
+    std = pipe.named_steps["std"].transform(X)
+    # On standardised data the mean predictor's MSE is 1 per value: the codes must carry
+    # information about the rows.
+    assert -pipe.named_steps["ae"].score(std) < 1.0
