@@ -30,6 +30,7 @@ MODEL_DIR = "model"
 PLOTS_DIR = "plots"
 SUMMARY = "summary.json"
 REPORT = "report.html"
+EXPORT_DIR = "export"
 #: Everything evoae writes in a run folder; --overwrite removes these and nothing else.
 ARTIFACTS = (
     JOURNAL,
@@ -42,6 +43,7 @@ ARTIFACTS = (
     PLOTS_DIR,
     SUMMARY,
     REPORT,
+    EXPORT_DIR,
 )
 
 
