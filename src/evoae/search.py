@@ -530,7 +530,7 @@ def _data_fingerprint(splits: Splits) -> str:
 
 def _check_resumed_run(run_dir: Path, space: Space, fingerprint: str) -> None:
     """Refuse to resume when the data or the search space are not the run's own."""
-    with Journal(run_dir / rf.JOURNAL) as j:
+    with Journal(run_dir / rf.JOURNAL, readonly=True) as j:
         stored_space = j.get_meta("space")
         stored_data = j.get_meta("data_sha256")
     if stored_space is not None and stored_space != _jsonable(space.config()):
@@ -560,7 +560,7 @@ def _resumed_settings(
             f"{run_dir} is not an evoae run folder (no {rf.JOURNAL}): nothing to resume"
         )
     rf.check_writable(run_dir)
-    with Journal(run_dir / rf.JOURNAL) as j:
+    with Journal(run_dir / rf.JOURNAL, readonly=True) as j:
         stored = j.get_meta("settings")
     if not isinstance(stored, dict):
         raise EvoaeError(f"{run_dir / rf.JOURNAL} holds no settings: the journal is corrupted")

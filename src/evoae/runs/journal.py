@@ -68,14 +68,28 @@ class Row:
 class Journal:
     """An open journal file. Use as a context manager or call :meth:`close`."""
 
-    def __init__(self, path: str | Path, *, create: bool = False) -> None:
+    def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False) -> None:
+        """Open (or with ``create``, make) a journal.
+
+        ``readonly`` opens it without any write, not even the WAL checkpoint SQLite does
+        on close: checks that may refuse a resume leave the file's bytes untouched.
+        """
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise EvoaeError(f"{self.path} is missing: this folder is not an evoae run")
+        if not create:
+            _check_header(self.path)
         try:
-            self._db = sqlite3.connect(str(self.path), isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            if readonly:
+                # Without a -wal file the main file is complete: "immutable" then skips
+                # the -shm/-wal files a read-only WAL reader would otherwise create.
+                wal = self.path.with_name(self.path.name + "-wal").exists()
+                uri = f"{self.path.resolve().as_uri()}?mode=ro" + ("" if wal else "&immutable=1")
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+            else:
+                self._db = sqlite3.connect(str(self.path), isolation_level=None)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
             if create:
                 self._db.executescript(_SCHEMA)
                 self._db.execute(
@@ -167,3 +181,33 @@ class Journal:
             "SELECT id FROM evaluations WHERE status != 'failed' ORDER BY fitness, id LIMIT 1"
         ).fetchone()
         return None if cur is None else self.get(cur[0])
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a file that is not SQLite or is shorter than its header says, before opening.
+
+    Opening a damaged file with SQLite can rewrite its header (switching it to WAL); this
+    check reads 100 bytes and never writes.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+        size = path.stat().st_size
+    except OSError as e:
+        raise EvoaeError(
+            f"run journal {path} cannot be read ({e.strerror}): fix its permissions"
+        ) from None
+    if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
+        raise EvoaeError(
+            f"{path} is not a usable run journal (not an SQLite database); it is corrupted"
+        )
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    expected = page * int.from_bytes(head[28:32], "big")
+    if size < expected:
+        raise EvoaeError(
+            f"run journal {path} is truncated ({size} of {expected} bytes); it is corrupted"
+        )
