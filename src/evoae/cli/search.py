@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from evoae.cli import nonneg_int, positive_int, probability
+from evoae.errors import EvoaeError
 from evoae.report.progress import ProgressReporter
 from evoae.search import SearchResult, search
 
@@ -197,6 +199,12 @@ def run(args: argparse.Namespace) -> int:
     options = {k: getattr(args, k) for k in ("activations", "optimizers") if getattr(args, k)}
     if options:
         given["space_options"] = options
+    if args.resume and args.overwrite:
+        raise EvoaeError("--resume continues a run and --overwrite replaces one: pass only one")
+    if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise EvoaeError(
+            f"--resume continues the run in {args.resume} itself: drop --out {args.out}"
+        )
     reporters = [] if args.quiet else [ProgressReporter()]
     if args.resume:
         result = search(args.dataset, out=args.resume, resume=True, reporters=reporters, **given)
