@@ -277,6 +277,21 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "not an evoae run" in line
 
 
+def test_resume_refuses_out_and_overwrite(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert search("--out", str(run)) == 0
+    capsys.readouterr()
+    before = snapshot(run)
+    other = tmp_path / "elsewhere"
+    line = assert_usage_error(
+        capsys, ["search", "--quiet", "--resume", str(run), "--out", str(other)]
+    )
+    assert "--out" in line
+    line = assert_usage_error(capsys, ["search", "--quiet", "--resume", str(run), "--overwrite"])
+    assert "--overwrite" in line
+    assert snapshot(run) == before and not other.exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cuda_without_a_gpu(tmp_path, capsys):
     argv = ["search", "--device", "cuda", "--out", str(tmp_path / "r"), "--quiet"]
