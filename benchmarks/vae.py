@@ -101,10 +101,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--data-dir", default="/work/shared/data")
     p.add_argument("--epochs", type=int, default=10, help="final epochs of both models")
     p.add_argument("--train-limit", type=int, default=None, help="first N training images")
-    p.add_argument("--search-limit", type=int, default=8000, help="images the search splits")
+    p.add_argument("--search-limit", type=int, default=12000, help="images the search splits")
     p.add_argument("--search-epochs", type=int, default=2, help="epochs per candidate")
     p.add_argument("--population", type=int, default=10)
-    p.add_argument("--generations", type=int, default=24)
+    p.add_argument("--generations", type=int, default=26)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads",
@@ -141,8 +141,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         limit=args.search_limit,
         model="conv-vae",
         code_size=LATENT,
-        # The CPU budget: downsampling blocks only, up to 64 filters, Adam-family optimizers.
-        space_options={"strides": [2], "filters_range": [8, 64], "optimizers": ["adam", "adamw"]},
+        # The CPU budget: downsampling blocks only, up to 64 filters, Adam-family optimizers
+        # with learning rates that suit a 10-epoch run (short candidate training favours
+        # large ones that stall later).
+        space_options={
+            "strides": [2],
+            "filters_range": [8, 64],
+            "optimizers": ["adam", "adamw"],
+            "lr_range": [3e-4, 3e-3],
+        },
         population=args.population,
         generations=args.generations,
         epochs=args.search_epochs,
