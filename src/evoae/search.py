@@ -138,7 +138,7 @@ class SearchResult:
             "n_trainings": self.n_trainings,
             "seconds": self.seconds,
             "settings": asdict(self.settings),
-            "history": self.history,
+            "history": _strict_history(self.history),
         }
 
 
@@ -224,7 +224,9 @@ class _Loop:
     def restore(self, ckpt: dict[str, Any]) -> None:
         self.strategy.load_state_dict(ckpt["strategy"])
         self.next_id = int(ckpt["next_id"])
-        self.history = ckpt["history"]
+        self.history = [
+            {k: math.inf if v is None else v for k, v in row.items()} for row in ckpt["history"]
+        ]
         self.trainings = int(ckpt["trainings"])
         for row in self.journal.rows():
             if row.id < self.next_id and not row.cached:
@@ -236,7 +238,7 @@ class _Loop:
             {
                 "strategy": self.strategy.state_dict(),
                 "next_id": self.next_id,
-                "history": self.history,
+                "history": _strict_history(self.history),
                 "trainings": self.trainings,
             },
         )
@@ -341,6 +343,11 @@ class _Loop:
             q25, med, q75 = np.percentile(fit, [25, 50, 75])
             row.update(median=float(med), q25=float(q25), q75=float(q75), min=float(fit.min()))
         return row
+
+
+def _strict_history(history: list[dict[str, float]]) -> list[dict[str, float | None]]:
+    """History rows for JSON files: an infinite "best" (every candidate failed) as null."""
+    return [{k: v if math.isfinite(v) else None for k, v in row.items()} for row in history]
 
 
 def _jsonable(x: Any) -> Any:
@@ -611,6 +618,12 @@ def _finish(
     final_result, model = train_candidate(
         spec, x_train, x_val, epochs=s.final_epochs, seed=final_seed
     )
+    if final_result.status != "ok":  # never save NaN weights as the run's model
+        raise EvoaeError(
+            f"retraining the best candidate (evaluation {best.id}) for {s.final_epochs} epochs "
+            f"failed ({final_result.error}); the search is saved: resume with fewer "
+            "--final-epochs"
+        )
     final: dict[str, Any] = {
         "epochs": s.final_epochs,
         "val_loss": final_result.val_loss,
