@@ -15,10 +15,11 @@ batch of *different* dense candidates together:
   receive exactly zero gradient under every optimizer, so they stay zero.
 * **Depth.** A member with H hidden layers in a slot group of depth D > H passes
   through ``2 (D - H)`` slots placed right after its code layer (at its code width, the
-  narrowest place): there its output is its input (``torch.where``), so its zero
-  weights in those slots get no gradient.
-* **Activations.** In each slot, members are grouped by activation and each group's
-  function is applied to its own slice.
+  narrowest place): there its output is its input, so its zero weights in those slots
+  get no gradient.
+* **Activations.** In each slot, consecutive members with the same activation form a
+  run; each run's function is applied to its own slice (a view) and the slices are
+  concatenated. Members are ordered so that runs are long.
 * **Optimizer.** Members are ordered by (rule, learning rate) inside a stack, so the
   members sharing a rule and a rate form one contiguous slice of every parameter, and
   each slice gets one update: SGD as ``torch.optim.SGD``, Adam/AdamW with PyTorch's
@@ -140,47 +141,55 @@ class _Slot:
         for i, ly in enumerate(layers):
             units[i, 0, : ly.n_out] = True
         self.units = units.to(device)
-        padded = not bool(self.units.all())
-        acts = ["linear" if ly.act is None else ly.act for ly in layers]
-        # Mask after the activation only where f(0) != 0 could leak into padded units.
-        self.unit_mask = self.units.float() if padded and set(acts) - _ZERO_AT_ZERO else None
-        self.softmax_fill = None if not padded else ~self.units
-        # Each activation is applied to the whole slot and selected per member with
-        # torch.where: cheaper than gathering slices (whose backward is a scatter).
-        names = sorted(set(acts), key=acts.index)
-        self.groups = [
-            (
-                a,
-                None if a == "softmax" else activation(a),
-                torch.tensor([x == a for x in acts], device=device).view(m, 1, 1),
-            )
-            for a in names
-        ]
-        passing = [ly.act is None for ly in layers]
-        self.passing = torch.tensor(passing, device=device).view(m, 1, 1) if any(passing) else None
+        # Members with the same activation in a row form a run; each run's activation is
+        # applied to its slice (a view) and the slices are concatenated, so every
+        # element goes through exactly one activation and backward needs no scatter.
+        self.runs: list[tuple[int, int, str, nn.Module | None, torch.Tensor | None]] = []
+        acts = ["pass" if ly.act is None else ly.act for ly in layers]
+        start = 0
+        for i in range(1, m + 1):
+            if i < m and acts[i] == acts[start]:
+                continue
+            act, units_run = acts[start], self.units[start:i]
+            padded = not bool(units_run.all())
+            fn = None if act in ("pass", "softmax") else activation(act)
+            if act == "softmax":
+                # Padded logits at -inf: the softmax is over each member's true width.
+                extra = ~units_run if padded else None
+            elif padded and act not in _ZERO_AT_ZERO:
+                # f(0) != 0 (sigmoid): zero the padded units after the activation.
+                extra = units_run.float()
+            else:
+                extra = None
+            self.runs.append((start, i, act, fn, extra))
+            start = i
+        self.run_sizes = [b - a for a, b, *_ in self.runs]
+        self.has_pass = "pass" in acts
 
-    def _activate(self, a: str, fn: nn.Module | None, z: torch.Tensor, fill: Any) -> torch.Tensor:
-        if a == "softmax":
-            if fill is not None:
-                z = z.masked_fill(fill, -math.inf)
-            return torch.softmax(z, dim=-1)
-        return fn(z)  # type: ignore[misc]
+    def _through(self, h: torch.Tensor) -> torch.Tensor:
+        """Pass-through output: the (zero-padded) input, cut or padded to ``n_out``."""
+        if self.n_in >= self.n_out:
+            return h[:, :, : self.n_out]
+        return nn.functional.pad(h, (0, self.n_out - self.n_in))
+
+    def _run(self, z: torch.Tensor, h: torch.Tensor | None, run: tuple) -> torch.Tensor:
+        _, _, act, fn, extra = run
+        if act == "pass":
+            return self._through(h)  # type: ignore[arg-type]
+        if act == "softmax":
+            zr = z if extra is None else z.masked_fill(extra, -math.inf)
+            return torch.softmax(zr, dim=-1)
+        y = fn(z)  # type: ignore[misc]
+        return y if extra is None else y * extra
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         z = torch.baddbmm(self.bias, h, self.weight)
-        y = self._activate(self.groups[0][0], self.groups[0][1], z, self.softmax_fill)
-        for a, fn, members in self.groups[1:]:
-            y = torch.where(members, self._activate(a, fn, z, self.softmax_fill), y)
-        if self.unit_mask is not None:
-            y = y * self.unit_mask
-        if self.passing is not None:
-            # Pass-through members: their (zero-padded) input, cut or padded to n_out.
-            if self.n_in >= self.n_out:
-                through = h[:, :, : self.n_out]
-            else:
-                through = nn.functional.pad(h, (0, self.n_out - self.n_in))
-            y = torch.where(self.passing, through, y)
-        return y
+        if len(self.runs) == 1:
+            return self._run(z, h, self.runs[0])
+        # split (not indexing) so that backward is one cat, not a zero-fill per run.
+        zs = z.split(self.run_sizes)
+        hs = h.split(self.run_sizes) if self.has_pass else [None] * len(zs)
+        return torch.cat([self._run(*args) for args in zip(zs, hs, self.runs, strict=True)])
 
 
 class DenseStack(nn.Module):
@@ -455,7 +464,7 @@ def plan_stacks(
     specs: Sequence[dict[str, Any]],
     epochs: Sequence[int],
     *,
-    max_waste: float = 0.5,
+    max_waste: float = 0.3,
     memory_budget: int = 1 << 30,
     max_members: int = 64,
 ) -> list[list[int]]:
@@ -490,8 +499,11 @@ def plan_stacks(
     return [sorted(s, key=lambda i: (_stack_order(specs[i]), i)) for s in stacks]
 
 
-def _stack_order(spec: dict[str, Any]) -> tuple[int, float]:
-    return _OPT_ORDER[spec["optimizer"]], float(spec["lr"])
+def _stack_order(spec: dict[str, Any]) -> tuple[Any, ...]:
+    """Optimizer and learning rate first (one update per slice), then depth and
+    activations, so that slots see long runs of one activation."""
+    acts = [a for _, a in spec["hidden"]] + [spec["code_activation"], spec["output_activation"]]
+    return _OPT_ORDER[spec["optimizer"]], float(spec["lr"]), _depth(spec), tuple(acts)
 
 
 # ---------------------------------------------------------------- the evaluator
@@ -539,7 +551,7 @@ class PopulationEvaluator(Evaluator):
         x_val: np.ndarray | torch.Tensor,
         device: str = "cpu",
         *,
-        max_waste: float = 0.5,
+        max_waste: float = 0.3,
         memory_budget: int | None = None,
         max_members: int = 64,
     ) -> None:

@@ -1,0 +1,163 @@
+"""Population-parallel training throughput against one-at-a-time training.
+
+In one run on 16x16 MNIST (the seed protocol: 10,000 training and 5,000 validation
+images, 2 epochs, batch 32) this measures
+
+1. the machine's float32 matmul peak (best of several 2048 x 2048 products);
+2. for populations of mixed seed-space candidates: candidates trained per second and
+   achieved GFLOP/s for (a) one-at-a-time training (:class:`SequentialEvaluator`) and
+   (b) the population trainer (:class:`PopulationEvaluator`), the speed-up (b)/(a) and
+   (b)'s fraction of the matmul peak;
+3. optionally (``--search``) the full ``seed`` preset search with K concurrent
+   tournaments on the population trainer against K = 1 on one-at-a-time training:
+   wall time and best validation MSE of each.
+
+Achieved GFLOP/s counts only the useful (unpadded) multiply-adds of training and of
+scoring on the validation set, two FLOPs each: forward plus the two backward products
+per layer and training row, one forward per validation row.
+
+    .venv/bin/python benchmarks/throughput.py --data-dir /work/shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evoae.data import load_dataset
+from evoae.search import search
+from evoae.spaces.dense import dense_preset
+from evoae.training.evaluator import Evaluator, SequentialEvaluator, Task
+from evoae.training.population import PopulationEvaluator, stack_flops
+
+
+def matmul_peak(size: int = 2048, reps: int = 5) -> float:
+    """Best float32 GFLOP/s of a square matmul on this machine, now."""
+    a = torch.rand(size, size)
+    b = torch.rand(size, size)
+    a @ b  # warm-up: thread pool, allocator
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * size**3 / best / 1e9
+
+
+def useful_flops(spec: dict, n_train: int, n_val: int, epochs: int) -> float:
+    """FLOPs of training ``spec`` (3 products per layer and row) and scoring it."""
+    macs, _ = stack_flops([spec])
+    return 2.0 * macs * (3 * n_train * epochs + n_val)
+
+
+def timed(evaluator: Evaluator, tasks: list[Task]) -> tuple[float, dict]:
+    t = time.perf_counter()
+    results = dict(evaluator.evaluate(tasks))
+    return time.perf_counter() - t, results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", default="/work/shared/data")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 5, 20, 50])
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--max-waste", type=float, default=0.3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--search", action="store_true", help="also time the full seed search")
+    ap.add_argument("--concurrent", type=int, default=10)
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    ds = load_dataset("mnist", data_dir=args.data_dir, image_size=(16, 16), limit=15_000)
+    x = ds.x.reshape(len(ds.x), -1)
+    x_train, x_val = x[:10_000], x[10_000:15_000]
+    peak = matmul_peak()
+    print(f"threads {torch.get_num_threads()}  float32 matmul peak {peak:.1f} GFLOP/s")
+    space = dense_preset("seed", x.shape[1], 4)
+    out: dict = {"threads": torch.get_num_threads(), "peak_gflops": peak, "populations": []}
+    header = (
+        f"{'pop':>4} {'seq cand/s':>10} {'seq GF/s':>9} {'pop cand/s':>10} {'pop GF/s':>9} "
+        f"{'speed-up':>8} {'of peak':>8} {'waste':>6} stacks"
+    )
+    print(header)
+    for size in args.sizes:
+        rng = np.random.default_rng(args.seed + size)
+        tasks = [Task(space.decode(space.sample(rng)), 1000 + i, args.epochs) for i in range(size)]
+        flops = sum(useful_flops(t.spec, len(x_train), len(x_val), t.epochs) for t in tasks)
+        seq_s, seq_res = timed(SequentialEvaluator(x_train, x_val), tasks)
+        pop_ev = PopulationEvaluator(x_train, x_val, max_waste=args.max_waste)
+        pop_s, pop_res = timed(pop_ev, tasks)
+        agree = max(
+            abs(pop_res[i].fitness - seq_res[i].fitness)
+            for i in range(size)
+            if seq_res[i].status == "ok" and pop_res[i].status == "ok"
+        )
+        row = {
+            "population": size,
+            "sequential_s": seq_s,
+            "population_s": pop_s,
+            "sequential_cand_per_s": size / seq_s,
+            "population_cand_per_s": size / pop_s,
+            "sequential_gflops": flops / seq_s / 1e9,
+            "population_gflops": flops / pop_s / 1e9,
+            "speedup": seq_s / pop_s,
+            "fraction_of_peak": flops / pop_s / 1e9 / peak,
+            "padding_waste": pop_ev.stats.padding_waste,
+            "stacks": pop_ev.stats.sizes,
+            "max_fitness_difference": agree,
+        }
+        out["populations"].append(row)
+        print(
+            f"{size:>4} {row['sequential_cand_per_s']:>10.2f} {row['sequential_gflops']:>9.1f} "
+            f"{row['population_cand_per_s']:>10.2f} {row['population_gflops']:>9.1f} "
+            f"{row['speedup']:>7.2f}x {row['fraction_of_peak']:>7.1%} "
+            f"{row['padding_waste']:>6.1%} {row['stacks']}  (|dfitness| <= {agree:.1e})"
+        )
+    if args.search:
+        out["search"] = run_searches(args)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+def run_searches(args: argparse.Namespace) -> list[dict]:
+    """The full seed search: K concurrent on the population trainer vs K = 1 inline."""
+    rows = []
+    for executor, k in (("population", args.concurrent), ("inline", 1)):
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            res = search(
+                "mnist",
+                data_dir=args.data_dir,
+                out=Path(tmp) / "run",
+                executor=executor,
+                concurrent=k,
+                seed=args.seed,
+            )
+            seconds = time.perf_counter() - t
+        row = {
+            "executor": executor,
+            "concurrent": k,
+            "seconds": seconds,
+            "best_fitness": res.best_fitness,
+            "final_val_loss": res.final.get("val_loss"),
+            "trainings": res.n_trainings,
+        }
+        rows.append(row)
+        print(
+            f"seed search {executor:>10} K={k:<3} {seconds:7.1f} s  best val MSE "
+            f"{res.best_fitness:.5f}  final val MSE {row['final_val_loss']:.5f}  "
+            f"({res.n_trainings} trainings)"
+        )
+    print(f"search speed-up {rows[1]['seconds'] / rows[0]['seconds']:.2f}x")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
