@@ -2,9 +2,10 @@
 
 The reference, measured in the same run, is the in-process executor with one torch
 thread (what each worker uses). Every executor trains the same batch of tasks after a
-warm-up batch (pool spawn, Ray start and first imports are not counted):
+warm-up batch (pool spawn, Ray start and first imports are not counted); each figure is
+the best of ``--repeats`` timings:
 
-* throughput: ``--tasks`` real candidates (digits, 2 epochs); evaluations per second
+* throughput: ``--tasks`` real candidates (digits, 8 epochs); evaluations per second
   and the speed-up over the reference;
 * overhead: the same number of near-empty tasks (64 rows, 1 epoch); the time per task
   above the reference's is what the executor itself costs (transport, scheduling).
@@ -44,18 +45,23 @@ SPEC = {
 }
 
 
-def timed(ev: Evaluator, tasks: list[Task]) -> float:
+def timed(ev: Evaluator, tasks: list[Task], repeats: int) -> float:
+    """Best of ``repeats`` timings: other jobs on a shared machine only ever add time."""
     list(ev.evaluate(tasks[:2]))  # warm-up: workers started, data delivered
-    t0 = time.perf_counter()
-    done = list(ev.evaluate(tasks))
-    assert len(done) == len(tasks) and all(r.status == "ok" for _, r in done)
-    return time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        done = list(ev.evaluate(tasks))
+        best = min(best, time.perf_counter() - t0)
+        assert len(done) == len(tasks) and all(r.status == "ok" for _, r in done)
+    return best
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=24)
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -84,7 +90,7 @@ def main() -> int:
             tasks = [Task(SPEC, derive_seed("scaling", i), epochs) for i in range(args.tasks)]
             ev = make(x_train, x_val)
             try:
-                row[kind] = timed(ev, tasks)
+                row[kind] = timed(ev, tasks, args.repeats)
             finally:
                 ev.close()
         figures[name] = row
