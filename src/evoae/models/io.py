@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from evoae.errors import EvoaeError
@@ -39,10 +39,8 @@ def save_model(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = folder / (WEIGHTS_NAME + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT})
-    data = tmp.read_bytes()
-    tmp.unlink()
+    # Serialised in memory: the only file written is the atomic one (no stray temp file).
+    data = save(tensors, metadata={"format": FORMAT})
     atomic_write_bytes(folder / WEIGHTS_NAME, data)
     meta = {
         "format": FORMAT,
