@@ -16,12 +16,11 @@ def register(sub: Any) -> None:
         help="draw images from a VAE's prior",
         description="Decode N draws from the standard normal prior with the best model of a "
         "run (a conv-vae) and save them as an image grid.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run", metavar="RUN", help="run folder (or a saved model folder)")
-    p.add_argument("--n", type=positive_int, default=64, help="number of samples")
-    p.add_argument("--out", default="samples.png", help="PNG file to write")
-    p.add_argument("--ncols", type=positive_int, default=8, help="images per grid row")
+    p.add_argument("--n", type=positive_int, default=64, help="number of samples [default: 64]")
+    p.add_argument("--out", default="samples.png", help="PNG file to write [default: samples.png]")
+    p.add_argument("--ncols", type=positive_int, default=8, help="images per grid row [default: 8]")
     p.add_argument(
         "--seed", type=int, default=None, help="noise seed [default: the model's own seed]"
     )
