@@ -25,6 +25,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +57,18 @@ def useful_flops(spec: dict, n_train: int, n_val: int, epochs: int) -> float:
     return 2.0 * macs * (3 * n_train * epochs + n_val)
 
 
-def timed(evaluator: Evaluator, tasks: list[Task]) -> tuple[float, dict]:
-    t = time.perf_counter()
-    results = dict(evaluator.evaluate(tasks))
-    return time.perf_counter() - t, results
+def timed(
+    make: Callable[[], Evaluator], tasks: list[Task], repeats: int
+) -> tuple[float, dict, Evaluator]:
+    """Best wall time of ``repeats`` runs, each on a fresh evaluator (the machine is
+    shared: bursts of load only ever slow a run down), with the last run's results."""
+    best = float("inf")
+    for _ in range(repeats):
+        evaluator = make()
+        t = time.perf_counter()
+        results = dict(evaluator.evaluate(tasks))
+        best = min(best, time.perf_counter() - t)
+    return best, results, evaluator
 
 
 def main() -> None:
@@ -67,12 +76,16 @@ def main() -> None:
     ap.add_argument("--data-dir", default="/work/shared/data")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 5, 20, 50])
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--max-waste", type=float, default=0.3)
+    ap.add_argument("--max-waste", type=float, default=0.6)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=2, help="best of this many timings")
     ap.add_argument("--search", action="store_true", help="also time the full seed search")
     ap.add_argument("--concurrent", type=int, default=10)
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(args.seed)
     ds = load_dataset("mnist", data_dir=args.data_dir, image_size=(16, 16), limit=15_000)
@@ -81,6 +94,10 @@ def main() -> None:
     peak = matmul_peak()
     print(f"threads {torch.get_num_threads()}  float32 matmul peak {peak:.1f} GFLOP/s")
     space = dense_preset("seed", x.shape[1], 4)
+    # Warm-up (thread pools, allocator, lazy initialisation) on a short slice, untimed.
+    warm = [Task(space.decode(space.sample(np.random.default_rng(args.seed))), 0, 1)]
+    for make in (SequentialEvaluator, PopulationEvaluator):
+        dict(make(x_train[:512], x_val[:512]).evaluate(warm))
     out: dict = {"threads": torch.get_num_threads(), "peak_gflops": peak, "populations": []}
     header = (
         f"{'pop':>4} {'seq cand/s':>10} {'seq GF/s':>9} {'pop cand/s':>10} {'pop GF/s':>9} "
@@ -91,9 +108,12 @@ def main() -> None:
         rng = np.random.default_rng(args.seed + size)
         tasks = [Task(space.decode(space.sample(rng)), 1000 + i, args.epochs) for i in range(size)]
         flops = sum(useful_flops(t.spec, len(x_train), len(x_val), t.epochs) for t in tasks)
-        seq_s, seq_res = timed(SequentialEvaluator(x_train, x_val), tasks)
-        pop_ev = PopulationEvaluator(x_train, x_val, max_waste=args.max_waste)
-        pop_s, pop_res = timed(pop_ev, tasks)
+        seq_s, seq_res, _ = timed(lambda: SequentialEvaluator(x_train, x_val), tasks, args.repeats)
+        pop_s, pop_res, pop_ev = timed(
+            lambda: PopulationEvaluator(x_train, x_val, max_waste=args.max_waste),
+            tasks,
+            args.repeats,
+        )
         agree = max(
             abs(pop_res[i].fitness - seq_res[i].fitness)
             for i in range(size)
