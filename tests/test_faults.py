@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -113,22 +114,46 @@ def test_a_full_disk_while_saving_the_model_fails_cleanly_and_resumes(
     load_model(run / rf.MODEL_DIR)
 
 
+def _journal_full_after(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal's n+1-th INSERT fails as SQLite reports a full disk."""
+    real = Journal.append
+    calls = []
+
+    def append(self: Journal, row: Any) -> None:
+        calls.append(row.id)
+        if len(calls) > n:
+            raise sqlite3.OperationalError("database or disk is full")
+        real(self, row)
+
+    monkeypatch.setattr(Journal, "append", append)
+
+
+@pytest.mark.parametrize(
+    "writer, rows_kept, next_id",
+    [
+        # settings.json, then one checkpoint per batch: the third checkpoint fails, so
+        # the row of that batch is in the journal but the checkpoint is one batch older.
+        ("checkpoint", 4 + 2, 4 + 1),
+        # the sixth journal INSERT fails: five rows committed, checkpoint after batch 2.
+        ("journal", 5, 4 + 1),
+    ],
+)
 def test_a_full_disk_mid_search_loses_nothing_and_resumes_to_the_same_result(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str, rows_kept: int, next_id: int
 ) -> None:
     reference = search("digits", out=tmp_path / "ref", seed=4, **TINY)
     run = tmp_path / "r"
-    # settings.json, then checkpoints: the disk fills up at the third checkpoint.
-    monkeypatch.setattr(
-        folder_mod, "atomic_write_text", _enospc_after(3, folder_mod.atomic_write_text)
-    )
-    with pytest.raises(EvoaeError, match="No space left on device.*--resume"):
+    if writer == "checkpoint":
+        write = _enospc_after(3, folder_mod.atomic_write_text)
+        monkeypatch.setattr(folder_mod, "atomic_write_text", write)
+    else:
+        _journal_full_after(5, monkeypatch)
+    with pytest.raises(EvoaeError, match="(No space left on device|disk is full).*--resume"):
         search("digits", out=run, seed=4, **TINY)
     monkeypatch.undo()
     ckpt = json.loads((run / rf.CHECKPOINT).read_text())  # the last complete one
-    assert ckpt["next_id"] == 4 + 1
-    assert _rows(run) == _rows(reference.run_dir)[: len(_rows(run))]
-    assert len(_rows(run)) == 4 + 2  # the row of the batch whose checkpoint failed is kept
+    assert ckpt["next_id"] == next_id
+    assert _rows(run) == _rows(reference.run_dir)[:rows_kept]
     resumed = search("digits", out=run, resume=True)
     assert _rows(run) == _rows(reference.run_dir)
     assert resumed.best_genome == reference.best_genome
