@@ -234,11 +234,6 @@ def _no_constants(name: str):
     raise AssertionError(f"non-standard JSON constant {name} in a run file")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in search.py: a history row's 'best' is inf while every candidate so far "
-    "failed, and write_json writes it as the non-standard JSON literal Infinity",
-)
 def test_run_files_stay_strict_json_when_the_first_population_fails(tmp_path, monkeypatch):
     trained = []
     diverge_when(monkeypatch, lambda spec: trained.append(spec) or len(trained) <= 4)
@@ -248,11 +243,6 @@ def test_run_files_stay_strict_json_when_the_first_population_fails(tmp_path, mo
         json.loads((r.run_dir / name).read_text(), parse_constant=_no_constants)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in search.py: when the final retraining of the best diverges, _finish "
-    "still saves the NaN weights as the run's model and the search reports success",
-)
 def test_a_diverging_final_training_never_saves_a_broken_model(tmp_path, monkeypatch):
     # evoae.search (the attribute) is the function; the module lives in sys.modules.
     search_mod = importlib.import_module("evoae.search")

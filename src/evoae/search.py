@@ -421,7 +421,11 @@ def search(
         )
     splits = load_splits(s, data)
     space = make_space(
-        s.model, s.preset, splits.train, s.code_size, max_depth=s.max_depth, **s.space_options
+        s.model,
+        s.preset,
+        splits.train,
+        s.code_size,
+        **{"max_depth": s.max_depth, **s.space_options},
     )
     strategy = make_strategy(s, space)
     fingerprint = _data_fingerprint(splits)

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from evoae.errors import EvoaeError
 
@@ -17,8 +18,15 @@ from evoae.errors import EvoaeError
 COMMANDS = ["search", "export", "sample", "report", "runs"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``prog: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="evoae",
         description="Design autoencoders by neuroevolution.",
     )
