@@ -27,9 +27,9 @@ def shared_data_dir() -> Path:
     return SHARED_DATA_DIR
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def single_thread_torch():
-    """Run a module's tests with one torch thread, restoring the previous count afterwards.
+    """Run every test with one torch thread, restoring the previous count afterwards.
 
     Small models gain nothing from intra-op threads, and on a shared machine the extra
     threads mostly contend for the same cores.

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
@@ -24,15 +23,6 @@ from evoae.estimator import EXPECTED_FAILED_CHECKS
 TINY = dict(population=2, generations=0, epochs=1, final_epochs=1)
 #: Checks feed 2-feature data, so the code must be 1-wide to stay undercomplete.
 CHECKED = EvolvedAutoencoder(code_size=1, random_state=0, **TINY)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: extra intra-op threads only spin and wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @parametrize_with_checks([CHECKED], expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS)

@@ -24,17 +24,8 @@ ort = pytest.importorskip("onnxruntime")
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: extra intra-op threads only spin and wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, one_thread) -> Path:
+def run(tmp_path_factory) -> Path:
     """A real (tiny) dense search on digits."""
     out = tmp_path_factory.mktemp("export") / "run"
     evoae.search("digits", out=out, population=2, generations=1, epochs=1, final_epochs=2)

@@ -57,24 +57,15 @@ window.addEventListener('load', function () {
 </script>"""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: extra intra-op threads only spin and wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def dense_run(tmp_path_factory, one_thread) -> Path:
+def dense_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report") / "dense"
     evoae.search("digits", out=out, population=3, generations=3, epochs=1, final_epochs=2)
     return out
 
 
 @pytest.fixture(scope="module")
-def vae_run(tmp_path_factory, one_thread) -> Path:
+def vae_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report") / "vae"
     evoae.search(
         "digits",
