@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import evoae.training.population as population
 from evoae.data import load_dataset
 from evoae.models import build_model, count_params
 from evoae.search import search
@@ -217,3 +218,30 @@ def test_search_runs_with_population_executor(tmp_path):
     )
     assert result.n_evaluations == 4 + 2
     assert math.isfinite(result.best_fitness)
+
+
+def test_memory_budget_and_out_of_memory_split_stacks(data, monkeypatch):
+    x, xv = data
+    tasks = [Task(spec, SEEDS[i], 1) for i, spec in enumerate(MIXED)]
+    roomy = dict(PopulationEvaluator(x, xv, max_waste=1.0).evaluate(tasks))
+    tight = PopulationEvaluator(x, xv, memory_budget=1)
+    small = dict(tight.evaluate(tasks))
+    assert tight.stats.sizes == [1] * len(tasks)
+    assert tight._eval_rows([MIXED[0]]) < 2048
+    real = population.train_stack
+    sizes: list[int] = []
+
+    def fails_when_stacked(specs, *args, **kwargs):
+        sizes.append(len(specs))
+        if len(specs) > 1:
+            raise torch.OutOfMemoryError("simulated")
+        return real(specs, *args, **kwargs)
+
+    monkeypatch.setattr(population, "train_stack", fails_when_stacked)
+    split = PopulationEvaluator(x, xv, max_waste=1.0, memory_budget=1 << 40)
+    halved = dict(split.evaluate(tasks))
+    assert sizes[0] > 1 and split.stats.sizes == [1] * len(tasks)
+    for i in range(len(tasks)):
+        for got in (small[i], halved[i]):
+            assert got.status == "ok"
+            assert got.fitness == pytest.approx(roomy[i].fitness, abs=1e-5)
