@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,8 +243,25 @@ class DenseStack(nn.Module):
         return h
 
     def mse(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-member mean squared reconstruction error over ``x`` ``[members, rows, d]``."""
+        """Per-member mean squared reconstruction error over ``x`` ``[members, rows, ...]``."""
+        x = x.reshape(x.shape[0], x.shape[1], -1)
         return (self.forward(x) - x).square().mean(dim=(1, 2))
+
+    losses = mse
+
+    @torch.no_grad()
+    def evaluate(self, x_val: torch.Tensor, rows: int) -> list[dict[str, float]]:
+        """Per-member ``{"loss", "mse"}`` over ``x_val``, batch-weighted as ``evaluate``."""
+        x = x_val.reshape(x_val.shape[0], -1)
+        m = len(self.specs)
+        sums = torch.zeros(m, dtype=torch.float64, device=x.device)
+        for start in range(0, x.shape[0], rows):
+            xb = x[start : start + rows]
+            sums += self.mse(xb.unsqueeze(0).expand(m, -1, -1)).double() * xb.shape[0]
+        return [{"loss": v, "mse": v} for v in (sums / x.shape[0]).tolist()]
+
+    def macs(self) -> tuple[int, int]:
+        return stack_flops(self.specs)
 
     @torch.no_grad()
     def zero_member(self, m: int) -> None:
@@ -364,13 +381,18 @@ def train_stack(
     *,
     epochs: int,
     eval_rows: int = EVAL_BATCH,
+    build: Callable[..., Any] | None = None,
 ) -> StackRun:
-    """Train same-batch-size dense candidates together and score them on ``x_val``.
+    """Train same-batch-size candidates together and score them on ``x_val``.
 
     ``specs`` must be ordered by optimizer and learning rate (see
-    :class:`StackedOptimizer`). Returns per-member results with the fields
-    :func:`train_candidate` fills; ``seconds`` is each member's equal share of the
-    stack's wall time.
+    :class:`StackedOptimizer`). ``build(specs, seeds, device)`` makes the stack (default
+    :class:`DenseStack`); a stack provides ``weights`` (member-first parameters),
+    ``params_count``, ``losses(xb)`` (per-member training losses of ``[members, batch,
+    ...]`` rows), ``evaluate(x, rows)`` (per-member ``{"loss": ..., terms}``),
+    ``zero_member(m)`` and ``macs()`` (true and padded multiply-adds per row). Returns
+    per-member results with the fields :func:`train_candidate` fills; ``seconds`` is
+    each member's equal share of the stack's wall time.
     """
     t0 = time.perf_counter()
     device = x_train.device
@@ -378,9 +400,10 @@ def train_stack(
     if any(int(s["batch_size"]) != batch for s in specs):
         raise ValueError("a stack needs one batch size")
     m = len(specs)
-    x = x_train.reshape(x_train.shape[0], -1)
+    x = x_train
     n = x.shape[0]
-    stack = DenseStack(specs, seeds, device)
+    stack = (build or DenseStack)(specs, seeds, device)
+    stack.train()
     opt = StackedOptimizer(
         list(stack.weights), [s["optimizer"] for s in specs], [float(s["lr"]) for s in specs]
     )
@@ -394,7 +417,7 @@ def train_stack(
         for start in range(0, n, batch):
             idx = perms[:, start : start + batch]
             xb = x[idx]
-            losses = stack.mse(xb)
+            losses = stack.losses(xb)
             bad = ~torch.isfinite(losses) & alive
             if bool(bad.any()):
                 # Freeze the diverged members at zero and redo this batch without them.
@@ -403,7 +426,7 @@ def train_stack(
                     stack.zero_member(i)
                     opt.reset_member(i)
                 alive &= ~bad
-                losses = stack.mse(xb)
+                losses = stack.losses(xb)
             opt.zero_grad()
             torch.where(alive, losses, 0.0).sum().backward()
             opt.step()
@@ -411,7 +434,9 @@ def train_stack(
         for i, v in enumerate((total / n).tolist()):
             if errors[i] is None:
                 epoch_losses[i].append(v)
-    val = _evaluate_stack(stack, x_val, eval_rows)
+    stack.eval()
+    scores = stack.evaluate(x_val, eval_rows)
+    val = [sc.pop("loss") for sc in scores]
     seconds = (time.perf_counter() - t0) / m
     results = []
     for i in range(m):
@@ -428,23 +453,11 @@ def train_stack(
                 val_loss=val[i],
                 params=params,
                 seconds=seconds,
-                terms={"mse": val[i]},
+                terms=scores[i],
             )
         )
-    true, padded = stack_flops(specs)
+    true, padded = stack.macs()
     return StackRun(results, epoch_losses, stack, time.perf_counter() - t0, true, padded)
-
-
-@torch.no_grad()
-def _evaluate_stack(stack: DenseStack, x_val: torch.Tensor, rows: int) -> list[float]:
-    """Per-member mean squared error over ``x_val``, batch-weighted as ``evaluate`` is."""
-    x = x_val.reshape(x_val.shape[0], -1)
-    m = len(stack.specs)
-    sums = torch.zeros(m, dtype=torch.float64, device=x.device)
-    for start in range(0, x.shape[0], rows):
-        xb = x[start : start + rows]
-        sums += stack.mse(xb.unsqueeze(0).expand(m, -1, -1)).double() * xb.shape[0]
-    return (sums / x.shape[0]).tolist()
 
 
 # ---------------------------------------------------------------- planning stacks
