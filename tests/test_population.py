@@ -23,6 +23,7 @@ from evoae.training.population import (
     stack_flops,
     train_stack,
 )
+from evoae.training.population_conv import ConvStack
 from evoae.training.trainer import evaluate, fit, train_candidate
 
 
@@ -227,7 +228,7 @@ def test_memory_budget_and_out_of_memory_split_stacks(data, monkeypatch):
     tight = PopulationEvaluator(x, xv, memory_budget=1)
     small = dict(tight.evaluate(tasks))
     assert tight.stats.sizes == [1] * len(tasks)
-    assert tight._eval_rows([MIXED[0]]) < 2048
+    assert tight._eval_rows([MIXED[0]], population._stack_bytes) < 2048
     real = population.train_stack
     sizes: list[int] = []
 
@@ -245,3 +246,86 @@ def test_memory_budget_and_out_of_memory_split_stacks(data, monkeypatch):
         for got in (small[i], halved[i]):
             assert got.status == "ok"
             assert got.fitness == pytest.approx(roomy[i].fitness, abs=1e-5)
+
+
+def _conv_spec(family, acts, bns, opt, lr, *, beta=1.0, dense=7, filters=(6, 5)):
+    spec = {
+        "family": family,
+        "input_shape": [1, 8, 8],
+        "code_size": 2,
+        "blocks": [[filters[0], 3, 2, acts[0], bns[0]], [filters[1], 3, 1, acts[1], bns[1]]],
+        "dense": dense,
+        "variational": family == "conv-vae",
+        "optimizer": opt,
+        "lr": lr,
+        "batch_size": 32,
+    }
+    if family == "conv-vae":
+        spec.update(beta=beta, recon_loss="bce")
+    return spec
+
+
+@pytest.fixture(scope="module")
+def images() -> tuple[torch.Tensor, torch.Tensor]:
+    ds = load_dataset("digits")
+    x = torch.as_tensor(ds.x)
+    return x[:192].contiguous(), x[192:320].contiguous()
+
+
+@pytest.mark.parametrize("family", ["conv-vae", "conv-ae"])
+def test_conv_stack_matches_training_alone(images, family):
+    x, xv = images
+    specs = [
+        _conv_spec(family, ["relu", "tanh"], [False, True], "adam", 0.001, beta=1.0),
+        _conv_spec(family, ["sigmoid", "tanh"], [False, True], "adam", 0.003, beta=0.5),
+        _conv_spec(family, ["elu", "gelu"], [False, True], "sgd", 0.05, beta=2.0),
+    ]
+    seeds = [3, 4, 5]
+    run = train_stack(specs, seeds, x, xv, epochs=2, build=ConvStack)
+    for j, (spec, seed) in enumerate(zip(specs, seeds, strict=True)):
+        alone = build_model(spec, seed)
+        losses = fit(
+            alone, x, epochs=2, batch_size=32, optimizer=spec["optimizer"], lr=spec["lr"], seed=seed
+        )
+        np.testing.assert_allclose(run.epoch_losses[j], losses, rtol=1e-5)
+        val = evaluate(alone, xv)
+        got = run.results[j]
+        assert got.status == "ok" and got.params == count_params(alone)
+        # A conv bias feeding batch norm has an exactly-zero true gradient; Adam normalises
+        # its float noise to lr-sized steps, so that bias and the running mean it shifts
+        # drift apart at float level: the validation loss is compared relatively.
+        assert got.fitness == pytest.approx(val.pop("loss"), rel=1e-4)
+        assert got.terms == pytest.approx(val, rel=1e-3, abs=5e-3)
+        skip = set()
+        for part in ("encoder", "decoder"):
+            seq = getattr(alone, part)
+            for k in range(len(seq) - 1):
+                if isinstance(seq[k + 1], torch.nn.BatchNorm2d):
+                    skip |= {f"{part}.{k}.bias", f"{part}.{k + 1}.running_mean"}
+        member = run.stack.member_model(j).state_dict()
+        for name, w in alone.state_dict().items():
+            if name in skip or name.endswith("num_batches_tracked"):
+                continue
+            torch.testing.assert_close(member[name], w, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_evaluator_buckets_conv_structures(images):
+    x, xv = images
+    tasks = [
+        Task(_conv_spec("conv-ae", ["relu", "relu"], [True, False], "adam", 0.001), 1, 1),
+        Task(_conv_spec("conv-ae", ["tanh", "elu"], [True, False], "sgd", 0.01), 2, 1),
+        Task(
+            _conv_spec("conv-ae", ["relu", "relu"], [True, False], "adam", 0.001, filters=(4, 4)),
+            3,
+            1,
+        ),
+        Task(MIXED[0] | {"input_dim": 64}, 4, 1),
+    ]
+    ev = PopulationEvaluator(x, xv)
+    results = dict(ev.evaluate(tasks))
+    assert sorted(results) == [0, 1, 2, 3]
+    assert ev.stats.conv_stacks == 2 and ev.stats.conv_members == 3
+    for i, task in enumerate(tasks):
+        ref, _ = train_candidate(task.spec, x, xv, epochs=1, seed=task.seed)
+        assert results[i].status == ref.status == "ok"
+        assert results[i].fitness == pytest.approx(ref.fitness, rel=1e-4)

@@ -59,6 +59,12 @@ from evoae.models import build_model, count_params
 from evoae.models.layers import activation
 from evoae.training.evaluator import Evaluator, Task, as_tensor, resolve_device
 from evoae.training.optim import ADAM_EPS
+from evoae.training.population_conv import (
+    CONV_FAMILIES,
+    ConvStack,
+    conv_stack_bytes,
+    conv_stack_key,
+)
 from evoae.training.trainer import EVAL_BATCH, Result, batch_order, train_candidate
 
 #: Activations with ``f(0) == 0``: padded units need no mask after them.
@@ -546,6 +552,8 @@ class PopulationStats:
     flops: int = 0
     padded_flops: int = 0
     sizes: list[int] = field(default_factory=list)
+    conv_stacks: int = 0
+    conv_members: int = 0
 
     @property
     def padding_waste(self) -> float:
@@ -594,13 +602,14 @@ class PopulationEvaluator(Evaluator):
         self.stats = PopulationStats()
 
     def evaluate(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
-        dense = [i for i, t in enumerate(tasks) if t.spec.get("family") == "dense"]
+        family = [t.spec.get("family") for t in tasks]
         for i, t in enumerate(tasks):
-            if t.spec.get("family") != "dense":
+            if family[i] != "dense" and family[i] not in CONV_FAMILIES:
                 result, _ = train_candidate(
                     t.spec, self.x_train, self.x_val, epochs=t.epochs, seed=t.seed
                 )
                 yield i, result
+        dense = [i for i, f in enumerate(family) if f == "dense"]
         plan = plan_stacks(
             [tasks[i].spec for i in dense],
             [tasks[i].epochs for i in dense],
@@ -609,12 +618,36 @@ class PopulationEvaluator(Evaluator):
             max_members=self.max_members,
         )
         for members in plan:
-            idx = [dense[j] for j in members]
-            yield from self._train(idx, tasks)
+            yield from self._train([dense[j] for j in members], tasks)
+        for members in self._plan_conv(tasks):
+            yield from self._train(members, tasks, conv=True)
 
-    def _train(self, idx: list[int], tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
+    def _plan_conv(self, tasks: Sequence[Task]) -> list[list[int]]:
+        """Conv tasks bucketed by structure and epochs, cut to the size and memory limits."""
+        buckets: dict[tuple[Any, ...], list[int]] = {}
+        for i, t in enumerate(tasks):
+            if t.spec.get("family") in CONV_FAMILIES:
+                buckets.setdefault((conv_stack_key(t.spec), t.epochs), []).append(i)
+        stacks = []
+        for idx in buckets.values():
+            batch = int(tasks[idx[0]].spec["batch_size"])
+            per_member = conv_stack_bytes([tasks[idx[0]].spec], batch)
+            size = max(1, min(self.max_members, self.memory_budget // per_member))
+            for start in range(0, len(idx), size):
+                chunk = idx[start : start + size]
+                opt = [tasks[i].spec for i in chunk]
+                order = sorted(
+                    range(len(chunk)),
+                    key=lambda j: (_OPT_ORDER[opt[j]["optimizer"]], float(opt[j]["lr"]), j),
+                )
+                stacks.append([chunk[j] for j in order])
+        return stacks
+
+    def _train(
+        self, idx: list[int], tasks: Sequence[Task], conv: bool = False
+    ) -> Iterator[tuple[int, Result]]:
         specs = [tasks[i].spec for i in idx]
-        rows = self._eval_rows(specs)
+        rows = self._eval_rows(specs, conv_stack_bytes if conv else _stack_bytes)
         try:
             run = train_stack(
                 specs,
@@ -623,15 +656,21 @@ class PopulationEvaluator(Evaluator):
                 self.x_val,
                 epochs=tasks[idx[0]].epochs,
                 eval_rows=rows,
+                build=ConvStack if conv else DenseStack,
             )
         except torch.OutOfMemoryError:
             if len(idx) > 1:  # the estimate was too low: halve the stack and retry
                 half = len(idx) // 2
-                yield from self._train(idx[:half], tasks)
-                yield from self._train(idx[half:], tasks)
+                yield from self._train(idx[:half], tasks, conv)
+                yield from self._train(idx[half:], tasks, conv)
                 return
             params = count_params(build_model(specs[0], 0))
             yield idx[0], Result.failed(params, 0.0, "out of memory")
+            return
+        if conv:  # unpadded: counted as stacks and members only
+            self.stats.conv_stacks += 1
+            self.stats.conv_members += len(idx)
+            yield from zip(idx, run.results, strict=True)
             return
         self.stats.stacks += 1
         self.stats.members += len(idx)
@@ -640,10 +679,10 @@ class PopulationEvaluator(Evaluator):
         self.stats.sizes.append(len(idx))
         yield from zip(idx, run.results, strict=True)
 
-    def _eval_rows(self, specs: Sequence[dict[str, Any]]) -> int:
+    def _eval_rows(self, specs: Sequence[dict[str, Any]], estimate: Callable[..., int]) -> int:
         """Validation rows per forward pass: ``EVAL_BATCH`` unless the budget needs fewer."""
         rows = EVAL_BATCH
-        while rows > 64 and _stack_bytes(specs, rows) > self.memory_budget:
+        while rows > 64 and estimate(specs, rows) > self.memory_budget:
             rows //= 2
         return rows
 
