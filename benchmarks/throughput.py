@@ -8,7 +8,9 @@ images, 2 epochs, batch 32) this measures
    achieved GFLOP/s for (a) one-at-a-time training (:class:`SequentialEvaluator`) and
    (b) the population trainer (:class:`PopulationEvaluator`), the speed-up (b)/(a) and
    (b)'s fraction of the matmul peak;
-3. optionally (``--search``) the full ``seed`` preset search with K concurrent
+3. the same for populations of CNN-VAEs of one block structure with mixed activations,
+   optimizers and learning rates (one structure bucket of the trainer);
+4. optionally (``--search``) the full ``seed`` preset search with K concurrent
    tournaments on the population trainer against K = 1 on one-at-a-time training:
    wall time and best validation MSE of each.
 
@@ -33,6 +35,7 @@ import torch
 
 from evoae.data import load_dataset
 from evoae.search import search
+from evoae.spaces.conv import CONV_ACTIVATIONS
 from evoae.spaces.dense import dense_preset
 from evoae.training.evaluator import Evaluator, SequentialEvaluator, Task
 from evoae.training.population import PopulationEvaluator, stack_flops
@@ -79,6 +82,7 @@ def main() -> None:
     ap.add_argument("--max-waste", type=float, default=0.6)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=2, help="best of this many timings")
+    ap.add_argument("--conv-sizes", type=int, nargs="*", default=[5, 20])
     ap.add_argument("--search", action="store_true", help="also time the full seed search")
     ap.add_argument("--concurrent", type=int, default=10)
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
@@ -140,10 +144,67 @@ def main() -> None:
             f"{row['speedup']:>7.2f}x {row['fraction_of_peak']:>7.1%} "
             f"{row['padding_waste']:>6.1%} {row['stacks']}  (|dfitness| <= {agree:.1e})"
         )
+    if args.conv_sizes:
+        out["conv"] = run_conv(args, x_train.reshape(-1, 1, 16, 16), x_val.reshape(-1, 1, 16, 16))
     if args.search:
         out["search"] = run_searches(args)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
+
+
+def conv_population(size: int, seed: int) -> list[dict]:
+    """CNN-VAEs of one block structure (two batch-normed stride-2 blocks of 16 and 32
+    filters, code 4) with mixed activations, optimizers and learning rates: the members a
+    structure bucket of the population trainer holds."""
+    rng = np.random.default_rng(seed)
+    specs = []
+    for _ in range(size):
+        act = [CONV_ACTIVATIONS[int(rng.integers(len(CONV_ACTIVATIONS)))] for _ in range(2)]
+        opt = ("sgd", "adam", "adamw")[int(rng.integers(3))]
+        specs.append(
+            {
+                "family": "conv-vae",
+                "input_shape": [1, 16, 16],
+                "code_size": 4,
+                "blocks": [[16, 3, 2, act[0], True], [32, 3, 2, act[1], True]],
+                "dense": 0,
+                "variational": True,
+                "optimizer": opt,
+                "lr": float(np.exp(rng.uniform(np.log(1e-4), np.log(1e-2)))),
+                "batch_size": 32,
+                "beta": 1.0,
+                "recon_loss": "bce",
+            }
+        )
+    return specs
+
+
+def run_conv(args: argparse.Namespace, x_train: torch.Tensor, x_val: torch.Tensor) -> list[dict]:
+    """Candidates per second of one-at-a-time vs stacked training of same-structure CNNs."""
+    rows = []
+    print(f"{'CNN pop':>7} {'seq cand/s':>10} {'pop cand/s':>10} {'speed-up':>8}")
+    for size in args.conv_sizes:
+        tasks = [Task(s, 2000 + i, args.epochs) for i, s in enumerate(conv_population(size, size))]
+        seq_s, seq_res, _ = timed(lambda: SequentialEvaluator(x_train, x_val), tasks, args.repeats)
+        pop_s, pop_res, _ = timed(lambda: PopulationEvaluator(x_train, x_val), tasks, args.repeats)
+        rel = max(
+            abs(pop_res[i].fitness - seq_res[i].fitness) / abs(seq_res[i].fitness)
+            for i in range(size)
+            if seq_res[i].status == "ok" and pop_res[i].status == "ok"
+        )
+        row = {
+            "population": size,
+            "sequential_s": seq_s,
+            "population_s": pop_s,
+            "speedup": seq_s / pop_s,
+            "max_relative_fitness_difference": rel,
+        }
+        rows.append(row)
+        print(
+            f"{size:>7} {size / seq_s:>10.2f} {size / pop_s:>10.2f} {seq_s / pop_s:>7.2f}x"
+            f"  (relative |dfitness| <= {rel:.1e})"
+        )
+    return rows
 
 
 def run_searches(args: argparse.Namespace) -> list[dict]:
