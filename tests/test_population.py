@@ -329,3 +329,15 @@ def test_evaluator_buckets_conv_structures(images):
         ref, _ = train_candidate(task.spec, x, xv, epochs=1, seed=task.seed)
         assert results[i].status == ref.status == "ok"
         assert results[i].fitness == pytest.approx(ref.fitness, rel=1e-4)
+
+
+def test_diverging_conv_member_fails_alone(images):
+    x, xv = images
+    good = _conv_spec("conv-ae", ["relu", "tanh"], [True, False], "sgd", 0.05)
+    bomb = _conv_spec("conv-ae", ["elu", "elu"], [True, False], "sgd", 1e12)
+    run = train_stack([good, bomb], [1, 2], x, xv, epochs=1, build=ConvStack)
+    alone, _ = train_candidate(bomb, x, xv, epochs=1, seed=2)
+    assert alone.status == "failed" and run.results[1].status == "failed"
+    ref, _ = train_candidate(good, x, xv, epochs=1, seed=1)
+    assert run.results[0].status == "ok"
+    assert run.results[0].fitness == pytest.approx(ref.fitness, rel=1e-4)

@@ -564,7 +564,9 @@ class PopulationStats:
 class PopulationEvaluator(Evaluator):
     """Trains a batch of tasks as stacked populations (see the module docstring).
 
-    Dense tasks are stacked; tasks of other families are trained one at a time with
+    Dense tasks are stacked (padded, see the module docstring); conv tasks are bucketed
+    by structure (:func:`evoae.training.population_conv.conv_stack_key`) and each bucket
+    is stacked along channels; tasks of other families are trained one at a time with
     :func:`train_candidate`. Results come back stack by stack.
 
     Parameters
