@@ -19,8 +19,6 @@ from evoae.spaces import make_space, space_from_config
 from evoae.spaces.conv import ConvSpace
 from evoae.training.trainer import evaluate, fit
 
-pytestmark = pytest.mark.usefixtures("single_thread_torch")
-
 SHAPES = [(1, 4, 4), (1, 5, 7), (1, 8, 8), (1, 16, 16), (1, 28, 28), (3, 32, 32)]
 
 
