@@ -665,7 +665,8 @@ def _finish(
     n = min(10, len(splits.val))
     with torch.no_grad():
         originals = splits.val.x[:n]
-        recons = model(torch.as_tensor(originals)).recon.numpy()
+        # The posterior mean for VAEs: the plot shows what the model encodes, not one sample.
+        recons = model.reconstruct(torch.as_tensor(originals)).numpy()
     plot_reconstructions(
         originals,
         recons,

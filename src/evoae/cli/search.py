@@ -228,11 +228,7 @@ def print_summary(result: SearchResult) -> None:
     table = Table(title="evoae search", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    arch = (
-        " - ".join(str(w) for w, _ in result.best_spec.get("hidden", []))
-        if "hidden" in result.best_spec
-        else result.best_spec.get("family", "")
-    )
+    arch = describe_architecture(result.best_spec)
     rows = [
         ("run folder", str(result.run_dir)),
         ("dataset", f"{s.dataset} (code size {s.code_size})"),
@@ -247,6 +243,21 @@ def print_summary(result: SearchResult) -> None:
     for k, v in rows:
         table.add_row(k, v)
     Console().print(table)
+
+
+def describe_architecture(spec: dict[str, Any]) -> str:
+    """One line for a spec: dense widths, or conv blocks as filters/kernel/stride."""
+    if "hidden" in spec:
+        widths = [spec["input_dim"], *(w for w, _ in spec["hidden"]), spec["code_size"]]
+        return " - ".join(str(w) for w in widths)
+    if "blocks" in spec:
+        blocks = " ".join(
+            f"{f}k{k}s{st}{'+bn' if bn else ''}" for f, k, st, _, bn in spec["blocks"]
+        )
+        dense = f" dense {spec['dense']}" if spec.get("dense") else ""
+        kind = "VAE" if spec.get("variational") else "AE"
+        return f"conv {blocks}{dense} -> {spec['code_size']} ({kind})"
+    return spec.get("family", "-")
 
 
 def _f(x: float | None) -> str:
