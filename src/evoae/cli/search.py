@@ -140,7 +140,13 @@ def register(sub: Any) -> None:
         default=None,
         help="where to train [default: cpu]",
     )
-    t.add_argument("--executor", default=None, help="how to evaluate candidates [default: inline]")
+    t.add_argument(
+        "--executor",
+        default=None,
+        help="how to evaluate candidates: inline (one at a time), population (a batch of dense "
+        "candidates as one stacked computation; use with --concurrent), process (local "
+        "process pool), ray (Ray tasks) [default: inline]",
+    )
     t.add_argument(
         "--workers", type=positive_int, default=None, help="workers for parallel executors"
     )
