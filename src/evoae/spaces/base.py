@@ -35,10 +35,17 @@ class Space(ABC):
     #: Short name used in run folders and saved models ("dense", "conv").
     family: str = ""
 
+    #: The genes in genome order; a subclass sets it in ``__init__``.
+    _genes: Sequence[Gene] = ()
+
     @property
-    @abstractmethod
     def genes(self) -> Sequence[Gene]:
         """The genes, in genome order."""
+        return self._genes
+
+    def named(self, genome: Genome) -> dict[str, Any]:
+        """A validated genome as gene name -> value, for decoders."""
+        return dict(zip((g.name for g in self._genes), self.validate(genome), strict=True))
 
     @abstractmethod
     def decode(self, genome: Genome) -> dict[str, Any]:

@@ -189,12 +189,8 @@ class ConvSpace(Space):
             genes.append(Gene("batch_size", choice(self.batch_choices)))
         return genes
 
-    @property
-    def genes(self) -> Sequence[Gene]:
-        return self._genes
-
     def decode(self, genome: Genome) -> dict[str, Any]:
-        g = dict(zip((x.name for x in self._genes), self.validate(genome), strict=True))
+        g = self.named(genome)
         n_blocks = min(max(int(g["n_blocks"]), 1), self.max_blocks)
         _, h, w = self.input_shape
         blocks: list[list[Any]] = []

@@ -143,12 +143,8 @@ class DenseSpace(Space):
             genes.append(Gene("batch_size", choice(self.batch_choices)))
         return genes
 
-    @property
-    def genes(self) -> Sequence[Gene]:
-        return self._genes
-
     def decode(self, genome: Genome) -> dict[str, Any]:
-        g = dict(zip((x.name for x in self._genes), self.validate(genome), strict=True))
+        g = self.named(genome)
         hidden: list[list[Any]] = []
         prev = self.input_dim
         for i in range(self.max_depth):
