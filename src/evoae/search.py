@@ -250,6 +250,7 @@ class _Loop:
         specs = [self.space.decode(g) for g in genomes]
         keys = [self.cache_key(sp) for sp in specs]
         rows: list[Row | None] = [None] * len(genomes)
+        stored: set[int] = set()  # positions whose row is already in the journal
         to_train: dict[str, list[int]] = {}
         for i, (g, key) in enumerate(zip(genomes, keys, strict=True)):
             old = self.journal.get(base + i)
@@ -260,6 +261,7 @@ class _Loop:
                         "was modified or the settings differ; start a new run"
                     )
                 rows[i] = old
+                stored.add(i)
                 if not old.cached:
                     self.cache[key] = old
                     self.trainings += 1  # it was trained before the crash
@@ -281,15 +283,16 @@ class _Loop:
             kill_point("appended")
             self.trainings += 1
             rows[i] = row
+            stored.add(i)
             if not self.s.reevaluate:
                 self.cache[keys[i]] = row
             self._notify_evaluated(row)
         for idx in to_train.values():  # duplicates of a phenotype within one batch
             for i in idx[1:]:
                 rows[i] = self._row(base + i, gen, genomes[i], specs[i], rows[idx[0]], cached=True)
-        for row in rows:
+        for i, row in enumerate(rows):
             assert row is not None
-            if self.journal.get(row.id) is None:
+            if i not in stored:
                 self.journal.append(row)
                 kill_point("appended")
                 self._notify_evaluated(row)

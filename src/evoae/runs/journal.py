@@ -151,36 +151,37 @@ class Journal:
     def rows(self, start: int = 0) -> Iterator[Row]:
         """Rows with ``id >= start`` in id order."""
         cur = self._db.execute("SELECT * FROM evaluations WHERE id >= ? ORDER BY id", (start,))
-        for r in cur:
-            yield Row(
-                id=r[0],
-                generation=r[1],
-                genome=json.loads(r[2]),
-                spec=json.loads(r[3]),
-                fitness=r[4] if r[4] is not None else float("inf"),
-                train_loss=r[5],
-                val_loss=r[6],
-                params=r[7],
-                seconds=r[8],
-                seed=r[9],
-                status=r[10],
-                cached=bool(r[11]),
-                terms=json.loads(r[12]),
-                error=r[13],
-            )
+        return (_decode(r) for r in cur)
 
     def get(self, eval_id: int) -> Row | None:
-        return next(iter(self.rows(eval_id)), None) if self._has(eval_id) else None
-
-    def _has(self, eval_id: int) -> bool:
-        q = "SELECT 1 FROM evaluations WHERE id = ?"
-        return self._db.execute(q, (eval_id,)).fetchone() is not None
+        r = self._db.execute("SELECT * FROM evaluations WHERE id = ?", (eval_id,)).fetchone()
+        return None if r is None else _decode(r)
 
     def best(self) -> Row | None:
         cur = self._db.execute(
             "SELECT id FROM evaluations WHERE status != 'failed' ORDER BY fitness, id LIMIT 1"
         ).fetchone()
         return None if cur is None else self.get(cur[0])
+
+
+def _decode(r: tuple[Any, ...]) -> Row:
+    """A stored row back to a :class:`Row`."""
+    return Row(
+        id=r[0],
+        generation=r[1],
+        genome=json.loads(r[2]),
+        spec=json.loads(r[3]),
+        fitness=r[4] if r[4] is not None else float("inf"),
+        train_loss=r[5],
+        val_loss=r[6],
+        params=r[7],
+        seconds=r[8],
+        seed=r[9],
+        status=r[10],
+        cached=bool(r[11]),
+        terms=json.loads(r[12]),
+        error=r[13],
+    )
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
