@@ -2,10 +2,12 @@
 
 from evoae.errors import EvoaeError
 from evoae.estimator import EvolvedAutoencoder
-from evoae.models.io import load_model, save_model
-from evoae.search import SearchResult, SearchSettings, search
+from evoae.families.io import load_model, save_model
+from evoae.finish import SearchResult
+from evoae.loop import search
+from evoae.settings import SearchSettings
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "EvoaeError",

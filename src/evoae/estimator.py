@@ -37,7 +37,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from evoae.data import Dataset
 from evoae.errors import EvoaeError
-from evoae.search import search
+from evoae.loop import search
 
 #: Fewer rows than this are repeated before the 70/15/15 split (see module docstring).
 MIN_SPLIT_ROWS = 20

@@ -30,7 +30,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from evoae.errors import EvoaeError
-from evoae.models.io import load_model, read_model_json
+from evoae.families import family_of
+from evoae.families.io import load_model, read_model_json
 from evoae.runs import folder as rf
 from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
 
@@ -52,8 +53,7 @@ class EncoderPart(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        code = self.model.encode(x)
-        return code[0] if isinstance(code, tuple | list) else code
+        return self.model.encode(x)
 
 
 class DecoderPart(nn.Module):
@@ -91,26 +91,15 @@ class Exported:
     output_shape: list[int | None]
 
 
-def is_variational(model: nn.Module, example: torch.Tensor) -> bool:
-    """True when ``encode`` returns a (mean, log-variance) pair, as VAEs do."""
-    with torch.no_grad():
-        code = model.encode(example)
-    # A deterministic conv AE answers (code, None): only a real log-variance makes a VAE.
-    return isinstance(code, tuple | list) and len(code) == 2 and code[1] is not None
+def is_variational(model: nn.Module, example: torch.Tensor | None = None) -> bool:
+    """True for models with a posterior and a prior (the autoencoder protocol's flag)."""
+    return bool(getattr(model, "variational", False))
 
 
 def example_input(model: nn.Module, batch: int = 2) -> torch.Tensor:
-    """A batch of inputs of the shape the model was built for, from its spec."""
+    """A batch of inputs of the shape the model was built for, from its family."""
     spec = getattr(model, "spec", None) or {}
-    if "input_shape" in spec:
-        shape = [int(v) for v in spec["input_shape"]]
-    elif "input_dim" in spec:
-        shape = [int(spec["input_dim"])]
-    else:
-        raise EvoaeError(
-            f"model family {spec.get('family')!r} does not record its input shape in its spec: "
-            "it cannot be exported"
-        )
+    shape = family_of(spec).input_shape(spec)
     return torch.rand([batch, *shape], generator=torch.Generator().manual_seed(0))
 
 

@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
 
 def model_folder(run: str | Path) -> Path:
     """The saved model of a run folder, or ``run`` itself when it is a model folder."""
-    from evoae.models.io import JSON_NAME
+    from evoae.families.io import JSON_NAME
     from evoae.runs import folder as rf
 
     run = Path(run)
@@ -41,8 +41,8 @@ def model_folder(run: str | Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evoae.models.io import load_model
-    from evoae.report.plots import plot_image_grid
+    from evoae.families.io import load_model
+    from evoae.plots.figures import plot_image_grid
 
     model = load_model(model_folder(args.run))
     if not callable(getattr(model, "sample", None)) or not getattr(model, "variational", False):

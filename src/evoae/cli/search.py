@@ -1,19 +1,37 @@
-"""``evoae search``: evolve an autoencoder and retrain the best."""
+"""``evoae search``: evolve an autoencoder and retrain the best.
+
+Every flag is generated from the declared settings (:mod:`evoae.settings`) and from the
+``Options`` of each registered strategy, so a default is written once, in the
+declaration, and shown once in ``--help``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import Field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from evoae.cli import nonneg_int, positive_int, probability
+from evoae import evolution
 from evoae.errors import EvoaeError
+from evoae.execution import EXECUTOR_HELP
+from evoae.families import describe, get_family
+from evoae.finish import SearchResult
+from evoae.loop import search
+from evoae.options import help_text, options_of
 from evoae.report.progress import ProgressReporter
-from evoae.search import SearchResult, search
+from evoae.settings import SECTIONS
+
+_TITLES = {
+    "data": "data",
+    "space": "model and space",
+    "training": "training",
+    "execution": "execution",
+}
 
 
 def register(sub: Any) -> None:
@@ -22,175 +40,112 @@ def register(sub: Any) -> None:
         help="evolve an autoencoder",
         description="Evolve an autoencoder architecture for a dataset, train the candidates, "
         "retrain the best and write journal, model and plots to a run folder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    d = p.add_argument_group("data")
-    d.add_argument(
-        "--dataset",
+    for section, cls in SECTIONS.items():
+        group = p.add_argument_group(_TITLES[section])
+        if section == "execution":
+            group.description = "executors: " + "; ".join(
+                f"{k}: {v}" for k, v in EXECUTOR_HELP.items()
+            )
+        for f in options_of(cls):
+            if f.metadata["cli"]:
+                _add(group, f)
+    s = p.add_argument_group("strategy")
+    s.add_argument(
+        "--strategy",
+        "-s",
+        choices=list(evolution.STRATEGIES),
         default=None,
-        help="digits (bundled, default), mnist, fashion-mnist, or a .npy/.npz/.csv path",
+        help="search strategy; its own options follow [default: microbial]",
     )
-    d.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder holding mnist/ and fashion-mnist/ IDX files "
-        "(default $EVOAE_DATA_DIR or ~/.cache/evoae/data)",
-    )
-    d.add_argument(
-        "--download",
-        action="store_true",
-        default=None,
-        help="fetch missing MNIST / Fashion-MNIST files into --data-dir (MD5-checked)",
-    )
-    d.add_argument(
-        "--image-size",
-        type=positive_int,
-        default=None,
-        help="resize images to SIZE x SIZE (default 16 for MNIST-like data, else native)",
-    )
-    d.add_argument(
-        "--limit",
-        type=positive_int,
-        default=None,
-        help="use only the first N rows of the training pool",
-    )
-    d.add_argument(
-        "--split",
-        choices=["auto", "seed", "random"],
-        default=None,
-        help="seed: the published 10,000/5,000 split; random: seeded 70/15/15; "
-        "auto: seed for MNIST-like data [default: auto]",
-    )
-    m = p.add_argument_group("model and space")
-    m.add_argument("--model", default=None, help="model family [default: dense]")
-    m.add_argument(
-        "--preset", default=None, help="seed (the published space) or extended [default: seed]"
-    )
-    m.add_argument(
-        "--code-size",
-        "--latent-dim",
-        dest="code_size",
-        type=positive_int,
-        default=None,
-        help="width of the code (latent) layer [default: 4]",
-    )
-    m.add_argument(
-        "--max-depth",
-        type=nonneg_int,
-        default=None,
-        help="number of hidden genes [default: 3 for seed, 4 for extended]",
-    )
-    m.add_argument(
-        "--activations",
-        type=_names,
-        default=None,
-        help="comma-separated activation choices, e.g. relu,tanh,linear [default: the preset's]",
-    )
-    m.add_argument(
-        "--optimizers",
-        type=_names,
-        default=None,
-        help="comma-separated optimizer choices among sgd,adam,adamw [default: the preset's]",
-    )
-    g = p.add_argument_group("genetic algorithm")
-    g.add_argument(
-        "--population", type=positive_int, default=None, help="population size [default: 20]"
-    )
-    g.add_argument(
-        "--generations", type=nonneg_int, default=None, help="tournaments to run [default: 100]"
-    )
-    g.add_argument("--deme", type=positive_int, default=None, help="deme size [default: 5]")
-    g.add_argument(
-        "--recombination",
-        type=probability,
-        default=None,
-        help="probability of copying each winner gene [default: 0.5]",
-    )
-    g.add_argument(
-        "--mutation",
-        type=probability,
-        default=None,
-        help="per-gene mutation probability [default: 1/genes]",
-    )
-    g.add_argument(
-        "--concurrent",
-        type=positive_int,
-        default=None,
-        help="tournaments run together per batch (1 = published) [default: 1]",
-    )
-    g.add_argument(
-        "--reevaluate",
-        action="store_true",
-        default=None,
-        help="retrain both parents in every tournament, as the published code did",
-    )
-    t = p.add_argument_group("training")
-    t.add_argument(
-        "--epochs", type=positive_int, default=None, help="epochs per candidate [default: 2]"
-    )
-    t.add_argument(
-        "--final-epochs",
-        type=nonneg_int,
-        default=None,
-        help="epochs to retrain the best [default: 20]",
-    )
-    t.add_argument(
-        "--device",
-        choices=["auto", "cpu", "cuda"],
-        default=None,
-        help="where to train [default: cpu]",
-    )
-    t.add_argument(
-        "--executor",
-        default=None,
-        help="how to evaluate candidates: inline (one at a time), population (a batch of dense "
-        "candidates as one stacked computation; use with --concurrent), process (local "
-        "process pool), ray (Ray tasks) [default: inline]",
-    )
-    t.add_argument(
-        "--workers", type=positive_int, default=None, help="workers for parallel executors"
-    )
-    t.add_argument("--ray-address", default=None, help="join this Ray cluster (executor ray)")
+    for fld, owners in _strategy_options().values():
+        _add(s, fld, extra=f" ({', '.join(owners)})")
     r = p.add_argument_group("run")
-    r.add_argument("--seed", type=int, default=None, help="random seed [default: 0]")
-    r.add_argument("--out", default=None, help="run folder [default: a new folder under runs/]")
+    r.add_argument("--seed", type=_seed, default=None, help="random seed [default: 0]")
+    r.add_argument(
+        "--out", "-o", default=None, help="run folder [default: a new folder under runs/]"
+    )
     r.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     r.add_argument(
         "--resume",
         metavar="RUN",
         default=None,
-        help="continue the run in this folder (only --generations, --final-epochs and "
-        "execution options may change)",
+        help="continue the run in this folder (only budgets, --final-epochs and execution "
+        "options may change)",
     )
-    r.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary table")
     p.set_defaults(func=run)
 
 
-_SETTINGS = (
-    "data_dir",
-    "image_size",
-    "limit",
-    "split",
-    "model",
-    "preset",
-    "code_size",
-    "max_depth",
-    "population",
-    "generations",
-    "deme",
-    "recombination",
-    "mutation",
-    "concurrent",
-    "reevaluate",
-    "epochs",
-    "final_epochs",
-    "seed",
-    "device",
-    "executor",
-    "workers",
-    "ray_address",
-    "download",
-)
+def _strategy_options() -> dict[str, tuple[Field[Any], list[str]]]:
+    """Each strategy option once (first declaration wins), with the strategies taking it."""
+    seen: dict[str, tuple[Field[Any], list[str]]] = {}
+    for name, cls in evolution.STRATEGIES.items():
+        for f in options_of(cls.Options):
+            if f.name in seen:
+                seen[f.name][1].append(name)
+            else:
+                seen[f.name] = (f, [name])
+    return seen
+
+
+def _add(group: Any, f: Any, extra: str = "") -> None:
+    meta = f.metadata
+    flag = meta["flag"] or "--" + f.name.replace("_", "-")
+    names = [flag] + ([meta["short"]] if meta["short"] else [])
+    if f.name == "code_size":
+        names.append("--latent-dim")
+    kind = meta["kind"]
+    kw: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text(f, extra)}
+    if kind is bool:
+        kw["action"] = "store_true"
+    else:
+        kw["type"] = _parser(f)
+        if meta["choices"] is not None:
+            kw["choices"] = list(meta["choices"])
+        kw["metavar"] = f.name.upper() if meta["choices"] is None else None
+        if kw["metavar"] is None:
+            del kw["metavar"]
+    group.add_argument(*names, **kw)
+
+
+def _parser(f: Field[Any]) -> Any:
+    meta = f.metadata
+    kind = meta["kind"]
+    if kind is list:
+        return _names
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = {int: "an integer", float: "a number"}.get(kind, "valid")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        lo, hi = meta["low"], meta["high"]
+        if lo is not None and value < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {_n(lo)}, got {value}")
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"must be at most {_n(hi)}, got {value}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _n(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
+    return value
 
 
 def _names(text: str) -> list[str]:
@@ -200,11 +155,16 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    names = [f.name for cls in SECTIONS.values() for f in options_of(cls)]
+    names += list(_strategy_options()) + ["seed"]
+    given = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    given.pop("dataset", None)
+    return given
+
+
 def run(args: argparse.Namespace) -> int:
-    given = {k: getattr(args, k) for k in _SETTINGS if getattr(args, k) is not None}
-    options = {k: getattr(args, k) for k in ("activations", "optimizers") if getattr(args, k)}
-    if options:
-        given["space_options"] = options
+    given = _given(args)
     if args.resume and args.overwrite:
         raise EvoaeError("--resume continues a run and --overwrite replaces one: pass only one")
     if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
@@ -213,13 +173,21 @@ def run(args: argparse.Namespace) -> int:
         )
     reporters = [] if args.quiet else [ProgressReporter()]
     if args.resume:
-        result = search(args.dataset, out=args.resume, resume=True, reporters=reporters, **given)
+        result = search(
+            args.dataset,
+            out=args.resume,
+            resume=True,
+            reporters=reporters,
+            strategy=args.strategy,
+            **given,
+        )
     else:
         result = search(
-            args.dataset or "digits",
+            args.dataset if args.dataset is not None else "digits",
             out=args.out,
             overwrite=args.overwrite,
             reporters=reporters,
+            strategy=args.strategy,
             **given,
         )
     if not args.quiet:
@@ -229,20 +197,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def print_summary(result: SearchResult) -> None:
     s = result.settings
+    unit = get_family(result.best_spec["family"]).loss_label
     table = Table(title="evoae search", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    arch = describe_architecture(result.best_spec)
     rows = [
         ("run folder", str(result.run_dir)),
-        ("dataset", f"{s.dataset} (code size {s.code_size})"),
+        ("dataset", f"{s.data.dataset} (code size {s.space.code_size})"),
+        ("strategy", s.strategy.name),
         ("evaluations / trainings", f"{result.n_evaluations} / {result.n_trainings}"),
-        (f"best search fitness ({s.epochs} epochs)", _f(result.best_fitness)),
-        (f"retrained val loss ({s.final_epochs} epochs)", _f(result.final.get("val_loss"))),
-        ("retrained test loss", _f(result.final.get("test_loss"))),
-        ("best architecture", arch or "-"),
+        (
+            f"best search fitness ({_epochs(s.training.epochs)})",
+            _f(result.best_fitness, "" if s.training.objective != "recon" else unit),
+        ),
+        (
+            f"retrained val loss ({_epochs(s.training.final_epochs)})",
+            _f(result.final.get("val_loss"), unit),
+        ),
+        ("retrained test loss", _f(result.final.get("test_loss"), unit)),
+        ("best architecture", describe(result.best_spec)),
         ("parameters", str(result.final.get("params"))),
         ("wall time", f"{result.seconds:.1f} s"),
     ]
@@ -251,20 +230,10 @@ def print_summary(result: SearchResult) -> None:
     Console().print(table)
 
 
-def describe_architecture(spec: dict[str, Any]) -> str:
-    """One line for a spec: dense widths, or conv blocks as filters/kernel/stride."""
-    if "hidden" in spec:
-        widths = [spec["input_dim"], *(w for w, _ in spec["hidden"]), spec["code_size"]]
-        return " - ".join(str(w) for w in widths)
-    if "blocks" in spec:
-        blocks = " ".join(
-            f"{f}k{k}s{st}{'+bn' if bn else ''}" for f, k, st, _, bn in spec["blocks"]
-        )
-        dense = f" dense {spec['dense']}" if spec.get("dense") else ""
-        kind = "VAE" if spec.get("variational") else "AE"
-        return f"conv {blocks}{dense} -> {spec['code_size']} ({kind})"
-    return spec.get("family", "-")
+def _f(x: float | None, unit: str = "") -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x:.5f} {unit}".rstrip()
 
 
-def _f(x: float | None) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{x:.5f}"
+__all__ = ["print_summary", "register", "run"]

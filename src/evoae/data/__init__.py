@@ -14,6 +14,7 @@ from evoae.data.sources import (
     load_dataset,
     load_test_dataset,
 )
+from evoae.data.protocol import MNIST_LIKE, load_splits
 from evoae.data.splits import Splits, random_split, seed_split
 from evoae.data.transforms import minmax_scale, resize_images
 
@@ -21,12 +22,14 @@ __all__ = [
     "BUILTIN",
     "FILES",
     "MIRRORS",
+    "MNIST_LIKE",
     "SUFFIXES",
     "Dataset",
     "Splits",
     "default_data_dir",
     "fetch",
     "load_dataset",
+    "load_splits",
     "load_test_dataset",
     "md5sum",
     "minmax_scale",

@@ -1,40 +1,66 @@
 """The ask/tell interface every search strategy implements.
 
-A strategy owns its population, its counters and its random generator, and nothing
-else: it never trains anything. ``ask`` returns a batch of genomes to evaluate (so
-evaluators that train many candidates at once can be fed), ``tell`` receives their
-fitness (lower is better, ``inf`` for failures) in the same order. ``state_dict`` is
-JSON-able and restores the strategy exactly, random generator included.
+A strategy owns its population (if it has one), its counters and its random
+generator, and nothing else: it never trains anything. The search loop calls
+:meth:`Strategy.ask` for a batch of genomes, evaluates them, journals the results and
+calls :meth:`Strategy.tell` with their fitness, in the same order, always minimised
+(``inf`` for failed candidates). :meth:`Strategy.state_dict` is JSON-able and
+restores the strategy exactly, random generator included, so a run resumes to the
+same journal as an uninterrupted one.
+
+To write a strategy: subclass :class:`Strategy`, declare its settings as an
+``Options`` dataclass (fields made with :func:`evoae.options.option`), implement
+``ask``, ``tell``, ``done`` and ``progress``, extend ``state_dict`` /
+``load_state_dict`` with whatever determines future asks, and register it with
+:func:`evoae.evolution.register`. A multi-objective strategy names what it minimises
+in ``objectives`` (fields of an evaluation: ``fitness``, ``params``, or a loss term);
+it is then told one tuple per genome.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
 from evoae.spaces import Genome, Space
 
 
+@dataclass
+class NoOptions:
+    """A strategy without settings of its own."""
+
+
 class Strategy(ABC):
-    """A search strategy over one :class:`~evoae.spaces.Space`."""
+    """A search strategy over one :class:`~evoae.spaces.Space`.
 
-    name: str = ""
+    ``options`` is an instance of the class's ``Options`` dataclass; ``seed`` seeds
+    :attr:`rng`, the only source of randomness a strategy may use.
+    """
 
-    def __init__(self, space: Space, seed: int) -> None:
+    #: Registry name (``--strategy NAME``).
+    name: ClassVar[str] = ""
+    #: What :meth:`progress` counts ("tournaments", "evaluations", ...).
+    unit: ClassVar[str] = "evaluations"
+    #: The settings dataclass; its fields become ``--flags`` of ``evoae search``.
+    Options: ClassVar[type] = NoOptions
+    #: What the strategy minimises, in order; one name = a single fitness per genome.
+    objectives: ClassVar[tuple[str, ...]] = ("fitness",)
+
+    def __init__(self, space: Space, options: Any = None, *, seed: int = 0) -> None:
         self.space = space
+        self.options = options if options is not None else self.Options()
         self.rng = np.random.default_rng(int(seed))
-        self.best_genome: Genome | None = None
-        self.best_fitness = float("inf")
 
     @abstractmethod
     def ask(self) -> list[Genome]:
-        """The next batch of genomes to evaluate (empty when :attr:`done`)."""
+        """The next batch of genomes to evaluate (empty only when :attr:`done`)."""
 
     @abstractmethod
-    def tell(self, genomes: Sequence[Genome], fitness: Sequence[float]) -> None:
+    def tell(self, genomes: Sequence[Genome], fitness: Sequence[Any]) -> None:
         """Fitness of the genomes returned by the last :meth:`ask`, in order."""
 
     @property
@@ -42,39 +68,29 @@ class Strategy(ABC):
     def done(self) -> bool:
         """True when the budget is spent."""
 
-    @property
     @abstractmethod
-    def generation(self) -> int:
-        """Progress counter: completed generations (tournaments for the microbial GA)."""
+    def progress(self) -> tuple[int, int]:
+        """``(done, total)`` in :attr:`unit`, for progress bars and the journal."""
 
-    @abstractmethod
-    def population_fitness(self) -> list[float]:
-        """Current population's fitness values (for spread plots)."""
-
-    def _track_best(self, genomes: Sequence[Genome], fitness: Sequence[float]) -> None:
-        for g, f in zip(genomes, fitness, strict=True):
-            if f < self.best_fitness:
-                self.best_genome, self.best_fitness = tuple(g), float(f)
+    def population_fitness(self) -> list[float] | None:
+        """The current population's fitness, for spread plots; None without a population."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that determines future asks, JSON-able."""
-        return {
-            "rng": self.rng.bit_generator.state,
-            "best_genome": None if self.best_genome is None else list(self.best_genome),
-            "best_fitness": _enc(self.best_fitness),
-        }
+        return {"rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
-        bg = state["best_genome"]
-        self.best_genome = None if bg is None else self.space.validate(bg)
-        self.best_fitness = _dec(state["best_fitness"])
+
+    def options_dict(self) -> dict[str, Any]:
+        return asdict(self.options)
 
 
-def _enc(x: float) -> float | str:
+def enc(x: float) -> float | str:
     """JSON has no infinity: store it as a string."""
     return "inf" if x == float("inf") else float(x)
 
 
-def _dec(x: float | str) -> float:
+def dec(x: float | str) -> float:
     return float(x)

@@ -24,56 +24,72 @@ makes re-evaluation of an unchanged phenotype a no-op anyway).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from evoae.errors import EvoaeError
-from evoae.evolution.base import Strategy, _dec, _enc
+from evoae.evolution.base import Strategy, dec, enc
+from evoae.options import check, option
 from evoae.spaces import Genome, Space
 
 _PAIR_TRIES = 100
+#: Largest population a strategy accepts (each member is a trained network).
+MAX_POPULATION = 100_000
+
+
+@dataclass
+class MicrobialOptions:
+    """Settings of the microbial GA (the published ones by default)."""
+
+    population: int = option(20, "population size", low=2, high=MAX_POPULATION, short="-n")
+    generations: int = option(
+        100, "tournaments to run", low=0, high=10_000_000, grows=True, short="-g"
+    )
+    deme: int = option(5, "deme size: b is drawn from the D members after a", low=1)
+    recombination: float = option(0.5, "probability of copying each winner gene", low=0.0, high=1.0)
+    mutation: float | None = option(
+        None,
+        "per-gene mutation probability",
+        low=0.0,
+        high=1.0,
+        default_text="1/genes",
+        kind=float,
+    )
+    concurrent: int = option(
+        1, "tournaments run together per batch (1 = published; at most population/2)", low=1
+    )
+    reevaluate: bool = option(
+        False, "retrain both parents in every tournament, as the published code did"
+    )
 
 
 class MicrobialGA(Strategy):
     """Microbial GA: ``population`` individuals, ``generations`` tournaments."""
 
     name = "microbial"
+    unit = "tournaments"
+    Options = MicrobialOptions
 
     def __init__(
-        self,
-        space: Space,
-        *,
-        population: int = 20,
-        generations: int = 100,
-        deme: int = 5,
-        recombination: float = 0.5,
-        mutation: float | None = None,
-        concurrent: int = 1,
-        reevaluate: bool = False,
-        seed: int = 0,
+        self, space: Space, options: MicrobialOptions | None = None, *, seed: int = 0, **kw: Any
     ) -> None:
-        super().__init__(space, seed)
-        if population < 2:
-            raise EvoaeError(f"population must be at least 2, got {population}")
-        if generations < 0:
-            raise EvoaeError(f"generations must be 0 or more, got {generations}")
-        if deme < 1:
-            raise EvoaeError(f"deme size must be at least 1, got {deme}")
-        if not 0.0 <= recombination <= 1.0:
-            raise EvoaeError(f"recombination must be in [0, 1], got {recombination}")
-        if mutation is not None and not 0.0 <= mutation <= 1.0:
-            raise EvoaeError(f"mutation probability must be in [0, 1], got {mutation}")
+        options = options if options is not None else MicrobialOptions(**kw)
+        check(options)
+        super().__init__(space, options, seed=seed)
+        population, concurrent = options.population, options.concurrent
         if not 1 <= concurrent <= population // 2:
             raise EvoaeError(
                 f"concurrent tournaments must be between 1 and population/2 "
                 f"({population // 2}), got {concurrent}"
             )
         self.n = int(population)
-        self.generations = int(generations)
-        self.deme = int(deme)
-        self.recombination = float(recombination)
+        self.generations = int(options.generations)
+        self.deme = int(options.deme)
+        self.recombination = float(options.recombination)
+        mutation = options.mutation
         self.mutation = 1.0 / space.n_genes if mutation is None else float(mutation)
         self.concurrent = int(concurrent)
-        self.reevaluate = bool(reevaluate)
+        self.reevaluate = bool(options.reevaluate)
         self.population: list[Genome] = []
         self.fitness: list[float] = []
         self._tournaments = 0
@@ -85,12 +101,11 @@ class MicrobialGA(Strategy):
     def done(self) -> bool:
         return bool(self.population) and self._tournaments >= self.generations
 
-    @property
-    def generation(self) -> int:
-        return self._tournaments
+    def progress(self) -> tuple[int, int]:
+        return self._tournaments, self.generations
 
-    def population_fitness(self) -> list[float]:
-        return list(self.fitness)
+    def population_fitness(self) -> list[float] | None:
+        return list(self.fitness) if self.population else None
 
     def ask(self) -> list[Genome]:
         if self._pending is not None:
@@ -128,7 +143,6 @@ class MicrobialGA(Strategy):
         fitness = [float(f) for f in fitness]
         if len(fitness) != len(genomes):
             raise ValueError("one fitness value per genome is needed")
-        self._track_best(genomes, fitness)
         if kind == "init":
             self.population = [tuple(g) for g in genomes]
             self.fitness = fitness
@@ -186,7 +200,7 @@ class MicrobialGA(Strategy):
         state = super().state_dict()
         state.update(
             population=[list(g) for g in self.population],
-            fitness=[_enc(f) for f in self.fitness],
+            fitness=[enc(f) for f in self.fitness],
             tournaments=self._tournaments,
             reeval_pairs=self._reeval_pairs,
         )
@@ -195,7 +209,7 @@ class MicrobialGA(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.population = [self.space.validate(g) for g in state["population"]]
-        self.fitness = [_dec(f) for f in state["fitness"]]
+        self.fitness = [dec(f) for f in state["fitness"]]
         self._tournaments = int(state["tournaments"])
         pairs = state.get("reeval_pairs")
         self._reeval_pairs = None if pairs is None else [tuple(p) for p in pairs]

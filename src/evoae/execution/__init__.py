@@ -1,29 +1,75 @@
-"""Executors that train a batch of candidates outside the search loop's thread.
+"""Executors: how a batch of candidates is trained, and their registry.
 
-``process`` (a local pool of worker processes) and ``ray`` (tasks on a Ray cluster)
-implement :class:`evoae.training.Evaluator` like the in-process ``inline`` one and are
-registered in :data:`evoae.training.EVALUATORS`. They are imported only when chosen,
-so importing evoae never imports Ray.
+``inline`` (one after another in this process), ``population`` (stacked training of a
+batch, :mod:`evoae.training.population`), ``process`` (a local pool of worker
+processes) and ``ray`` (tasks on a Ray cluster) all implement
+:class:`evoae.training.Evaluator`. ``process`` and ``ray`` are imported only when
+chosen, so importing evoae never imports Ray.
 
 Every worker trains with one torch thread (the executor supplies the parallelism),
-receives the data once, and runs a task with the seed the search derived for it, so a
-result depends neither on the worker nor on the completion order.
+receives the data and the objective once, and runs a task with the seed the search
+derived for it, so a result depends neither on the worker nor on the completion order.
+To add an executor: write an Evaluator and :func:`register` a factory
+``factory(train, val, *, device, objective, **options)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from evoae.errors import EvoaeError
+from evoae.training import Evaluator, SequentialEvaluator
+from evoae.training.population import make_population_evaluator
 
-def process_evaluator(x_train: Any, x_val: Any, **options: Any) -> Any:
-    """Factory for ``--executor process`` (imports the pool only when chosen)."""
+
+def _inline(
+    train: Any, val: Any, *, device: str = "cpu", objective: Any = None, **_: Any
+) -> Evaluator:
+    return SequentialEvaluator(train, val, device, objective)
+
+
+def _process(train: Any, val: Any, **options: Any) -> Evaluator:
     from evoae.execution.process import ProcessEvaluator
 
-    return ProcessEvaluator(x_train, x_val, **options)
+    return ProcessEvaluator(train, val, **options)
 
 
-def ray_evaluator(x_train: Any, x_val: Any, **options: Any) -> Any:
-    """Factory for ``--executor ray`` (imports Ray only when chosen)."""
+def _ray(train: Any, val: Any, **options: Any) -> Evaluator:
     from evoae.execution.ray import RayEvaluator
 
-    return RayEvaluator(x_train, x_val, **options)
+    return RayEvaluator(train, val, **options)
+
+
+#: executor name -> factory(train, val, *, device, objective, **options).
+EXECUTORS: dict[str, Callable[..., Evaluator]] = {
+    "inline": _inline,
+    "population": make_population_evaluator,
+    "process": _process,
+    "ray": _ray,
+}
+#: One line per executor, for help texts.
+EXECUTOR_HELP = {
+    "inline": "one candidate after another",
+    "population": "a batch of candidates as one stacked computation",
+    "process": "a local process pool",
+    "ray": "Ray tasks, locally or on a cluster",
+}
+
+
+def register(name: str, factory: Callable[..., Evaluator], help: str = "") -> None:
+    """Make ``factory`` available as ``--executor name``."""
+    EXECUTORS[name] = factory
+    EXECUTOR_HELP[name] = help or name
+
+
+def make_evaluator(
+    name: str, train: Any, val: Any, *, device: str = "cpu", **options: Any
+) -> Evaluator:
+    """The evaluator registered under ``name``, holding the training and validation data."""
+    if name not in EXECUTORS:
+        raise EvoaeError(f"unknown executor {name!r}: choose from {', '.join(EXECUTORS)}")
+    return EXECUTORS[name](train, val, device=device, **options)
+
+
+__all__ = ["EXECUTORS", "EXECUTOR_HELP", "make_evaluator", "register"]

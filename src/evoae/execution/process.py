@@ -17,10 +17,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-import numpy as np
-
 from evoae.errors import EvoaeError
-from evoae.execution.worker import init_worker, run_task, worker_died
+from evoae.execution.worker import init_worker, payload, run_task, worker_died
 from evoae.training.evaluator import Evaluator, Task, resolve_device
 from evoae.training.trainer import Result
 
@@ -29,14 +27,19 @@ MAX_RETRIES = 2
 
 
 class ProcessEvaluator(Evaluator):
-    """Trains tasks in ``workers`` local processes (default: the machine's cores)."""
+    """Trains tasks in ``workers`` local processes (default: the machine's cores).
+
+    ``train`` and ``val`` are arrays or :class:`evoae.data.Dataset` (labels travel
+    with them); ``objective`` scores each trained candidate.
+    """
 
     def __init__(
         self,
-        x_train: Any,
-        x_val: Any,
+        train: Any,
+        val: Any,
         *,
         device: str = "cpu",
+        objective: Any = None,
         workers: int | None = None,
         max_retries: int = MAX_RETRIES,
         **_: Any,
@@ -47,10 +50,7 @@ class ProcessEvaluator(Evaluator):
             raise EvoaeError(f"workers must be at least 1, got {workers}")
         self.workers = workers or os.cpu_count() or 1
         self.max_retries = int(max_retries)
-        self._data = (
-            np.ascontiguousarray(x_train, dtype=np.float32),
-            np.ascontiguousarray(x_val, dtype=np.float32),
-        )
+        self._data = payload(train, val, objective)
         self._pool: ProcessPoolExecutor | None = None
 
     def _get_pool(self) -> ProcessPoolExecutor:

@@ -15,7 +15,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import ray
 
 from evoae.errors import EvoaeError
@@ -36,8 +35,7 @@ def _train(refs: list[ray.ObjectRef], task: Task) -> Result:
     key = refs[0].hex()
     with _lock:
         if _data_key != key:
-            x_train, x_val = ray.get(refs)
-            worker.init_worker(x_train, x_val)
+            worker.init_worker(*ray.get(refs))
             _data_key = key
     return worker.run_task(task)
 
@@ -47,8 +45,9 @@ class RayEvaluator(Evaluator):
 
     Parameters
     ----------
-    x_train, x_val
-        The data, put into the object store once.
+    train, val
+        The data (inputs and labels; arrays or :class:`evoae.data.Dataset`), put into the
+        object store once with the objective.
     workers
         Tasks in flight at once; also the CPUs of a local Ray instance started here.
     ray_address
@@ -61,10 +60,11 @@ class RayEvaluator(Evaluator):
 
     def __init__(
         self,
-        x_train: Any,
-        x_val: Any,
+        train: Any,
+        val: Any,
         *,
         device: str = "cpu",
+        objective: Any = None,
         workers: int | None = None,
         ray_address: str | None = None,
         max_retries: int = MAX_RETRIES,
@@ -92,10 +92,7 @@ class RayEvaluator(Evaluator):
             self._started = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = workers or max(1, cpus)
-        self._refs = [
-            ray.put(np.ascontiguousarray(x_train, dtype=np.float32)),
-            ray.put(np.ascontiguousarray(x_val, dtype=np.float32)),
-        ]
+        self._refs = [ray.put(part) for part in worker.payload(train, val, objective)]
         remote = ray.remote(num_cpus=1, max_retries=int(max_retries))(_train)
         self._remote = remote.options(runtime_env=runtime_env) if runtime_env else remote
         self.max_retries = int(max_retries)

@@ -2,40 +2,75 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
+from evoae.objectives import EvalSplit, Objective
 from evoae.runs.killpoints import arm_forward
-from evoae.training.evaluator import Task, as_tensor
-from evoae.training.trainer import Result, train_candidate
+from evoae.training.evaluator import Task
+from evoae.training.trainer import Result, as_split, train_candidate
 
 #: Threads per worker: parallelism comes from the number of workers, not from torch.
 WORKER_THREADS = 1
 
-_data: tuple[torch.Tensor, torch.Tensor] | None = None
+_state: tuple[EvalSplit, EvalSplit, Objective | None] | None = None
 
 
-def init_worker(x_train: np.ndarray, x_val: np.ndarray) -> None:
+def _arrays(data: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    x, y = (data.x, data.y) if hasattr(data, "x") and hasattr(data, "y") else (data, None)
+    if isinstance(x, torch.Tensor):
+        x = x.cpu().numpy()
+    if isinstance(y, torch.Tensor):
+        y = y.cpu().numpy()
+    return np.ascontiguousarray(x, dtype=np.float32), None if y is None else np.asarray(y)
+
+
+def payload(train: Any, val: Any, objective: Objective | None) -> tuple[Any, ...]:
+    """What a worker is initialised with, once: inputs, labels and the objective."""
+    x_train, y_train = _arrays(train)
+    x_val, y_val = _arrays(val)
+    return x_train, x_val, y_train, y_val, objective
+
+
+def init_worker(
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    y_train: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    objective: Objective | None = None,
+) -> None:
     """Prepare this process: one torch thread, the data as CPU tensors."""
-    global _data
+    global _state
     torch.set_num_threads(WORKER_THREADS)
     arm_forward()  # a no-op outside the kill tests
     cpu = torch.device("cpu")
     # np.array copies read-only shared buffers (Ray's object store) into writable memory.
-    _data = (as_tensor(np.array(x_train), cpu), as_tensor(np.array(x_val), cpu))
+    train = as_split(EvalSplit(torch.as_tensor(np.array(x_train))), cpu)
+    val = as_split(EvalSplit(torch.as_tensor(np.array(x_val))), cpu)
+    if y_train is not None:
+        train = EvalSplit(train.x, torch.as_tensor(np.array(y_train)))
+    if y_val is not None:
+        val = EvalSplit(val.x, torch.as_tensor(np.array(y_val)))
+    _state = (train, val, objective)
 
 
 def run_task(task: Task) -> Result:
     """Train ``task`` on the data given to :func:`init_worker`."""
-    if _data is None:
+    if _state is None:
         raise RuntimeError("run_task called in a process that init_worker did not prepare")
-    result, _ = train_candidate(task.spec, _data[0], _data[1], epochs=task.epochs, seed=task.seed)
+    train, val, objective = _state
+    result, _ = train_candidate(
+        task.spec, train, val, epochs=task.epochs, seed=task.seed, objective=objective
+    )
     return result
 
 
 def worker_died(task: Task, attempts: int, why: str) -> Result:
     """The failed result of a task whose worker died ``attempts`` times."""
-    from evoae.models import build_model, count_params
+    from evoae.families import build_model
+    from evoae.models import count_params
 
     params = count_params(build_model(task.spec, task.seed))
     return Result.failed(params, 0.0, f"worker died {attempts} times ({why})")

@@ -151,7 +151,7 @@ class ConvAutoencoder(nn.Module):
 
     # ---------------------------------------------------------------- public API
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(mean, logvar)`` of the posterior; for the plain AE ``(code, None)``."""
         self._check_input(x)
         hidden = self.encoder(x)
@@ -160,17 +160,21 @@ class ConvAutoencoder(nn.Module):
             return mean, None
         return mean, soft_clamp(self.logvar(hidden), LOGVAR_BOUND)
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The code: the posterior mean for a VAE (a deterministic embedding)."""
+        return self.posterior(x)[0]
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images in ``[0, 1]`` of shape ``(N, C, H, W)`` from latents ``(N, code_size)``."""
         return torch.sigmoid(self.decoder(z))
 
     def latent(self, x: torch.Tensor) -> torch.Tensor:
-        """The posterior mean (VAE) or the code (AE): a deterministic embedding."""
-        return self.encode(x)[0]
+        """Alias of :meth:`encode`, kept for callers of evoae 0.1."""
+        return self.encode(x)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstructions in the input's shape, decoded from the posterior mean."""
-        return self.decode(self.latent(x))
+        return self.decode(self.encode(x))
 
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
@@ -191,7 +195,7 @@ class ConvAutoencoder(nn.Module):
         return self.decode(z)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        mean, logvar = self.encode(x)
+        mean, logvar = self.posterior(x)
         if logvar is None:
             recon = torch.sigmoid(self.decoder(mean))
             mse = F.mse_loss(recon, x)

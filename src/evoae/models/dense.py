@@ -19,9 +19,13 @@ class DenseAutoencoder(nn.Module):
     Weights are Glorot-uniform with zero biases, drawn from ``seed`` alone.
     """
 
+    #: Deterministic: the code is a point, there is no posterior to sample.
+    variational = False
+
     def __init__(self, spec: dict[str, Any], seed: int = 0) -> None:
         super().__init__()
         self.spec = spec
+        self.code_size = int(spec["code_size"])
         d, k = spec["input_dim"], spec["code_size"]
         widths = [d] + [w for w, _ in spec["hidden"]]
         acts = [a for _, a in spec["hidden"]]

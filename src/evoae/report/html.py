@@ -13,6 +13,7 @@ Everything is read from the run folder: ``settings.json``, the journal, ``summar
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
@@ -32,12 +33,14 @@ from sklearn.decomposition import PCA  # noqa: E402
 from torch import nn  # noqa: E402
 
 from evoae.errors import EvoaeError  # noqa: E402
-from evoae.export import DecoderPart, EncoderPart, example_input, is_variational  # noqa: E402
-from evoae.models.io import load_model  # noqa: E402
+from evoae.data import load_splits  # noqa: E402
+from evoae.export import DecoderPart, EncoderPart, example_input  # noqa: E402
+from evoae.families import describe as describe_spec  # noqa: E402
+from evoae.families.io import load_model  # noqa: E402
 from evoae.runs import folder as rf  # noqa: E402
 from evoae.runs.atomic import atomic_write_text  # noqa: E402
-from evoae.runs.journal import Journal, Row  # noqa: E402
-from evoae.search import SearchSettings, load_splits  # noqa: E402
+from evoae.runs.reader import RunView, read_run, top_candidates  # noqa: E402
+from evoae.settings import SearchSettings  # noqa: E402
 
 #: Plots a family's hook may leave in ``plots/``, with the caption the report gives them.
 EXTRA_PLOTS = {
@@ -45,81 +48,8 @@ EXTRA_PLOTS = {
     "interpolation.png": "Latent interpolation between two held-out images",
     "latent.png": "Latent map of held-out data (first two dimensions or principal components)",
 }
-#: Rows of the best-candidates table.
-TOP = 10
 #: Rows of the validation split used for the PCA comparison (enough for stable figures).
 PCA_MAX_ROWS = 20_000
-
-
-# ---------------------------------------------------------------- reading a run
-
-
-@dataclass
-class RunView:
-    """What a run folder holds, read once. ``summary`` is None until the run finished."""
-
-    path: Path
-    settings: dict[str, Any]
-    rows: list[Row]
-    summary: dict[str, Any] | None
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def finished(self) -> bool:
-        return self.summary is not None
-
-    @property
-    def trained(self) -> list[Row]:
-        """Evaluations that trained a model (not phenotype-cache hits), in id order."""
-        return [r for r in self.rows if not r.cached]
-
-    def best(self) -> Row | None:
-        ok = [r for r in self.rows if r.status != "failed"]
-        return min(ok, key=lambda r: (r.fitness, r.id)) if ok else None
-
-
-def read_run(folder: str | Path) -> RunView:
-    """Read a run folder (finished or not)."""
-    path = Path(folder)
-    if not rf.is_run(path):
-        raise EvoaeError(f"{path} is not an evoae run folder (no {rf.JOURNAL})")
-    with Journal(path / rf.JOURNAL) as j:
-        rows = list(j.rows())
-        settings = j.get_meta("settings")
-    if (path / rf.SETTINGS).is_file():
-        settings = rf.read_json(path / rf.SETTINGS, "run settings")
-    if not isinstance(settings, dict):
-        raise EvoaeError(f"run {path} has no settings: the run folder is damaged")
-    summary = (
-        rf.read_json(path / rf.SUMMARY, "run summary") if (path / rf.SUMMARY).is_file() else None
-    )
-    if summary is not None:
-        history = summary.get("history", [])
-    elif (path / rf.CHECKPOINT).is_file():
-        history = rf.read_json(path / rf.CHECKPOINT, "checkpoint").get("history", [])
-    else:
-        history = []
-    return RunView(path=path, settings=settings, rows=rows, summary=summary, history=history)
-
-
-def top_candidates(rows: list[Row], n: int = TOP) -> list[Row]:
-    """The ``n`` best distinct trained candidates (cache hits repeat a phenotype)."""
-    ok = [r for r in rows if not r.cached and r.status != "failed"]
-    return sorted(ok, key=lambda r: (r.fitness, r.id))[:n]
-
-
-def describe_spec(spec: dict[str, Any]) -> str:
-    """A one-line architecture: ``64 -> 55 relu -> 40 tanh -> [4 linear] -> ...``."""
-    if spec.get("family") == "dense":
-        enc = [f"{w} {a}" for w, a in spec.get("hidden", [])]
-        code = f"[{spec['code_size']} {spec.get('code_activation', '')}]".replace(" ]", "]")
-        return " > ".join([str(spec["input_dim"]), *enc, code])
-    if "blocks" in spec:
-        blocks = [f"conv{f} k{k}s{s} {a}{' bn' if bn else ''}" for f, k, s, a, bn in spec["blocks"]]
-        dense = [f"dense {spec['dense']}"] if spec.get("dense") else []
-        shape = "x".join(str(v) for v in spec.get("input_shape", []))
-        return " > ".join([shape, *blocks, *dense, f"[{spec.get('code_size')}]"])
-    return str(spec.get("family", "?"))
 
 
 # ---------------------------------------------------------------- figures
@@ -311,7 +241,8 @@ def pca_comparison(view: RunView, model: nn.Module | None) -> dict[str, Any]:
     if model is None:
         return {"available": False, "reason": "the run has no saved model yet"}
     try:
-        splits = load_splits(SearchSettings.from_dict(view.settings))
+        st = SearchSettings.from_dict(view.raw_settings)
+        splits = load_splits(**dataclasses.asdict(st.data), seed=st.seed)
     except EvoaeError as e:
         return {"available": False, "reason": f"the run's data could not be loaded ({e})"}
     k = int(view.settings.get("code_size", 1))

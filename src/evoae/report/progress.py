@@ -15,13 +15,19 @@ from evoae.runs.journal import Row
 class Reporter:
     """Hooks called by the search loop; every hook is optional."""
 
-    def start(self, total: int, done: int, settings: dict[str, Any]) -> None: ...
+    def start(
+        self, total: int, done: int, settings: dict[str, Any], unit: str = "generations"
+    ) -> None:
+        """The search begins (or resumes) with ``done`` of ``total`` ``unit`` behind it."""
 
     def evaluated(self, row: Row) -> None: ...
 
     def generation(self, done: int, best: float) -> None: ...
 
     def phase(self, text: str) -> None: ...
+
+    def finished(self, result: Any, splits: Any) -> None:
+        """The best model is retrained and saved (``result``: a SearchResult)."""
 
     def end(self) -> None: ...
 
@@ -36,7 +42,9 @@ class ProgressReporter(Reporter):
         self._best = math.inf
         self._t0 = time.perf_counter()
 
-    def start(self, total: int, done: int, settings: dict[str, Any]) -> None:
+    def start(
+        self, total: int, done: int, settings: dict[str, Any], unit: str = "generations"
+    ) -> None:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -49,7 +57,7 @@ class ProgressReporter(Reporter):
         )
         self._progress.start()
         self._task = self._progress.add_task(
-            "generations", total=total, completed=done, best="-", evals=0
+            unit, total=total, completed=done, best="-", evals=0
         )
 
     def evaluated(self, row: Row) -> None:

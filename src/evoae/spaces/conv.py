@@ -296,3 +296,14 @@ def _log_float(lo: float, hi: float):
 def _check_range(kind: str, r: Sequence[float], *, integer: bool = False) -> None:
     if len(r) != 2 or not 0 < r[0] <= r[1] or (integer and r[0] < 1):
         raise EvoaeError(f"{kind} range {tuple(r)} must satisfy 0 < low <= high")
+
+
+def describe_conv(spec: dict[str, Any]) -> str:
+    """``1x28x28 > conv32 k3 s2 relu bn > dense 256 > [20] VAE mirrored``: input shape,
+    each block as filters, kernel, stride, activation (``bn``: batch norm), the optional
+    dense layer, the latent size; the decoder mirrors the encoder."""
+    shape = "x".join(str(v) for v in spec["input_shape"])
+    blocks = [f"conv{f} k{k} s{s} {a}{' bn' if bn else ''}" for f, k, s, a, bn in spec["blocks"]]
+    dense = [f"dense {spec['dense']}"] if spec.get("dense") else []
+    kind = "VAE" if spec.get("variational", True) else "AE"
+    return " > ".join([shape, *blocks, *dense, f"[{spec['code_size']}] {kind}"]) + " mirrored"

@@ -220,3 +220,13 @@ def _check_names(kind: str, names: Sequence[str], allowed: Sequence[str]) -> Non
         raise EvoaeError(f"unknown {kind} {bad[0]!r}: choose from {', '.join(allowed)}")
     if not names:
         raise EvoaeError(f"at least one {kind} is needed")
+
+
+def describe_dense(spec: dict[str, Any]) -> str:
+    """``64 > 55 relu > 40 tanh > [4 linear] mirrored, out sigmoid``: the encoder's widths
+    and activations, the code in brackets; the decoder mirrors the encoder."""
+    enc = [f"{w} {a}" for w, a in spec["hidden"]]
+    code = f"[{spec['code_size']} {spec['code_activation']}]"
+    return " > ".join([str(spec["input_dim"]), *enc, code]) + (
+        f" mirrored, out {spec['output_activation']}"
+    )

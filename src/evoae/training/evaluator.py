@@ -3,7 +3,8 @@
 The search loop hands an evaluator a batch of :class:`Task` objects and receives
 ``(index, Result)`` pairs as they finish, in any order. In-process training, the
 population-parallel trainer and distributed executors all sit behind this interface;
-the data lives in the evaluator, sent to workers once, never per task.
+the data (inputs and optional labels of the training and validation splits) and the
+objective live in the evaluator, sent to workers once, never per task.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 
 from evoae.errors import EvoaeError
-from evoae.training.trainer import Result, train_candidate
+from evoae.objectives import EvalSplit, Objective, Reconstruction
+from evoae.training.trainer import Result, as_split, train_candidate
 
 
 @dataclass(frozen=True)
@@ -69,21 +71,41 @@ def as_tensor(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tenso
 
 
 class SequentialEvaluator(Evaluator):
-    """Trains one candidate after another in this process."""
+    """Trains one candidate after another in this process.
+
+    ``train`` and ``val`` are arrays, tensors, :class:`evoae.data.Dataset` objects or
+    :class:`EvalSplit` (labels travel with the latter two); ``objective`` scores each
+    trained candidate on ``val`` (default: reconstruction loss).
+    """
 
     def __init__(
         self,
-        x_train: np.ndarray | torch.Tensor,
-        x_val: np.ndarray | torch.Tensor,
+        train: Any,
+        val: Any,
         device: str = "cpu",
+        objective: Objective | None = None,
     ) -> None:
         self.device = resolve_device(device)
-        self.x_train = as_tensor(x_train, self.device)
-        self.x_val = as_tensor(x_val, self.device)
+        self.train: EvalSplit = as_split(train, self.device)
+        self.val: EvalSplit = as_split(val, self.device)
+        self.objective = objective if objective is not None else Reconstruction()
+
+    @property
+    def x_train(self) -> torch.Tensor:
+        return self.train.x
+
+    @property
+    def x_val(self) -> torch.Tensor:
+        return self.val.x
 
     def evaluate(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
         for i, task in enumerate(tasks):
             result, _ = train_candidate(
-                task.spec, self.x_train, self.x_val, epochs=task.epochs, seed=task.seed
+                task.spec,
+                self.train,
+                self.val,
+                epochs=task.epochs,
+                seed=task.seed,
+                objective=self.objective,
             )
             yield i, result

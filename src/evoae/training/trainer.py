@@ -1,9 +1,10 @@
 """Training one candidate and measuring its fitness.
 
-Fitness is the validation loss after training (held-out data; the published code used
-the last training loss instead). The batch order comes from a generator seeded with the
-candidate's seed, and the weights from the same seed, so a candidate's training is a
-pure function of (spec, seed, epochs, data) on one machine.
+Fitness is the objective's score of the trained model on held-out data (by default the
+validation reconstruction loss; the published code used the last training loss
+instead). The batch order comes from a generator seeded with the candidate's seed, and
+the weights from the same seed, so a candidate's training is a pure function of (spec,
+seed, epochs, data, objective) on one machine.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from evoae.models import build_model, count_params
+from evoae.families import build_model
+from evoae.models import count_params
+from evoae.objectives import EvalSplit, Objective, Reconstruction, Score, evaluate
+from evoae.objectives.reconstruction import EVAL_BATCH
 from evoae.training.optim import make_optimizer
 
-EVAL_BATCH = 2048
+__all__ = ["EVAL_BATCH", "Result", "as_split", "evaluate", "fit", "make_result", "train_candidate"]
 
 
 @dataclass
@@ -38,6 +42,56 @@ class Result:
     @classmethod
     def failed(cls, params: int, seconds: float, error: str) -> Result:
         return cls(math.inf, None, None, params, seconds, "failed", {}, error)
+
+
+def make_result(
+    score: Score | None,
+    train_losses: list[float],
+    params: int,
+    seconds: float,
+    *,
+    objective: Objective,
+    error: str | None = None,
+) -> Result:
+    """The one place a :class:`Result` is assembled, for every trainer.
+
+    A diverged training (``error``) or a non-finite score is a failed result; otherwise
+    ``fitness`` is the objective's score, ``val_loss`` the model's validation loss when
+    the objective is that loss (else the ``loss`` term if the objective reports one).
+    """
+    if error is None and train_losses and not math.isfinite(train_losses[-1]):
+        error = "training loss diverged"
+    if error is None and (score is None or not math.isfinite(score.fitness)):
+        error = (
+            "validation loss diverged"
+            if objective.model_loss
+            else f"objective {objective.name} is not finite"
+        )
+    if error is not None or score is None:
+        return Result.failed(params, seconds, error or "no score")
+    val = score.fitness if objective.model_loss else score.terms.get("loss")
+    return Result(
+        fitness=float(score.fitness),
+        train_loss=train_losses[-1] if train_losses else None,
+        val_loss=val,
+        params=params,
+        seconds=seconds,
+        terms=dict(score.terms),
+    )
+
+
+def as_split(data: Any, device: torch.device | None = None) -> EvalSplit:
+    """An :class:`EvalSplit` on ``device`` from a tensor, an array, a Dataset or a split."""
+    if isinstance(data, EvalSplit):
+        x, y = data.x, data.y
+    elif hasattr(data, "x") and hasattr(data, "y"):  # a data.Dataset
+        x, y = data.x, data.y
+    else:
+        x, y = data, None
+    x = torch.as_tensor(x, dtype=torch.float32, device=device)
+    if y is not None:
+        y = torch.as_tensor(y, device=device)
+    return EvalSplit(x, y)
 
 
 def batch_order(n: int, epochs: int, seed: int) -> list[torch.Tensor]:
@@ -80,55 +134,41 @@ def fit(
     return losses
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """Mean loss and terms over ``x``, weighted by batch size."""
-    model.eval()
-    sums: dict[str, float] = {}
-    for start in range(0, x.shape[0], EVAL_BATCH):
-        xb = x[start : start + EVAL_BATCH]
-        out = model(xb)
-        for k, v in {"loss": out.loss, **out.terms}.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * xb.shape[0]
-    return {k: v / x.shape[0] for k, v in sums.items()}
-
-
 def train_candidate(
     spec: dict[str, Any],
-    x_train: torch.Tensor,
-    x_val: torch.Tensor,
+    train: torch.Tensor | EvalSplit,
+    val: torch.Tensor | EvalSplit,
     *,
     epochs: int,
     seed: int,
+    objective: Objective | None = None,
 ) -> tuple[Result, nn.Module]:
-    """Build, train and score one candidate; never raises for a diverging model."""
+    """Build, train and score one candidate; never raises for a diverging model.
+
+    ``train`` and ``val`` are tensors or :class:`EvalSplit` (inputs plus labels);
+    ``objective`` scores the trained model on ``val`` (default: reconstruction loss).
+    """
     t0 = time.perf_counter()
-    model = build_model(spec, seed).to(x_train.device)
+    objective = objective if objective is not None else Reconstruction()
+    train, val = as_split(train), as_split(val)
+    model = build_model(spec, seed).to(train.x.device)
     params = count_params(model)
+    losses: list[float] = []
+    score: Score | None = None
     try:
         losses = fit(
             model,
-            x_train,
+            train.x,
             epochs=epochs,
             batch_size=int(spec["batch_size"]),
             optimizer=spec["optimizer"],
             lr=float(spec["lr"]),
             seed=seed,
         )
-        if losses and not math.isfinite(losses[-1]):
-            return Result.failed(params, time.perf_counter() - t0, "training loss diverged"), model
-        terms = evaluate(model, x_val)
+        if not losses or math.isfinite(losses[-1]):
+            model.eval()
+            score = objective.score(model, val)
     except torch.OutOfMemoryError:
         return Result.failed(params, time.perf_counter() - t0, "out of memory"), model
-    val = terms.pop("loss")
-    if not math.isfinite(val):
-        return Result.failed(params, time.perf_counter() - t0, "validation loss diverged"), model
-    result = Result(
-        fitness=val,
-        train_loss=losses[-1] if losses else None,
-        val_loss=val,
-        params=params,
-        seconds=time.perf_counter() - t0,
-        terms=terms,
-    )
+    result = make_result(score, losses, params, time.perf_counter() - t0, objective=objective)
     return result, model

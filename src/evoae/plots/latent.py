@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evoae.report.plots import _save, plot_image_grid, show_grid
+from evoae.plots.figures import _save, plot_image_grid, show_grid
 
 #: Images encoded for the latent map (enough to show the clusters, cheap on a CPU).
 SCATTER_POINTS = 2000
@@ -27,7 +27,7 @@ def latent_means(model: Any, x: np.ndarray) -> np.ndarray:
     model.eval()
     device = next(model.parameters()).device
     parts = [
-        model.latent(torch.as_tensor(x[i : i + _CHUNK], device=device)).cpu().numpy()
+        model.encode(torch.as_tensor(x[i : i + _CHUNK], device=device)).cpu().numpy()
         for i in range(0, len(x), _CHUNK)
     ]
     return np.concatenate(parts)

@@ -1,4 +1,5 @@
-"""Population-parallel training of convolutional candidates with the same block structure.
+"""Convolutional autoencoders of one block structure stacked along channels (the conv
+families' population stacker).
 
 Members whose networks have the same shape (blocks' filters, kernels, strides and
 batch-norm flags, dense width, code size, VAE or not, reconstruction loss) are stacked
@@ -6,7 +7,7 @@ along channels: member ``m`` owns channels ``[m * C, (m + 1) * C)`` of every fea
 each convolution and transposed convolution is one grouped call with ``groups =
 members``, batch norm is one call over the stacked channels (its statistics are
 per channel, hence per member), and the dense layers are batched products
-(``torch.baddbmm``) as in :mod:`evoae.training.population`. Activations, optimizer,
+(``torch.baddbmm``) as in :mod:`evoae.models.stack_dense`. Activations, optimizer,
 learning rate, KL weight and seed stay per member. Members of different structures go
 to different stacks (:func:`conv_stack_key`); nothing is padded.
 
@@ -27,10 +28,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from evoae.models import build_model, count_params
-from evoae.models.conv import LOGVAR_BOUND, conv_out_side, soft_clamp, vae_terms
-
-CONV_FAMILIES = ("conv-vae", "conv-ae")
+from evoae.models.base import count_params
+from evoae.models.conv import (
+    LOGVAR_BOUND,
+    ConvAutoencoder,
+    conv_out_side,
+    soft_clamp,
+    vae_terms,
+)
+from evoae.models.stack_dense import OPT_ORDER
 
 
 def conv_stack_key(spec: dict[str, Any]) -> tuple[Any, ...]:
@@ -61,7 +67,7 @@ def conv_stack_bytes(specs: Sequence[dict[str, Any]], rows: int) -> int:
     for filters, _, stride, _, _ in spec["blocks"]:
         h, w = conv_out_side(h, int(stride)), conv_out_side(w, int(stride))
         maps += int(filters) * h * w
-    params = count_params(build_model(spec, 0))
+    params = count_params(ConvAutoencoder(spec, 0))
     return 4 * len(specs) * (6 * 2 * maps * rows + 5 * params)
 
 
@@ -96,7 +102,7 @@ class _Act:
 
 
 class ConvStack(nn.Module):
-    """Same-structure conv autoencoders, weights copied from ``build_model(spec, seed)``."""
+    """Same-structure conv autoencoders, weights copied from ``ConvAutoencoder(spec, seed)``."""
 
     def __init__(
         self,
@@ -110,7 +116,7 @@ class ConvStack(nn.Module):
         device = torch.device(device)
         self.specs = list(specs)
         self.m = len(specs)
-        models = [build_model(s, seed) for s, seed in zip(specs, seeds, strict=True)]
+        models = [ConvAutoencoder(s, seed) for s, seed in zip(specs, seeds, strict=True)]
         self.params_count = [count_params(x) for x in models]
         first = models[0]
         self.variational = first.variational
@@ -277,7 +283,7 @@ class ConvStack(nn.Module):
 
     def member_model(self, i: int) -> nn.Module:
         """Member ``i`` as its own (CPU) ConvAutoencoder holding the stacked weights."""
-        model = build_model(self.specs[i], self.seeds[i])
+        model = ConvAutoencoder(self.specs[i], self.seeds[i])
         state = model.state_dict()
         for name, t in self.member_state(i, model).items():
             state[name].copy_(t)
@@ -312,3 +318,35 @@ def _is_act(mod: nn.Module) -> bool:
         mod,
         nn.Conv2d | nn.ConvTranspose2d | nn.BatchNorm2d | nn.Linear | nn.Flatten | nn.Unflatten,
     )
+
+
+def plan_conv_stacks(
+    specs: Sequence[dict[str, Any]],
+    epochs: Sequence[int],
+    *,
+    memory_budget: int,
+    max_members: int = 64,
+    **_: Any,
+) -> list[list[int]]:
+    """Indices of ``specs`` bucketed by structure and epochs, cut to the size and memory
+    limits, each stack in optimizer order (one update per (rule, rate) slice)."""
+    buckets: dict[tuple[Any, ...], list[int]] = {}
+    for i, spec in enumerate(specs):
+        buckets.setdefault((conv_stack_key(spec), int(epochs[i])), []).append(i)
+    stacks = []
+    for idx in buckets.values():
+        batch = int(specs[idx[0]]["batch_size"])
+        per_member = conv_stack_bytes([specs[idx[0]]], batch)
+        size = max(1, min(max_members, memory_budget // per_member))
+        for start in range(0, len(idx), size):
+            chunk = idx[start : start + size]
+            order = sorted(
+                range(len(chunk)),
+                key=lambda j: (
+                    OPT_ORDER[specs[chunk[j]]["optimizer"]],
+                    float(specs[chunk[j]]["lr"]),
+                    j,
+                ),
+            )
+            stacks.append([chunk[j] for j in order])
+    return stacks

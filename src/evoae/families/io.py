@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from evoae.errors import EvoaeError
-from evoae.models import build_model
+from evoae.families.registry import build_model
 from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
 
 FORMAT = "evoae-model"

@@ -1,0 +1,43 @@
+"""Which rows a search trains, validates and tests on: the data protocol of a run."""
+
+from __future__ import annotations
+
+from evoae.data.sources import Dataset, load_dataset, load_test_dataset
+from evoae.data.splits import Splits, random_split, seed_split
+
+#: Datasets whose ``auto`` split is the published one.
+MNIST_LIKE = ("mnist", "fashion-mnist")
+
+
+def load_splits(
+    dataset: str = "digits",
+    *,
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    limit: int | None = None,
+    split: str = "auto",
+    download: bool = False,
+    seed: int = 0,
+    data: Dataset | None = None,
+) -> Splits:
+    """The train / validation / test splits a search uses.
+
+    ``auto`` is the published protocol for MNIST and Fashion-MNIST (first 15,000 images
+    at 16x16 unless ``image_size`` says otherwise: 10,000 train, 5,000 validation; the
+    official test set as test) and a seeded 70/15/15 split for everything else. In-memory
+    ``data`` is split 70/15/15 with ``seed``.
+    """
+    if data is not None:
+        return random_split(data, val_fraction=0.15, test_fraction=0.15, seed=seed)
+    mnist_like = dataset in MNIST_LIKE
+    split = split if split != "auto" else ("seed" if mnist_like else "random")
+    size = image_size if image_size is not None else (16 if mnist_like else None)
+    hw = None if size is None else (size, size)
+    rows = limit if limit is not None else (15_000 if split == "seed" else None)
+    ds = load_dataset(dataset, data_dir=data_dir, image_size=hw, limit=rows, download=download)
+    test = load_test_dataset(dataset, data_dir=data_dir, image_size=hw) if mnist_like else None
+    if split == "seed":
+        n_val = min(5_000, len(ds) // 3) if limit is not None else 5_000
+        n_train = len(ds) - n_val if limit is not None else 10_000
+        return seed_split(ds, n_train=n_train, n_val=n_val, test=test)
+    return random_split(ds, val_fraction=0.15, test_fraction=0.15, seed=seed, test=test)

@@ -1,0 +1,39 @@
+"""Model families and their registry (see :mod:`evoae.families.registry`).
+
+Built-ins: ``dense`` (:mod:`evoae.families.dense`), ``conv-vae`` and ``conv-ae``
+(:mod:`evoae.families.conv`). Model files (:mod:`evoae.families.io`) are rebuilt
+through the registry.
+"""
+
+from __future__ import annotations
+
+from evoae.families.conv import CONV_AE, CONV_VAE
+from evoae.families.dense import DENSE
+from evoae.families.registry import (
+    FAMILIES,
+    Family,
+    Stacker,
+    build_model,
+    describe,
+    family_of,
+    get_family,
+    make_space,
+    register,
+    space_from_config,
+)
+
+for _family in (DENSE, CONV_VAE, CONV_AE):
+    register(_family)
+
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "Stacker",
+    "build_model",
+    "describe",
+    "family_of",
+    "get_family",
+    "make_space",
+    "register",
+    "space_from_config",
+]

@@ -1,0 +1,113 @@
+"""The model-family registry: everything evoae knows about one family, in one entry.
+
+A family ties together its search space (how genomes decode into specs), the module a
+spec builds, its population stacker (or none), a one-line describer, the input shape
+a spec takes and the extra plots a run draws. The search loop, trainers, export,
+report, estimator and CLI find all of it here by ``spec["family"]`` (or ``--model``),
+so adding a family means writing its space, model and entry, and one
+:func:`register` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from evoae.errors import EvoaeError
+from evoae.spaces import Space
+
+
+@dataclass(frozen=True)
+class Stacker:
+    """How a family trains many candidates as one computation.
+
+    ``build(specs, seeds, device)`` makes the stacked module (see
+    :func:`evoae.training.population.train_stack` for what it must offer),
+    ``plan(specs, epochs, *, max_waste, memory_budget, max_members)`` groups task
+    indices into stacks, ``bytes(specs, rows)`` estimates a stack's peak memory, and
+    ``padded`` says whether stacks pad members (then padding waste is counted).
+    """
+
+    build: Callable[..., nn.Module]
+    plan: Callable[..., list[list[int]]]
+    bytes: Callable[[Sequence[dict[str, Any]], int], int]
+    padded: bool = False
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family (``--model NAME``)."""
+
+    name: str
+    #: ``make_space(preset, train_dataset, code_size, **options) -> Space``.
+    make_space: Callable[..., Space]
+    #: ``space_from_config(cfg) -> Space`` (the inverse of ``Space.config``).
+    space_from_config: Callable[[dict[str, Any]], Space]
+    #: ``build(spec, seed) -> nn.Module`` following :class:`evoae.models.Autoencoder`.
+    build: Callable[[dict[str, Any], int], nn.Module]
+    #: ``describe(spec) -> str``: the one architecture notation (see the README).
+    describe: Callable[[dict[str, Any]], str]
+    #: ``input_shape(spec) -> tuple`` of one input row (without the batch).
+    input_shape: Callable[[dict[str, Any]], tuple[int, ...]]
+    #: Preset names of the family's space, the first is the default.
+    presets: tuple[str, ...] = ("seed",)
+    stacker: Stacker | None = None
+    #: ``plot(model, splits, plots_dir) -> list[Path]`` extra plots after a search.
+    plots: tuple[Callable[..., Any], ...] = field(default_factory=tuple)
+    #: What the family's loss is, with its unit (summaries and plots).
+    loss_label: str = "MSE"
+
+
+#: name -> Family. Filled by :func:`register` (built-ins in :mod:`evoae.families`).
+FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    FAMILIES[family.name] = family
+    return family
+
+
+def get_family(name: Any) -> Family:
+    if not isinstance(name, str) or name not in FAMILIES:
+        raise EvoaeError(f"unknown model family {name!r}: choose from {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def family_of(spec: dict[str, Any]) -> Family:
+    """The family a decoded spec belongs to."""
+    if not isinstance(spec, dict):
+        raise EvoaeError(f"a model spec must be a JSON object, got {type(spec).__name__}")
+    return get_family(spec.get("family"))
+
+
+def build_model(spec: dict[str, Any], seed: int = 0) -> nn.Module:
+    """The untrained module a spec describes, its weights drawn from ``seed``."""
+    return family_of(spec).build(spec, seed)
+
+
+def describe(spec: dict[str, Any]) -> str:
+    """The spec's architecture in the one notation evoae uses everywhere."""
+    try:
+        return family_of(spec).describe(spec)
+    except (EvoaeError, KeyError, TypeError, ValueError, IndexError):
+        return str(spec.get("family", "?")) if isinstance(spec, dict) else "?"
+
+
+def make_space(model: str, preset: str, train: Any, code_size: int, **options: Any) -> Space:
+    """The space of family ``model`` sized for the training data."""
+    family = get_family(model)
+    if preset not in family.presets:
+        raise EvoaeError(
+            f"unknown preset {preset!r} for model {model}: choose from {', '.join(family.presets)}"
+        )
+    return family.make_space(preset, train, code_size, **options)
+
+
+def space_from_config(cfg: dict[str, Any]) -> Space:
+    """Rebuild a space from :meth:`Space.config`."""
+    if not isinstance(cfg, dict):
+        raise EvoaeError("a space configuration must be a JSON object")
+    return get_family(cfg.get("family")).space_from_config(cfg)

@@ -1,0 +1,605 @@
+"""The search loop: ask the strategy, evaluate, journal, tell, checkpoint; then retrain the best.
+
+Every finished evaluation is committed to the journal before the strategy is told, and
+the strategy's state is checkpointed atomically with the journal position after every
+tell. Candidate seeds are derived from the run seed and the candidate's phenotype, so a
+result never depends on which worker trained it or when; identical phenotypes are
+trained once (the phenotype cache) unless ``reevaluate`` asks for the published
+behaviour of retraining parents, which then get per-evaluation seeds.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evoae import evolution
+from evoae.data import Dataset, Splits, load_splits
+from evoae.errors import EvoaeError
+from evoae.evolution import Strategy
+from evoae.execution import make_evaluator
+from evoae.families import make_space
+from evoae.finish import SearchResult, derive_seed, retrain_best, strict_history
+from evoae.objectives import Objective, make_objective
+from evoae.report import PlotReporter
+from evoae.report.progress import Reporter
+from evoae.runs import folder as rf
+from evoae.runs.journal import Journal, Row
+from evoae.runs.killpoints import arm_forward, kill_point
+from evoae.settings import SearchSettings, StrategySettings
+from evoae.spaces import Space, spec_key
+from evoae.training import Evaluator, Result, Task
+from evoae.training.evaluator import resolve_device
+
+__all__ = ["SearchResult", "SearchSettings", "derive_seed", "search"]
+
+
+# ---------------------------------------------------------------- the loop
+
+
+class _Loop:
+    """One search's mutable state: journal position, phenotype cache, history."""
+
+    def __init__(
+        self,
+        s: SearchSettings,
+        space: Space,
+        strategy: Strategy,
+        objective: Objective,
+        journal: Journal,
+        run_dir: Path,
+        reporters: Sequence[Reporter],
+    ) -> None:
+        self.s, self.space, self.strategy, self.journal = s, space, strategy, journal
+        self.objective = objective
+        self.run_dir = run_dir
+        self.reporters = reporters
+        self.next_id = 0
+        self.batches = 0
+        self.cache: dict[str, Row] = {}
+        self.history: list[dict[str, float]] = []
+        self.trainings = 0
+        self.best = math.inf
+        self.reevaluate = bool(getattr(strategy.options, "reevaluate", False))
+
+    def phenotype_key(self, spec: dict[str, Any]) -> str:
+        """What a candidate's training is a function of (with the data): seeds derive from it."""
+        return spec_key({"spec": spec, "epochs": self.s.training.epochs})
+
+    def cache_key(self, spec: dict[str, Any]) -> str:
+        """The phenotype cache's key: the phenotype and what it is scored on."""
+        return self.phenotype_key(spec) + spec_key(self.objective.config())
+
+    def seed_for(self, spec: dict[str, Any], eval_id: int) -> int:
+        key = self.phenotype_key(spec)
+        if self.reevaluate:
+            return derive_seed(self.s.seed, key, eval_id)
+        return derive_seed(self.s.seed, key)
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        self.strategy.load_state_dict(ckpt["strategy"])
+        self.next_id = int(ckpt["next_id"])
+        self.batches = int(ckpt.get("batches", len(ckpt["history"])))
+        self.history = [
+            {k: math.inf if v is None else v for k, v in row.items()} for row in ckpt["history"]
+        ]
+        self.trainings = int(ckpt["trainings"])
+        for row in self.journal.rows():
+            if row.id < self.next_id:
+                self.best = min(self.best, row.fitness)
+                if not row.cached:
+                    self.cache[self.cache_key(row.spec)] = row
+
+    def checkpoint(self) -> None:
+        rf.write_json(
+            self.run_dir / rf.CHECKPOINT,
+            {
+                "strategy": self.strategy.state_dict(),
+                "next_id": self.next_id,
+                "batches": self.batches,
+                "history": strict_history(self.history),
+                "trainings": self.trainings,
+            },
+        )
+
+    def step(self, evaluator: Evaluator) -> None:
+        genomes = self.strategy.ask()
+        base = self.next_id
+        gen = self.strategy.progress()[0]
+        specs = [self.space.decode(g) for g in genomes]
+        keys = [self.cache_key(sp) for sp in specs]
+        rows: list[Row | None] = [None] * len(genomes)
+        stored: set[int] = set()  # positions whose row is already in the journal
+        to_train: dict[str, list[int]] = {}
+        for i, (g, key) in enumerate(zip(genomes, keys, strict=True)):
+            old = self.journal.get(base + i)
+            if old is not None:  # written before a crash: replay, do not retrain
+                if old.genome != _jsonable(self.space.to_json(g)):
+                    raise EvoaeError(
+                        f"journal row {base + i} does not match the resumed search: the run folder "
+                        "was modified or the settings differ; start a new run"
+                    )
+                rows[i] = old
+                stored.add(i)
+                if not old.cached:
+                    self.cache[key] = old
+                    self.trainings += 1  # it was trained before the crash
+                continue
+            if not self.reevaluate and key in self.cache:
+                rows[i] = self._row(base + i, gen, g, specs[i], self.cache[key], cached=True)
+                continue
+            slot = key if not self.reevaluate else f"{key}#{i}"
+            to_train.setdefault(slot, []).append(i)
+        leaders = [idx[0] for idx in to_train.values()]
+        epochs = self.s.training.epochs
+        tasks = [Task(specs[i], self.seed_for(specs[i], base + i), epochs) for i in leaders]
+        for j, result in evaluator.evaluate(tasks) if tasks else ():
+            i = leaders[j]
+            row = self._row(
+                base + i, gen, genomes[i], specs[i], result, cached=False, seed=tasks[j].seed
+            )
+            kill_point("trained")
+            self.journal.append(row)
+            kill_point("appended")
+            self.trainings += 1
+            rows[i] = row
+            stored.add(i)
+            if not self.reevaluate:
+                self.cache[keys[i]] = row
+            self._notify_evaluated(row)
+        for idx in to_train.values():  # duplicates of a phenotype within one batch
+            for i in idx[1:]:
+                rows[i] = self._row(base + i, gen, genomes[i], specs[i], rows[idx[0]], cached=True)
+        for i, row in enumerate(rows):
+            assert row is not None
+            if i not in stored:
+                self.journal.append(row)
+                kill_point("appended")
+                self._notify_evaluated(row)
+        done = [r for r in rows if r is not None]
+        self.next_id = base + len(genomes)
+        self.batches += 1
+        self.best = min([self.best, *(r.fitness for r in done)])
+        self.strategy.tell(genomes, tell_values(self.strategy, done))
+        self.history.append(self._history_row())
+        self.checkpoint()
+        for r in self.reporters:
+            r.generation(self.strategy.progress()[0], self.best)
+
+    def _row(
+        self,
+        eval_id: int,
+        gen: int,
+        genome: Any,
+        spec: dict[str, Any],
+        src: Result | Row,
+        *,
+        cached: bool,
+        seed: int | None = None,
+    ) -> Row:
+        return Row(
+            id=eval_id,
+            generation=gen,
+            genome=_jsonable(self.space.to_json(genome)),
+            spec=spec,
+            fitness=src.fitness,
+            train_loss=src.train_loss,
+            val_loss=src.val_loss,
+            params=src.params,
+            seconds=0.0 if cached else src.seconds,
+            seed=src.seed if isinstance(src, Row) else int(seed),  # type: ignore[arg-type]
+            status=src.status,
+            cached=cached,
+            terms=dict(src.terms),
+            error=src.error,
+        )
+
+    def _notify_evaluated(self, row: Row) -> None:
+        for r in self.reporters:
+            r.evaluated(row)
+
+    def _history_row(self) -> dict[str, float]:
+        row = {
+            "generation": self.strategy.progress()[0],
+            "evaluations": self.next_id,
+            "best": self.best,
+        }
+        pop = self.strategy.population_fitness()
+        fit = np.array([f for f in pop or () if math.isfinite(f)])
+        if fit.size:
+            q25, med, q75 = np.percentile(fit, [25, 50, 75])
+            row.update(median=float(med), q25=float(q25), q75=float(q75), min=float(fit.min()))
+        return row
+
+
+def tell_values(strategy: Strategy, rows: Sequence[Row]) -> list[Any]:
+    """What ``strategy`` is told per row: its fitness, or one tuple of its objectives."""
+    names = strategy.objectives
+    if tuple(names) == ("fitness",):
+        return [r.fitness for r in rows]
+    return [tuple(_value(r, n) for n in names) for r in rows]
+
+
+def _value(row: Row, name: str) -> float:
+    if row.status == "failed":
+        return math.inf
+    if name in ("fitness", "params", "val_loss", "train_loss"):
+        v = getattr(row, name)
+    else:
+        v = row.terms.get(name)
+    return math.inf if v is None else float(v)
+
+
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x))
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def search(
+    dataset: str | None = None,
+    *,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    reporters: Sequence[Reporter] = (),
+    evaluator: Evaluator | None = None,
+    data: Dataset | None = None,
+    strategy: str | Strategy | None = None,
+    objective: str | Objective | None = None,
+    **settings: Any,
+) -> SearchResult:
+    """Evolve an autoencoder for ``dataset`` and return the retrained best.
+
+    Parameters
+    ----------
+    dataset
+        ``digits`` (bundled with scikit-learn, the default), ``mnist``, ``fashion-mnist``,
+        or a path to ``.npy`` / ``.npz`` / ``.csv`` data.
+    out
+        Run folder. Default: a new folder under ``runs/``.
+    overwrite, resume
+        Replace an existing run in ``out``, or continue it (settings are read from the
+        run; only budgets, ``final_epochs`` and execution options may change).
+    reporters
+        Progress hooks (see :class:`evoae.report.progress.Reporter`).
+    evaluator
+        A ready evaluator to use instead of the one ``executor`` names.
+    data
+        In-memory data (a :class:`evoae.data.Dataset`) to search on instead of loading
+        ``dataset``, which then only names it; split 70/15/15 with the run seed.
+    strategy
+        A registered strategy name (``microbial``, the default; ``random``; see
+        :data:`evoae.evolution.STRATEGIES`) whose options are passed as settings, or a
+        ready :class:`evoae.evolution.Strategy` instance of any class.
+    objective
+        What candidates are scored on: a registered name (``recon``, the default) or an
+        :class:`evoae.objectives.Objective` instance.
+    **settings
+        Settings by name: any field of the sections of
+        :class:`evoae.settings.SearchSettings` (``code_size``, ``preset``, ``epochs``,
+        ``seed``...) or an option of the strategy (``population``, ``generations``...).
+
+    Returns
+    -------
+    SearchResult
+        Best genome and spec, the retrained model, figures and history.
+
+    Examples
+    --------
+    >>> result = evoae.search("digits", code_size=4, generations=10)  # doctest: +SKIP
+    >>> result.model.encode(x)  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    arm_forward()  # a no-op outside the kill tests
+    instance = strategy if isinstance(strategy, Strategy) else None
+    if strategy is not None and instance is None and not isinstance(strategy, str):
+        raise EvoaeError(
+            f"strategy must be a registered name or a Strategy instance, got {strategy!r}"
+        )
+    obj_instance = objective if isinstance(objective, Objective) else None
+    if objective is not None and obj_instance is None:
+        settings["objective"] = objective
+    elif obj_instance is not None:
+        settings.pop("objective", None)
+    if resume:
+        if out is None:
+            raise EvoaeError("--resume needs the run folder to continue")
+        run_dir = Path(out)
+        s = _resumed_settings(run_dir, dataset, settings, strategy, obj_instance)
+    else:
+        name = _strategy_name(strategy)
+        given = {"dataset": dataset if dataset is not None else "digits", **settings}
+        if instance is not None:
+            s = SearchSettings.from_flat(given, strategy="", strict=True)
+            s.strategy = StrategySettings(name, _jsonable(instance.options_dict()))
+        else:
+            evolution.strategy_class(name)
+            s = SearchSettings.from_flat(given, strategy=name)
+        if obj_instance is not None:
+            s.training.objective = obj_instance.name
+    s.validate()
+    resolve_device(s.execution.device)
+    if resume and data is None and s.data.dataset.startswith("<"):
+        raise EvoaeError(
+            f"run {out} was made from in-memory data: it cannot be resumed from the CLI"
+        )
+    obj = obj_instance if obj_instance is not None else make_objective(s.training.objective)
+    splits = load_splits(**asdict(s.data), seed=s.seed, data=data)
+    if obj.needs_labels and (splits.train.y is None or splits.val.y is None):
+        raise EvoaeError(
+            f"objective {obj.name} needs labels but dataset {s.data.dataset!r} has none: "
+            "use labelled data (MNIST, .npz with y, CSV --label-column) or --objective recon"
+        )
+    space = make_space(
+        s.space.model, s.space.preset, splits.train, s.space.code_size,
+        **s.space.space_options(),
+    )
+    strat = instance if instance is not None else evolution.make_strategy(
+        s.strategy.name, space, s.strategy.options, seed=s.seed
+    )
+    if instance is not None and instance.space is not space:
+        instance.space = space  # the user's strategy searches the space of this run
+    fingerprint = _data_fingerprint(splits)
+    if resume:
+        _check_resumed_run(run_dir, space, fingerprint, obj)
+    # Everything that can refuse the input is checked before the run folder is touched.
+    own = evaluator is None
+    if own:
+        ex = s.execution
+        evaluator = make_evaluator(
+            ex.executor,
+            splits.train,
+            splits.val,
+            device=ex.device,
+            objective=obj,
+            workers=ex.workers,
+            ray_address=ex.ray_address,
+        )
+    try:
+        if not resume:
+            target = out if out is not None else rf.default_out("runs", _run_name(s))
+            run_dir = rf.prepare_new(target, overwrite=overwrite)
+        reps = [*reporters, PlotReporter()]
+        return _run(s, space, strat, obj, evaluator, splits, run_dir, resume, fingerprint, reps, t0)
+    finally:
+        if own:
+            evaluator.close()
+
+
+def _strategy_name(strategy: str | Strategy | None) -> str:
+    if strategy is None:
+        return "microbial"
+    if isinstance(strategy, Strategy):
+        return strategy.name or type(strategy).__name__
+    return strategy
+
+
+#: errno values that mean the run folder cannot be written: an environment problem.
+_WRITE_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+    errno.EFBIG,
+}
+
+
+def _run(
+    s: SearchSettings,
+    space: Space,
+    strategy: Strategy,
+    objective: Objective,
+    evaluator: Evaluator,
+    splits: Splits,
+    run_dir: Path,
+    resume: bool,
+    fingerprint: str,
+    reporters: Sequence[Reporter],
+    t0: float,
+) -> SearchResult:
+    """The loop and the final training in a ready run folder; write failures end it cleanly.
+
+    A full disk (or a folder gone read-only) stops the run with an :class:`EvoaeError`:
+    every evaluation committed so far stays in the journal (SQLite rolls back a write it
+    could not finish) and the checkpoint is the last one fully renamed, so the run can
+    be resumed once there is room.
+    """
+    journal = Journal(run_dir / rf.JOURNAL, create=not resume)
+    try:
+        loop = _Loop(s, space, strategy, objective, journal, run_dir, reporters)
+        if resume:
+            # A run killed before its first checkpoint has none: it replays from the start.
+            if (run_dir / rf.CHECKPOINT).exists():
+                ckpt = rf.read_json(run_dir / rf.CHECKPOINT, "checkpoint")
+                try:
+                    loop.restore(ckpt)
+                except (KeyError, TypeError, ValueError, AttributeError) as e:
+                    raise EvoaeError(
+                        f"checkpoint {run_dir / rf.CHECKPOINT} is corrupted ({e!r}): "
+                        "the run cannot be resumed; start a new run"
+                    ) from None
+            rf.remove_stale_temps(run_dir)
+        stored = s.to_dict()
+        journal.set_meta("settings", stored)  # on resume: the extended budget
+        if not resume:
+            journal.set_meta("space", space.config())
+            journal.set_meta("data_sha256", fingerprint)
+            journal.set_meta("objective", objective.config())
+        rf.write_json(run_dir / rf.SETTINGS, stored)
+        done, total = strategy.progress()
+        for r in reporters:
+            r.start(total, done, stored, unit=strategy.unit)
+        while not strategy.done:
+            loop.step(evaluator)
+        for r in reporters:
+            r.phase("final training")
+        result = retrain_best(
+            s, space, objective, loop.journal, loop.history, splits, run_dir,
+            n_evaluations=loop.next_id, n_trainings=loop.trainings, t0=t0,
+            phenotype_key=loop.phenotype_key,
+        )
+        for r in reporters:
+            r.finished(result, splits)
+        rf.write_json(run_dir / rf.SUMMARY, result.summary())
+        return result
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        raise EvoaeError(
+            f"cannot write to run folder {run_dir} ({e.strerror}); finished evaluations are "
+            f"safe in the journal: fix the disk or folder, then continue with --resume {run_dir}"
+        ) from None
+    except sqlite3.OperationalError as e:
+        raise EvoaeError(
+            f"cannot write the run journal in {run_dir} ({e}); finished evaluations are safe: "
+            f"fix the disk or folder, then continue with --resume {run_dir}"
+        ) from None
+    finally:
+        journal.close()
+        for r in reporters:
+            r.end()
+
+
+def _data_fingerprint(splits: Splits) -> str:
+    """SHA-256 of the training and validation data: a resume must see the same bytes."""
+    h = hashlib.sha256()
+    for x in (splits.train.x, splits.val.x):
+        h.update(str(x.shape).encode())
+        h.update(np.ascontiguousarray(x).tobytes())
+    return h.hexdigest()
+
+
+def _check_resumed_run(run_dir: Path, space: Space, fingerprint: str, obj: Objective) -> None:
+    """Refuse to resume when the data, the space or the objective are not the run's own."""
+    with Journal(run_dir / rf.JOURNAL, readonly=True) as j:
+        stored_space = j.get_meta("space")
+        stored_data = j.get_meta("data_sha256")
+        stored_obj = j.get_meta("objective")
+    if stored_space is not None and stored_space != _jsonable(space.config()):
+        raise EvoaeError(
+            f"the search space of run {run_dir} differs from the one these settings give "
+            "(the data shape or evoae's space definition changed): start a new run"
+        )
+    if stored_data is not None and stored_data != fingerprint:
+        raise EvoaeError(
+            f"the data of run {run_dir} changed since it started (its SHA-256 differs): "
+            "restore the original data or start a new run"
+        )
+    if stored_obj is not None and stored_obj != _jsonable(obj.config()):
+        raise EvoaeError(
+            f"run {run_dir} was scored with objective {stored_obj!r}, not {obj.config()!r}: "
+            "pass the run's own objective to resume it"
+        )
+
+
+def _run_name(s: SearchSettings) -> str:
+    d = s.data.dataset
+    name = Path(d).stem if d not in ("digits", "mnist", "fashion-mnist") else d
+    return f"{name}-{s.space.model}-{s.space.preset}-seed{s.seed}"
+
+
+def _resumed_settings(
+    run_dir: Path,
+    dataset: str | None,
+    overrides: dict[str, Any],
+    strategy: str | Strategy | None,
+    objective: Objective | None,
+) -> SearchSettings:
+    """The run's stored settings with the changes a resume allows (budgets may grow,
+    execution options and final epochs may change); anything else must match."""
+    if not rf.is_run(run_dir):
+        raise EvoaeError(
+            f"{run_dir} is not an evoae run folder (no {rf.JOURNAL}): nothing to resume"
+        )
+    rf.check_writable(run_dir)
+    with Journal(run_dir / rf.JOURNAL, readonly=True) as j:
+        raw = j.get_meta("settings")
+    if not isinstance(raw, dict):
+        raise EvoaeError(f"{run_dir / rf.JOURNAL} holds no settings: the journal is corrupted")
+    try:
+        s = SearchSettings.from_dict(raw)
+    except EvoaeError as e:
+        where = run_dir / rf.JOURNAL
+        raise EvoaeError(f"the settings stored in {where} are invalid ({e})") from None
+    name = _strategy_name(strategy) if strategy is not None else s.strategy.name
+    if name != s.strategy.name:
+        raise EvoaeError(
+            f"run {run_dir} was searched with strategy {s.strategy.name}, not {name}: "
+            "resume it with its own strategy"
+        )
+    if isinstance(strategy, Strategy):
+        options_cls = type(strategy.options)
+    else:
+        options_cls = evolution.strategy_class(name).Options
+    stored_flat = s.flat()
+    given = dict(overrides)
+    if dataset is not None:
+        given["dataset"] = dataset
+    if objective is not None:
+        given["objective"] = objective.name
+    rules = _resume_rules(options_cls)
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key not in stored_flat:
+            raise EvoaeError(f"unknown search setting {key!r}")
+        rule = rules.get(key)
+        old = stored_flat[key]
+        if rule == "grows":
+            if value < old:
+                raise EvoaeError(
+                    f"cannot shrink the budget on resume ({key} {old} -> {value}): "
+                    "pass the same or more"
+                )
+        elif rule != "free" and old != value:
+            raise EvoaeError(
+                f"cannot change {key.replace('_', ' ')} on resume (run has {old!r}, "
+                f"asked {value!r}): start a new run instead"
+            )
+        _set_flat(s, key, value)
+    s.validate()
+    return s
+
+
+def _resume_rules(options_cls: type) -> dict[str, str]:
+    """Flat setting name -> "grows" (a budget) or "free" (may change on resume)."""
+    from evoae.options import options_of
+    from evoae.settings import SECTIONS
+
+    rules: dict[str, str] = {}
+    for cls in (*SECTIONS.values(), options_cls):
+        for f in options_of(cls):
+            if f.metadata["grows"]:
+                rules[f.name] = "grows"
+            elif f.metadata["resumable"]:
+                rules[f.name] = "free"
+    return rules
+
+
+def _set_flat(s: SearchSettings, key: str, value: Any) -> None:
+    from evoae.settings import SECTIONS
+
+    for name, cls in SECTIONS.items():
+        if key in {f.name for f in fields(cls)}:
+            setattr(getattr(s, name), key, value)
+            return
+    if key == "seed":
+        s.seed = value
+    elif key == "space_options":
+        s.space.options = dict(value)
+    else:
+        s.strategy.options[key] = value

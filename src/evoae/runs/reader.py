@@ -1,0 +1,97 @@
+"""Reading a run folder back (finished or not), without importing torch or matplotlib."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evoae.errors import EvoaeError
+from evoae.runs import folder as rf
+from evoae.runs.journal import Journal, Row
+
+#: Rows of the best-candidates tables.
+TOP = 10
+
+
+@dataclass
+class RunView:
+    """What a run folder holds, read once. ``summary`` is None until the run finished."""
+
+    path: Path
+    #: Settings by flat name (``code_size``, ``epochs``, the strategy's options...).
+    settings: dict[str, Any]
+    rows: list[Row]
+    summary: dict[str, Any] | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    #: The settings as stored (nested by layer since evoae 0.2).
+    raw_settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    @property
+    def trained(self) -> list[Row]:
+        """Evaluations that trained a model (not phenotype-cache hits), in id order."""
+        return [r for r in self.rows if not r.cached]
+
+    def best(self) -> Row | None:
+        ok = [r for r in self.rows if r.status != "failed"]
+        return min(ok, key=lambda r: (r.fitness, r.id)) if ok else None
+
+
+def read_run(folder: str | Path) -> RunView:
+    """Read a run folder (finished or not)."""
+    path = Path(folder)
+    if not rf.is_run(path):
+        raise EvoaeError(f"{path} is not an evoae run folder (no {rf.JOURNAL})")
+    with Journal(path / rf.JOURNAL) as j:
+        rows = list(j.rows())
+        settings = j.get_meta("settings")
+    if (path / rf.SETTINGS).is_file():
+        settings = rf.read_json(path / rf.SETTINGS, "run settings")
+    if not isinstance(settings, dict):
+        raise EvoaeError(f"run {path} has no settings: the run folder is damaged")
+    summary = (
+        rf.read_json(path / rf.SUMMARY, "run summary") if (path / rf.SUMMARY).is_file() else None
+    )
+    if summary is not None:
+        history = summary.get("history", [])
+    elif (path / rf.CHECKPOINT).is_file():
+        history = rf.read_json(path / rf.CHECKPOINT, "checkpoint").get("history", [])
+    else:
+        history = []
+    return RunView(
+        path=path,
+        settings=flat_settings(settings),
+        rows=rows,
+        summary=summary,
+        history=history,
+        raw_settings=settings,
+    )
+
+
+def flat_settings(stored: dict[str, Any]) -> dict[str, Any]:
+    """Stored settings by flat name: nested sections merged (evoae 0.1 stored them flat)."""
+    if not isinstance(stored.get("data"), dict):
+        return dict(stored)
+    out: dict[str, Any] = {}
+    for section in ("data", "space", "training", "execution"):
+        part = stored.get(section)
+        out.update(part if isinstance(part, dict) else {})
+    out["space_options"] = out.pop("options", {})
+    strategy = stored.get("strategy") if isinstance(stored.get("strategy"), dict) else {}
+    options = strategy.get("options")
+    out.update(options if isinstance(options, dict) else {})
+    out["strategy"] = strategy.get("name", "microbial")
+    out["seed"] = stored.get("seed", 0)
+    return out
+
+
+def top_candidates(rows: list[Row], n: int = TOP) -> list[Row]:
+    """The ``n`` best distinct trained candidates (cache hits repeat a phenotype)."""
+    ok = [r for r in rows if not r.cached and r.status != "failed"]
+    return sorted(ok, key=lambda r: (r.fitness, r.id))[:n]
+
+

@@ -1,0 +1,289 @@
+"""A search's settings, nested by layer: data, space, strategy, training, execution.
+
+Each section is a dataclass of declared options (:func:`evoae.options.option`); the
+strategy's own options come from its registered class. The CLI's flags and help, the
+checks and the resume rules are all generated from these declarations. Settings are
+stored (``settings.json`` and the journal) in nested form; runs of evoae 0.1 stored
+them flat, and :meth:`SearchSettings.from_dict` still reads those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from evoae import evolution
+from evoae.errors import EvoaeError
+from evoae.execution import EXECUTORS
+from evoae.families import FAMILIES
+from evoae.objectives import OBJECTIVES
+from evoae.options import build, check, options_of
+from evoae.options import option as opt
+
+#: Largest side of an image after resizing, and most hidden genes or conv blocks.
+MAX_IMAGE_SIZE = 1024
+MAX_DEPTH = 64
+MAX_CODE_SIZE = 65_536
+#: Most epochs a candidate or the final training may ask for.
+MAX_EPOCHS = 100_000
+
+
+@dataclass
+class DataSettings:
+    """Which data, how it is resized and split."""
+
+    dataset: str = opt(
+        "digits",
+        "digits (bundled), mnist, fashion-mnist, or a .npy/.npz/.csv path",
+        short="-d",
+    )
+    data_dir: str | None = opt(
+        None,
+        "folder holding mnist/ and fashion-mnist/ IDX files",
+        default_text="$EVOAE_DATA_DIR or ~/.cache/evoae/data",
+        kind=str,
+    )
+    image_size: int | None = opt(
+        None,
+        "resize images to SIZE x SIZE",
+        low=1,
+        high=MAX_IMAGE_SIZE,
+        default_text="16 for MNIST-like data, else native",
+        kind=int,
+    )
+    limit: int | None = opt(
+        None, "use only the first N rows of the training pool", low=1, kind=int,
+        default_text="all",
+    )
+    split: str = opt(
+        "auto",
+        "seed: the published 10,000/5,000 split; random: seeded 70/15/15; "
+        "auto: seed for MNIST-like data",
+        choices=("auto", "seed", "random"),
+    )
+    download: bool = opt(
+        False,
+        "fetch missing MNIST / Fashion-MNIST files into --data-dir (MD5-checked)",
+        resumable=True,
+    )
+
+
+@dataclass
+class SpaceSettings:
+    """Which model family, and the space its genomes live in."""
+
+    model: str = opt("dense", "model family", choices=tuple(FAMILIES), short="-m")
+    preset: str = opt(
+        "seed", "seed (the published space) or extended", choices=("seed", "extended")
+    )
+    code_size: int = opt(
+        4, "width of the code (latent) layer", low=1, high=MAX_CODE_SIZE, flag="--code-size",
+        short="-k",
+    )
+    max_depth: int | None = opt(
+        None,
+        "number of hidden genes (conv: blocks)",
+        low=0,
+        high=MAX_DEPTH,
+        default_text="3 for seed, 4 for extended",
+        kind=int,
+    )
+    activations: list[str] | None = opt(
+        None,
+        "comma-separated activation choices, e.g. relu,tanh,linear",
+        default_text="the preset's",
+        kind=list,
+    )
+    optimizers: list[str] | None = opt(
+        None,
+        "comma-separated optimizer choices among sgd,adam,adamw",
+        default_text="the preset's",
+        kind=list,
+    )
+    options: dict[str, Any] = opt({}, "other options of the space", cli=False, kind=dict)
+
+    def space_options(self) -> dict[str, Any]:
+        """Keyword options for :func:`evoae.families.make_space`."""
+        out = {"max_depth": self.max_depth, **self.options}
+        for name in ("activations", "optimizers"):
+            if getattr(self, name) is not None:
+                out[name] = list(getattr(self, name))
+        return out
+
+
+@dataclass
+class TrainingSettings:
+    """How each candidate and the final model are trained and scored."""
+
+    epochs: int = opt(2, "epochs per candidate", low=1, high=MAX_EPOCHS, short="-E")
+    final_epochs: int = opt(
+        20, "epochs to retrain the best", low=0, high=MAX_EPOCHS, resumable=True, grows=False
+    )
+    objective: str = opt(
+        "recon", "what candidates are scored on (always minimised)", choices=tuple(OBJECTIVES)
+    )
+
+
+@dataclass
+class ExecutionSettings:
+    """Where and how candidates are trained; free to change on resume."""
+
+    device: str = opt(
+        "cpu", "where to train", choices=("auto", "cpu", "cuda"), resumable=True
+    )
+    executor: str = opt(
+        "inline",
+        "how to evaluate candidates",
+        choices=tuple(EXECUTORS),
+        resumable=True,
+        short="-x",
+    )
+    workers: int | None = opt(
+        None, "workers for parallel executors", low=1, high=4096, kind=int,
+        default_text="the machine's cores", resumable=True,
+    )
+    ray_address: str | None = opt(
+        None, "join this Ray cluster (executor ray)", kind=str, resumable=True,
+        default_text="a local Ray",
+    )
+
+
+@dataclass
+class StrategySettings:
+    """The strategy's registered name and its own options (see its ``Options``)."""
+
+    name: str = "microbial"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+#: The sections, in CLI order: attribute name -> settings class.
+SECTIONS: dict[str, type] = {
+    "data": DataSettings,
+    "space": SpaceSettings,
+    "training": TrainingSettings,
+    "execution": ExecutionSettings,
+}
+
+
+@dataclass
+class SearchSettings:
+    """Everything that defines a search. JSON-able; stored in the run folder."""
+
+    data: DataSettings = field(default_factory=DataSettings)
+    space: SpaceSettings = field(default_factory=SpaceSettings)
+    strategy: StrategySettings = field(default_factory=StrategySettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self) -> None:
+        for name in SECTIONS:
+            check(getattr(self, name))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise EvoaeError(f"seed must be an integer, got {self.seed!r}")
+        if not 0 <= self.seed < 2**63:
+            raise EvoaeError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
+
+    # ------------------------------------------------------------ flat names
+
+    @classmethod
+    def from_flat(
+        cls, values: dict[str, Any], *, strategy: str = "microbial", strict: bool = True
+    ) -> SearchSettings:
+        """Settings from flat names (``code_size=4, population=20``), routed to sections.
+
+        A name no section and no option of ``strategy`` declares is an error (with
+        ``strict``), naming the strategies that do take it.
+        """
+        sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        owner = {f.name: sec for sec, c in SECTIONS.items() for f in dataclasses.fields(c)}
+        strategy_fields = {f.name for f in dataclasses.fields(_options_class(strategy))}
+        strat: dict[str, Any] = {}
+        seed = 0
+        for key, value in values.items():
+            if key == "seed":
+                seed = value
+            elif key == "space_options":
+                sections["space"]["options"] = dict(value or {})
+            elif key in owner:
+                sections[owner[key]][key] = value
+            elif key in strategy_fields:
+                if value is not None:
+                    strat[key] = value
+            elif strict:
+                takers = [n for n, c in evolution.STRATEGIES.items() if _has_option(c, key)]
+                hint = (
+                    f": it is an option of strategy {', '.join(takers)}, not {strategy}"
+                    if takers
+                    else ""
+                )
+                raise EvoaeError(f"unknown search setting {key!r}{hint}")
+        kwargs = {
+            name: build(SECTIONS[name], {k: v for k, v in sec.items() if v is not None}, name)
+            for name, sec in sections.items()
+        }
+        return cls(
+            **kwargs,
+            strategy=StrategySettings(strategy, strat),
+            seed=seed,
+        )
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its flat name (sections merged, strategy options included)."""
+        out: dict[str, Any] = {}
+        for name in SECTIONS:
+            out.update(asdict(getattr(self, name)))
+        out["space_options"] = out.pop("options")
+        out.update(self.strategy.options)
+        out["strategy"] = self.strategy.name
+        out["seed"] = self.seed
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SearchSettings:
+        """Settings as stored: nested (evoae >= 0.2) or flat (evoae 0.1)."""
+        if not isinstance(data, dict):
+            raise EvoaeError("stored settings must be a JSON object")
+        if "data" in data and isinstance(data.get("data"), dict):
+            strat = data.get("strategy") or {}
+            if not isinstance(strat, dict) or not isinstance(strat.get("name"), str):
+                raise EvoaeError("stored settings: strategy must be {name, options}")
+            out = cls(
+                **{
+                    name: build(c, _known(c, data.get(name) or {}), name)
+                    for name, c in SECTIONS.items()
+                },
+                strategy=StrategySettings(strat["name"], dict(strat.get("options") or {})),
+                seed=data.get("seed", 0),
+            )
+            out.validate()
+            return out
+        flat = dict(data)  # evoae 0.1: everything flat, the microbial GA implied
+        flat.pop("strategy", None)
+        return cls.from_flat(flat, strategy="microbial", strict=False)
+
+
+def _known(cls: type, values: Any) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise EvoaeError(f"stored settings: section of {cls.__name__} must be a JSON object")
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in values.items() if k in names}
+
+
+def _options_class(strategy: str) -> type:
+    if strategy in evolution.STRATEGIES:
+        return evolution.STRATEGIES[strategy].Options
+    return evolution.NoOptions
+
+
+def _has_option(cls: type, name: str) -> bool:
+    return any(f.name == name for f in dataclasses.fields(cls.Options))
+
+
+def declared(section: str) -> list[Any]:
+    """The declared options of one section (for the CLI)."""
+    return options_of(SECTIONS[section])
