@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from evoae.search import SearchSettings, derive_seed, load_splits
+from evoae.finish import derive_seed
+from evoae.settings import SearchSettings
 from evoae.training import Evaluator, SequentialEvaluator, Task
 
 SPEC = {
@@ -65,7 +66,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    splits = load_splits(SearchSettings())
+    splits = SearchSettings.of().load_splits()
     data = {
         "throughput": (splits.train.x, splits.val.x, args.epochs),
         "overhead": (splits.train.x[:64], splits.val.x[:64], 1),

@@ -23,7 +23,7 @@ import torch
 from sklearn.decomposition import PCA
 
 import evoae
-from evoae.search import SearchSettings, load_splits
+from evoae.settings import SearchSettings
 from evoae.training import train_candidate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -59,8 +59,8 @@ def main() -> int:
         return 2
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
-    settings = SearchSettings(dataset="mnist", data_dir=args.data_dir, code_size=args.code_size)
-    splits = load_splits(settings)
+    settings = SearchSettings.of(dataset="mnist", data_dir=args.data_dir, code_size=args.code_size)
+    splits = settings.load_splits()
     xtr = splits.train.x.reshape(len(splits.train), -1)
     xva = splits.val.x.reshape(len(splits.val), -1)
     print(f"data: train {xtr.shape}, validation {xva.shape} (16x16, bilinear, no antialias)")

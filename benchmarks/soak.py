@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from evoae.loop import search
 from evoae.report.progress import Reporter
 from evoae.runs.journal import Row
-from evoae.search import search
 
 TARGET_RATIO = 1.10
 TARGET_SLOPE_MIB = 1.0

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from evoae.data import load_dataset
-from evoae.search import search
+from evoae.loop import search
 from evoae.spaces.conv import CONV_ACTIVATIONS
 from evoae.spaces.dense import dense_preset
 from evoae.training.evaluator import Evaluator, SequentialEvaluator, Task

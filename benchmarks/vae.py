@@ -29,7 +29,8 @@ from torch import nn
 
 import evoae
 from evoae.data import load_dataset, load_test_dataset
-from evoae.models import build_model, count_params
+from evoae.families import build_model
+from evoae.models import count_params
 from evoae.models.base import ModelOutput
 from evoae.models.conv import vae_terms
 from evoae.training.trainer import evaluate, fit

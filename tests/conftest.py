@@ -40,3 +40,33 @@ def single_thread_torch():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def dense_spec(**over: object) -> dict:
+    """A small valid dense spec (64 -> 24 relu -> 4 linear, sigmoid out, Adam), overridable.
+
+    Import it with ``from conftest import dense_spec``; one definition for every test file.
+    """
+    spec = {
+        "family": "dense",
+        "input_dim": 64,
+        "code_size": 4,
+        "hidden": [[24, "relu"]],
+        "code_activation": "linear",
+        "output_activation": "sigmoid",
+        "optimizer": "adam",
+        "lr": 0.001,
+        "batch_size": 32,
+    }
+    spec.update(over)
+    return spec
+
+
+#: The smallest search that exercises the whole loop (settings by flat name).
+TINY_SEARCH = dict(population=4, generations=4, epochs=1, final_epochs=1)
+
+
+@pytest.fixture
+def tiny_search() -> dict:
+    """A fresh copy of :data:`TINY_SEARCH`."""
+    return dict(TINY_SEARCH)

@@ -15,7 +15,7 @@ import evoae
 import evoae.training.evaluator as evaluator_mod
 from evoae.cli import main
 from evoae.data import load_dataset, load_test_dataset
-from evoae.models.io import weights_equal
+from evoae.families.io import weights_equal
 from evoae.runs.journal import Journal
 from evoae.training import evaluate
 
@@ -147,7 +147,9 @@ def test_digits_search_from_the_cli_matches_the_api(tmp_path, capsys):
     assert torch.equal(loaded(x).recon, api.model(x).recon)
     assert torch.equal(loaded.reconstruct(x), api.model.reconstruct(x))
     settings = json.loads((out / "settings.json").read_text())
-    assert (settings["dataset"], settings["seed"], settings["population"]) == ("digits", 2, 4)
+    assert settings["data"]["dataset"] == "digits" and settings["seed"] == 2
+    assert settings["strategy"]["name"] == "microbial"
+    assert settings["strategy"]["options"]["population"] == 4
 
 
 def test_mnist_slice_search_from_the_cli(tmp_path, capsys, shared_data_dir):
@@ -177,7 +179,7 @@ def test_quiet_prints_the_run_folder_and_latent_dim_sets_the_code_size(tmp_path,
     out = tmp_path / "q"
     assert search("--latent-dim", "3", "--out", str(out)) == 0
     assert capsys.readouterr().out.strip() == str(out)
-    assert json.loads((out / "settings.json").read_text())["code_size"] == 3
+    assert json.loads((out / "settings.json").read_text())["space"]["code_size"] == 3
     assert json.loads((out / "best_genome.json").read_text())["spec"]["code_size"] == 3
 
 

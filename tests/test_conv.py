@@ -12,10 +12,9 @@ import torch
 from evoae import EvoaeError, load_model, save_model, search
 from evoae.cli import main as cli_main
 from evoae.data import Dataset, load_dataset
-from evoae.models import build_model
+from evoae.families import build_model, make_space, space_from_config
 from evoae.models.conv import LOGVAR_BOUND, vae_terms
 from evoae.runs.journal import Journal
-from evoae.spaces import make_space, space_from_config
 from evoae.spaces.conv import ConvSpace
 from evoae.training.trainer import evaluate, fit
 
@@ -144,7 +143,7 @@ def test_log_variance_is_bounded_and_loss_finite():
     with torch.no_grad():
         model.logvar.weight.mul_(1e4)
         model.logvar.bias.fill_(1e4)
-    mean, logvar = model.encode(torch.rand(4, 1, 12, 12))
+    mean, logvar = model.posterior(torch.rand(4, 1, 12, 12))
     assert logvar.abs().max() <= LOGVAR_BOUND
     assert torch.isfinite(model(torch.rand(4, 1, 12, 12)).loss)
 
@@ -190,8 +189,8 @@ def test_saved_model_reloads_with_identical_outputs(tmp_path):
     out_a, out_b = model(x), loaded(x)
     assert torch.equal(out_a.recon, out_b.recon) and torch.equal(out_a.loss, out_b.loss)
     assert torch.equal(model.sample(5), loaded.sample(5))
-    mean_a, logvar_a = model.encode(x)
-    mean_b, logvar_b = loaded.encode(x)
+    mean_a, logvar_a = model.posterior(x)
+    mean_b, logvar_b = loaded.posterior(x)
     assert torch.equal(mean_a, mean_b) and torch.equal(logvar_a, logvar_b)
     assert torch.equal(model.decode(mean_a), loaded.decode(mean_b))
 

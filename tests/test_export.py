@@ -13,10 +13,9 @@ import evoae
 from evoae.cli import main
 from evoae.data import load_dataset
 from evoae.export import export_run, used_state
-from evoae.models import build_model
-from evoae.models.io import save_model
-from evoae.search import SearchSettings, load_splits
-from evoae.spaces import make_space
+from evoae.families import build_model, make_space
+from evoae.families.io import save_model
+from evoae.settings import SearchSettings
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -36,7 +35,7 @@ def run(tmp_path_factory) -> Path:
 def real_x(run) -> np.ndarray:
     """Validation images of the run, loaded as the search did, flattened for the dense model."""
     settings = SearchSettings.from_dict(json.loads((run / "settings.json").read_text()))
-    x = load_splits(settings).val.x
+    x = settings.load_splits().val.x
     return x.reshape(len(x), -1)
 
 
@@ -155,7 +154,7 @@ def test_vae_exports_mean_head_decoder_and_sampler(tmp_path):
     assert [e.part for e in written] == ["encoder", "decoder", "autoencoder", "sampler"]
     xt = torch.as_tensor(x)
     with torch.no_grad():
-        mean, logvar = model.encode(xt)
+        mean, logvar = model.posterior(xt)
         recon = model.reconstruct(xt).numpy()
         samples = model.sample(6, seed=11).numpy()
     assert not torch.allclose(mean, logvar)

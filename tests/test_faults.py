@@ -18,19 +18,22 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import dense_spec
 from safetensors.torch import save_file
 
-import evoae.models.io as model_io
+import evoae.families.io as model_io
 import evoae.runs.folder as folder_mod
 import evoae.training.trainer as trainer_mod
 from evoae.cli import main
 from evoae.errors import EvoaeError
 from evoae.execution.process import ProcessEvaluator
-from evoae.models.io import load_model
+from evoae.families.io import load_model
+from evoae.finish import derive_seed
+from evoae.loop import search
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal
 from evoae.runs.killpoints import ENV, ONCE_ENV
-from evoae.search import SearchSettings, derive_seed, load_splits, search
+from evoae.settings import SearchSettings
 from evoae.training import SequentialEvaluator, Task
 
 TINY: dict[str, Any] = dict(limit=300, population=4, generations=4, epochs=1, final_epochs=1)
@@ -163,23 +166,13 @@ def test_a_full_disk_mid_search_loses_nothing_and_resumes_to_the_same_result(
 # ------------------------------------------------------------------ process pool
 
 
-SPEC = {
-    "family": "dense",
-    "input_dim": 64,
-    "code_size": 4,
-    "hidden": [[24, "relu"]],
-    "code_activation": "linear",
-    "output_activation": "sigmoid",
-    "optimizer": "adam",
-    "lr": 0.001,
-    "batch_size": 32,
-}
+SPEC = dense_spec()
 
 
 def test_process_pool_survives_a_killed_worker_with_identical_results(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    splits = load_splits(SearchSettings(limit=300))
+    splits = SearchSettings.of(limit=300).load_splits()
     tasks = [Task(SPEC, derive_seed("pool", i), 1) for i in range(3)]
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # workers train with one thread: compare like with like
@@ -199,7 +192,7 @@ def test_process_pool_survives_a_killed_worker_with_identical_results(
 
 
 def test_process_pool_fails_a_task_after_bounded_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    splits = load_splits(SearchSettings(limit=300))
+    splits = SearchSettings.of(limit=300).load_splits()
     monkeypatch.setenv(ENV, "forward:1")  # every worker dies on its first forward call
     with ProcessEvaluator(splits.train.x, splits.val.x, workers=1, max_retries=1) as ev:
         (i, r), *rest = list(ev.evaluate([Task(SPEC, 1, 1)]))

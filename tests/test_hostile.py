@@ -23,8 +23,8 @@ import pytest
 from evoae.cli import main
 from evoae.data import load_dataset
 from evoae.data.idx import write_idx
+from evoae.loop import search
 from evoae.runs import folder as rf
-from evoae.search import search
 
 TINY = dict(population=4, generations=2, epochs=1, final_epochs=1, seed=1)
 MNIST_FILES = {

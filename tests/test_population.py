@@ -10,20 +10,19 @@ import torch
 
 import evoae.training.population as population
 from evoae.data import load_dataset
-from evoae.models import build_model, count_params
-from evoae.search import search
+from evoae.execution import make_evaluator
+from evoae.families import build_model
+from evoae.loop import search
+from evoae.models import count_params
+from evoae.models.stack_conv import ConvStack
+from evoae.models.stack_dense import DenseStack, plan_stacks, stack_bytes, stack_flops
 from evoae.spaces.dense import dense_preset
-from evoae.training import make_evaluator
 from evoae.training.evaluator import Task
 from evoae.training.population import (
-    DenseStack,
     PopulationEvaluator,
     StackedOptimizer,
-    plan_stacks,
-    stack_flops,
     train_stack,
 )
-from evoae.training.population_conv import ConvStack
 from evoae.training.trainer import evaluate, fit, train_candidate
 
 
@@ -228,7 +227,7 @@ def test_memory_budget_and_out_of_memory_split_stacks(data, monkeypatch):
     tight = PopulationEvaluator(x, xv, memory_budget=1)
     small = dict(tight.evaluate(tasks))
     assert tight.stats.sizes == [1] * len(tasks)
-    assert tight._eval_rows([MIXED[0]], population._stack_bytes) < 2048
+    assert tight._eval_rows([MIXED[0]], stack_bytes) < 2048
     real = population.train_stack
     sizes: list[int] = []
 

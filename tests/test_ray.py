@@ -15,26 +15,20 @@ import torch
 
 ray = pytest.importorskip("ray")
 
+from conftest import dense_spec  # noqa: E402
+
 from evoae.execution.ray import RayEvaluator  # noqa: E402
+from evoae.finish import derive_seed  # noqa: E402
+from evoae.loop import search  # noqa: E402
 from evoae.runs.journal import Journal  # noqa: E402
 from evoae.runs.killpoints import ENV, ONCE_ENV  # noqa: E402
-from evoae.search import SearchSettings, derive_seed, load_splits, search  # noqa: E402
+from evoae.settings import SearchSettings  # noqa: E402
 from evoae.training import SequentialEvaluator, Task  # noqa: E402
 
 TINY: dict[str, Any] = dict(
     limit=300, population=4, generations=4, concurrent=2, epochs=1, final_epochs=1, seed=7
 )
-SPEC = {
-    "family": "dense",
-    "input_dim": 64,
-    "code_size": 4,
-    "hidden": [[24, "relu"]],
-    "code_activation": "linear",
-    "output_activation": "sigmoid",
-    "optimizer": "adam",
-    "lr": 0.001,
-    "batch_size": 32,
-}
+SPEC = dense_spec()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,7 +52,7 @@ def _rows(run: Path) -> list[dict[str, Any]]:
 
 
 def _data() -> tuple[Any, Any]:
-    splits = load_splits(SearchSettings(limit=300))
+    splits = SearchSettings.of(limit=300).load_splits()
     return splits.train.x, splits.val.x
 
 

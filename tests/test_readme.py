@@ -1,14 +1,16 @@
-"""The README's python snippets under "scikit-learn users" and "Export and deploy" run."""
+"""The README's python snippets (see SECTIONS) run as written."""
 
 from __future__ import annotations
 
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-SECTIONS = ("scikit-learn users", "Export and deploy")
+SECTIONS = ("scikit-learn users", "Export and deploy", "Your own strategy and objective")
 
 
 def section(text: str, heading: str) -> str:
@@ -33,13 +35,19 @@ def test_readme_snippets_run(heading, tmp_path, monkeypatch, capsys):
     blocks = python_blocks(section(README.read_text(), heading))
     assert blocks, f"no python snippet under '## {heading}'"
     monkeypatch.chdir(tmp_path)  # snippets may write run folders: keep them out of the repo
-    namespace: dict = {"__name__": "__readme__"}
+    # A real module, as a user's script would be (dataclasses look their module up).
+    module = types.ModuleType("__readme__")
+    monkeypatch.setitem(sys.modules, "__readme__", module)
+    namespace = module.__dict__
     for code in blocks:
         exec(compile(code, f"README.md ({heading})", "exec"), namespace)
     out = capsys.readouterr().out
     if heading == "scikit-learn users":
         assert "PCA: reconstruction MSE" in out and "EvolvedAutoencoder: reconstruction MSE" in out
         assert namespace["errors"].shape == (len(namespace["X_test"]),)
+    elif heading == "Your own strategy and objective":
+        assert out.startswith("every-other ")
+        assert (tmp_path / "runs" / "own-strategy" / "journal.sqlite").is_file()
     else:
         assert "(5, 4)" in out
         assert (tmp_path / "runs" / "deploy-demo" / "export" / "encoder.onnx").is_file()

@@ -28,8 +28,9 @@ from sklearn.decomposition import PCA
 
 import evoae
 from evoae.cli import main
-from evoae.report.html import diagram_layers, pca_comparison, read_run, top_candidates, write_report
-from evoae.search import SearchSettings, load_splits
+from evoae.report.html import diagram_layers, pca_comparison, write_report
+from evoae.runs.reader import read_run, top_candidates
+from evoae.settings import SearchSettings
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts"
@@ -228,10 +229,10 @@ def test_report_tables_match_the_run(dense_run):
     assert f"{summary['final']['val_loss']:.5g}" in text
     # The PCA figures, recomputed independently: same data, same code size.
     settings = SearchSettings.from_dict(json.loads((dense_run / "settings.json").read_text()))
-    splits = load_splits(settings)
+    splits = settings.load_splits()
     train = splits.train.x.reshape(len(splits.train), -1)
     val = splits.val.x.reshape(len(splits.val), -1)
-    pca = PCA(n_components=settings.code_size).fit(train)
+    pca = PCA(n_components=settings.space.code_size).fit(train)
     pca_mse = np.mean((val - pca.inverse_transform(pca.transform(val))) ** 2)
     model = evoae.load_model(dense_run / "model")
     with torch.no_grad():

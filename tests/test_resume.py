@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from evoae.loop import search
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal
 from evoae.runs.killpoints import ENV
-from evoae.search import search
 
 # concurrent=2 makes batches of two, so a kill can land between two rows of one batch.
 ARGS = [
@@ -112,4 +112,4 @@ def test_resume_with_a_larger_budget_equals_the_longer_run(tmp_path: Path) -> No
     assert extended.history == long.history
     assert extended.n_trainings == long.n_trainings
     # The extended budget is stored: a later resume may not shrink it back.
-    assert json.loads((short / rf.SETTINGS).read_text())["generations"] == 4
+    assert json.loads((short / rf.SETTINGS).read_text())["strategy"]["options"]["generations"] == 4

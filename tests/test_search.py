@@ -11,20 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_SEARCH
 
 import evoae
 import evoae.training.evaluator as evaluator_mod
 from evoae.data import Dataset, load_dataset
 from evoae.errors import EvoaeError
-from evoae.models.io import weights_equal
+from evoae.families import space_from_config
+from evoae.families.io import weights_equal
 from evoae.runs.journal import Journal, Row
-from evoae.search import SearchSettings
-from evoae.spaces import space_from_config
+from evoae.settings import SearchSettings
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 #: A tiny budget: 4 initial candidates and 4 tournaments of one epoch each.
-TINY = dict(population=4, generations=4, epochs=1, final_epochs=1)
+TINY = TINY_SEARCH
 #: Every file a finished run folder holds.
 ARTIFACTS = (
     "journal.sqlite",
@@ -245,7 +246,7 @@ def test_run_files_stay_strict_json_when_the_first_population_fails(tmp_path, mo
 
 def test_a_diverging_final_training_never_saves_a_broken_model(tmp_path, monkeypatch):
     # evoae.search (the attribute) is the function; the module lives in sys.modules.
-    search_mod = importlib.import_module("evoae.search")
+    search_mod = importlib.import_module("evoae.finish")
     real = search_mod.train_candidate
 
     def final_diverges(spec, *args, **kwargs):
@@ -307,8 +308,12 @@ def test_default_settings_are_valid_and_json_able():
     s = SearchSettings()
     s.validate()
     assert json.loads(json.dumps(asdict(s))) == asdict(s)
-    assert SearchSettings.from_dict({**asdict(s), "not_a_setting": 1}) == s
-    assert (s.dataset, s.code_size, s.population, s.deme) == ("digits", 4, 20, 5)
+    assert SearchSettings.from_dict(json.loads(json.dumps(asdict(s)))) == s
+    # evoae 0.1 stored settings flat; they still read (unknown names ignored).
+    flat = {"dataset": "digits", "code_size": 3, "population": 8, "not_a_setting": 1}
+    old = SearchSettings.from_dict(flat)
+    assert (old.space.code_size, old.strategy.options) == (3, {"population": 8})
+    assert (s.data.dataset, s.space.code_size, s.strategy.name) == ("digits", 4, "microbial")
 
 
 @pytest.mark.parametrize(
@@ -329,7 +334,7 @@ def test_default_settings_are_valid_and_json_able():
 )
 def test_bad_settings_are_refused_before_anything_is_written(tmp_path, field, value, fragment):
     with pytest.raises(EvoaeError) as info:
-        SearchSettings(**{field: value}).validate()
+        SearchSettings.of(**{field: value}).validate()
     assert fragment in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(EvoaeError):
         evoae.search("digits", out=tmp_path / "r", **{field: value})

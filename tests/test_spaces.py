@@ -10,14 +10,13 @@ import pytest
 
 from evoae.data import Dataset
 from evoae.errors import EvoaeError
+from evoae.families import FAMILIES as SPACE_FACTORIES
+from evoae.families import make_space, space_from_config
 from evoae.spaces import (
     ACTIVATIONS,
     OPTIMIZERS,
-    SPACE_FACTORIES,
     DenseSpace,
     dense_preset,
-    make_space,
-    space_from_config,
     spec_key,
 )
 from evoae.spaces.dense import DEFAULT_LR, SEED_ACTIVATIONS, SEED_OPTIMIZERS

@@ -23,6 +23,7 @@ Data handling (documented promises):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import tempfile
@@ -37,12 +38,11 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from evoae.data import Dataset
 from evoae.errors import EvoaeError
+from evoae.evolution import strategy_class
 from evoae.loop import search
 
 #: Fewer rows than this are repeated before the 70/15/15 split (see module docstring).
 MIN_SPLIT_ROWS = 20
-#: Strategies the estimator can run (the search's ask/tell strategies).
-STRATEGIES = ("microbial",)
 #: Search spaces (dense presets) the estimator can use.
 SPACES = ("seed", "extended")
 
@@ -63,12 +63,17 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     space : {"seed", "extended"}, default="seed"
         The dense search space: ``seed`` is the published one, ``extended`` adds
         activations, AdamW, and evolved learning rate and batch size.
-    strategy : {"microbial"}, default="microbial"
-        The search strategy (the microbial genetic algorithm).
+    strategy : str, default="microbial"
+        A registered search strategy (:data:`evoae.evolution.STRATEGIES`): ``microbial``
+        (the genetic algorithm) or ``random`` (random search), ...
     population : int, default=8
         Individuals in the population (at least 2).
     generations : int, default=20
         Tournaments after the initial population; 0 keeps the best random individual.
+        Strategies without a population get the same budget: ``population +
+        generations`` evaluations.
+    strategy_options : dict or None, default=None
+        Further options of the strategy (e.g. ``{"deme": 3}``); they override the above.
     epochs : int, default=2
         Training epochs per candidate during the search.
     final_epochs : int, default=20
@@ -118,6 +123,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         *,
         space: str = "seed",
         strategy: str = "microbial",
+        strategy_options: dict[str, Any] | None = None,
         population: int = 8,
         generations: int = 20,
         epochs: int = 2,
@@ -130,6 +136,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.code_size = code_size
         self.space = space
         self.strategy = strategy
+        self.strategy_options = strategy_options
         self.population = population
         self.generations = generations
         self.epochs = epochs
@@ -175,8 +182,8 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 preset=self.space,
                 code_size=self.code_size,
                 max_depth=self.max_depth,
-                population=self.population,
-                generations=self.generations,
+                strategy=self.strategy,
+                **self._strategy_settings(),
                 epochs=self.epochs,
                 final_epochs=self.final_epochs,
                 seed=seed,
@@ -197,10 +204,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def _check_params(self, n_features: int) -> None:
         if self.space not in SPACES:
             raise EvoaeError(f"unknown space {self.space!r}: choose from {', '.join(SPACES)}")
-        if self.strategy not in STRATEGIES:
-            raise EvoaeError(
-                f"unknown strategy {self.strategy!r}: choose from {', '.join(STRATEGIES)}"
-            )
+        strategy_class(self.strategy)  # a one-line error for unknown names
         if n_features < 2:
             raise EvoaeError(
                 f"X has {n_features} feature(s): an autoencoder needs at least 2 to compress"
@@ -212,6 +216,18 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 f"code_size={self.code_size} must be between 1 and n_features - 1 "
                 f"({n_features - 1}): an undercomplete autoencoder compresses its input"
             )
+
+    def _strategy_settings(self) -> dict[str, Any]:
+        """The budget in the strategy's own terms, then ``strategy_options``."""
+        names = {f.name for f in dataclasses.fields(strategy_class(self.strategy).Options)}
+        budget: dict[str, Any] = {}
+        if "population" in names:
+            budget["population"] = self.population
+        if "generations" in names:
+            budget["generations"] = self.generations
+        elif "evaluations" in names:
+            budget["evaluations"] = self.population + self.generations
+        return {**budget, **(self.strategy_options or {})}
 
     # ------------------------------------------------------------ using the model
 

@@ -343,14 +343,20 @@ def search(
             "use labelled data (MNIST, .npz with y, CSV --label-column) or --objective recon"
         )
     space = make_space(
-        s.space.model, s.space.preset, splits.train, s.space.code_size,
+        s.space.model,
+        s.space.preset,
+        splits.train,
+        s.space.code_size,
         **s.space.space_options(),
     )
-    strat = instance if instance is not None else evolution.make_strategy(
-        s.strategy.name, space, s.strategy.options, seed=s.seed
+    strat = (
+        instance
+        if instance is not None
+        else evolution.make_strategy(s.strategy.name, space, s.strategy.options, seed=s.seed)
     )
     if instance is not None and instance.space is not space:
         instance.space = space  # the user's strategy searches the space of this run
+    s.strategy.options = _jsonable(strat.options_dict())  # stored in full, defaults included
     fingerprint = _data_fingerprint(splits)
     if resume:
         _check_resumed_run(run_dir, space, fingerprint, obj)
@@ -448,8 +454,16 @@ def _run(
         for r in reporters:
             r.phase("final training")
         result = retrain_best(
-            s, space, objective, loop.journal, loop.history, splits, run_dir,
-            n_evaluations=loop.next_id, n_trainings=loop.trainings, t0=t0,
+            s,
+            space,
+            objective,
+            loop.journal,
+            loop.history,
+            splits,
+            run_dir,
+            n_evaluations=loop.next_id,
+            n_trainings=loop.trainings,
+            t0=t0,
             phenotype_key=loop.phenotype_key,
         )
         for r in reporters:
@@ -551,6 +565,8 @@ def _resumed_settings(
         given["dataset"] = dataset
     if objective is not None:
         given["objective"] = objective.name
+    if isinstance(strategy, Strategy):  # a user's instance: its options follow the same rules
+        given.update(_jsonable(strategy.options_dict()))
     rules = _resume_rules(options_cls)
     for key, value in given.items():
         if value is None:

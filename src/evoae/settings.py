@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from evoae import evolution
+from evoae.data import load_splits
 from evoae.errors import EvoaeError
 from evoae.execution import EXECUTORS
 from evoae.families import FAMILIES
@@ -53,7 +54,10 @@ class DataSettings:
         kind=int,
     )
     limit: int | None = opt(
-        None, "use only the first N rows of the training pool", low=1, kind=int,
+        None,
+        "use only the first N rows of the training pool",
+        low=1,
+        kind=int,
         default_text="all",
     )
     split: str = opt(
@@ -78,7 +82,11 @@ class SpaceSettings:
         "seed", "seed (the published space) or extended", choices=("seed", "extended")
     )
     code_size: int = opt(
-        4, "width of the code (latent) layer", low=1, high=MAX_CODE_SIZE, flag="--code-size",
+        4,
+        "width of the code (latent) layer",
+        low=1,
+        high=MAX_CODE_SIZE,
+        flag="--code-size",
         short="-k",
     )
     max_depth: int | None = opt(
@@ -121,7 +129,8 @@ class TrainingSettings:
         20, "epochs to retrain the best", low=0, high=MAX_EPOCHS, resumable=True, grows=False
     )
     objective: str = opt(
-        "recon", "what candidates are scored on (always minimised)", choices=tuple(OBJECTIVES)
+        "recon",
+        f"what candidates are scored on, always minimised ({', '.join(OBJECTIVES)})",
     )
 
 
@@ -129,9 +138,7 @@ class TrainingSettings:
 class ExecutionSettings:
     """Where and how candidates are trained; free to change on resume."""
 
-    device: str = opt(
-        "cpu", "where to train", choices=("auto", "cpu", "cuda"), resumable=True
-    )
+    device: str = opt("cpu", "where to train", choices=("auto", "cpu", "cuda"), resumable=True)
     executor: str = opt(
         "inline",
         "how to evaluate candidates",
@@ -140,11 +147,19 @@ class ExecutionSettings:
         short="-x",
     )
     workers: int | None = opt(
-        None, "workers for parallel executors", low=1, high=4096, kind=int,
-        default_text="the machine's cores", resumable=True,
+        None,
+        "workers for parallel executors",
+        low=1,
+        high=4096,
+        kind=int,
+        default_text="the machine's cores",
+        resumable=True,
     )
     ray_address: str | None = opt(
-        None, "join this Ray cluster (executor ray)", kind=str, resumable=True,
+        None,
+        "join this Ray cluster (executor ray)",
+        kind=str,
+        resumable=True,
         default_text="a local Ray",
     )
 
@@ -180,6 +195,15 @@ class SearchSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def of(cls, strategy: str = "microbial", **flat: Any) -> SearchSettings:
+        """Settings from flat names, defaults elsewhere: ``SearchSettings.of(limit=300)``."""
+        return cls.from_flat(flat, strategy=strategy)
+
+    def load_splits(self, data: Any = None) -> Any:
+        """The run's train / validation / test splits (:func:`evoae.data.load_splits`)."""
+        return load_splits(**asdict(self.data), seed=self.seed, data=data)
+
     def validate(self) -> None:
         for name in SECTIONS:
             check(getattr(self, name))
@@ -187,6 +211,8 @@ class SearchSettings:
             raise EvoaeError(f"seed must be an integer, got {self.seed!r}")
         if not 0 <= self.seed < 2**63:
             raise EvoaeError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
+        if self.strategy.name in evolution.STRATEGIES:  # a user's instance checks its own
+            evolution.make_options(self.strategy.name, self.strategy.options)
 
     # ------------------------------------------------------------ flat names
 

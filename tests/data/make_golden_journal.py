@@ -1,20 +1,50 @@
-"""Record journals of small seeded searches with the pre-refactor code."""
-import json, sqlite3, sys
+"""Record the journals of small seeded searches (run with the evoae whose behaviour is kept).
+
+``tests/data/golden_journal.json`` was written by this script with evoae 0.1, before the
+open-core change; tests/test_open_core.py checks that today's code writes the same rows.
+"""
+
+import json
+import sqlite3
+import sys
+
 import torch
-torch.set_num_threads(1)
+
 import evoae
-cases = {
-  "dense_seed": dict(population=6, generations=8, epochs=1, final_epochs=1, seed=3),
-  "dense_ext_k2": dict(preset="extended", population=6, generations=6, epochs=1, final_epochs=1, seed=5, concurrent=2),
-  "dense_reeval": dict(population=4, generations=3, epochs=1, final_epochs=1, seed=1, reevaluate=True),
+
+CASES = {
+    "dense_seed": dict(population=6, generations=8, epochs=1, final_epochs=1, seed=3),
+    "dense_ext_k2": dict(
+        preset="extended",
+        population=6,
+        generations=6,
+        epochs=1,
+        final_epochs=1,
+        seed=5,
+        concurrent=2,
+    ),
+    "dense_reeval": dict(
+        population=4, generations=3, epochs=1, final_epochs=1, seed=1, reevaluate=True
+    ),
 }
-out = {}
-for name, kw in cases.items():
-    r = evoae.search("digits", out=f"/tmp/golden/run_{name}", overwrite=True, **kw)
-    con = sqlite3.connect(f"/tmp/golden/run_{name}/journal.sqlite")
+
+
+def journal_rows(run: str) -> list[dict]:
+    """The journal's rows without wall-clock seconds, in id order."""
+    con = sqlite3.connect(f"{run}/journal.sqlite")
     cols = [c[1] for c in con.execute("PRAGMA table_info(evaluations)")]
-    rows = [dict(zip(cols, r)) for r in con.execute("SELECT * FROM evaluations ORDER BY id")]
-    for row in rows: row.pop("seconds")
-    out[name] = {"settings": kw, "rows": rows, "final_val": r.final["val_loss"]}
-json.dump(out, open("/tmp/golden/golden.json", "w"), indent=1, sort_keys=True)
-print({k: len(v["rows"]) for k, v in out.items()})
+    rows = [dict(zip(cols, r, strict=True)) for r in con.execute("SELECT * FROM evaluations")]
+    con.close()
+    for row in rows:
+        row.pop("seconds")
+    return sorted(rows, key=lambda r: r["id"])
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    out = {}
+    for name, kw in CASES.items():
+        r = evoae.search("digits", out=f"{sys.argv[1]}/run_{name}", overwrite=True, **kw)
+        rows = journal_rows(f"{sys.argv[1]}/run_{name}")
+        out[name] = {"settings": kw, "rows": rows, "final_val": r.final["val_loss"]}
+    json.dump(out, open(f"{sys.argv[1]}/golden.json", "w"), indent=1, sort_keys=True)

@@ -14,8 +14,9 @@ from rich.table import Table
 
 from evoae.cli import positive_int
 from evoae.errors import EvoaeError
-from evoae.report.html import RunView, describe_spec, read_run, top_candidates
+from evoae.families.registry import describe as describe_spec
 from evoae.runs import folder as rf
+from evoae.runs.reader import RunView, read_run, top_candidates
 
 
 def register(sub: Any) -> None:

@@ -6,6 +6,7 @@ input, missing or corrupt files.
 
 from evoae.data.download import FILES, MIRRORS, fetch, md5sum, verify_file
 from evoae.data.idx import read_idx, write_idx
+from evoae.data.protocol import MNIST_LIKE, load_splits
 from evoae.data.sources import (
     BUILTIN,
     SUFFIXES,
@@ -14,7 +15,6 @@ from evoae.data.sources import (
     load_dataset,
     load_test_dataset,
 )
-from evoae.data.protocol import MNIST_LIKE, load_splits
 from evoae.data.splits import Splits, random_split, seed_split
 from evoae.data.transforms import minmax_scale, resize_images
 

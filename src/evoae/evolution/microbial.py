@@ -101,6 +101,11 @@ class MicrobialGA(Strategy):
     def done(self) -> bool:
         return bool(self.population) and self._tournaments >= self.generations
 
+    @property
+    def generation(self) -> int:
+        """Tournaments completed."""
+        return self._tournaments
+
     def progress(self) -> tuple[int, int]:
         return self._tournaments, self.generations
 

@@ -240,7 +240,6 @@ class DenseStack(nn.Module):
         return model
 
 
-
 # ---------------------------------------------------------------- planning stacks
 
 #: A stack's fixed cost per training step (operator dispatch for every slot, the
@@ -300,4 +299,3 @@ def _stack_order(spec: dict[str, Any]) -> tuple[Any, ...]:
     activations, so that slots see long runs of one activation."""
     acts = [a for _, a in spec["hidden"]] + [spec["code_activation"], spec["output_activation"]]
     return OPT_ORDER[spec["optimizer"]], float(spec["lr"]), _depth(spec), tuple(acts)
-

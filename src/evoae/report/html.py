@@ -32,9 +32,9 @@ from matplotlib.patches import FancyBboxPatch  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from torch import nn  # noqa: E402
 
-from evoae.errors import EvoaeError  # noqa: E402
 from evoae.data import load_splits  # noqa: E402
-from evoae.export import DecoderPart, EncoderPart, example_input  # noqa: E402
+from evoae.errors import EvoaeError  # noqa: E402
+from evoae.export import DecoderPart, EncoderPart, example_input, is_variational  # noqa: E402
 from evoae.families import describe as describe_spec  # noqa: E402
 from evoae.families.io import load_model  # noqa: E402
 from evoae.runs import folder as rf  # noqa: E402

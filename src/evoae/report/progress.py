@@ -56,9 +56,7 @@ class ProgressReporter(Reporter):
             transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task(
-            unit, total=total, completed=done, best="-", evals=0
-        )
+        self._task = self._progress.add_task(unit, total=total, completed=done, best="-", evals=0)
 
     def evaluated(self, row: Row) -> None:
         if self._progress is not None:

@@ -93,5 +93,3 @@ def top_candidates(rows: list[Row], n: int = TOP) -> list[Row]:
     """The ``n`` best distinct trained candidates (cache hits repeat a phenotype)."""
     ok = [r for r in rows if not r.cached and r.status != "failed"]
     return sorted(ok, key=lambda r: (r.fitness, r.id))[:n]
-
-

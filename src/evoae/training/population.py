@@ -260,7 +260,6 @@ def train_stack(
     return StackRun(results, epoch_losses, stack, time.perf_counter() - t0, true, padded)
 
 
-
 def default_memory_budget(device: torch.device) -> int:
     """Bytes a stack may use: half the free GPU memory, or a quarter of free RAM (<= 4 GiB)."""
     if device.type == "cuda":
