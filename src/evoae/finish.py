@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from evoae.settings import SearchSettings
 from evoae.spaces import Space
 from evoae.training import train_candidate
 from evoae.training.evaluator import as_tensor, resolve_device
+from evoae.training.threads import torch_threads
 from evoae.training.trainer import as_split, evaluate
 
 
@@ -45,6 +46,10 @@ class SearchResult:
     n_trainings: int
     seconds: float
     settings: SearchSettings
+    #: Why the search stopped: "budget", "time budget" or "finished early".
+    stopped: str = "budget"
+    #: The executor used, in words (what ``auto`` chose).
+    executor: str = ""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -58,6 +63,8 @@ class SearchResult:
             "seconds": self.seconds,
             "settings": self.settings.to_dict(),
             "history": strict_history(self.history),
+            "stopped": self.stopped,
+            "executor": self.executor,
         }
 
 
@@ -89,6 +96,7 @@ def retrain_best(
     n_trainings: int,
     t0: float,
     phenotype_key: Callable[[dict[str, Any]], str],
+    reporters: Sequence[Any] = (),
 ) -> SearchResult:
     """Retrain the journal's best candidate for ``final_epochs``, test it and save it.
 
@@ -96,6 +104,11 @@ def retrain_best(
     never written as the run's model.
     """
     best = journal.best()
+    if best is None and n_evaluations == 0:
+        raise EvoaeError(
+            f"run {run_dir} has no finished evaluation yet: nothing to retrain; continue it "
+            f"with --resume {run_dir}"
+        )
     if best is None:
         raise EvoaeError(
             "every candidate failed to train: try other settings (e.g. fewer epochs, a lower "
@@ -107,9 +120,23 @@ def retrain_best(
     epochs = s.training.final_epochs
     final_seed = derive_seed(s.seed, "final", phenotype_key(spec))
     train, val = as_split(splits.train, device), as_split(splits.val, device)
-    final_result, model = train_candidate(
-        spec, train, val, epochs=epochs, seed=final_seed, objective=objective
-    )
+    for r in reporters:
+        r.final_start(epochs)
+
+    def on_epoch(done: int, loss: float) -> None:
+        for r in reporters:
+            r.final_epoch(done, loss)
+
+    with torch_threads(s.execution.threads or 1):
+        final_result, model = train_candidate(
+            spec,
+            train,
+            val,
+            epochs=epochs,
+            seed=final_seed,
+            objective=objective,
+            on_epoch=on_epoch,
+        )
     if final_result.status != "ok":  # never save NaN weights as the run's model
         raise EvoaeError(
             f"retraining the best candidate (evaluation {best.id}) for {epochs} epochs "

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -258,6 +259,7 @@ def search(
     data: Dataset | None = None,
     strategy: str | Strategy | None = None,
     objective: str | Objective | None = None,
+    finish: bool = False,
     **settings: Any,
 ) -> SearchResult:
     """Evolve an autoencoder for ``dataset`` and return the retrained best.
@@ -268,10 +270,13 @@ def search(
         ``digits`` (bundled with scikit-learn, the default), ``mnist``, ``fashion-mnist``,
         or a path to ``.npy`` / ``.npz`` / ``.csv`` data.
     out
-        Run folder. Default: a new folder under ``runs/``.
+        Run folder. Default: a new folder named after dataset, model, code size and seed
+        under ``$EVOAE_RUNS`` (else ``./runs``), never an existing one.
     overwrite, resume
         Replace an existing run in ``out``, or continue it (settings are read from the
         run; only budgets, ``final_epochs`` and execution options may change).
+    finish
+        With ``resume``: evaluate nothing more, retrain and save the best found so far.
     reporters
         Progress hooks (see :class:`evoae.report.progress.Reporter`).
     evaluator
@@ -313,6 +318,8 @@ def search(
         settings["objective"] = objective
     elif obj_instance is not None:
         settings.pop("objective", None)
+    if finish and not resume:
+        raise EvoaeError("finish ends an existing run: pass it with resume=True (or --resume)")
     if resume:
         if out is None:
             raise EvoaeError("--resume needs the run folder to continue")
@@ -371,14 +378,29 @@ def search(
             device=ex.device,
             objective=obj,
             workers=ex.workers,
+            threads=ex.threads,
             ray_address=ex.ray_address,
+            parallelism=strat.parallelism,
         )
     try:
         if not resume:
-            target = out if out is not None else rf.default_out("runs", _run_name(s))
+            target = out if out is not None else rf.default_out(runs_root(), _run_name(s))
             run_dir = rf.prepare_new(target, overwrite=overwrite)
         reps = [*reporters, PlotReporter()]
-        return _run(s, space, strat, obj, evaluator, splits, run_dir, resume, fingerprint, reps, t0)
+        return _run(
+            s,
+            space,
+            strat,
+            obj,
+            evaluator,
+            splits,
+            run_dir,
+            resume,
+            fingerprint,
+            reps,
+            t0,
+            finish=finish,
+        )
     finally:
         if own:
             evaluator.close()
@@ -416,6 +438,8 @@ def _run(
     fingerprint: str,
     reporters: Sequence[Reporter],
     t0: float,
+    *,
+    finish: bool = False,
 ) -> SearchResult:
     """The loop and the final training in a ready run folder; write failures end it cleanly.
 
@@ -448,11 +472,19 @@ def _run(
         rf.write_json(run_dir / rf.SETTINGS, stored)
         done, total = strategy.progress()
         for r in reporters:
-            r.start(total, done, stored, unit=strategy.unit)
+            r.start(total, done, stored, unit=strategy.unit, evaluations=loop.next_id)
+        budget = s.execution.time_budget
+        started = time.monotonic()
+        stopped = "budget"
         while not strategy.done:
+            if finish:
+                stopped = "finished early"
+                break
+            over = budget is not None and time.monotonic() - started >= budget
+            if over and loop.next_id > 0:  # at least one batch: something to retrain
+                stopped = "time budget"
+                break
             loop.step(evaluator)
-        for r in reporters:
-            r.phase("final training")
         result = retrain_best(
             s,
             space,
@@ -465,7 +497,10 @@ def _run(
             n_trainings=loop.trainings,
             t0=t0,
             phenotype_key=loop.phenotype_key,
+            reporters=reporters,
         )
+        result.stopped = stopped
+        result.executor = getattr(evaluator, "choice", "") or s.execution.executor
         for r in reporters:
             r.finished(result, splits)
         rf.write_json(run_dir / rf.SUMMARY, result.summary())
@@ -520,10 +555,16 @@ def _check_resumed_run(run_dir: Path, space: Space, fingerprint: str, obj: Objec
         )
 
 
+def runs_root() -> Path:
+    """Where runs go without ``out``: ``$EVOAE_RUNS``, else ``./runs``."""
+    return Path(os.environ.get("EVOAE_RUNS") or "runs")
+
+
 def _run_name(s: SearchSettings) -> str:
     d = s.data.dataset
     name = Path(d).stem if d not in ("digits", "mnist", "fashion-mnist") else d
-    return f"{name}-{s.space.model}-{s.space.preset}-seed{s.seed}"
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip("<>")) or "data"
+    return f"{name}-{s.space.model}-code{s.space.code_size}-seed{s.seed}"
 
 
 def _resumed_settings(

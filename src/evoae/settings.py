@@ -140,7 +140,7 @@ class ExecutionSettings:
 
     device: str = opt("cpu", "where to train", choices=("auto", "cpu", "cuda"), resumable=True)
     executor: str = opt(
-        "inline",
+        "auto",
         "how to evaluate candidates",
         choices=tuple(EXECUTORS),
         resumable=True,
@@ -153,6 +153,23 @@ class ExecutionSettings:
         high=4096,
         kind=int,
         default_text="the machine's cores",
+        resumable=True,
+    )
+    threads: int | None = opt(
+        None,
+        "torch intra-op threads per candidate trained in this process",
+        low=1,
+        high=1024,
+        kind=int,
+        default_text="1",
+        resumable=True,
+    )
+    time_budget: float | None = opt(
+        None,
+        "seconds of search: then stop asking, finish the running batch, retrain and save the best",
+        low=0.0,
+        kind=float,
+        default_text="none",
         resumable=True,
     )
     ray_address: str | None = opt(

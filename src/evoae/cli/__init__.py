@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -16,6 +18,8 @@ from evoae.errors import EvoaeError
 
 #: Modules under evoae.cli that add a subcommand through ``register(subparsers)``.
 COMMANDS = ["search", "export", "sample", "report", "runs"]
+#: Exit status after SIGTERM (128 + 15), as shells report it.
+EXIT_TERMINATED = 143
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,26 +34,49 @@ def build_parser() -> argparse.ArgumentParser:
         prog="evoae",
         description="Design autoencoders by neuroevolution.",
     )
+    parser.add_argument("--version", "-V", action="version", version=f"evoae {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"evoae.cli.{name}").register(sub)
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the same cleanup, the same message."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _version() -> str:
+    from evoae import __version__
+
+    return __version__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
     except EvoaeError as e:
         print(f"evoae: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
         print(
-            "evoae: interrupted; finished evaluations are in the journal (resume with --resume)",
+            f"evoae: {what}; finished evaluations are in the journal (continue with "
+            "--resume RUN, or end it now with evoae finish RUN)",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_TERMINATED if isinstance(e, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _int_at_least(low: int, text: str) -> int:

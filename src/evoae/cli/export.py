@@ -19,7 +19,6 @@ def register(sub: Any) -> None:
         description="Export the best model of a run: its encoder (a VAE's mean head), decoder, "
         "whole autoencoder and, for VAEs, the sampler (decoder fed with N(0,1) noise). "
         "The batch dimension is dynamic; export.json lists input and output shapes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run", metavar="RUN", help="run folder (or a model folder)")
     p.add_argument("--format", dest="fmt", choices=FORMATS, required=True, help="file format")
@@ -27,11 +26,13 @@ def register(sub: Any) -> None:
         "--part",
         choices=[*PARTS, "all"],
         default="all",
-        help="what to export; all = every part the model has",
+        help="what to export; all = every part the model has [default: all]",
     )
-    p.add_argument("--out", default=None, help="destination folder [default: RUN/export]")
-    p.add_argument("--opset", type=positive_int, default=OPSET, help="ONNX opset version")
-    p.add_argument("--quiet", action="store_true", help="print only the written paths")
+    p.add_argument("--out", "-o", default=None, help="destination folder [default: RUN/export]")
+    p.add_argument(
+        "--opset", type=positive_int, default=OPSET, help=f"ONNX opset version [default: {OPSET}]"
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the written paths")
     p.set_defaults(func=run)
 
 

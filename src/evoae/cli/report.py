@@ -15,10 +15,12 @@ def register(sub: Any) -> None:
         description="Write one self-contained HTML page about a run (figures embedded, no "
         "network needed): settings, best candidates, fitness over evaluations, "
         "reconstructions, the best architecture, VAE plots and a comparison with PCA.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run", metavar="RUN", help="run folder")
-    p.add_argument("--out", default=None, help="HTML file to write [default: RUN/report.html]")
+    p.add_argument(
+        "--out", "-o", default=None, help="HTML file to write [default: RUN/report.html]"
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the written path")
     p.set_defaults(func=run)
 
 

@@ -73,8 +73,28 @@ def register(sub: Any) -> None:
         help="continue the run in this folder (only budgets, --final-epochs and execution "
         "options may change)",
     )
+    r.add_argument(
+        "--finish",
+        action="store_true",
+        help="with --resume: evaluate nothing more, retrain and save the best found so far",
+    )
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary table")
     p.set_defaults(func=run)
+    f = sub.add_parser(
+        "finish",
+        help="end an interrupted run with what it has",
+        description="Retrain and save the best candidate of an interrupted run without "
+        "evaluating more (the same as search --resume RUN --finish).",
+    )
+    f.add_argument("run", metavar="RUN", help="run folder")
+    f.add_argument(
+        "--final-epochs",
+        type=_parser(_final_epochs_field()),
+        default=None,
+        help="epochs to retrain the best [default: the run's]",
+    )
+    f.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary table")
+    f.set_defaults(func=run_finish)
 
 
 def _strategy_options() -> dict[str, tuple[Field[Any], list[str]]]:
@@ -155,6 +175,18 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _final_epochs_field() -> Field[Any]:
+    return next(f for f in options_of(SECTIONS["training"]) if f.name == "final_epochs")
+
+
+def run_finish(args: argparse.Namespace) -> int:
+    given = {} if args.final_epochs is None else {"final_epochs": args.final_epochs}
+    reporters = [] if args.quiet else [ProgressReporter()]
+    result = search(None, out=args.run, resume=True, finish=True, reporters=reporters, **given)
+    _report(result, args.quiet)
+    return 0
+
+
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     names = [f.name for cls in SECTIONS.values() for f in options_of(cls)]
     names += list(_strategy_options()) + ["seed"]
@@ -165,6 +197,8 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     given = _given(args)
+    if args.finish and not args.resume:
+        raise EvoaeError("--finish ends an existing run: pass it with --resume RUN")
     if args.resume and args.overwrite:
         raise EvoaeError("--resume continues a run and --overwrite replaces one: pass only one")
     if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
@@ -179,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
             resume=True,
             reporters=reporters,
             strategy=args.strategy,
+            finish=args.finish,
             **given,
         )
     else:
@@ -190,11 +225,22 @@ def run(args: argparse.Namespace) -> int:
             strategy=args.strategy,
             **given,
         )
-    if not args.quiet:
+    _report(result, args.quiet)
+    return 0
+
+
+def _report(result: SearchResult, quiet: bool) -> None:
+    if not quiet:
         print_summary(result)
     else:
         print(result.run_dir)
-    return 0
+
+
+_STOPPED = {
+    "budget": "its budget (all evaluations done)",
+    "time budget": "the time budget (--time-budget): best so far retrained",
+    "finished early": "finish: best so far retrained",
+}
 
 
 def _epochs(n: int) -> str:
@@ -223,6 +269,8 @@ def print_summary(result: SearchResult) -> None:
         ("retrained test loss", _f(result.final.get("test_loss"), unit)),
         ("best architecture", describe(result.best_spec)),
         ("parameters", str(result.final.get("params"))),
+        ("executor", result.executor or s.execution.executor),
+        ("stopped by", _STOPPED.get(result.stopped, result.stopped)),
         ("wall time", f"{result.seconds:.1f} s"),
     ]
     for k, v in rows:

@@ -72,6 +72,11 @@ class Strategy(ABC):
     def progress(self) -> tuple[int, int]:
         """``(done, total)`` in :attr:`unit`, for progress bars and the journal."""
 
+    @property
+    def parallelism(self) -> int:
+        """Most candidates one :meth:`ask` returns: how many can train at once."""
+        return 1
+
     def population_fitness(self) -> list[float] | None:
         """The current population's fitness, for spread plots; None without a population."""
         return None

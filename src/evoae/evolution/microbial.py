@@ -102,6 +102,10 @@ class MicrobialGA(Strategy):
         return bool(self.population) and self._tournaments >= self.generations
 
     @property
+    def parallelism(self) -> int:
+        return self.concurrent * (2 if self.reevaluate else 1)
+
+    @property
     def generation(self) -> int:
         """Tournaments completed."""
         return self._tournaments

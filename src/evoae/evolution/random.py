@@ -51,6 +51,10 @@ class RandomSearch(Strategy):
     def done(self) -> bool:
         return self.told >= self.options.evaluations
 
+    @property
+    def parallelism(self) -> int:
+        return self.options.batch
+
     def progress(self) -> tuple[int, int]:
         return self.told, self.options.evaluations
 

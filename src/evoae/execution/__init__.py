@@ -20,13 +20,45 @@ from typing import Any
 
 from evoae.errors import EvoaeError
 from evoae.training import Evaluator, SequentialEvaluator
+from evoae.training.evaluator import resolve_device
 from evoae.training.population import make_population_evaluator
+from evoae.training.threads import available_cores
 
 
 def _inline(
-    train: Any, val: Any, *, device: str = "cpu", objective: Any = None, **_: Any
+    train: Any,
+    val: Any,
+    *,
+    device: str = "cpu",
+    objective: Any = None,
+    threads: int | None = None,
+    **_: Any,
 ) -> Evaluator:
-    return SequentialEvaluator(train, val, device, objective)
+    return SequentialEvaluator(train, val, device, objective, threads=threads or 1)
+
+
+def _auto(
+    train: Any,
+    val: Any,
+    *,
+    device: str = "cpu",
+    parallelism: int = 1,
+    workers: int | None = None,
+    threads: int | None = None,
+    **options: Any,
+) -> Evaluator:
+    """Every core used, none oversubscribed: a process pool of one-thread workers when the
+    strategy asks for several candidates at once, else one candidate at a time in this
+    process with ``threads`` (default 1) intra-op threads."""
+    cores = available_cores()
+    n = min(workers or cores, max(1, parallelism))
+    if n > 1 and resolve_device(device).type == "cpu":
+        ev = _process(train, val, device=device, workers=n, **options)
+        ev.choice = f"process pool: {n} workers x 1 thread ({cores} cores)"
+        return ev
+    ev = _inline(train, val, device=device, threads=threads, **options)
+    ev.choice = f"inline: 1 candidate at a time x {threads or 1} thread ({cores} cores)"
+    return ev
 
 
 def _process(train: Any, val: Any, **options: Any) -> Evaluator:
@@ -43,6 +75,7 @@ def _ray(train: Any, val: Any, **options: Any) -> Evaluator:
 
 #: executor name -> factory(train, val, *, device, objective, **options).
 EXECUTORS: dict[str, Callable[..., Evaluator]] = {
+    "auto": _auto,
     "inline": _inline,
     "population": make_population_evaluator,
     "process": _process,
@@ -50,6 +83,8 @@ EXECUTORS: dict[str, Callable[..., Evaluator]] = {
 }
 #: One line per executor, for help texts.
 EXECUTOR_HELP = {
+    "auto": "every core, no oversubscription: a process pool when the strategy asks for "
+    "several candidates at once, else inline with one thread",
     "inline": "one candidate after another",
     "population": "a batch of candidates as one stacked computation",
     "process": "a local process pool",
@@ -69,7 +104,12 @@ def make_evaluator(
     """The evaluator registered under ``name``, holding the training and validation data."""
     if name not in EXECUTORS:
         raise EvoaeError(f"unknown executor {name!r}: choose from {', '.join(EXECUTORS)}")
-    return EXECUTORS[name](train, val, device=device, **options)
+    if name not in ("auto",):
+        options.pop("parallelism", None)
+    ev = EXECUTORS[name](train, val, device=device, **options)
+    if not getattr(ev, "choice", None):
+        ev.choice = name
+    return ev
 
 
 __all__ = ["EXECUTORS", "EXECUTOR_HELP", "make_evaluator", "register"]

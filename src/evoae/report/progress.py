@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -16,67 +17,157 @@ class Reporter:
     """Hooks called by the search loop; every hook is optional."""
 
     def start(
-        self, total: int, done: int, settings: dict[str, Any], unit: str = "generations"
+        self,
+        total: int,
+        done: int,
+        settings: dict[str, Any],
+        unit: str = "generations",
+        evaluations: int = 0,
     ) -> None:
-        """The search begins (or resumes) with ``done`` of ``total`` ``unit`` behind it."""
+        """The search begins (or resumes) with ``done`` of ``total`` ``unit`` and
+        ``evaluations`` journaled evaluations behind it."""
 
-    def evaluated(self, row: Row) -> None: ...
+    def evaluated(self, row: Row) -> None:
+        """One evaluation was journaled."""
 
-    def generation(self, done: int, best: float) -> None: ...
+    def generation(self, done: int, best: float) -> None:
+        """A batch was told: ``done`` units of progress, best fitness so far."""
 
-    def phase(self, text: str) -> None: ...
+    def final_start(self, epochs: int) -> None:
+        """The best candidate's final training begins."""
+
+    def final_epoch(self, done: int, loss: float) -> None:
+        """One epoch of the final training finished (mean training loss)."""
 
     def finished(self, result: Any, splits: Any) -> None:
         """The best model is retrained and saved (``result``: a SearchResult)."""
 
-    def end(self) -> None: ...
+    def end(self) -> None:
+        """The search is over (normally or not)."""
 
 
 class ProgressReporter(Reporter):
-    """A rich progress bar: tournaments done, current best, elapsed time."""
+    """Progress on stderr: rich bars on a terminal, else one plain line at a steady interval.
 
-    def __init__(self, console: Console | None = None) -> None:
+    The search bar counts the strategy's own unit (tournaments, evaluations) and shows
+    evaluations and the best fitness; the final training has a bar of its own, with its
+    epochs and its own clock. Counters continue from where a resumed run stopped.
+    """
+
+    def __init__(
+        self,
+        console: Console | None = None,
+        *,
+        interval: float = 10.0,
+        stream: TextIO | None = None,
+    ) -> None:
         self.console = console or Console(stderr=True)
+        self.interval = float(interval)
+        self.stream = stream
         self._progress: Progress | None = None
         self._task: Any = None
+        self._final: Any = None
         self._best = math.inf
-        self._t0 = time.perf_counter()
+        self._evals = 0
+        self._done = self._total = 0
+        self._unit = "generations"
+        self._t0 = time.monotonic()
+        self._last = -math.inf
+        self._final_epochs = 0
+
+    @property
+    def plain(self) -> bool:
+        """No terminal: plain lines instead of redrawn bars."""
+        return self.stream is not None or not self.console.is_terminal
 
     def start(
-        self, total: int, done: int, settings: dict[str, Any], unit: str = "generations"
+        self,
+        total: int,
+        done: int,
+        settings: dict[str, Any],
+        unit: str = "generations",
+        evaluations: int = 0,
     ) -> None:
+        self._t0 = time.monotonic()
+        self._done, self._total, self._unit, self._evals = done, total, unit, evaluations
+        if self.plain:
+            self._line("search started" if done == 0 and evaluations == 0 else "search resumed")
+            return
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("evaluations {task.fields[evals]}"),
             TextColumn("best {task.fields[best]}"),
-            TextColumn("evals {task.fields[evals]}"),
             TimeElapsedColumn(),
             console=self.console,
             transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task(unit, total=total, completed=done, best="-", evals=0)
+        self._task = self._progress.add_task(
+            unit, total=total, completed=done, best="-", evals=evaluations
+        )
 
     def evaluated(self, row: Row) -> None:
+        self._best = min(self._best, row.fitness)
+        self._evals = max(self._evals, row.id + 1)
         if self._progress is not None:
-            self._best = min(self._best, row.fitness)
-            evals = row.id + 1
-            self._progress.update(self._task, evals=evals, best=_fmt(self._best))
+            self._progress.update(self._task, evals=self._evals, best=_fmt(self._best))
+        elif self.plain:
+            self._maybe_line()
 
     def generation(self, done: int, best: float) -> None:
+        self._done, self._best = done, min(self._best, best)
         if self._progress is not None:
-            self._progress.update(self._task, completed=done, best=_fmt(best))
+            self._progress.update(self._task, completed=done, best=_fmt(self._best))
+        elif self.plain:
+            self._maybe_line()
 
-    def phase(self, text: str) -> None:
+    def final_start(self, epochs: int) -> None:
+        self._final_epochs = epochs
+        if self.plain:
+            self._line(f"search done; final training of the best for {_epochs(epochs)}")
+            return
         if self._progress is not None:
-            self._progress.update(self._task, description=text)
+            self._final = self._progress.add_task(
+                "final training (epochs)", total=max(epochs, 1), best="-", evals="-"
+            )
+            # The search bar's clock stops: the final training has its own.
+            self._progress.stop_task(self._task)
+
+    def final_epoch(self, done: int, loss: float) -> None:
+        if self._progress is not None and self._final is not None:
+            self._progress.update(self._final, completed=done, best=f"train loss {_fmt(loss)}")
+        elif self.plain and (done == self._final_epochs or self._due()):
+            self._line(f"final training: epoch {done}/{self._final_epochs}, loss {_fmt(loss)}")
 
     def end(self) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
 
+    # ---------------------------------------------------------------- plain lines
+
+    def _due(self) -> bool:
+        return time.monotonic() - self._last >= self.interval
+
+    def _maybe_line(self) -> None:
+        if self._due():
+            self._line()
+
+    def _line(self, text: str | None = None) -> None:
+        self._last = time.monotonic()
+        elapsed = time.monotonic() - self._t0
+        body = text or (
+            f"{self._done}/{self._total} {self._unit}, {self._evals} evaluations, "
+            f"best {_fmt(self._best)}"
+        )
+        print(f"evoae: {body} [{elapsed:.0f} s]", file=self.stream or sys.stderr, flush=True)
+
 
 def _fmt(x: float) -> str:
     return "-" if not math.isfinite(x) else f"{x:.5g}"
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"

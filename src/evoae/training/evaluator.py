@@ -19,6 +19,7 @@ import torch
 
 from evoae.errors import EvoaeError
 from evoae.objectives import EvalSplit, Objective, Reconstruction
+from evoae.training.threads import torch_threads
 from evoae.training.trainer import Result, as_split, train_candidate
 
 
@@ -33,6 +34,9 @@ class Task:
 
 class Evaluator(ABC):
     """Trains and scores candidates on the data it was built with."""
+
+    #: What was chosen, in words (set by the executor registry; shown in summaries).
+    choice: str = ""
 
     @abstractmethod
     def evaluate(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
@@ -75,7 +79,8 @@ class SequentialEvaluator(Evaluator):
 
     ``train`` and ``val`` are arrays, tensors, :class:`evoae.data.Dataset` objects or
     :class:`EvalSplit` (labels travel with the latter two); ``objective`` scores each
-    trained candidate on ``val`` (default: reconstruction loss).
+    trained candidate on ``val`` (default: reconstruction loss); ``threads`` is torch's
+    intra-op thread count while training (None: torch's own setting).
     """
 
     def __init__(
@@ -84,8 +89,10 @@ class SequentialEvaluator(Evaluator):
         val: Any,
         device: str = "cpu",
         objective: Objective | None = None,
+        threads: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
+        self.threads = threads
         self.train: EvalSplit = as_split(train, self.device)
         self.val: EvalSplit = as_split(val, self.device)
         self.objective = objective if objective is not None else Reconstruction()
@@ -100,12 +107,13 @@ class SequentialEvaluator(Evaluator):
 
     def evaluate(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
         for i, task in enumerate(tasks):
-            result, _ = train_candidate(
-                task.spec,
-                self.train,
-                self.val,
-                epochs=task.epochs,
-                seed=task.seed,
-                objective=self.objective,
-            )
+            with torch_threads(self.threads):
+                result, _ = train_candidate(
+                    task.spec,
+                    self.train,
+                    self.val,
+                    epochs=task.epochs,
+                    seed=task.seed,
+                    objective=self.objective,
+                )
             yield i, result

@@ -59,6 +59,7 @@ from evoae.models.stack_dense import DenseStack
 from evoae.objectives import EvalSplit, Objective, Reconstruction, Score
 from evoae.training.evaluator import Evaluator, Task, resolve_device
 from evoae.training.optim import ADAM_EPS
+from evoae.training.threads import torch_threads
 from evoae.training.trainer import (
     EVAL_BATCH,
     Result,
@@ -325,8 +326,10 @@ class PopulationEvaluator(Evaluator):
         memory_budget: int | None = None,
         max_members: int = 64,
         objective: Objective | None = None,
+        threads: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
+        self.threads = threads
         self.train = as_split(train, self.device)
         self.val = as_split(val, self.device)
         self.x_train, self.x_val = self.train.x, self.val.x
@@ -339,6 +342,10 @@ class PopulationEvaluator(Evaluator):
         self.stats = PopulationStats()
 
     def evaluate(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
+        with torch_threads(self.threads):
+            yield from self._evaluate(tasks)
+
+    def _evaluate(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
         stackers = [family_of(t.spec).stacker for t in tasks]
         for i, t in enumerate(tasks):
             if stackers[i] is None:
@@ -420,6 +427,6 @@ def make_population_evaluator(
     train: Any, val: Any, *, device: str = "cpu", **options: Any
 ) -> PopulationEvaluator:
     """Registry factory: takes the population options it knows, ignores the others."""
-    names = ("max_waste", "memory_budget", "max_members", "objective")
+    names = ("max_waste", "memory_budget", "max_members", "objective", "threads")
     known = {k: options[k] for k in names if options.get(k) is not None}
     return PopulationEvaluator(train, val, device, **known)

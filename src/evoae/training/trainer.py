@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,8 +110,11 @@ def fit(
     optimizer: str,
     lr: float,
     seed: int,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """Train in place; returns the mean training loss of each epoch.
+
+    ``on_epoch(epochs_done, loss)`` is called after every epoch (progress bars).
 
     Stops early (returning the losses so far, the last one non-finite) when the loss
     becomes NaN or infinite.
@@ -129,6 +133,8 @@ def fit(
             total += out.loss.detach() * xb.shape[0]
         epoch_loss = float(total) / x.shape[0]
         losses.append(epoch_loss)
+        if on_epoch is not None:
+            on_epoch(len(losses), epoch_loss)
         if not math.isfinite(epoch_loss):
             break
     return losses
@@ -142,6 +148,7 @@ def train_candidate(
     epochs: int,
     seed: int,
     objective: Objective | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> tuple[Result, nn.Module]:
     """Build, train and score one candidate; never raises for a diverging model.
 
@@ -164,6 +171,7 @@ def train_candidate(
             optimizer=spec["optimizer"],
             lr=float(spec["lr"]),
             seed=seed,
+            on_epoch=on_epoch,
         )
         if not losses or math.isfinite(losses[-1]):
             model.eval()
