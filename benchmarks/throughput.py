@@ -18,7 +18,7 @@ Achieved GFLOP/s counts only the useful (unpadded) multiply-adds of training and
 scoring on the validation set, two FLOPs each: forward plus the two backward products
 per layer and training row, one forward per validation row.
 
-    .venv/bin/python benchmarks/throughput.py --data-dir /work/shared/data
+    .venv/bin/python benchmarks/throughput.py --data-dir ../shared/data
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ from evoae.spaces.conv import CONV_ACTIVATIONS
 from evoae.spaces.dense import dense_preset
 from evoae.training.evaluator import Evaluator, SequentialEvaluator, Task
 from evoae.training.population import PopulationEvaluator, stack_flops
+
+#: ../shared/data relative to the repository root (never an absolute path).
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def matmul_peak(size: int = 2048, reps: int = 5) -> float:
@@ -76,7 +79,7 @@ def timed(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", default="/work/shared/data")
+    ap.add_argument("--data-dir", default=str(SHARED))
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 5, 20, 50])
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--max-waste", type=float, default=0.6)

@@ -13,7 +13,7 @@ image with a fixed seed, so the estimate is deterministic).
 Prints both test negative ELBOs, their ratio (target <= 0.92), and the search's number of
 trainings and wall time (target < 20 minutes on a 2-core CPU).
 
-    python benchmarks/vae.py --data-dir /work/shared/data
+    python benchmarks/vae.py --data-dir ../shared/data
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ from evoae.models import count_params
 from evoae.models.base import ModelOutput
 from evoae.models.conv import vae_terms
 from evoae.training.trainer import evaluate, fit
+
+#: ../shared/data relative to the repository root (never an absolute path).
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 LATENT = 20
 TARGET_RATIO = 0.92
@@ -99,7 +102,7 @@ def train_and_test(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default="/work/shared/data")
+    p.add_argument("--data-dir", default=str(SHARED))
     p.add_argument("--epochs", type=int, default=10, help="final epochs of both models")
     p.add_argument("--train-limit", type=int, default=None, help="first N training images")
     p.add_argument("--search-limit", type=int, default=12000, help="images the search splits")

@@ -88,6 +88,11 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         a temporary folder, removed once the model is in memory.
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where candidates are trained. The fitted model always lives on the CPU.
+    n_jobs : int or None, default=None
+        Candidates trained at once (worker processes, one torch thread each) when the
+        strategy asks for several at a time; None: every available core. Candidates
+        trained in this process use one torch thread (fastest for small networks on a
+        busy machine).
 
     Attributes
     ----------
@@ -132,6 +137,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         random_state: int | np.random.RandomState | None = None,
         run_dir: str | Path | None = None,
         device: str = "cpu",
+        n_jobs: int | None = None,
     ) -> None:
         self.code_size = code_size
         self.space = space
@@ -145,6 +151,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.random_state = random_state
         self.run_dir = run_dir
         self.device = device
+        self.n_jobs = n_jobs
 
     # ------------------------------------------------------------ fitting
 
@@ -188,6 +195,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 final_epochs=self.final_epochs,
                 seed=seed,
                 device=self.device,
+                workers=self.n_jobs,
             )
         finally:
             if not keep:
