@@ -58,7 +58,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     Parameters
     ----------
-    code_size : int, default=2
+    code_size : int, default=4
         Width of the code: the number of output features of :meth:`transform`.
     space : {"seed", "extended"}, default="seed"
         The dense search space: ``seed`` is the published one, ``extended`` adds
@@ -124,7 +124,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     def __init__(
         self,
-        code_size: int = 2,
+        code_size: int = 4,
         *,
         space: str = "seed",
         strategy: str = "microbial",

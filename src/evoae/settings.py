@@ -21,6 +21,7 @@ from evoae.families import FAMILIES
 from evoae.objectives import OBJECTIVES
 from evoae.options import build, check, options_of
 from evoae.options import option as opt
+from evoae.spaces.base import OPTIMIZERS
 
 #: Largest side of an image after resizing, and most hidden genes or conv blocks.
 MAX_IMAGE_SIZE = 1024
@@ -105,7 +106,7 @@ class SpaceSettings:
     )
     optimizers: list[str] | None = opt(
         None,
-        "comma-separated optimizer choices among sgd,adam,adamw",
+        f"comma-separated optimizer choices among {','.join(OPTIMIZERS)}",
         default_text="the preset's",
         kind=list,
     )

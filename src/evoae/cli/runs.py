@@ -60,6 +60,7 @@ def run_record(view: RunView) -> dict[str, Any]:
         "dataset": s.get("dataset"),
         "model": s.get("model"),
         "preset": s.get("preset"),
+        "strategy": s.get("strategy", "microbial"),
         "code_size": s.get("code_size"),
         "seed": s.get("seed"),
         "state": "finished" if view.finished else "unfinished",
@@ -127,11 +128,14 @@ def run_show(args: argparse.Namespace) -> int:
     info.add_row("retrained test loss", _f(record["test_loss"]))
     info.add_row("parameters", str(record["params"] if record["params"] is not None else "-"))
     s = view.settings
-    info.add_row(
-        "budget",
-        f"population {s.get('population')}, generations {s.get('generations')}, "
-        f"epochs {s.get('epochs')}, final epochs {s.get('final_epochs')}",
-    )
+    raw = view.raw_settings
+    if isinstance(raw.get("data"), dict):  # nested settings (evoae >= 0.2)
+        options = (raw.get("strategy") or {}).get("options") or {}
+    else:  # evoae 0.1: the microbial GA's settings were flat
+        options = {k: s[k] for k in ("population", "generations", "deme", "concurrent") if k in s}
+    strategy = ", ".join(f"{k} {v}" for k, v in options.items() if v is not None)
+    info.add_row("strategy", f"{s.get('strategy', 'microbial')} ({strategy})")
+    info.add_row("budget", f"epochs {s.get('epochs')}, final epochs {s.get('final_epochs')}")
     console.print(info)
     cand = Table(title=f"best {len(top)} candidates")
     for col in ("eval", "gen", "fitness", "params", "architecture", "optimizer", "lr", "batch"):

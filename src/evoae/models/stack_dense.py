@@ -26,7 +26,7 @@ EVAL_ROWS = 2048
 #: Activations with ``f(0) == 0``: padded units need no mask after them.
 _ZERO_AT_ZERO = frozenset({"linear", "relu", "tanh", "elu", "gelu", "leaky_relu", "softmax"})
 #: Optimizer order inside a stack, so that each rule owns one contiguous slice.
-OPT_ORDER = {"adam": 0, "adamw": 1, "sgd": 2}
+OPT_ORDER = {"adam": 0, "adamw": 1, "sgd": 2}  # every name of evoae.spaces.base.OPTIMIZERS
 #: Float32 tensors alive per activation element in a training step (z, y, their grads,
 #: the activation's own temporaries), for the memory estimate.
 _ACT_COPIES = 6

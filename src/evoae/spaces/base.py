@@ -20,6 +20,9 @@ import numpy as np
 
 Genome = tuple[Any, ...]
 
+#: Every optimizer a spec may name, the one list (trainers, stackers and help use it).
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
 
 @dataclass(frozen=True)
 class Gene:

@@ -38,11 +38,10 @@ from typing import Any
 import numpy as np
 
 from evoae.errors import EvoaeError
-from evoae.spaces.base import Gene, Genome, Space
+from evoae.spaces.base import OPTIMIZERS, Gene, Genome, Space
 from evoae.spaces.dense import _check_names
 
 CONV_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")
-OPTIMIZERS = ("sgd", "adam", "adamw")
 KERNELS = (3, 5)
 STRIDES = (1, 2)
 RECON_LOSSES = ("bce", "mse")

@@ -31,13 +31,12 @@ from typing import Any
 import numpy as np
 
 from evoae.errors import EvoaeError
-from evoae.spaces.base import Gene, Genome, Space
+from evoae.spaces.base import OPTIMIZERS, Gene, Genome, Space
 
 SEED_ACTIVATIONS = ("tanh", "softmax", "relu", "sigmoid", "linear")
 EXTRA_ACTIVATIONS = ("elu", "gelu", "leaky_relu")
 ACTIVATIONS = SEED_ACTIVATIONS + EXTRA_ACTIVATIONS
 SEED_OPTIMIZERS = ("sgd", "adam")
-OPTIMIZERS = ("sgd", "adam", "adamw")
 #: The keyword options of :class:`DenseSpace` (what ``space_options`` may set).
 OPTIONS = (
     "max_depth",

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import torch
 
 from evoae.errors import EvoaeError
+from evoae.spaces.base import OPTIMIZERS
 
 #: Keras' Adam epsilon (PyTorch's default is 1e-8); kept so the seed preset matches.
 ADAM_EPS = 1e-7
@@ -22,4 +23,4 @@ def make_optimizer(
         return torch.optim.Adam(params, lr=lr, eps=ADAM_EPS)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, eps=ADAM_EPS)
-    raise EvoaeError(f"unknown optimizer {name!r}: choose from sgd, adam, adamw")
+    raise EvoaeError(f"unknown optimizer {name!r}: choose from {', '.join(OPTIMIZERS)}")
