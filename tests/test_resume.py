@@ -25,9 +25,12 @@ from evoae.runs.journal import Journal
 from evoae.runs.killpoints import ENV
 
 # concurrent=2 makes batches of two, so a kill can land between two rows of one batch.
+# The inline executor trains in the search process itself, where the forward-call kill
+# point counts (the default `auto` executor would train batches in worker processes).
 ARGS = [
     "--dataset", "digits", "--limit", "300", "--population", "6", "--generations", "8",
     "--concurrent", "2", "--epochs", "1", "--final-epochs", "1", "--seed", "5",
+    "--executor", "inline",
 ]  # fmt: skip
 N_EVALUATIONS = 6 + 8
 
