@@ -503,7 +503,8 @@ def _load_csv(path: Path, limit: int | None) -> Dataset:
                         "number; every cell below the header must be numeric"
                     )
     assert values is not None
-    span = values.max(axis=0) - values.min(axis=0)
+    with np.errstate(over="ignore"):
+        span = values.max(axis=0) - values.min(axis=0)
     if not np.all(np.isfinite(span)):
         col = int(np.argmin(np.isfinite(span))) + 1
         raise EvoaeError(

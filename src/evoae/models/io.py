@@ -20,7 +20,7 @@ from torch import nn
 from evoae.errors import EvoaeError
 from evoae.models import build_model
 from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
-from evoae.runs.schema import MAX_JSON_BYTES, MAX_PARAMS, load_json, validate_model_json
+from evoae.runs.schema import MAX_JSON_BYTES, MAX_PARAMS, validate_model_json
 
 FORMAT = "evoae-model"
 VERSION = 1
@@ -68,9 +68,18 @@ def read_model_json(folder: str | Path) -> dict[str, Any]:
     if not path.exists() and not path.is_symlink():
         raise EvoaeError(f"no saved model in {folder}: {JSON_NAME} is missing")
     try:
-        meta = load_json(path, "model description", max_bytes=MAX_JSON_BYTES)
-    except EvoaeError as e:
-        raise EvoaeError(f"{path} is not a readable evoae model description ({e})") from None
+        if not path.is_file():
+            raise OSError(f"{path.name} is not a regular file")
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes is too large")
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise EvoaeError(
+            f"{path} is not a readable evoae model description (nested too deeply)"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        detail = " ".join(str(e).split())[:200]
+        raise EvoaeError(f"{path} is not a readable evoae model description ({detail})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "spec" not in meta:
         raise EvoaeError(f"{path} is not an evoae model description")
     validate_model_json(meta, f"model description {path}")

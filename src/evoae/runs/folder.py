@@ -23,9 +23,9 @@ from typing import Any
 
 from evoae.errors import EvoaeError
 from evoae.runs.atomic import atomic_write_text
-from evoae.runs.lock import hold
+from evoae.runs.lock import check_free, hold
 from evoae.runs.manifest import MANIFEST, add_to_manifest, read_manifest, write_manifest
-from evoae.runs.schema import BY_NAME, load_json
+from evoae.runs.schema import BY_NAME, load_json, validate_checkpoint
 
 __all__ = ["add_to_manifest", "check_path", "plan_overwrite", "prepare_new", "read_json"]
 
@@ -61,6 +61,7 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     nothing; it keeps a resumed folder identical to one that was never interrupted.
     """
     folder = Path(folder)
+    check_free(folder)  # a live run's in-flight temporary files are not stale
     removed = []
     for sub in (folder, folder / MODEL_DIR):
         if not sub.is_dir():
@@ -232,17 +233,21 @@ def prepare_new(folder: str | Path, *, overwrite: bool) -> Path:
                 "--resume to continue it, or choose another --out"
             )
         remove = plan_overwrite(folder)
-        hold(folder)  # refuses a run another process is writing, before deleting anything
     try:
+        if exists:
+            # Refuses a run another process is writing, before anything is deleted; the
+            # hold passes to the new run's journal, which releases it when closed.
+            hold(folder, handoff=True)
         for p in remove:
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         folder.mkdir(parents=True, exist_ok=True)
+        if not exists:
+            hold(folder, handoff=True)
         write_manifest(folder, RUN_FILES)
     except OSError as e:
         raise EvoaeError(
             f"cannot write to output folder {folder} ({e.strerror}): choose another --out"
         ) from None
-    hold(folder)
     return folder
 
 
@@ -259,10 +264,23 @@ def read_json(path: str | Path, what: str) -> Any:
     """
     path = Path(path)
     data = load_json(path, what)
+    if path.name == CHECKPOINT:
+        validate_checkpoint(data, f"{what} {path}", journal_rows=_journal_rows(path.parent))
+        return data
     checker = BY_NAME.get(path.name)
     if checker is not None:
         checker(data, f"{what} {path}")
     return data
+
+
+def _journal_rows(folder: Path) -> int | None:
+    """Rows in ``folder``'s journal (read-only), None when there is no journal."""
+    from evoae.runs.journal import Journal
+
+    if not (folder / JOURNAL).is_file():
+        return None
+    with Journal(folder / JOURNAL, readonly=True) as j:
+        return len(j)
 
 
 def check_writable(folder: Path) -> None:

@@ -80,17 +80,25 @@ class Journal:
         self.path = Path(path)
         self.run = self.path.parent
         self._locked = False
+        self._lock_error: EvoaeError | None = None
         if not create and not self.path.is_file():
             raise EvoaeError(f"{self.path} is missing: this folder is not an evoae run")
         if not create:
             _check_header(self.path)
             if not readonly:
-                # SQLite itself checks the file (WAL included) before anything is written:
-                # opening for writing switches the journal mode, which rewrites the header.
-                Journal(self.path, readonly=True).close()
-        if not readonly:
-            run_lock.hold(self.run)  # one writer per run, until close()
+                # SQLite checks the file (WAL included) and every row is validated before
+                # anything is written: opening for writing can rewrite the header.
+                with Journal(self.path, readonly=True) as check:
+                    for _ in check.rows():
+                        pass
+        if create:
+            run_lock.adopt(self.run)  # the hold prepare_new took, or a new one
             self._locked = True
+        elif not readonly:
+            # One writer per run: the lock is needed to write, not to read. Held by
+            # another process, the error is raised by the first write (set_meta, append).
+            self._lock_error = run_lock.try_hold(self.run)
+            self._locked = self._lock_error is None
         try:
             if readonly:
                 # Without a -wal file the main file is complete: "immutable" then skips
@@ -118,12 +126,23 @@ class Journal:
                     raise sqlite3.DatabaseError(check)
                 self._check_ids()
         except sqlite3.DatabaseError as e:
-            self._release()
+            self.close()
+            if create:
+                raise EvoaeError(
+                    f"cannot create the run journal {self.path} ({e}): free some space or fix "
+                    "the folder, then start the run again with --overwrite"
+                ) from None
+            if "no such table" in str(e):
+                raise EvoaeError(
+                    f"run {self.run} never started: its journal {self.path.name} was not "
+                    "completely created (a full disk?); nothing was evaluated, so start it "
+                    "again with --overwrite"
+                ) from None
             raise EvoaeError(
                 f"{self.path} is not a usable run journal ({e}); it may be corrupted"
             ) from None
         except BaseException:
-            self._release()
+            self.close()
             raise
 
     def __enter__(self) -> Journal:
@@ -154,8 +173,15 @@ class Journal:
                 f"for {n} rows; they must be 0 to {n - 1}): restore it or start a new run"
             )
 
+    def _writable(self) -> sqlite3.Connection:
+        if self._lock_error is not None:
+            raise self._lock_error
+        return self._db
+
     def set_meta(self, key: str, value: Any) -> None:
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+        self._writable().execute(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value))
+        )
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         """A stored value; ``settings`` is checked against its schema."""
@@ -170,7 +196,7 @@ class Journal:
 
     def append(self, row: Row) -> None:
         """Commit one evaluation (autocommit: durable when this returns)."""
-        self._db.execute(
+        self._writable().execute(
             "INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 row.id,

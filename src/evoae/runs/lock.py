@@ -6,10 +6,11 @@ leaves the folder byte-identical, and ``--overwrite`` never has to delete a lock
 that another process might be holding. The operating system releases the lock when the
 holding process exits or is killed, so a crashed run never stays locked.
 
-Within one process the lock is re-entrant: :class:`RunLock` contexts nest and count, and
-the "holds" taken by :func:`hold` (used by :func:`evoae.runs.folder.prepare_new` and by
-a writable :class:`~evoae.runs.journal.Journal`) join the same entry. A hold is dropped
-by :func:`release_hold` unless a :class:`RunLock` context is still open on that folder.
+Within one process the lock is re-entrant: :class:`RunLock` contexts and the counted
+holds of :func:`hold` / :func:`release_hold` share one entry per folder, dropped when
+both counts reach zero. :func:`evoae.runs.folder.prepare_new` takes a hold that the
+new run's :class:`~evoae.runs.journal.Journal` adopts (:func:`adopt`) and releases when
+it is closed.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from pathlib import Path
 
 from evoae.errors import EvoaeError
 
-__all__ = ["RunLock", "hold", "release_hold", "is_locked", "holder_pid"]
+__all__ = ["RunLock", "adopt", "check_free", "hold", "holder_pid", "is_locked", "release_hold"]
 
 
 @dataclass
 class _Entry:
     fd: int
     contexts: int = 0
+    holds: int = 0
+    handoff: bool = False  # a hold of prepare_new, waiting for the run's journal
 
 
 _held: dict[str, _Entry] = {}
@@ -98,16 +101,52 @@ def _drop(folder: Path) -> None:
         os.close(entry.fd)  # closing the only descriptor releases the flock
 
 
-def hold(folder: str | Path) -> None:
-    """Take the run lock of ``folder`` for this process (no-op if already held here)."""
-    _acquire(Path(folder))
+def hold(folder: str | Path, *, handoff: bool = False) -> None:
+    """Take (or count once more) the run lock of ``folder`` for this process.
+
+    With ``handoff`` the hold is meant for the journal that :func:`adopt` s it next.
+    """
+    entry = _acquire(Path(folder))
+    if handoff and entry.handoff:
+        return  # already waiting for its journal
+    entry.holds += 1
+    entry.handoff = entry.handoff or handoff
+
+
+def adopt(folder: str | Path) -> None:
+    """Take over a :func:`hold` with ``handoff`` (else take a new hold)."""
+    entry = _held.get(_key(Path(folder)))
+    if entry is not None and entry.handoff:
+        entry.handoff = False
+        return
+    hold(folder)
+
+
+def try_hold(folder: str | Path) -> EvoaeError | None:
+    """:func:`hold`, or the "in use" error (returned, not raised) when another has it."""
+    try:
+        hold(folder)
+    except EvoaeError as e:
+        return e
+    return None
 
 
 def release_hold(folder: str | Path) -> None:
-    """Release a :func:`hold` unless a :class:`RunLock` context still holds ``folder``."""
+    """Give back one :func:`hold`; the lock goes when no hold or context is left."""
     entry = _held.get(_key(Path(folder)))
-    if entry is not None and entry.contexts == 0:
+    if entry is None:
+        return
+    entry.holds = max(0, entry.holds - 1)
+    if entry.holds == 0 and entry.contexts == 0:
         _drop(Path(folder))
+
+
+def check_free(folder: str | Path) -> None:
+    """Raise the "in use" error when another process holds ``folder``'s lock."""
+    if _key(Path(folder)) in _held:
+        return
+    if is_locked(folder):
+        raise _in_use(Path(folder))
 
 
 def is_locked(folder: str | Path) -> bool:
@@ -145,6 +184,6 @@ class RunLock:
         entry = _held.get(_key(self.folder))
         if entry is None:
             return
-        entry.contexts -= 1
-        if entry.contexts <= 0:
+        entry.contexts = max(0, entry.contexts - 1)
+        if entry.contexts == 0 and entry.holds == 0:
             _drop(self.folder)

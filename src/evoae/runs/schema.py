@@ -79,7 +79,11 @@ def integer(lo: int = -_BIG, hi: int = _BIG, *, null: bool = False) -> Checker:
         if v is None and null:
             return
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-            want = f"an integer in [{lo}, {hi}]" + (" or null" if null else "")
+            if hi >= 2**62:
+                want = f"an integer >= {lo}" if lo > -(2**62) else "an integer"
+            else:
+                want = f"an integer in [{lo}, {hi}]"
+            want += " or null" if null else ""
             raise Invalid(path, f"expected {want}, got {_show(v)}")
 
     return check
@@ -97,7 +101,10 @@ def number(
             return
         ok = isinstance(v, int | float) and not isinstance(v, bool)
         if not ok or not math.isfinite(v) or not lo <= v <= hi:
-            want = f"a finite number in [{lo}, {hi}]" + (" or null" if null else "")
+            bounds = "" if (lo, hi) == (-math.inf, math.inf) else f" in [{lo:g}, {hi:g}]"
+            if (lo, hi) == (0.0, math.inf):
+                bounds = " >= 0"
+            want = f"a finite number{bounds}" + (" or null" if null else "")
             raise Invalid(path, f"expected {want}, got {_show(v)}")
 
     return check
