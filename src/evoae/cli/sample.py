@@ -12,6 +12,7 @@ from evoae.errors import EvoaeError
 
 #: Most images one ``evoae sample`` draws.
 MAX_SAMPLES = 4096
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 
 def register(sub: Any) -> None:
@@ -60,8 +61,11 @@ def out_path(out: str) -> Path:
         raise EvoaeError(f"cannot use --out {out} ({e.strerror}): choose another path") from None
     if is_dir or out.endswith(("/", os.sep)):
         return path / "samples.png"
-    if path.suffix.lower() != ".png":
-        raise EvoaeError(f"--out {out} is not a .png file: name it NAME.png or pass a folder/")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise EvoaeError(
+            f"--out {out} is not an image file ({', '.join(IMAGE_SUFFIXES)}): name it "
+            "NAME.png or pass a folder/"
+        )
     return path
 
 
