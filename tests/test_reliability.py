@@ -197,8 +197,7 @@ def test_two_processes_on_one_run_the_second_is_refused_the_first_finishes(
 ) -> None:
     run = tmp_path / "run"
     first = subprocess.Popen(
-        [sys.executable, "-m", "evoae.cli", "search", "--quiet", *ARGV, "--generations", "12"]
-        + ["--out", str(run)],
+        [sys.executable, "-m", "evoae.cli", "search", "--quiet", *ARGV] + ["--out", str(run)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -210,12 +209,16 @@ def test_two_processes_on_one_run_the_second_is_refused_the_first_finishes(
             assert first.poll() is None, first.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        capsys.readouterr()
-        for argv in (["--resume", str(run)], [*ARGV, "--out", str(run), "--overwrite"]):
-            assert main(["search", "--quiet", *argv]) == 2
-            err = capsys.readouterr().err.strip().splitlines()
-            assert len(err) == 1 and err[0].startswith("evoae: error: ")
-            assert f"is in use by another evoae process (pid {first.pid})" in err[0]
+        os.kill(first.pid, signal.SIGSTOP)  # mid-run, for as long as the checks take
+        try:
+            capsys.readouterr()
+            for argv in (["--resume", str(run)], [*ARGV, "--out", str(run), "--overwrite"]):
+                assert main(["search", "--quiet", *argv]) == 2
+                err = capsys.readouterr().err.strip().splitlines()
+                assert len(err) == 1 and err[0].startswith("evoae: error: ")
+                assert f"is in use by another evoae process (pid {first.pid})" in err[0]
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
         out, err = first.communicate(timeout=300)
     finally:
         first.kill()
