@@ -43,6 +43,8 @@ MANIFEST = "export.json"
 EXPORT_DIR = "export"
 #: ONNX opset: 17 is read by every onnxruntime of the last years.
 OPSET = 17
+#: Opsets the exporter is used with here (older ones lack ops these graphs need).
+OPSET_RANGE = (11, 20)
 
 
 class EncoderPart(nn.Module):
@@ -188,6 +190,9 @@ def export_run(
     """
     if fmt not in FORMATS:
         raise EvoaeError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
+    lo, hi = OPSET_RANGE
+    if isinstance(opset, bool) or not isinstance(opset, int) or not lo <= opset <= hi:
+        raise EvoaeError(f"ONNX opset {opset!r} is not supported: choose {lo} to {hi}")
     model_dir = locate_model(run)
     model = load_model(model_dir)
     meta = read_model_json(model_dir)

@@ -9,7 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from evoae.cli import positive_int
-from evoae.export import FORMATS, OPSET, PARTS, export_run
+from evoae.errors import EvoaeError
+from evoae.export import EXPORT_DIR, FORMATS, OPSET, OPSET_RANGE, PARTS, export_run
+from evoae.runs import folder as rf
 
 
 def register(sub: Any) -> None:
@@ -30,14 +32,31 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--out", "-o", default=None, help="destination folder [default: RUN/export]")
     p.add_argument(
-        "--opset", type=positive_int, default=OPSET, help=f"ONNX opset version [default: {OPSET}]"
+        "--opset",
+        type=positive_int,
+        default=OPSET,
+        help=f"ONNX opset version, {OPSET_RANGE[0]} to {OPSET_RANGE[1]} [default: {OPSET}]",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="print only the written paths")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    written = export_run(args.run, fmt=args.fmt, part=args.part, out=args.out, opset=args.opset)
+    lo, hi = OPSET_RANGE
+    if not lo <= args.opset <= hi:
+        raise EvoaeError(f"--opset {args.opset} is not supported: choose {lo} to {hi}")
+    if args.out is not None:
+        rf.check_path(args.out, "--out")
+    rf.check_path(args.run, "RUN")
+    inside = args.out is None and rf.is_run(args.run)
+    try:
+        written = export_run(args.run, fmt=args.fmt, part=args.part, out=args.out, opset=args.opset)
+    except OSError as e:
+        raise EvoaeError(
+            f"cannot write the export ({e.strerror or e}): choose another --out"
+        ) from None
+    if inside:  # RUN/export is evoae's: --overwrite may remove it
+        rf.add_to_manifest(args.run, EXPORT_DIR)
     if args.quiet:
         for e in written:
             print(e.path)

@@ -75,8 +75,24 @@ def run_record(view: RunView) -> dict[str, Any]:
     }
 
 
+def damaged_record(path: Path, reason: str) -> dict[str, Any]:
+    """The record of a run that cannot be read: its folder and why."""
+    return {"run": str(path), "state": f"damaged ({reason})", "damaged": reason}
+
+
+def _record_or_damage(path: Path) -> dict[str, Any]:
+    try:
+        return run_record(read_run(path))
+    except EvoaeError as e:
+        return damaged_record(path, str(e))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        # Whatever one bad run does, the other runs are still listed.
+        return damaged_record(path, " ".join(f"{type(e).__name__}: {e}".split())[:200])
+
+
 def run_list(args: argparse.Namespace) -> int:
-    records = [run_record(read_run(p)) for p in find_runs(args.folder)]
+    """Every run under the folder; a damaged run is listed as "damaged (reason)"."""
+    records = [_record_or_damage(p) for p in find_runs(args.folder)]
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
@@ -88,6 +104,9 @@ def run_list(args: argparse.Namespace) -> int:
     for col in head + ["state"]:
         table.add_column(col, overflow="fold")
     for r in records:
+        if "damaged" in r:
+            table.add_row(Path(r["run"]).name, *["-"] * (len(head) - 1), r["state"])
+            continue
         table.add_row(
             Path(r["run"]).name,
             str(r["dataset"]),

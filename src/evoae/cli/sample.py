@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from evoae.cli import positive_int
 from evoae.errors import EvoaeError
+
+#: Most images one ``evoae sample`` draws.
+MAX_SAMPLES = 4096
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 
 def register(sub: Any) -> None:
@@ -19,7 +24,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("run", metavar="RUN", help="run folder (or a saved model folder)")
     p.add_argument("--n", type=positive_int, default=64, help="number of samples [default: 64]")
-    p.add_argument("--out", default="samples.png", help="PNG file to write [default: samples.png]")
+    p.add_argument(
+        "--out",
+        default="samples.png",
+        help="PNG file to write, or a folder (existing, or ending in /) to write samples.png "
+        "into [default: samples.png]",
+    )
     p.add_argument("--ncols", type=positive_int, default=8, help="images per grid row [default: 8]")
     p.add_argument(
         "--seed", type=int, default=None, help="noise seed [default: the model's own seed]"
@@ -40,19 +50,46 @@ def model_folder(run: str | Path) -> Path:
     raise EvoaeError(f"{run} holds no saved model: pass a finished run folder or its model/")
 
 
+def out_path(out: str) -> Path:
+    """The PNG to write: ``out``, or ``out/samples.png`` when ``out`` names a folder."""
+    from evoae.runs.folder import check_path
+
+    path = check_path(out, "--out")
+    try:
+        is_dir = path.is_dir()
+    except OSError as e:
+        raise EvoaeError(f"cannot use --out {out} ({e.strerror}): choose another path") from None
+    if is_dir or out.endswith(("/", os.sep)):
+        return path / "samples.png"
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise EvoaeError(
+            f"--out {out} is not an image file ({', '.join(IMAGE_SUFFIXES)}): name it "
+            "NAME.png or pass a folder/"
+        )
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     from evoae.families.io import load_model
     from evoae.plots.figures import plot_image_grid
 
+    dest = out_path(args.out)
     model = load_model(model_folder(args.run))
     if not callable(getattr(model, "sample", None)) or not getattr(model, "variational", False):
         raise EvoaeError(
             f"the model in {args.run} ({model.spec.get('family')}) has no prior to sample "
             "from: only conv-vae runs can be sampled"
         )
+    if args.n > MAX_SAMPLES:
+        raise EvoaeError(f"--n {args.n} is too many samples (at most {MAX_SAMPLES})")
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise EvoaeError(f"--seed must be between 0 and 2**63-1, got {args.seed}")
     images = model.sample(args.n, seed=args.seed).numpy()
-    out = plot_image_grid(
-        images, args.out, ncols=min(args.ncols, args.n), title=f"{args.n} samples from the prior"
-    )
+    try:
+        out = plot_image_grid(
+            images, dest, ncols=min(args.ncols, args.n), title=f"{args.n} samples from the prior"
+        )
+    except OSError as e:
+        raise EvoaeError(f"cannot write {dest} ({e.strerror or e}): choose another --out") from None
     print(out)
     return 0

@@ -13,9 +13,11 @@ from __future__ import annotations
 import gzip as _gzip
 import math
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -43,33 +45,121 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _gunzip(raw: bytes, path: Path, what: str, hint: str) -> tuple[bytes, bool]:
-    """Decompress all gzip members of ``raw``.
+#: Largest decoded IDX payload evoae reads (MNIST's training images are 47 MB).
+MAX_IDX_BYTES = int(os.environ.get("EVOAE_MAX_DATA_BYTES", 4 * 1024**3))
+_CHUNK = 1 << 20
+_MAX_HEADER = 4 + 4 * 255
 
-    Returns the data and whether the stream was complete; a truncated stream is not an
-    error here so that the caller can report how many bytes it did get.
+
+def _header_limit(data: bytes | bytearray, path: Path, what: str, hint: str) -> int | None:
+    """How many decoded bytes the file may have, as far as its header is known.
+
+    ``None`` while the header is incomplete; the header's own size when it is not a valid
+    IDX header (the caller then reports it); else header + payload size.
     """
-    parts: list[bytes] = []
-    data = raw
+    if len(data) < 4:
+        return None
+    zero, code, ndim = struct.unpack(">HBB", bytes(data[:4]))
+    if zero != 0 or code not in IDX_DTYPES or ndim == 0:
+        return 4
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        return None
+    dims = struct.unpack(f">{ndim}I", bytes(data[4:header_len]))
+    expected = header_len + math.prod(dims) * IDX_DTYPES[code].itemsize
+    if expected > MAX_IDX_BYTES:
+        shape = "x".join(str(d) for d in dims)
+        raise EvoaeError(
+            f"{what} {path} declares shape {shape} ({expected} bytes), more than the "
+            f"{MAX_IDX_BYTES} bytes evoae reads (EVOAE_MAX_DATA_BYTES); {hint}"
+        )
+    return expected
+
+
+def _gunzip(fh: BinaryIO, path: Path, what: str, hint: str) -> tuple[bytes, bool, bool]:
+    """Decompress the gzip members of ``fh``, never more than the IDX header implies.
+
+    Returns the data, whether the stream was complete and whether decoding stopped
+    because the data was longer than its header says. A truncated stream is not an error
+    here so that the caller can report how many bytes it did get.
+    """
+    out = bytearray()
+    dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    buf = b""
+    eof = False
+    limit: int | None = None
     try:
         while True:
-            dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            parts.append(dec.decompress(data))
-            if not dec.eof:
-                parts.append(dec.flush())
-                return b"".join(parts), False
-            data = dec.unused_data
-            # GNU gzip tolerates zero padding after the last member; so do we.
-            if not data.strip(b"\0"):
-                return b"".join(parts), True
-            if not data.startswith(_GZIP_MAGIC):
-                raise EvoaeError(
-                    f"{what} {path} is corrupt: {len(data)} bytes of garbage after the gzip data; "
-                    f"{hint}"
-                )
+            if dec.eof:
+                tail = dec.unused_data + buf
+                buf = b""
+                while not tail.strip(b"\0") and not eof:  # GNU gzip allows zero padding
+                    more = fh.read(_CHUNK)
+                    eof = not more
+                    tail = tail.lstrip(b"\0") + more
+                tail = tail.lstrip(b"\0")
+                if not tail:
+                    return bytes(out), True, False
+                if len(tail) < 2 and not eof:
+                    tail += fh.read(_CHUNK)
+                if not tail.startswith(_GZIP_MAGIC):
+                    raise EvoaeError(
+                        f"{what} {path} is corrupt: garbage after the gzip data; {hint}"
+                    )
+                dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                buf = tail
+                continue
+            if not buf:
+                if eof:
+                    return bytes(out), False, False
+                buf = fh.read(_CHUNK)
+                eof = not buf
+                continue
+            cap = (limit + 1 if limit is not None else _MAX_HEADER) - len(out)
+            if cap <= 0:
+                return bytes(out), True, limit is not None and len(out) > limit
+            out += dec.decompress(buf, cap)
+            buf = dec.unconsumed_tail
+            if limit is None or limit == 4:
+                limit = _header_limit(out, path, what, hint)
+                if limit == 4:  # not IDX: the caller says so from the first bytes
+                    return bytes(out), True, False
     except zlib.error as exc:
         raise EvoaeError(
             f"{what} {path} is corrupt (bad gzip data: {_one_line(exc)}); {hint}"
+        ) from None
+
+
+def _read_raw(fh: BinaryIO, size: int, path: Path, what: str, hint: str) -> bytes:
+    """A raw IDX file, its size checked against its header before the payload is read."""
+    head = fh.read(_MAX_HEADER)
+    limit = _header_limit(head, path, what, hint)
+    if limit is not None and limit != 4 and size > limit:
+        return head  # the caller reports "does not match its header" from the header
+    return head + fh.read()
+
+
+def _open_regular(path: Path, what: str, hint: str) -> tuple[BinaryIO, int]:
+    """Open ``path`` for reading if it is a regular file (never a FIFO or device)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise EvoaeError(f"{what} {path} does not exist; {hint}") from None
+    except OSError as exc:
+        raise EvoaeError(
+            f"cannot read {what} {path}: {_one_line(exc.strerror or exc)}; "
+            "check that it exists and is readable"
+        ) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise EvoaeError(f"{what} {path} is a folder, not a file; {hint}")
+    if not stat.S_ISREG(st.st_mode):
+        raise EvoaeError(f"{what} {path} is not a regular file (a pipe or device); {hint}")
+    try:
+        return open(path, "rb"), st.st_size  # noqa: SIM115
+    except OSError as exc:
+        raise EvoaeError(
+            f"cannot read {what} {path}: {_one_line(exc.strerror or exc)}; "
+            "check that it exists and is readable"
         ) from None
 
 
@@ -93,29 +183,30 @@ def read_idx(path: str | Path, *, what: str = "IDX file", hint: str = _DEFAULT_H
     Raises
     ------
     EvoaeError
-        If the file cannot be read, is not IDX, is corrupt, truncated or too long.
+        If the file cannot be read, is not IDX, is corrupt, truncated or too long, or
+        declares more than ``EVOAE_MAX_DATA_BYTES`` (default 4 GiB). Sizes are checked
+        against the header before the payload is read or decompressed: a gzip bomb stops
+        at the size its header implies.
     """
     path = Path(path)
+    fh, size = _open_regular(path, what, hint)
+    longer = False
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise EvoaeError(f"{what} {path} does not exist; {hint}") from None
-    except IsADirectoryError:
-        raise EvoaeError(f"{what} {path} is a folder, not a file; {hint}") from None
+        with fh:
+            magic = fh.read(2)
+            fh.seek(0)
+            compressed = magic == _GZIP_MAGIC
+            if compressed:
+                data, complete, longer = _gunzip(fh, path, what, hint)
+            else:
+                data, complete = _read_raw(fh, size, path, what, hint), True
     except OSError as exc:
         raise EvoaeError(
             f"cannot read {what} {path}: {_one_line(exc.strerror or exc)}; "
             "check that it exists and is readable"
         ) from None
-
-    compressed = raw.startswith(_GZIP_MAGIC)
-    complete = True
-    if compressed:
-        data, complete = _gunzip(raw, path, what, hint)
-        del raw
-    else:
-        data = raw
     size_note = " (after gunzip)" if compressed else ""
+    held = f"more than that{size_note}" if longer or len(data) < size and not compressed else None
 
     if len(data) < 4:
         if compressed and not complete:
@@ -125,10 +216,10 @@ def read_idx(path: str | Path, *, what: str = "IDX file", hint: str = _DEFAULT_H
         )
     zero, code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or code not in IDX_DTYPES or ndim == 0:
-        magic = struct.unpack(">I", data[:4])[0]
+        magic_number = struct.unpack(">I", data[:4])[0]
         kind = "gzip-compressed data" if compressed else "not gzip-compressed and"
         raise EvoaeError(
-            f"{what} {path} is not an IDX file ({kind} has magic number 0x{magic:08x}; "
+            f"{what} {path} is not an IDX file ({kind} has magic number 0x{magic_number:08x}; "
             f"expected 2049 for labels or 2051 for images); {hint}"
         )
     header_len = 4 + 4 * ndim
@@ -140,17 +231,18 @@ def read_idx(path: str | Path, *, what: str = "IDX file", hint: str = _DEFAULT_H
     dims = struct.unpack(f">{ndim}I", data[4:header_len])
     dtype = IDX_DTYPES[code]
     expected = header_len + math.prod(dims) * dtype.itemsize
-    if len(data) < expected or not complete:
+    if held is None and (len(data) < expected or not complete):
         shape = "x".join(str(d) for d in dims)
         raise EvoaeError(
             f"{what} {path} is truncated: header declares shape {shape}, expected {expected} "
             f"bytes{size_note}, got {len(data)}; {hint}"
         )
-    if len(data) > expected:
+    if held is not None or len(data) > expected:
         shape = "x".join(str(d) for d in dims)
+        got = held or str(size if not compressed else len(data))
         raise EvoaeError(
             f"{what} {path} does not match its header: header declares shape {shape} "
-            f"({expected} bytes{size_note}) but the file holds {len(data)}; {hint}"
+            f"({expected} bytes{size_note}) but the file holds {got}; {hint}"
         )
     arr = np.frombuffer(data, dtype=dtype, count=math.prod(dims), offset=header_len)
     # astype copies, which also makes the array writeable and native-endian.

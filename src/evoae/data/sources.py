@@ -9,9 +9,11 @@ from __future__ import annotations
 import csv
 import math
 import os
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -116,6 +118,16 @@ def default_data_dir() -> Path:
 # --------------------------------------------------------------------------- helpers
 
 
+def _check_image_size(image_size: tuple[int, int]) -> tuple[int, int]:
+    size = check_size(image_size)
+    if max(size) > MAX_IMAGE_SIDE:
+        raise EvoaeError(
+            f"image size {size[0]}x{size[1]} is too large (at most {MAX_IMAGE_SIDE} per side): "
+            "pass a smaller --image-size"
+        )
+    return size
+
+
 def _check_limit(limit: int | None) -> int | None:
     if limit is None:
         return None
@@ -139,11 +151,19 @@ def _unknown_source(source: str) -> EvoaeError:
 def _finish(ds: Dataset, image_size: tuple[int, int] | None) -> Dataset:
     if image_size is None:
         return ds
-    size = check_size(image_size)
+    size = _check_image_size(image_size)
     if not ds.is_image:
         raise EvoaeError(
             f"image_size only applies to image data, but {ds.name!r} is tabular with shape "
             f"{ds.x.shape}; drop the image size option"
+        )
+    n, c = ds.x.shape[:2]
+    need = n * c * size[0] * size[1] * 4
+    if need > MAX_DATA_BYTES:
+        raise EvoaeError(
+            f"resizing {n} images to {size[0]}x{size[1]} needs {need} bytes, more than the "
+            f"{MAX_DATA_BYTES} evoae allows (EVOAE_MAX_DATA_BYTES); pass a smaller "
+            "--image-size or --limit"
         )
     x = resize_images(ds.x, size)
     if x is not ds.x:
@@ -286,6 +306,11 @@ def _to_unit(arr: np.ndarray, path: Path, limit: int | None) -> np.ndarray:
             x = part.astype(np.float32)
         else:
             span = hi - lo
+            if not math.isfinite(span):
+                raise EvoaeError(
+                    f"{path} holds values from {lo:g} to {hi:g}, a range too wide to scale "
+                    "to [0, 1] in float64; divide the data by a large constant first"
+                )
             if span == 0:
                 x = np.zeros(part.shape, np.float32)
             else:
@@ -296,6 +321,8 @@ def _to_unit(arr: np.ndarray, path: Path, limit: int | None) -> np.ndarray:
             f"{path} holds {arr.dtype} values; it needs numbers (uint8 pixels or floats)"
         )
 
+    if not np.all(np.isfinite(x)):
+        raise EvoaeError(f"{path}: scaling to [0, 1] gave non-finite values; rescale the data")
     if layout == "nhw":
         x = x[:, None, :, :]
     elif layout == "nhwc":
@@ -315,28 +342,102 @@ def _labels(y: np.ndarray, n: int, path: Path, limit: int | None) -> np.ndarray:
     raise EvoaeError(f"{path}: labels 'y' must be integers, got {y.dtype} values")
 
 
+#: Largest array evoae loads from a user file (bytes as stored); EVOAE_MAX_DATA_BYTES.
+MAX_DATA_BYTES = int(os.environ.get("EVOAE_MAX_DATA_BYTES", 4 * 1024**3))
+#: Most rows (examples) a dataset may have.
+MAX_ROWS = 50_000_000
+#: Largest --image-size side.
+MAX_IMAGE_SIDE = 1024
+
+
+def _npy_header(fh: BinaryIO, path: Path, kind: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a ``.npy`` header, without reading the data."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except (OSError, ValueError, EOFError, SyntaxError) as exc:
+        raise _bad_file(path, kind, exc) from None
+    return tuple(int(d) for d in shape), np.dtype(dtype)
+
+
+def _check_declared(
+    shape: tuple[int, ...], dtype: np.dtype, available: int, path: Path, kind: str
+) -> None:
+    """The declared array must fit the bytes on disk and the memory budget."""
+    if dtype.hasobject:
+        raise EvoaeError(
+            f"{path} holds Python objects (dtype {dtype}), which evoae never unpickles; save "
+            "a numeric array"
+        )
+    nbytes = math.prod(shape) * dtype.itemsize
+    if shape and shape[0] > MAX_ROWS:
+        raise EvoaeError(f"{path} declares {shape[0]} rows, more than the {MAX_ROWS} evoae loads")
+    if nbytes > available:
+        raise EvoaeError(
+            f"cannot read {kind} file {path}: its header declares shape {shape} ({nbytes} bytes) "
+            f"but the file holds only {available} bytes of data; it is truncated or damaged"
+        )
+    # Loading converts to float: 3 float64 copies at most besides the stored bytes.
+    need = math.prod(shape) * 8
+    if nbytes > MAX_DATA_BYTES or need > 3 * MAX_DATA_BYTES:
+        raise EvoaeError(
+            f"{path} holds an array of shape {shape} ({nbytes} bytes), more than the "
+            f"{MAX_DATA_BYTES} bytes evoae loads (EVOAE_MAX_DATA_BYTES); use --limit on a "
+            "smaller file"
+        )
+
+
 def _load_npy(path: Path, limit: int | None) -> Dataset:
     try:
-        arr = np.load(path, allow_pickle=False)
+        with open(path, "rb") as fh:
+            shape, dtype = _npy_header(fh, path, ".npy")
+            _check_declared(shape, dtype, path.stat().st_size - fh.tell(), path, ".npy")
+            fh.seek(0)
+            arr = np.lib.format.read_array(fh, allow_pickle=False)
+    except EvoaeError:
+        raise
     except (OSError, ValueError, EOFError) as exc:
         raise _bad_file(path, ".npy", exc) from None
     return Dataset(_to_unit(arr, path, limit), None, path.stem)
 
 
+def _npz_member(zf: zipfile.ZipFile, key: str, path: Path) -> np.ndarray:
+    """One array of an ``.npz``: its header checked against the member's size first."""
+    info = zf.getinfo(f"{key}.npy")
+    if info.file_size > MAX_DATA_BYTES + 65536:
+        raise EvoaeError(
+            f"{path}: array {key!r} is {info.file_size} bytes, more than the {MAX_DATA_BYTES} "
+            "bytes evoae loads (EVOAE_MAX_DATA_BYTES)"
+        )
+    with zf.open(info) as fh:
+        shape, dtype = _npy_header(fh, path, ".npz")  # type: ignore[arg-type]
+        header = fh.tell()
+        _check_declared(shape, dtype, info.file_size - header, path, ".npz")
+    with zf.open(info) as fh:  # read_array reads the header again
+        return np.lib.format.read_array(fh, allow_pickle=False)  # type: ignore[arg-type]
+
+
 def _load_npz(path: Path, limit: int | None) -> Dataset:
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            keys = list(npz.files)
+        with zipfile.ZipFile(path) as zf:
+            keys = [n.removesuffix(".npy") for n in zf.namelist() if n.endswith(".npy")]
+            if len(keys) > 1000:
+                raise EvoaeError(f"{path} holds {len(keys)} arrays; save the data under key 'x'")
             xkey = "x" if "x" in keys else next((k for k in keys if k != "y"), None)
             if xkey is None:
                 raise EvoaeError(
                     f"{path} holds no data arrays (keys: {keys}); save the data under key 'x'"
                 )
-            arr = npz[xkey]
-            y = npz["y"] if "y" in keys else None
+            arr = _npz_member(zf, xkey, path)
+            y = _npz_member(zf, "y", path) if "y" in keys else None
     except EvoaeError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as exc:
         raise _bad_file(path, ".npz", exc) from None
     x = _to_unit(arr, path, limit)
     labels = None if y is None else _labels(y, len(arr), path, limit)
@@ -352,6 +453,12 @@ def _is_number(cell: str) -> bool:
 
 
 def _load_csv(path: Path, limit: int | None) -> Dataset:
+    size = path.stat().st_size
+    if size > MAX_DATA_BYTES // 4:  # parsed as Python strings: ~10x the file in memory
+        raise EvoaeError(
+            f"CSV file {path} is {size} bytes, more than the {MAX_DATA_BYTES // 4} evoae parses; "
+            "convert it to .npy"
+        )
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             first = fh.readline()
@@ -396,18 +503,36 @@ def _load_csv(path: Path, limit: int | None) -> Dataset:
                         "number; every cell below the header must be numeric"
                     )
     assert values is not None
+    with np.errstate(over="ignore"):
+        span = values.max(axis=0) - values.min(axis=0)
+    if not np.all(np.isfinite(span)):
+        col = int(np.argmin(np.isfinite(span))) + 1
+        raise EvoaeError(
+            f"CSV file {path}: column {col} spans a range too wide to scale to [0, 1] in "
+            "float64; divide the data by a large constant first"
+        )
     x = minmax_scale(values)[:limit]
     return Dataset(x, None, path.stem)
 
 
 def _load_file(source: str, limit: int | None) -> Dataset:
     path = Path(source).expanduser()
-    if not path.exists():
-        raise _unknown_source(source)
-    if path.is_dir():
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise _unknown_source(source) from None
+    except OSError as exc:
+        detail = " ".join(str(exc.strerror or exc).split())
+        raise EvoaeError(f"cannot read dataset {source!r} ({detail}): check the path") from None
+    if stat.S_ISDIR(st.st_mode):
         raise EvoaeError(
             f"{path} is a folder; pass a {'/'.join(SUFFIXES)} file, or a built-in dataset "
             f"name ({', '.join(BUILTIN)}) with --data-dir {path}"
+        )
+    if not stat.S_ISREG(st.st_mode):
+        raise EvoaeError(
+            f"{path} is not a regular file (a pipe, socket or device): save the data to a "
+            f"{'/'.join(SUFFIXES)} file"
         )
     suffix = path.suffix.lower()
     if suffix == ".npy":
@@ -453,10 +578,15 @@ def load_dataset(
     """
     limit = _check_limit(limit)
     if image_size is not None:
-        check_size(image_size)
+        _check_image_size(image_size)
     if not isinstance(source, str | os.PathLike):
         raise EvoaeError(f"dataset source must be a name or a path, got {source!r}")
     source = os.fspath(source)
+    if not source.strip():
+        raise EvoaeError(
+            f"the dataset name is empty: pass a built-in dataset ({', '.join(BUILTIN)}) or the "
+            f"path of a {'/'.join(SUFFIXES)} file"
+        )
     name = _builtin_name(source)
     if name == "digits":
         ds = _load_digits(limit)
@@ -483,7 +613,7 @@ def load_test_dataset(
     """
     limit = _check_limit(limit)
     if image_size is not None:
-        check_size(image_size)
+        _check_image_size(image_size)
     source = os.fspath(source)
     name = _builtin_name(source)
     if name is None:

@@ -6,12 +6,18 @@ initializer; a task then carries only its spec, seed and epochs. A worker that d
 (killed, out of memory) breaks the whole pool: the pool is rebuilt and the unfinished
 tasks are resubmitted, at most ``max_retries`` times each, after which a task is
 reported as failed and the search goes on.
+
+Workers die with their parent: each runs a watcher thread that ends the worker as soon
+as its parent process is gone (its parent pid changes), so a search killed with SIGKILL
+leaves no orphaned workers training on.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -24,6 +30,36 @@ from evoae.training.trainer import Result
 
 #: Resubmissions of a task whose worker died, before it is marked failed.
 MAX_RETRIES = 2
+#: How often a worker checks that its parent is alive (seconds).
+PARENT_POLL = 0.2
+
+
+def _watch_parent(parent: int, poll: float) -> None:
+    """End this worker once its parent is gone (it was re-parented to init or a reaper)."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(1)
+        time.sleep(poll)
+
+
+def die_with_parent(parent: int, poll: float = PARENT_POLL) -> None:
+    """Make this process exit when process ``parent`` dies (a daemon watcher thread).
+
+    A thread rather than ``PR_SET_PDEATHSIG``: the kernel signal fires when the *thread*
+    that started the worker exits, which in a pool need not be the search's own thread.
+    """
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(
+        target=_watch_parent, args=(parent, poll), name="evoae-parent-watch", daemon=True
+    ).start()
+
+
+def _init(parent: int, *data: Any) -> None:
+    """Pool initializer: tie the worker's life to the search process, then load the data
+    (the :func:`evoae.execution.worker.payload` tuple)."""
+    die_with_parent(parent)
+    init_worker(*data)
 
 
 class ProcessEvaluator(Evaluator):
@@ -58,8 +94,8 @@ class ProcessEvaluator(Evaluator):
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=init_worker,
-                initargs=self._data,
+                initializer=_init,
+                initargs=(os.getpid(), *self._data),
             )
         return self._pool
 

@@ -10,7 +10,12 @@ after that the candidate is reported as failed and the search goes on.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import socket
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -38,6 +43,56 @@ def _train(refs: list[ray.ObjectRef], task: Task) -> Result:
             worker.init_worker(*ray.get(refs))
             _data_key = key
     return worker.run_task(task)
+
+
+def _verbose() -> bool:
+    return os.environ.get("EVOAE_VERBOSE", "").strip() not in ("", "0")
+
+
+@contextlib.contextmanager
+def _captured_stderr(enabled: bool) -> Iterator[list[str]]:
+    """Send what Ray's libraries write to fd 2 into a buffer (its last lines are kept).
+
+    Ray's C++ core logs straight to the file descriptor, around Python's ``sys.stderr``.
+    """
+    tail: list[str] = []
+    if not enabled:
+        yield tail
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield tail
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read(1 << 20).decode("utf-8", "replace")
+            tail.extend(ln.strip() for ln in text.splitlines() if ln.strip())
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, with one line, when ``HOST:PORT`` (or ``ray://HOST:PORT``) does not answer."""
+    if address == "auto" or address.startswith("local"):
+        return
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise EvoaeError(
+            f"--ray-address {address!r} is not auto, HOST:PORT or ray://HOST:PORT: check it"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise EvoaeError(
+            f"cannot reach the Ray cluster at {address} ({why}): check --ray-address and "
+            "that the cluster is running (ray start --head)"
+        ) from None
 
 
 class RayEvaluator(Evaluator):
@@ -77,17 +132,26 @@ class RayEvaluator(Evaluator):
             raise EvoaeError(f"workers must be at least 1, got {workers}")
         self._started = False
         if not ray.is_initialized():
-            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            verbose = _verbose()
+            options: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "logging_level": logging.INFO if verbose else logging.ERROR,
+            }
+            if ray_address:
+                check_reachable(ray_address)
             try:
-                if ray_address:
-                    ray.init(address=ray_address, **options)
-                else:
-                    ray.init(num_cpus=workers or os.cpu_count() or 1, **options)
-            except (ConnectionError, RuntimeError, ValueError) as e:
+                with _captured_stderr(not verbose):
+                    if ray_address:
+                        ray.init(address=ray_address, **options)
+                    else:
+                        ray.init(num_cpus=workers or os.cpu_count() or 1, **options)
+            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
                 where = f"the Ray cluster at {ray_address}" if ray_address else "a local Ray"
                 msg = " ".join(str(e).split())[:200]
                 raise EvoaeError(
-                    f"cannot start or join {where} ({msg}): check --ray-address"
+                    f"cannot start or join {where} ({msg}): check --ray-address "
+                    "(EVOAE_VERBOSE=1 shows Ray's own log lines)"
                 ) from None
             self._started = True
         cpus = int(ray.cluster_resources().get("CPU", 1))

@@ -14,12 +14,13 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 from torch import nn
 
 from evoae.errors import EvoaeError
 from evoae.families.registry import build_model
 from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
+from evoae.runs.schema import MAX_JSON_BYTES, MAX_PARAMS, validate_model_json
 
 FORMAT = "evoae-model"
 VERSION = 1
@@ -57,25 +58,67 @@ def save_model(
 
 
 def read_model_json(folder: str | Path) -> dict[str, Any]:
-    """The parsed ``model.json`` of a saved model, validated."""
+    """The parsed ``model.json`` of a saved model, validated (format, digest, spec).
+
+    Every field is checked before use (:func:`evoae.runs.schema.validate_model_json`):
+    hidden widths are integers in [1, 65536], activations and optimizers come from the
+    known lists, ``input_dim`` is a positive integer, nesting is shallow.
+    """
     path = Path(folder) / JSON_NAME
+    if not path.exists() and not path.is_symlink():
+        raise EvoaeError(f"no saved model in {folder}: {JSON_NAME} is missing")
     try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EvoaeError(f"no saved model in {folder}: {JSON_NAME} is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EvoaeError(f"{path} is not a readable evoae model description ({e})") from None
+        if not path.is_file():
+            raise OSError(f"{path.name} is not a regular file")
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes is too large")
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise EvoaeError(
+            f"{path} is not a readable evoae model description (nested too deeply)"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        detail = " ".join(str(e).split())[:200]
+        raise EvoaeError(f"{path} is not a readable evoae model description ({detail})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "spec" not in meta:
         raise EvoaeError(f"{path} is not an evoae model description")
+    validate_model_json(meta, f"model description {path}")
     return meta
 
 
+def _weights_header(data: bytes, wpath: Path) -> dict[str, Any]:
+    """The safetensors header (names, dtypes, shapes), read without loading any tensor."""
+    bad = EvoaeError(f"model weights {wpath} are not valid safetensors (bad header)")
+    if len(data) < 8:
+        raise bad
+    n = int.from_bytes(data[:8], "little")
+    if n > min(len(data) - 8, 100 * 1024 * 1024):
+        raise bad
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise bad from None
+    if not isinstance(header, dict):
+        raise bad
+    header.pop("__metadata__", None)
+    return header
+
+
 def load_model(folder: str | Path) -> nn.Module:
-    """Rebuild a saved model: module from the JSON spec, weights from safetensors."""
+    """Rebuild a saved model: module from the JSON spec, weights from safetensors.
+
+    The weights must match the digest in ``model.json``, have exactly the names, shapes
+    and dtypes (float32 for parameters) the architecture declares, and be finite.
+    """
     folder = Path(folder)
     meta = read_model_json(folder)
     wpath = folder / WEIGHTS_NAME
     try:
+        if not wpath.is_file():
+            raise OSError
+        size = wpath.stat().st_size
+        if size > (MAX_PARAMS + 1_000_000) * 4:
+            raise EvoaeError(f"model weights {wpath} are {size} bytes: too large to be evoae's")
         data = wpath.read_bytes()
     except OSError:
         raise EvoaeError(f"model weights {wpath} are missing or unreadable") from None
@@ -84,19 +127,51 @@ def load_model(folder: str | Path) -> nn.Module:
             f"model weights {wpath} do not match the digest in {JSON_NAME}: "
             "the file is truncated or was modified; re-export or retrain the model"
         )
+    header = _weights_header(data, wpath)
     try:
-        tensors = load_file(str(wpath))
+        model = build_model(meta["spec"])
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:
+        msg = " ".join(str(e).split())[:200]
+        raise EvoaeError(
+            f"the spec in {folder / JSON_NAME} does not describe a buildable model ({msg})"
+        ) from None
+    expected = model.state_dict()
+    misfit = f"model weights {wpath} do not fit the architecture in {JSON_NAME}"
+    if set(header) != set(expected):
+        raise EvoaeError(misfit)
+    for k, t in expected.items():
+        info = header[k]
+        want = _SAFE_DTYPES.get(t.dtype)
+        if not isinstance(info, dict) or info.get("dtype") != want:
+            got = info.get("dtype") if isinstance(info, dict) else None
+            raise EvoaeError(
+                f"model weights {wpath}: tensor {k} has dtype {got}, the architecture declares "
+                f"{want}; re-export or retrain the model"
+            )
+        if info.get("shape") != list(t.shape):
+            raise EvoaeError(misfit)
+    try:
+        tensors = load(data)
     except (SafetensorError, OSError, ValueError) as e:
         raise EvoaeError(f"model weights {wpath} are not valid safetensors ({e})") from None
-    model = build_model(meta["spec"])
-    expected = model.state_dict()
-    if set(tensors) != set(expected) or any(
-        tensors[k].shape != expected[k].shape for k in expected
-    ):
-        raise EvoaeError(f"model weights {wpath} do not fit the architecture in {JSON_NAME}")
+    for k, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise EvoaeError(
+                f"model weights {wpath}: tensor {k} holds NaN or infinite values; retrain the model"
+            )
     model.load_state_dict(tensors)
     model.eval()
     return model
+
+
+_SAFE_DTYPES = {
+    torch.float32: "F32",
+    torch.float64: "F64",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+}
 
 
 def weights_equal(a: nn.Module, b: nn.Module) -> bool:

@@ -8,11 +8,13 @@ from pathlib import Path
 from evoae.runs.killpoints import kill_point
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, *, record: bool = True) -> None:
     """Replace ``path`` with ``data`` so a reader sees the old or the new file, never a mix.
 
     The bytes go to a temporary file in the same folder, are fsynced, then renamed over
-    the target; the folder is fsynced so the rename itself survives a power loss.
+    the target; the folder is fsynced so the rename itself survives a power loss. With
+    ``record``, a file written into a run folder is added to its manifest
+    (:mod:`evoae.runs.manifest`), so ``--overwrite`` knows it is evoae's.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -27,10 +29,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    if record:
+        from evoae.runs.manifest import record_write
+
+        record_write(path)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | Path, text: str, *, record: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), record=record)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -9,18 +9,25 @@ Layout::
     model/              model.json + model.safetensors of the retrained best
     plots/              fitness.png, reconstructions.png, ...
     summary.json        the figures the CLI prints at the end
+    evoae-run.json      the manifest: which of these entries evoae owns (written first)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from evoae.errors import EvoaeError
 from evoae.runs.atomic import atomic_write_text
+from evoae.runs.lock import check_free, hold
+from evoae.runs.manifest import MANIFEST, add_to_manifest, read_manifest, write_manifest
+from evoae.runs.schema import BY_NAME, load_json, validate_checkpoint
+
+__all__ = ["add_to_manifest", "check_path", "plan_overwrite", "prepare_new", "read_json"]
 
 JOURNAL = "journal.sqlite"
 CHECKPOINT = "checkpoint.json"
@@ -47,11 +54,6 @@ ARTIFACTS = (
 )
 
 
-def _is_temp(name: str) -> bool:
-    """A temporary file of an atomic write (``.NAME.PID.tmp``) cut short by a crash."""
-    return name.startswith(".") and name.endswith(".tmp")
-
-
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Delete temporary files that a killed run left behind in ``folder`` and ``model/``.
 
@@ -59,12 +61,15 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     nothing; it keeps a resumed folder identical to one that was never interrupted.
     """
     folder = Path(folder)
+    check_free(folder)  # a live run's in-flight temporary files are not stale
     removed = []
     for sub in (folder, folder / MODEL_DIR):
         if not sub.is_dir():
             continue
         for p in sub.iterdir():
-            if p.is_file() and (_is_temp(p.name) or p.name.endswith(".safetensors.tmp")):
+            if p.is_symlink() or not p.is_file():
+                continue
+            if _TEMP.match(p.name) or (sub != folder and p.name.endswith(".safetensors.tmp")):
                 p.unlink()
                 removed.append(p)
     return removed
@@ -84,36 +89,161 @@ def default_out(base: str | Path, name: str) -> Path:
     return path
 
 
+#: What a new run's manifest lists: the entries the search itself writes. Later
+#: artifacts (``report.html``, ``export/``) are added when they are written.
+RUN_FILES = (
+    JOURNAL,
+    JOURNAL + "-wal",
+    JOURNAL + "-shm",
+    CHECKPOINT,
+    SETTINGS,
+    BEST_GENOME,
+    MODEL_DIR,
+    PLOTS_DIR,
+    SUMMARY,
+)
+#: The longest file-name component most file systems accept (bytes).
+NAME_MAX = 255
+_PROBE = ".evoae-write-test"
+_TEMP = re.compile(r"^\.(?P<name>.+)\.\d+\.tmp$")
+
+#: What evoae writes inside its sub-folders (anything else there is someone else's).
+_SUBFOLDER_FILES: dict[str, re.Pattern[str]] = {
+    MODEL_DIR: re.compile(r"^(model\.json|model\.safetensors|\..+\.tmp|model\.safetensors\.tmp)$"),
+    PLOTS_DIR: re.compile(r"^([\w\-.]+\.png|\..+\.tmp)$"),
+    EXPORT_DIR: re.compile(
+        r"^([\w\-]+\.(onnx|pt|safetensors)|export\.json|\..+\.tmp|[\w\-.]+\.tmp)$"
+    ),
+}
+
+
+def check_path(path: str | Path, what: str = "--out") -> Path:
+    """Refuse a path that no file system can hold (empty, NUL byte, a name too long)."""
+    text = os.fspath(path)
+    if not text.strip():
+        raise EvoaeError(f"{what} is empty: pass a folder or file name")
+    if "\0" in text:
+        raise EvoaeError(f"{what} {text!r} contains a NUL byte: choose another name")
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise EvoaeError(
+                f"{what} has a name component of {len(os.fsencode(part))} bytes (at most "
+                f"{NAME_MAX}): choose a shorter name"
+            )
+    if len(os.fsencode(text)) > 4000:
+        raise EvoaeError(f"{what} is {len(os.fsencode(text))} bytes long: choose a shorter path")
+    return Path(text)
+
+
+def _is_legacy_run(folder: Path) -> bool:
+    """A run written before manifests existed: a readable evoae journal, no manifest."""
+    from evoae.runs.journal import looks_like_journal
+
+    return looks_like_journal(folder / JOURNAL)
+
+
+def _owned_temp(name: str, owned: set[str]) -> bool:
+    m = _TEMP.match(name)
+    return name == _PROBE or (m is not None and m.group("name") in owned | {MANIFEST})
+
+
+def _check_subfolder(folder: Path, name: str) -> None:
+    """Refuse a sub-folder of ours that holds something evoae does not write there."""
+    pattern = _SUBFOLDER_FILES.get(name)
+    for child in (folder / name).iterdir():
+        if child.is_symlink() or not child.is_file() or pattern is None:
+            raise EvoaeError(
+                f"{child} is not a file evoae writes (a link, a folder or an unknown entry): "
+                "move it out of the run folder first, or choose another --out"
+            )
+        if not pattern.match(child.name):
+            raise EvoaeError(
+                f"{child} is not a file evoae writes: move it out of the run folder first, "
+                "or choose another --out"
+            )
+
+
+def plan_overwrite(folder: str | Path) -> list[Path]:
+    """The entries of run ``folder`` that ``--overwrite`` removes; refuses if any is unsafe.
+
+    A folder with a manifest owns what the manifest lists; a run written before manifests
+    (a valid ``journal.sqlite``, no manifest) owns the fixed artifact names. Anything
+    else in the folder, a symbolic link or a foreign file inside ``model/``, ``plots/`` or
+    ``export/`` refuses the whole overwrite: nothing is removed.
+    """
+    folder = Path(folder)
+    listed = read_manifest(folder)
+    if listed is not None:
+        owned = set(listed) | {MANIFEST}
+    elif _is_legacy_run(folder):
+        owned = set(ARTIFACTS)
+    else:
+        raise EvoaeError(
+            f"output folder {folder} is not empty and is not an evoae run (no {MANIFEST}): "
+            "choose an empty or new --out"
+        )
+    names = sorted(p.name for p in folder.iterdir())
+    foreign = [n for n in names if n not in owned and not _owned_temp(n, owned)]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise EvoaeError(
+            f"output folder {folder} holds files that are not evoae's ({shown}): move them "
+            "away or choose another --out; nothing was deleted"
+        )
+    remove = []
+    for n in names:
+        p = folder / n
+        if p.is_symlink():
+            raise EvoaeError(
+                f"{p} is a symbolic link, which evoae never writes: remove the link yourself "
+                "or choose another --out; nothing was deleted"
+            )
+        if p.is_dir():
+            _check_subfolder(folder, n)
+        remove.append(p)
+    return remove
+
+
 def prepare_new(folder: str | Path, *, overwrite: bool) -> Path:
     """Make ``folder`` ready for a new run without losing anything the user did not ask to lose.
 
-    An existing run is refused unless ``overwrite``; then only evoae's own artifacts are
-    removed. A folder holding other files is refused (they might be someone's data).
+    Order: every check first (path, run or not, ``--overwrite`` given, nothing foreign,
+    no other process using the run), then removal of evoae's own entries, then the
+    manifest (written before anything else of the new run) and this process's run lock.
+    A non-empty folder that is not a run is refused, with or without ``overwrite``.
     """
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise EvoaeError(f"output path {folder} exists and is not a folder: choose another --out")
-    if folder.is_dir():
-        entries = {p.name for p in folder.iterdir()}
-        ours = entries & set(ARTIFACTS) | {n for n in entries if _is_temp(n)}
-        if ours and not overwrite:
+    folder = check_path(folder)
+    try:
+        exists = folder.exists()
+        if exists and not folder.is_dir():
+            raise EvoaeError(
+                f"output path {folder} exists and is not a folder: choose another --out"
+            )
+        entries = sorted(p.name for p in folder.iterdir()) if exists else []
+    except OSError as e:
+        raise EvoaeError(
+            f"cannot use output folder {folder} ({e.strerror}): choose another --out"
+        ) from None
+    remove: list[Path] = []
+    if entries:
+        is_run_folder = read_manifest(folder) is not None or _is_legacy_run(folder)
+        if is_run_folder and not overwrite:
             raise EvoaeError(
                 f"output folder {folder} already holds a run: pass --overwrite to replace it, "
                 "--resume to continue it, or choose another --out"
             )
-        if entries - ours - set(ARTIFACTS):
-            raise EvoaeError(
-                f"output folder {folder} holds files that are not evoae's: "
-                "choose an empty or new --out"
-            )
-        for name in ours:
-            p = folder / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        remove = plan_overwrite(folder)
     try:
+        if exists:
+            # Refuses a run another process is writing, before anything is deleted; the
+            # hold passes to the new run's journal, which releases it when closed.
+            hold(folder, handoff=True)
+        for p in remove:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".evoae-write-test"
-        probe.write_text("")
-        probe.unlink()
+        if not exists:
+            hold(folder, handoff=True)
+        write_manifest(folder, RUN_FILES)
     except OSError as e:
         raise EvoaeError(
             f"cannot write to output folder {folder} ({e.strerror}): choose another --out"
@@ -126,12 +256,31 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def read_json(path: str | Path, what: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise EvoaeError(f"{what} {path} is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EvoaeError(f"{what} {path} is unreadable or corrupted ({e})") from None
+    """Parse a run file (size-capped) and check it against its schema (by file name).
+
+    ``settings.json``, ``checkpoint.json``, ``summary.json``, ``model.json``,
+    ``best_genome.json`` and ``export.json`` are validated (:mod:`evoae.runs.schema`);
+    a damaged one is a one-line error naming the file and the field.
+    """
+    path = Path(path)
+    data = load_json(path, what)
+    if path.name == CHECKPOINT:
+        validate_checkpoint(data, f"{what} {path}", journal_rows=_journal_rows(path.parent))
+        return data
+    checker = BY_NAME.get(path.name)
+    if checker is not None:
+        checker(data, f"{what} {path}")
+    return data
+
+
+def _journal_rows(folder: Path) -> int | None:
+    """Rows in ``folder``'s journal (read-only), None when there is no journal."""
+    from evoae.runs.journal import Journal
+
+    if not (folder / JOURNAL).is_file():
+        return None
+    with Journal(folder / JOURNAL, readonly=True) as j:
+        return len(j)
 
 
 def check_writable(folder: Path) -> None:

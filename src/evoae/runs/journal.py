@@ -8,6 +8,7 @@ Genomes, specs and loss terms are stored as JSON text; nothing is pickled.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from evoae.errors import EvoaeError
+from evoae.runs import lock as run_lock
+from evoae.runs.schema import MAX_DEPTH, _depth, validate_settings
 
 SCHEMA_VERSION = 1
 
@@ -75,10 +78,27 @@ class Journal:
         on close: checks that may refuse a resume leave the file's bytes untouched.
         """
         self.path = Path(path)
+        self.run = self.path.parent
+        self._locked = False
+        self._lock_error: EvoaeError | None = None
         if not create and not self.path.is_file():
             raise EvoaeError(f"{self.path} is missing: this folder is not an evoae run")
         if not create:
             _check_header(self.path)
+            if not readonly:
+                # SQLite checks the file (WAL included) and every row is validated before
+                # anything is written: opening for writing can rewrite the header.
+                with Journal(self.path, readonly=True) as check:
+                    for _ in check.rows():
+                        pass
+        if create:
+            run_lock.adopt(self.run)  # the hold prepare_new took, or a new one
+            self._locked = True
+        elif not readonly:
+            # One writer per run: the lock is needed to write, not to read. Held by
+            # another process, the error is raised by the first write (set_meta, append).
+            self._lock_error = run_lock.try_hold(self.run)
+            self._locked = self._lock_error is None
         try:
             if readonly:
                 # Without a -wal file the main file is complete: "immutable" then skips
@@ -99,13 +119,31 @@ class Journal:
             self._db.execute("SELECT count(*) FROM evaluations").fetchone()
             if not create:
                 # A torn or overwritten file can open fine and fail on a later page.
+                # quick_check reads through the -wal file: a journal whose main file is
+                # short because its pages still live in the WAL is complete.
                 check = self._db.execute("PRAGMA quick_check").fetchone()[0]
                 if check != "ok":
                     raise sqlite3.DatabaseError(check)
+                self._check_ids()
         except sqlite3.DatabaseError as e:
+            self.close()
+            if create:
+                raise EvoaeError(
+                    f"cannot create the run journal {self.path} ({e}): free some space or fix "
+                    "the folder, then start the run again with --overwrite"
+                ) from None
+            if "no such table" in str(e):
+                raise EvoaeError(
+                    f"run {self.run} never started: its journal {self.path.name} was not "
+                    "completely created (a full disk?); nothing was evaluated, so start it "
+                    "again with --overwrite"
+                ) from None
             raise EvoaeError(
                 f"{self.path} is not a usable run journal ({e}); it may be corrupted"
             ) from None
+        except BaseException:
+            self.close()
+            raise
 
     def __enter__(self) -> Journal:
         return self
@@ -114,18 +152,51 @@ class Journal:
         self.close()
 
     def close(self) -> None:
-        self._db.close()
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._locked:
+            self._locked = False
+            run_lock.release_hold(self.run)
+
+    def _check_ids(self) -> None:
+        """Evaluation ids must be 0, 1, ..., n-1: no negative ids, no gaps."""
+        lo, hi, n = self._db.execute(
+            "SELECT min(id), max(id), count(*) FROM evaluations"
+        ).fetchone()
+        if n and (lo != 0 or hi != n - 1):
+            raise EvoaeError(
+                f"the journal of run {self.run} is damaged (evaluation ids run from {lo} to {hi} "
+                f"for {n} rows; they must be 0 to {n - 1}): restore it or start a new run"
+            )
+
+    def _writable(self) -> sqlite3.Connection:
+        if self._lock_error is not None:
+            raise self._lock_error
+        return self._db
 
     def set_meta(self, key: str, value: Any) -> None:
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+        self._writable().execute(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value))
+        )
 
     def get_meta(self, key: str, default: Any = None) -> Any:
+        """A stored value; ``settings`` is checked against its schema."""
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        if row is None:
+            return default
+        where = f"journal meta {key!r} of run {self.run}"
+        value = _json_field(row[0], where, max_len=MAX_META)
+        if key == "settings":
+            validate_settings(value, where)
+        return value
 
     def append(self, row: Row) -> None:
         """Commit one evaluation (autocommit: durable when this returns)."""
-        self._db.execute(
+        self._writable().execute(
             "INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 row.id,
@@ -151,11 +222,21 @@ class Journal:
     def rows(self, start: int = 0) -> Iterator[Row]:
         """Rows with ``id >= start`` in id order."""
         cur = self._db.execute("SELECT * FROM evaluations WHERE id >= ? ORDER BY id", (start,))
-        return (_decode(r) for r in cur)
+        return self._decoded(cur, max(start, 0))
+
+    def _decoded(self, cur: sqlite3.Cursor, start: int) -> Iterator[Row]:
+        for expected, r in enumerate(cur, start=start):
+            row = decode_row(r, self.run)
+            if row.id != expected:
+                raise EvoaeError(
+                    f"journal row {row.id} of run {self.run} is damaged (field id: expected "
+                    f"{expected}, the ids have a gap)"
+                )
+            yield row
 
     def get(self, eval_id: int) -> Row | None:
         r = self._db.execute("SELECT * FROM evaluations WHERE id = ?", (eval_id,)).fetchone()
-        return None if r is None else _decode(r)
+        return None if r is None else decode_row(r, self.run)
 
     def best(self) -> Row | None:
         cur = self._db.execute(
@@ -164,51 +245,137 @@ class Journal:
         return None if cur is None else self.get(cur[0])
 
 
-def _decode(r: tuple[Any, ...]) -> Row:
-    """A stored row back to a :class:`Row`."""
-    return Row(
-        id=r[0],
-        generation=r[1],
-        genome=json.loads(r[2]),
-        spec=json.loads(r[3]),
-        fitness=r[4] if r[4] is not None else float("inf"),
-        train_loss=r[5],
-        val_loss=r[6],
-        params=r[7],
-        seconds=r[8],
-        seed=r[9],
-        status=r[10],
-        cached=bool(r[11]),
-        terms=json.loads(r[12]),
-        error=r[13],
-    )
+#: Largest JSON text accepted in a journal field (a genome or spec is < 2 KiB).
+MAX_FIELD = 1024 * 1024
+MAX_META = 16 * 1024 * 1024
+STATUSES = ("ok", "failed")
+
+
+class _BadField(Exception):
+    pass
+
+
+def _json_field(text: Any, where: str, *, max_len: int = MAX_FIELD) -> Any:
+    if not isinstance(text, str) or len(text) > max_len:
+        raise EvoaeError(f"{where} is damaged (not JSON text of at most {max_len} characters)")
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError, ValueError):
+        raise EvoaeError(f"{where} is damaged (not valid JSON)") from None
+    if _depth(value, MAX_DEPTH + 1) > MAX_DEPTH:
+        raise EvoaeError(f"{where} is damaged (nested deeper than {MAX_DEPTH} levels)")
+    return value
+
+
+def _int(v: Any, name: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise _BadField(f"field {name}: expected an integer in [{lo}, {hi}], got {v!r}"[:160])
+    return v
+
+
+def _float(v: Any, name: str, *, null: bool, inf: bool = False) -> float | None:
+    if v is None:
+        if null:
+            return None
+        raise _BadField(f"field {name}: missing")
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        raise _BadField(f"field {name}: expected a number, got {type(v).__name__}")
+    v = float(v)
+    if not (math.isfinite(v) or (inf and v == math.inf)):
+        raise _BadField(f"field {name}: expected a finite number, got {v}")
+    return v
+
+
+def _dict(text: Any, name: str) -> dict[str, Any]:
+    if not isinstance(text, str) or len(text) > MAX_FIELD:
+        raise _BadField(f"field {name}: not JSON text of at most {MAX_FIELD} characters")
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError, ValueError):
+        raise _BadField(f"field {name}: not valid JSON") from None
+    if not isinstance(value, dict):
+        raise _BadField(f"field {name}: expected a JSON object")
+    if _depth(value, MAX_DEPTH + 1) > MAX_DEPTH:
+        raise _BadField(f"field {name}: nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def decode_row(r: tuple[Any, ...], run: Path | str = "?") -> Row:
+    """A stored row back to a :class:`Row`, every field checked.
+
+    A bad field is one line: "journal row N of RUN is damaged (field ...)".
+    """
+    rid = r[0] if r else "?"
+    try:
+        if len(r) != 14:
+            raise _BadField(f"{len(r)} columns instead of 14")
+        rid = _int(r[0], "id")
+        status = r[10]
+        if status not in STATUSES:
+            raise _BadField(f"field status: expected ok or failed, got {status!r}"[:120])
+        terms = _dict(r[12], "terms")
+        for k, v in terms.items():
+            _float(v, f"terms.{k}", null=True)
+        error = r[13]
+        if error is not None and (not isinstance(error, str) or len(error) > 100_000):
+            raise _BadField("field error: expected text or null")
+        cached = _int(r[11], "cached", 0, 1)
+        return Row(
+            id=rid,
+            generation=_int(r[1], "generation"),
+            genome=_dict(r[2], "genome"),
+            spec=_dict(r[3], "spec"),
+            # SQLite stores NaN as NULL: a failed candidate's fitness reads back as inf.
+            fitness=_float(r[4], "fitness", null=True, inf=True) if r[4] is not None else math.inf,
+            train_loss=_float(r[5], "train_loss", null=True, inf=True),
+            val_loss=_float(r[6], "val_loss", null=True, inf=True),
+            params=_int(r[7], "params"),
+            seconds=_float(r[8], "seconds", null=False),  # type: ignore[arg-type]
+            seed=_int(r[9], "seed"),
+            status=status,
+            cached=bool(cached),
+            terms=terms,
+            error=error,
+        )
+    except _BadField as e:
+        raise EvoaeError(
+            f"journal row {rid} of run {run} is damaged ({e}): restore the journal or start a "
+            "new run"
+        ) from None
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def _check_header(path: Path) -> None:
-    """Refuse a file that is not SQLite or is shorter than its header says, before opening.
+def looks_like_journal(path: Path) -> bool:
+    """True for a readable SQLite file with an ``evaluations`` table (never writes)."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        with Journal(path, readonly=True):
+            return True
+    except EvoaeError:
+        return False
 
-    Opening a damaged file with SQLite can rewrite its header (switching it to WAL); this
-    check reads 100 bytes and never writes.
+
+def _check_header(path: Path) -> None:
+    """Refuse a file that is not SQLite before opening it (opening never fixes one).
+
+    Only the magic string is checked here; completeness is SQLite's own ``quick_check``,
+    which sees the pages still held in the ``-wal`` file (a run stopped by a full disk
+    has a main file shorter than its header says until the WAL is checkpointed).
     """
     try:
         with open(path, "rb") as f:
             head = f.read(100)
-        size = path.stat().st_size
     except OSError as e:
         raise EvoaeError(
             f"run journal {path} cannot be read ({e.strerror}): fix its permissions"
         ) from None
+    wal = path.with_name(path.name + "-wal")
+    if not head and wal.is_file() and wal.stat().st_size > 0:
+        return  # every page, the first included, may still be in the WAL
     if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
         raise EvoaeError(
             f"{path} is not a usable run journal (not an SQLite database); it is corrupted"
-        )
-    page = int.from_bytes(head[16:18], "big")
-    page = 65536 if page == 1 else page
-    expected = page * int.from_bytes(head[28:32], "big")
-    if size < expected:
-        raise EvoaeError(
-            f"run journal {path} is truncated ({size} of {expected} bytes); it is corrupted"
         )
