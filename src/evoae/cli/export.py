@@ -9,20 +9,23 @@ from rich.console import Console
 from rich.table import Table
 
 from evoae.cli import positive_int
-from evoae.export import FORMATS, OPSET, PARTS, export_run
+from evoae.export import DEFAULT_FORMAT, FORMATS, OPSET, PARTS, export_run
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "export",
         help="export a run's best model (ONNX, TorchScript, safetensors)",
-        description="Export the best model of a run: its encoder (a VAE's mean head), decoder, "
-        "whole autoencoder and, for VAEs, the sampler (decoder fed with N(0,1) noise). "
-        "The batch dimension is dynamic; export.json lists input and output shapes.",
+        description="Export the best model of a run: its encoder (a VAE's mean and log_var), "
+        "decoder (a VAE's sampler when fed N(0,1) noise) and whole autoencoder. The batch "
+        "dimension is dynamic; export.json lists input and output shapes and how raw data "
+        "is preprocessed into the inputs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run", metavar="RUN", help="run folder (or a model folder)")
-    p.add_argument("--format", dest="fmt", choices=FORMATS, required=True, help="file format")
+    p.add_argument(
+        "--format", dest="fmt", choices=FORMATS, default=DEFAULT_FORMAT, help="file format"
+    )
     p.add_argument(
         "--part",
         choices=[*PARTS, "all"],
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             e.part,
             str(e.path),
             f"{e.input_name} {_shape(e.input_shape)}",
-            f"{e.output_name} {_shape(e.output_shape)}",
+            ", ".join(f"{name} {_shape(shape)}" for name, shape in e.outputs),
         )
     Console().print(table)
     return 0
