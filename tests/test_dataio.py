@@ -165,8 +165,15 @@ def test_arrays_are_scaled_and_recorded():
     pixels = rng.integers(0, 256, (10, 9, 7), dtype=np.uint8)
     imgs = from_arrays(pixels)
     assert imgs.x.shape == (10, 1, 9, 7) and imgs.preprocess["data_range"] == 255.0
-    unit = rng.random((6, 3, 5, 5)).astype(np.float32)
-    np.testing.assert_array_equal(from_arrays(unit).x, unit)
+    unit = rng.random((6, 3, 5, 5)).astype(np.float32) * 0.5 + 0.25
+    kept = from_arrays(unit)
+    np.testing.assert_array_equal(kept.x, unit)
+    assert (kept.preprocess["data_min"], kept.preprocess["data_range"]) == (0.0, 1.0)
+    np.testing.assert_array_equal(Preprocess(kept.preprocess)(unit).numpy(), unit)
+    wide = rng.integers(-5, 12, (4, 6, 6)).astype(np.int64)  # global min-max, as .npy files
+    scaled = from_arrays(wide)
+    assert scaled.preprocess["data_min"] == float(wide.min())
+    np.testing.assert_allclose(Preprocess(scaled.preprocess)(wide).numpy(), scaled.x, atol=1e-6)
     labelled = as_dataset((table, np.arange(30) % 3))
     assert labelled.y.tolist()[:4] == [0, 1, 2, 0] and labelled.name == "<array>"
     same = Dataset(unit, None, "mine")

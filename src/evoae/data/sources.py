@@ -304,6 +304,7 @@ def _to_unit(
         part = arr[:limit]
         if lo >= 0.0 and hi <= 1.0:
             x = part.astype(np.float32)
+            lo = 0.0  # kept as is: the record is the identity
         else:
             span = hi - lo
             if span == 0:
