@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-SECTIONS = ("scikit-learn users", "Export and deploy", "Your own strategy and objective")
+SECTIONS = (
+    "Quick start",
+    "scikit-learn users",
+    "Export and deploy",
+    "Your own strategy and objective",
+)
 
 
 def section(text: str, heading: str) -> str:
@@ -42,7 +47,12 @@ def test_readme_snippets_run(heading, tmp_path, monkeypatch, capsys):
     for code in blocks:
         exec(compile(code, f"README.md ({heading})", "exec"), namespace)
     out = capsys.readouterr().out
-    if heading == "scikit-learn users":
+    if heading == "Quick start":
+        assert "(1797, 4)" in out
+        x = namespace["x"]  # raw digits rows, preprocessed as in training
+        assert tuple(x.shape) == (1797, 64) and float(x.min()) == 0.0 and float(x.max()) == 1.0
+        assert (tmp_path / "runs").is_dir()
+    elif heading == "scikit-learn users":
         assert "PCA: reconstruction MSE" in out and "EvolvedAutoencoder: reconstruction MSE" in out
         assert namespace["errors"].shape == (len(namespace["X_test"]),)
     elif heading == "Your own strategy and objective":

@@ -37,6 +37,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from evoae.data import Dataset
+from evoae.data.preprocess import tabular_record
 from evoae.errors import EvoaeError
 from evoae.evolution import strategy_class
 from evoae.loop import search
@@ -172,6 +173,8 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.data_min_ = X.min(axis=0).astype(np.float64)
         span = X.max(axis=0).astype(np.float64) - self.data_min_
         self.data_range_ = np.where(span > 0, span, 1.0)
+        # The model file records this scaling: load_model(...).preprocess applies it.
+        record = tabular_record(self.data_min_, self.data_range_)
         scaled = self._scale(X)
         if len(scaled) < MIN_SPLIT_ROWS:
             scaled = np.tile(scaled, (math.ceil(MIN_SPLIT_ROWS / len(scaled)), 1))
@@ -181,7 +184,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         try:
             result = search(
                 "<array>",
-                data=Dataset(x=scaled, y=None, name="<array>"),
+                data=Dataset(scaled, None, "<array>", record),
                 out=out,
                 overwrite=True,
                 reporters=(),

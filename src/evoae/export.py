@@ -1,20 +1,20 @@
 """Export a run's best model as ONNX, TorchScript or safetensors, part by part.
 
-A model family is exportable when its module has ``encode(x)`` and ``decode(z)``:
-``encode`` returns the code, or ``(mean, log_variance)`` for a VAE, whose exported
-encoder is its mean head. ``forward`` returns a :class:`~evoae.models.base.ModelOutput`,
-which no exporter can trace, so each part is a small module returning plain tensors:
+A model family is exportable when its module has ``encode(x)`` and ``decode(z)``.
+``forward`` returns a :class:`~evoae.models.base.ModelOutput`, which no exporter can
+trace, so each part is a small module returning plain tensors:
 
-* ``encoder``: ``x -> code`` (the mean for a VAE);
-* ``decoder``: ``z -> reconstruction``;
-* ``autoencoder``: ``x -> decode(encode(x))`` (the posterior mean for a VAE: no noise);
-* ``sampler`` (VAEs only): ``eps -> decode(eps)`` where the caller feeds ``eps`` drawn
-  from N(0, 1) of shape ``(n, latent)``; noise is an input so deployments choose their
-  own random source and outputs are reproducible.
+* ``encoder``: ``x -> code``; for a VAE ``x -> (mean, log_var)``, the posterior's two
+  heads (``log_var`` is the log-variance, soft-clamped as in training);
+* ``decoder``: ``z -> recon``. It is also a VAE's sampler: fed ``z ~ N(0, 1)`` of shape
+  ``(n, latent)`` it draws from the model (noise is an input, so deployments choose their
+  own random source and results are reproducible); no separate sampler file is written;
+* ``autoencoder``: ``x -> decode(encode(x))`` (the posterior mean for a VAE: no noise).
 
-The batch dimension is dynamic in every format. Inputs have the shape the model was
-trained on (``(n, features)`` for the dense family, which also takes flattened images).
-A ``export.json`` manifest lists what was written, with input and output names and shapes.
+The batch dimension is dynamic in every format. Inputs ``x`` are *preprocessed* data, of
+the shape the model was trained on (``(n, features)`` for the dense family, which also
+takes flattened images); the ``export.json`` manifest lists what was written, with input
+and output names and shapes, and the ``preprocess`` record that turns raw data into ``x``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from evoae.runs import folder as rf
 from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
 
 FORMATS = ("onnx", "torchscript", "safetensors")
-PARTS = ("encoder", "decoder", "autoencoder", "sampler")
+PARTS = ("encoder", "decoder", "autoencoder")
+#: The default ``fmt`` of :func:`export_run` and ``evoae export``.
+DEFAULT_FORMAT = "safetensors"
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
 MANIFEST = "export.json"
 #: Default destination inside a run folder.
@@ -48,7 +50,21 @@ OPSET_RANGE = (11, 20)
 
 
 class EncoderPart(nn.Module):
-    """``x -> code``; a VAE's mean head (its ``encode`` returns ``(mean, log_var)``)."""
+    """``x -> code``, or ``x -> (mean, log_var)`` for a VAE (its ``posterior``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.variational = is_variational(model)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if self.variational:
+            return self.model.posterior(x)
+        return self.model.encode(x)
+
+
+class CodePart(nn.Module):
+    """``x -> code`` (a VAE's posterior mean): the first half of the autoencoder."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -74,7 +90,7 @@ class AutoencoderPart(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.encoder = EncoderPart(model)
+        self.encoder = CodePart(model)
         self.decoder = DecoderPart(model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,8 +105,16 @@ class Exported:
     path: Path
     input_name: str
     input_shape: list[int | None]
-    output_name: str
-    output_shape: list[int | None]
+    outputs: list[tuple[str, list[int | None]]]
+
+    @property
+    def output_name(self) -> str:
+        """The first (for most parts the only) output's name."""
+        return self.outputs[0][0]
+
+    @property
+    def output_shape(self) -> list[int | None]:
+        return self.outputs[0][1]
 
 
 def is_variational(model: nn.Module, example: torch.Tensor | None = None) -> bool:
@@ -113,7 +137,7 @@ def part_module(model: nn.Module, part: str) -> nn.Module:
         )
     if part == "encoder":
         return EncoderPart(model).eval()
-    if part in ("decoder", "sampler"):
+    if part == "decoder":
         return DecoderPart(model).eval()
     if part == "autoencoder":
         return AutoencoderPart(model).eval()
@@ -121,26 +145,22 @@ def part_module(model: nn.Module, part: str) -> nn.Module:
 
 
 def part_input(model: nn.Module, part: str, batch: int = 2) -> torch.Tensor:
-    """An example input of ``part``: data for encoders, codes (or N(0,1) noise) for decoders."""
+    """An example input of ``part``: data for encoders, codes for the decoder."""
     x = example_input(model, batch)
     if part in ("encoder", "autoencoder"):
         return x
     with torch.no_grad():
-        code = EncoderPart(model)(x)
-    if part == "sampler":
-        return torch.randn(code.shape, generator=torch.Generator().manual_seed(1))
-    return code
+        return CodePart(model)(x)
 
 
 def resolve_parts(model: nn.Module, part: str) -> list[str]:
     """The parts ``part`` names (``all``: every part the model has)."""
-    vae = is_variational(model, example_input(model))
-    available = [p for p in PARTS if p != "sampler" or vae]
     if part == "all":
-        return available
-    if part == "sampler" and not vae:
+        return list(PARTS)
+    if part == "sampler":
         raise EvoaeError(
-            "only variational models have a sampler: export the decoder and feed it codes"
+            "the sampler is the decoder: export --part decoder and feed it z ~ N(0, 1) of "
+            "shape (n, latent) (variational models only)"
         )
     if part not in PARTS:
         raise EvoaeError(f"unknown part {part!r}: choose from {', '.join(PARTS)} or all")
@@ -162,7 +182,7 @@ def locate_model(run: str | Path) -> Path:
 def export_run(
     run: str | Path,
     *,
-    fmt: str,
+    fmt: str = DEFAULT_FORMAT,
     part: str = "all",
     out: str | Path | None = None,
     opset: int = OPSET,
@@ -174,9 +194,9 @@ def export_run(
     run
         Run folder (its ``model/`` is used) or a model folder.
     fmt
-        ``onnx``, ``torchscript`` or ``safetensors``.
+        ``safetensors`` (the default), ``onnx`` or ``torchscript``.
     part
-        ``encoder``, ``decoder``, ``autoencoder``, ``sampler`` (VAEs) or ``all``.
+        ``encoder``, ``decoder``, ``autoencoder`` or ``all``.
     out
         Destination folder; default ``<run>/export`` (``<model>-export`` beside a bare
         model folder).
@@ -208,14 +228,38 @@ def export_run(
     except OSError as e:
         raise EvoaeError(f"cannot create export folder {dest} ({e.strerror})") from None
     written = [export_part(model, p, fmt, dest / f"{p}{SUFFIX[fmt]}", opset=opset) for p in parts]
-    write_manifest(dest, fmt, model_dir, meta, written)
+    write_manifest(dest, fmt, model_dir, meta, written, model=model)
     return written
 
 
+#: How to use what export.json lists, for readers of the file.
+PREPROCESS_NOTE = (
+    "inputs x of the encoder and autoencoder are preprocessed: reshape a raw example to "
+    "raw_shape (channels first), x = (raw - data_min) / data_range (per feature when lists), "
+    "then for images resize to resize (bilinear, half-pixel centres, no antialiasing) when "
+    "set and clip to [0, 1], and reshape to input_shape; evoae.load_model(folder).preprocess "
+    "does all of it"
+)
+SAMPLING_NOTE = (
+    "variational model: to sample, feed the decoder z drawn from N(0, 1) with shape "
+    "(n, latent); the encoder's log_var output is the posterior log-variance"
+)
+
+
 def write_manifest(
-    dest: Path, fmt: str, model_dir: Path, meta: dict[str, Any], written: list[Exported]
+    dest: Path,
+    fmt: str,
+    model_dir: Path,
+    meta: dict[str, Any],
+    written: list[Exported],
+    *,
+    model: nn.Module | None = None,
 ) -> None:
-    """Add ``written`` to ``dest/export.json``, keeping other formats' entries of the same model."""
+    """Add ``written`` to ``dest/export.json``, keeping other formats' entries of the same model.
+
+    The manifest also holds the model's ``preprocess`` record (raw data -> ``x``) and, for
+    VAEs, how to sample with the decoder.
+    """
     path = dest / MANIFEST
     files: list[dict[str, Any]] = []
     if path.is_file():
@@ -233,17 +277,23 @@ def write_manifest(
             "format": fmt,
             "part": e.part,
             "input": {"name": e.input_name, "shape": e.input_shape},
-            "output": {"name": e.output_name, "shape": e.output_shape},
+            "output": {"name": e.output_name, "shape": e.output_shape},  # the first output
+            "outputs": [{"name": n, "shape": shape} for n, shape in e.outputs],
         }
         for e in written
     ]
-    manifest = {
+    pre = getattr(model, "preprocess", None)
+    manifest: dict[str, Any] = {
         "source": str(model_dir),
         "family": meta["spec"].get("family"),
         "spec": meta["spec"],
         "weights_sha256": meta.get("weights_sha256"),
+        "preprocess": pre.record if pre is not None else meta.get("preprocess"),
+        "preprocess_note": PREPROCESS_NOTE,
         "files": sorted(files, key=lambda f: f["file"]),
     }
+    if model is not None and is_variational(model):
+        manifest["sampling"] = SAMPLING_NOTE
     atomic_write_text(path, json.dumps(manifest, indent=2))
 
 
@@ -255,10 +305,14 @@ def export_part(
     example = part_input(model, part)
     with torch.no_grad():
         output = module(example)
-    in_name = "x" if part in ("encoder", "autoencoder") else ("eps" if part == "sampler" else "z")
-    out_name = "code" if part == "encoder" else "recon"
+    results = list(output) if isinstance(output, tuple) else [output]
+    in_name = "x" if part in ("encoder", "autoencoder") else "z"
+    if part != "encoder":
+        out_names = ["recon"]
+    else:
+        out_names = ["mean", "log_var"] if len(results) == 2 else ["code"]
     if fmt == "onnx":
-        _write_onnx(module, example, path, in_name, out_name, opset)
+        _write_onnx(module, example, path, in_name, out_names, opset)
     elif fmt == "torchscript":
         _write_torchscript(module, example, path)
     elif fmt == "safetensors":
@@ -270,8 +324,7 @@ def export_part(
         path=path,
         input_name=in_name,
         input_shape=[None, *example.shape[1:]],
-        output_name=out_name,
-        output_shape=[None, *output.shape[1:]],
+        outputs=[(n, [None, *r.shape[1:]]) for n, r in zip(out_names, results, strict=True)],
     )
 
 
@@ -286,7 +339,12 @@ def _quiet_tracing() -> None:
 
 
 def _write_onnx(
-    module: nn.Module, example: torch.Tensor, path: Path, in_name: str, out_name: str, opset: int
+    module: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    in_name: str,
+    out_names: list[str],
+    opset: int,
 ) -> None:
     tmp = path.with_name(path.name + ".tmp")
     # The torch.export-based exporter needs onnxscript, which evoae does not depend on; the
@@ -299,8 +357,8 @@ def _write_onnx(
             str(tmp),
             dynamo=False,
             input_names=[in_name],
-            output_names=[out_name],
-            dynamic_axes={in_name: {0: "batch"}, out_name: {0: "batch"}},
+            output_names=out_names,
+            dynamic_axes={name: {0: "batch"} for name in [in_name, *out_names]},
             opset_version=opset,
         )
     data = tmp.read_bytes()

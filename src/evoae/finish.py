@@ -167,6 +167,7 @@ def retrain_best(
             "search_fitness": best.fitness,
             **{k: v for k, v in final.items() if k != "terms"},
         },
+        preprocess=splits.train.preprocess,  # also sets model.preprocess
     )
     rf.write_json(
         run_dir / rf.BEST_GENOME,

@@ -256,7 +256,7 @@ def search(
     resume: bool = False,
     reporters: Sequence[Reporter] = (),
     evaluator: Evaluator | None = None,
-    data: Dataset | None = None,
+    data: Dataset | np.ndarray | tuple[Any, Any] | None = None,
     strategy: str | Strategy | None = None,
     objective: str | Objective | None = None,
     finish: bool = False,
@@ -282,8 +282,11 @@ def search(
     evaluator
         A ready evaluator to use instead of the one ``executor`` names.
     data
-        In-memory data (a :class:`evoae.data.Dataset`) to search on instead of loading
-        ``dataset``, which then only names it; split 70/15/15 with the run seed.
+        In-memory data to search on instead of loading ``dataset``, which then only names
+        it (default ``"<array>"``): a :class:`evoae.data.Dataset` (used as is), an array of
+        rows ``(N, F)`` (min-max scaled per column) or images ``(N, H, W)`` /
+        ``(N, C, H, W)`` (uint8 /255; kept if in [0, 1]), or a tuple ``(X, y)`` with
+        labels; see :mod:`evoae.data.arrays`. Split 70/15/15 with the run seed.
     strategy
         A registered strategy name (``microbial``, the default; ``random``; see
         :data:`evoae.evolution.STRATEGIES`) whose options are passed as settings, or a
@@ -304,7 +307,7 @@ def search(
     Examples
     --------
     >>> result = evoae.search("digits", code_size=4, generations=10)  # doctest: +SKIP
-    >>> result.model.encode(x)  # doctest: +SKIP
+    >>> result.model.encode(result.model.preprocess(raw_rows))  # doctest: +SKIP
     """
     t0 = time.perf_counter()
     arm_forward()  # a no-op outside the kill tests
@@ -327,7 +330,8 @@ def search(
         s = _resumed_settings(run_dir, dataset, settings, strategy, obj_instance)
     else:
         name = _strategy_name(strategy)
-        given = {"dataset": dataset if dataset is not None else "digits", **settings}
+        default = "digits" if data is None else "<array>"
+        given = {"dataset": dataset if dataset is not None else default, **settings}
         if instance is not None:
             s = SearchSettings.from_flat(given, strategy="", strict=True)
             s.strategy = StrategySettings(name, _jsonable(instance.options_dict()))

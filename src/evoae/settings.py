@@ -72,6 +72,18 @@ class DataSettings:
         "fetch missing MNIST / Fashion-MNIST files into --data-dir (MD5-checked)",
         resumable=True,
     )
+    columns: list[str] | None = opt(
+        None,
+        "CSV feature columns: comma-separated header names or 0-based indices",
+        default_text="every column but the label",
+        kind=list,
+    )
+    label_column: str | None = opt(
+        None,
+        "CSV column of labels (name or 0-based index): kept for objectives and plots, "
+        "never trained on",
+        kind=str,
+    )
 
 
 @dataclass

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from evoae.cli import positive_int
 from evoae.errors import EvoaeError
-from evoae.export import EXPORT_DIR, FORMATS, OPSET, OPSET_RANGE, PARTS, export_run
+from evoae.export import DEFAULT_FORMAT, EXPORT_DIR, FORMATS, OPSET, OPSET_RANGE, PARTS, export_run
 from evoae.runs import folder as rf
 
 
@@ -18,12 +18,19 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "export",
         help="export a run's best model (ONNX, TorchScript, safetensors)",
-        description="Export the best model of a run: its encoder (a VAE's mean head), decoder, "
-        "whole autoencoder and, for VAEs, the sampler (decoder fed with N(0,1) noise). "
-        "The batch dimension is dynamic; export.json lists input and output shapes.",
+        description="Export the best model of a run: its encoder (a VAE's mean and log_var), "
+        "decoder (a VAE's sampler when fed N(0,1) noise) and whole autoencoder. The batch "
+        "dimension is dynamic; export.json lists input and output shapes and how raw data "
+        "is preprocessed into the inputs.",
     )
     p.add_argument("run", metavar="RUN", help="run folder (or a model folder)")
-    p.add_argument("--format", dest="fmt", choices=FORMATS, required=True, help="file format")
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=FORMATS,
+        default=DEFAULT_FORMAT,
+        help=f"file format [default: {DEFAULT_FORMAT}]",
+    )
     p.add_argument(
         "--part",
         choices=[*PARTS, "all"],
@@ -69,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             e.part,
             str(e.path),
             f"{e.input_name} {_shape(e.input_shape)}",
-            f"{e.output_name} {_shape(e.output_shape)}",
+            ", ".join(f"{name} {_shape(shape)}" for name, shape in e.outputs),
         )
     Console().print(table)
     return 0

@@ -4,8 +4,10 @@ Everything here raises :class:`evoae.errors.EvoaeError` with a one-line message 
 input, missing or corrupt files.
 """
 
+from evoae.data.arrays import as_dataset, from_arrays
 from evoae.data.download import FILES, MIRRORS, fetch, md5sum, verify_file
 from evoae.data.idx import read_idx, write_idx
+from evoae.data.preprocess import Preprocess
 from evoae.data.protocol import MNIST_LIKE, load_splits
 from evoae.data.sources import (
     BUILTIN,
@@ -25,9 +27,12 @@ __all__ = [
     "MNIST_LIKE",
     "SUFFIXES",
     "Dataset",
+    "Preprocess",
     "Splits",
+    "as_dataset",
     "default_data_dir",
     "fetch",
+    "from_arrays",
     "load_dataset",
     "load_splits",
     "load_test_dataset",

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from evoae.data.sources import Dataset, load_dataset, load_test_dataset
+from typing import Any
+
+from evoae.data.arrays import as_dataset
+from evoae.data.sources import load_dataset, load_test_dataset
 from evoae.data.splits import Splits, random_split, seed_split
+from evoae.errors import EvoaeError
 
 #: Datasets whose ``auto`` split is the published one.
 MNIST_LIKE = ("mnist", "fashion-mnist")
@@ -18,23 +22,38 @@ def load_splits(
     split: str = "auto",
     download: bool = False,
     seed: int = 0,
-    data: Dataset | None = None,
+    data: Any = None,
+    columns: list[str] | None = None,
+    label_column: str | None = None,
 ) -> Splits:
     """The train / validation / test splits a search uses.
 
     ``auto`` is the published protocol for MNIST and Fashion-MNIST (first 15,000 images
     at 16x16 unless ``image_size`` says otherwise: 10,000 train, 5,000 validation; the
     official test set as test) and a seeded 70/15/15 split for everything else. In-memory
-    ``data`` is split 70/15/15 with ``seed``.
+    ``data`` (a Dataset, an array or ``(X, y)``: :func:`evoae.data.arrays.as_dataset`) is
+    split 70/15/15 with ``seed``. ``columns`` and ``label_column`` pick a CSV file's columns.
     """
     if data is not None:
-        return random_split(data, val_fraction=0.15, test_fraction=0.15, seed=seed)
+        if columns is not None or label_column is not None:
+            raise EvoaeError(
+                "--columns and --label-column apply to CSV files, not to in-memory data"
+            )
+        return random_split(as_dataset(data), val_fraction=0.15, test_fraction=0.15, seed=seed)
     mnist_like = dataset in MNIST_LIKE
     split = split if split != "auto" else ("seed" if mnist_like else "random")
     size = image_size if image_size is not None else (16 if mnist_like else None)
     hw = None if size is None else (size, size)
     rows = limit if limit is not None else (15_000 if split == "seed" else None)
-    ds = load_dataset(dataset, data_dir=data_dir, image_size=hw, limit=rows, download=download)
+    ds = load_dataset(
+        dataset,
+        data_dir=data_dir,
+        image_size=hw,
+        limit=rows,
+        download=download,
+        columns=columns,
+        label_column=label_column,
+    )
     test = load_test_dataset(dataset, data_dir=data_dir, image_size=hw) if mnist_like else None
     if split == "seed":
         n_val = min(5_000, len(ds) // 3) if limit is not None else 5_000

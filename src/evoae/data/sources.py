@@ -13,13 +13,15 @@ import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from evoae.data.download import FILES, fetch
 from evoae.data.idx import read_idx
-from evoae.data.transforms import check_size, minmax_scale, resize_images
+from evoae.data.preprocess import image_record, tabular_record
+from evoae.data.tabular import encode_labels, select_columns
+from evoae.data.transforms import check_size, minmax_params, minmax_scale, resize_images
 from evoae.errors import EvoaeError
 
 __all__ = [
@@ -55,11 +57,15 @@ class Dataset:
         int64 labels of shape ``(N,)``, or None.
     name
         A short name for reports ("mnist", or a file's stem).
+    preprocess
+        How the loader made ``x`` from the raw data (:mod:`evoae.data.preprocess`), or
+        None when ``x`` is used as given; stored with the model.
     """
 
     x: np.ndarray
     y: np.ndarray | None
     name: str
+    preprocess: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         x = np.ascontiguousarray(self.x, dtype=np.float32)
@@ -100,7 +106,13 @@ class Dataset:
 
     def subset(self, idx: slice | np.ndarray) -> Dataset:
         """Rows ``idx`` (a slice, integer indices or a boolean mask) as a new Dataset."""
-        return Dataset(self.x[idx], None if self.y is None else self.y[idx], self.name)
+        y = None if self.y is None else self.y[idx]
+        return Dataset(self.x[idx], y, self.name, self.preprocess)
+
+    @property
+    def classes(self) -> list[Any] | None:
+        """Original label values when they were not integers (label ``i`` is ``classes[i]``)."""
+        return None if self.preprocess is None else self.preprocess.get("classes")
 
     def __repr__(self) -> str:
         y = "None" if self.y is None else f"int64{tuple(self.y.shape)}"
@@ -169,7 +181,8 @@ def _finish(ds: Dataset, image_size: tuple[int, int] | None) -> Dataset:
     if x is not ds.x:
         # Bilinear weights can sum to a hair above 1 in float32.
         np.clip(x, 0.0, 1.0, out=x)
-    return Dataset(x, ds.y, ds.name)
+    record = None if ds.preprocess is None else {**ds.preprocess, "resize": list(size)}
+    return Dataset(x, ds.y, ds.name, record)
 
 
 # --------------------------------------------------------------------------- builtin
@@ -181,7 +194,8 @@ def _load_digits(limit: int | None) -> Dataset:
     bunch = load_digits()
     images = np.asarray(bunch.images)[:limit]
     x = (images / 16.0).astype(np.float32)[:, None, :, :]
-    return Dataset(x, np.asarray(bunch.target)[:limit], "digits")
+    record = image_record(x.shape[1:], 0.0, 16.0)
+    return Dataset(x, np.asarray(bunch.target)[:limit], "digits", record)
 
 
 def _find_idx_folder(name: str, data_dir: Path, files: tuple[str, ...]) -> Path | None:
@@ -254,7 +268,7 @@ def _load_idx_pair(
     images = images[:limit]
     x = images.astype(np.float32)[:, None, :, :]
     np.divide(x, 255.0, out=x)
-    return Dataset(x, labels[:limit], name)
+    return Dataset(x, labels[:limit], name, image_record(x.shape[1:], 0.0, 255.0))
 
 
 # --------------------------------------------------------------------------- files
@@ -267,10 +281,13 @@ def _bad_file(path: Path, kind: str, exc: BaseException) -> EvoaeError:
     )
 
 
-def _to_unit(arr: np.ndarray, path: Path, limit: int | None) -> np.ndarray:
+def _to_unit(
+    arr: np.ndarray, path: Path | str, limit: int | None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Validate, scale to [0, 1] and reshape to (N, F) or (N, C, H, W) float32.
 
     Range statistics use all rows, so ``limit`` never changes the values of the rows kept.
+    Returns the data and its preprocessing record (one ``data_min, data_range`` pair).
     """
     if arr.ndim == 0 or arr.shape[0] == 0 or arr.size == 0:
         raise EvoaeError(f"{path} holds no data (shape {arr.shape}); it needs at least one row")
@@ -290,9 +307,11 @@ def _to_unit(arr: np.ndarray, path: Path, limit: int | None) -> np.ndarray:
         )
 
     kind = arr.dtype.kind
+    lo, span = 0.0, 1.0
     if arr.dtype == np.uint8:
         x = arr[:limit].astype(np.float32)
         np.divide(x, 255.0, out=x)
+        span = 255.0
     elif kind in "biuf":
         if kind == "f":
             bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
@@ -304,6 +323,7 @@ def _to_unit(arr: np.ndarray, path: Path, limit: int | None) -> np.ndarray:
         part = arr[:limit]
         if lo >= 0.0 and hi <= 1.0:
             x = part.astype(np.float32)
+            lo = 0.0  # kept as is: the record is the identity
         else:
             span = hi - lo
             if not math.isfinite(span):
@@ -313,6 +333,7 @@ def _to_unit(arr: np.ndarray, path: Path, limit: int | None) -> np.ndarray:
                 )
             if span == 0:
                 x = np.zeros(part.shape, np.float32)
+                span = 1.0
             else:
                 x = ((part.astype(np.float64) - lo) / span).astype(np.float32)
                 np.clip(x, 0.0, 1.0, out=x)
@@ -327,19 +348,22 @@ def _to_unit(arr: np.ndarray, path: Path, limit: int | None) -> np.ndarray:
         x = x[:, None, :, :]
     elif layout == "nhwc":
         x = x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x)
+    x = np.ascontiguousarray(x)
+    if layout == "tabular":
+        return x, tabular_record(lo, span, n_features=x.shape[1])
+    return x, image_record(x.shape[1:], lo, span)
 
 
-def _labels(y: np.ndarray, n: int, path: Path, limit: int | None) -> np.ndarray:
+def _labels(
+    y: np.ndarray, n: int, path: Path | str, limit: int | None
+) -> tuple[np.ndarray, list[Any] | None]:
+    """Labels as int64 (non-integer labels numbered in sorted order) and their classes."""
     if y.ndim != 1 or len(y) != n:
         raise EvoaeError(
             f"{path}: labels 'y' have shape {y.shape} but x has {n} rows; store y as shape ({n},)"
         )
-    if y.dtype.kind in "iub":
-        return y[:limit].astype(np.int64)
-    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-        return y[:limit].astype(np.int64)
-    raise EvoaeError(f"{path}: labels 'y' must be integers, got {y.dtype} values")
+    codes, classes = encode_labels(y, f"{path}")
+    return codes[:limit], classes
 
 
 #: Largest array evoae loads from a user file (bytes as stored); EVOAE_MAX_DATA_BYTES.
@@ -403,7 +427,8 @@ def _load_npy(path: Path, limit: int | None) -> Dataset:
         raise
     except (OSError, ValueError, EOFError) as exc:
         raise _bad_file(path, ".npy", exc) from None
-    return Dataset(_to_unit(arr, path, limit), None, path.stem)
+    x, record = _to_unit(arr, path, limit)
+    return Dataset(x, None, path.stem, record)
 
 
 def _npz_member(zf: zipfile.ZipFile, key: str, path: Path) -> np.ndarray:
@@ -439,9 +464,11 @@ def _load_npz(path: Path, limit: int | None) -> Dataset:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as exc:
         raise _bad_file(path, ".npz", exc) from None
-    x = _to_unit(arr, path, limit)
-    labels = None if y is None else _labels(y, len(arr), path, limit)
-    return Dataset(x, labels, path.stem)
+    x, record = _to_unit(arr, path, limit)
+    labels, classes = (None, None) if y is None else _labels(y, len(arr), path, limit)
+    if classes is not None:
+        record["classes"] = classes
+    return Dataset(x, labels, path.stem, record)
 
 
 def _is_number(cell: str) -> bool:
@@ -452,7 +479,9 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _load_csv(path: Path, limit: int | None) -> Dataset:
+def _load_csv(
+    path: Path, limit: int | None, columns: Any = None, label_column: Any = None
+) -> Dataset:
     size = path.stat().st_size
     if size > MAX_DATA_BYTES // 4:  # parsed as Python strings: ~10x the file in memory
         raise EvoaeError(
@@ -479,8 +508,8 @@ def _load_csv(path: Path, limit: int | None) -> Dataset:
     if not rows:
         raise EvoaeError(f"CSV file {path} is empty; it needs rows of numbers")
     width = len(rows[0][1])
-    has_header = not all(_is_number(c) for c in rows[0][1])
-    body = rows[1:] if has_header else rows
+    pick = select_columns(rows[0][1], columns, label_column, f"CSV file {path}")
+    body = rows[1:] if pick.has_header else rows
     if not body:
         raise EvoaeError(f"CSV file {path} has a header but no data rows; add rows of numbers")
     for line, cells in body:
@@ -489,18 +518,21 @@ def _load_csv(path: Path, limit: int | None) -> Dataset:
                 f"CSV file {path}: row {line} has {len(cells)} columns but row {rows[0][0]} has "
                 f"{width}; every row needs the same number of columns"
             )
+    table = np.array([cells for _, cells in body], dtype=str)
     try:
         # numpy parses all cells in C; only on failure do we look for the culprit.
-        values = np.array([cells for _, cells in body], dtype=str).astype(np.float64)
+        values = table[:, pick.features].astype(np.float64)
     except ValueError:
         values = None
     if values is None or not np.all(np.isfinite(values)):
         for line, cells in body:
-            for col, cell in enumerate(cells, start=1):
+            for col in pick.features:
+                cell = cells[col]
                 if not _is_number(cell) or not math.isfinite(float(cell)):
                     raise EvoaeError(
-                        f"CSV file {path}: row {line}, column {col} is {cell!r}, not a finite "
-                        "number; every cell below the header must be numeric"
+                        f"CSV file {path}: row {line}, column {col + 1} is {cell!r}, not a finite "
+                        "number; every feature cell below the header must be numeric "
+                        "(choose columns with --columns)"
                     )
     assert values is not None
     with np.errstate(over="ignore"):
@@ -512,10 +544,20 @@ def _load_csv(path: Path, limit: int | None) -> Dataset:
             "float64; divide the data by a large constant first"
         )
     x = minmax_scale(values)[:limit]
-    return Dataset(x, None, path.stem)
+    record = tabular_record(*minmax_params(values), columns=pick.names)
+    labels = None
+    if pick.label is not None:
+        labels, classes = encode_labels(table[:, pick.label], f"CSV file {path}")
+        labels = labels[:limit]
+        record["label_column"] = pick.label_name
+        if classes is not None:
+            record["classes"] = classes
+    return Dataset(x, labels, path.stem, record)
 
 
-def _load_file(source: str, limit: int | None) -> Dataset:
+def _load_file(
+    source: str, limit: int | None, columns: Any = None, label_column: Any = None
+) -> Dataset:
     path = Path(source).expanduser()
     try:
         st = os.stat(path)
@@ -540,7 +582,7 @@ def _load_file(source: str, limit: int | None) -> Dataset:
     if suffix == ".npz":
         return _load_npz(path, limit)
     if suffix == ".csv":
-        return _load_csv(path, limit)
+        return _load_csv(path, limit, columns, label_column)
     raise EvoaeError(
         f"unsupported file type {suffix or '(no suffix)'!r} for {path}; supported: "
         f"{', '.join(SUFFIXES)}"
@@ -557,6 +599,8 @@ def load_dataset(
     image_size: tuple[int, int] | None = None,
     limit: int | None = None,
     download: bool = False,
+    columns: list[str | int] | None = None,
+    label_column: str | int | None = None,
 ) -> Dataset:
     """Load the training pool.
 
@@ -575,6 +619,10 @@ def load_dataset(
         Keep only the first ``limit`` rows (applied before resizing).
     download
         Fetch missing (or MD5-mismatched) MNIST / Fashion-MNIST files into the data dir.
+    columns, label_column
+        CSV files only: the feature columns (header names or 0-based indices; default
+        every column but the label) and the column of labels (kept in ``y``, never a
+        feature; non-integer labels are numbered in sorted order, see ``classes``).
     """
     limit = _check_limit(limit)
     if image_size is not None:
@@ -587,13 +635,15 @@ def load_dataset(
             f"the dataset name is empty: pass a built-in dataset ({', '.join(BUILTIN)}) or the "
             f"path of a {'/'.join(SUFFIXES)} file"
         )
+    if (columns is not None or label_column is not None) and not source.lower().endswith(".csv"):
+        raise EvoaeError(f"--columns and --label-column apply to CSV files only, not {source}")
     name = _builtin_name(source)
     if name == "digits":
         ds = _load_digits(limit)
     elif name is not None:
         ds = _load_idx_pair(name, "train", data_dir, limit, download)
     else:
-        ds = _load_file(source, limit)
+        ds = _load_file(source, limit, columns, label_column)
     return _finish(ds, image_size)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from evoae.errors import EvoaeError
 
-__all__ = ["resize_images", "minmax_scale", "check_size"]
+__all__ = ["resize_images", "minmax_scale", "minmax_params", "check_size"]
 
 # About 16 MiB of float32 per chunk (input or output side, whichever is larger).
 _CHUNK_ELEMENTS = 4 * 1024 * 1024
@@ -85,6 +85,19 @@ def minmax_scale(x: np.ndarray) -> np.ndarray:
     arr = arr.astype(np.float64, copy=False)
     if arr.shape[0] == 0:
         return np.zeros(arr.shape, dtype=np.float32)
+    lo, span = minmax_params(arr)
+    out = (arr - lo) / span
+    # Rounding can leave values a hair outside [0, 1].
+    np.clip(out, 0.0, 1.0, out=out)
+    return out.astype(np.float32)
+
+
+def minmax_params(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column ``(data_min, data_range)`` of a non-empty ``(N, F)`` array, in float64.
+
+    Constant columns get range 1 (they scale to 0). Values must be finite.
+    """
+    arr = np.asarray(x, dtype=np.float64)
     bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
     if bad:
         raise EvoaeError(
@@ -92,10 +105,5 @@ def minmax_scale(x: np.ndarray) -> np.ndarray:
         )
     lo = arr.min(axis=0)
     span = arr.max(axis=0) - lo
-    constant = span == 0
-    span[constant] = 1.0
-    out = (arr - lo) / span
-    out[:, constant] = 0.0
-    # Rounding can leave values a hair outside [0, 1].
-    np.clip(out, 0.0, 1.0, out=out)
-    return out.astype(np.float32)
+    span[span == 0] = 1.0
+    return lo, span

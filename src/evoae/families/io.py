@@ -1,8 +1,10 @@
 """Saving and loading models: a JSON description plus safetensors weights, never pickle.
 
-``<folder>/model.json`` holds the space configuration, the genome, the decoded spec and
-the SHA-256 of ``<folder>/model.safetensors``; loading rebuilds the module from the spec
-and refuses weights whose digest, names or shapes do not match.
+``<folder>/model.json`` holds the space configuration, the genome, the decoded spec, the
+SHA-256 of ``<folder>/model.safetensors`` and the ``preprocess`` record (how raw data is
+scaled and resized into what the model takes: :mod:`evoae.data.preprocess`); loading
+rebuilds the module from the spec, refuses weights whose digest, names or shapes do not
+match, and gives the module a ``preprocess`` callable (raw batch -> input tensor).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import nn
 
+from evoae.data.preprocess import Preprocess
 from evoae.errors import EvoaeError
-from evoae.families.registry import build_model
+from evoae.families.registry import build_model, family_of
 from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
 from evoae.runs.schema import MAX_JSON_BYTES, MAX_PARAMS, validate_model_json
 
@@ -35,9 +38,15 @@ def save_model(
     space: dict[str, Any],
     genome: dict[str, Any],
     metrics: dict[str, Any] | None = None,
+    preprocess: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` and ``model.json`` into ``folder`` (atomically)."""
+    """Write ``model.safetensors`` and ``model.json`` into ``folder`` (atomically).
+
+    ``preprocess`` is the training data's record (``Dataset.preprocess``); without it the
+    model is recorded as taking its inputs as they are.
+    """
     folder = Path(folder)
+    record = attach_preprocess(model, preprocess).record
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     # Serialised in memory: the only file written is the atomic one (no stray temp file).
@@ -52,6 +61,7 @@ def save_model(
         "spec": model.spec,
         "weights_sha256": hashlib.sha256(data).hexdigest(),
         "metrics": metrics or {},
+        "preprocess": record,
     }
     atomic_write_text(folder / JSON_NAME, json.dumps(meta, indent=2))
     return folder
@@ -161,6 +171,7 @@ def load_model(folder: str | Path) -> nn.Module:
             )
     model.load_state_dict(tensors)
     model.eval()
+    attach_preprocess(model, meta.get("preprocess"))
     return model
 
 
@@ -172,6 +183,21 @@ _SAFE_DTYPES = {
     torch.int64: "I64",
     torch.int32: "I32",
 }
+
+
+def attach_preprocess(model: nn.Module, record: dict[str, Any] | None) -> Preprocess:
+    """Set ``model.preprocess`` (a plain callable, not a submodule) from ``record``.
+
+    Without a record (models saved by evoae 0.2 and earlier) inputs are taken as they
+    are: already scaled to [0, 1], only reshaped.
+    """
+    shape = family_of(model.spec).input_shape(model.spec)
+    if record is None:
+        kind = "image" if len(shape) == 3 else "tabular"
+        record = {"kind": kind, "raw_shape": list(shape), "data_min": 0.0, "data_range": 1.0}
+    pre = Preprocess(record, input_shape=shape)
+    model.preprocess = pre
+    return pre
 
 
 def weights_equal(a: nn.Module, b: nn.Module) -> bool:

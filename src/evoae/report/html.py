@@ -34,7 +34,7 @@ from torch import nn  # noqa: E402
 
 from evoae.data import load_splits  # noqa: E402
 from evoae.errors import EvoaeError  # noqa: E402
-from evoae.export import DecoderPart, EncoderPart, example_input, is_variational  # noqa: E402
+from evoae.export import CodePart, DecoderPart, example_input, is_variational  # noqa: E402
 from evoae.families import describe as describe_spec  # noqa: E402
 from evoae.families.io import load_model  # noqa: E402
 from evoae.runs import folder as rf  # noqa: E402
@@ -180,7 +180,7 @@ def trace_layers(module: nn.Module, x: torch.Tensor, role: str) -> list[Layer]:
 def diagram_layers(model: nn.Module) -> list[Layer]:
     """The boxes of the architecture diagram: input, encoder, code (or VAE heads), decoder."""
     x = example_input(model, batch=2)
-    encoder = EncoderPart(model).eval()
+    encoder = CodePart(model).eval()  # the code (a VAE: the mean)
     with torch.no_grad():
         code = encoder(x)
     layers = [Layer("input", tuple(x.shape[1:]), role="input")]
