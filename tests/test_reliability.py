@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from evoae.search import search
 
 from evoae.cli import main
 from evoae.errors import EvoaeError
+from evoae.loop import search
 from evoae.runs import folder as rf
 from evoae.runs import lock as run_lock
 from evoae.runs.journal import Journal
