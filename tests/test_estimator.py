@@ -20,7 +20,7 @@ from evoae import EvolvedAutoencoder
 from evoae.estimator import EXPECTED_FAILED_CHECKS
 
 #: A budget small enough for the dozens of fits the conformance suite makes.
-TINY = dict(population=2, generations=0, epochs=1, final_epochs=1)
+TINY = dict(population=2, generations=0, epochs=1, final_epochs=1, min_steps=0, final_min_steps=0)
 #: Checks feed 2-feature data, so the code must be 1-wide to stay undercomplete.
 CHECKED = EvolvedAutoencoder(code_size=1, random_state=0, **TINY)
 
@@ -38,6 +38,7 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 def small(**kw) -> EvolvedAutoencoder:
     params = dict(code_size=4, population=2, generations=1, epochs=1, final_epochs=3)
+    params.update(min_steps=0, final_min_steps=0)  # no step floors: seconds, not minutes
     params.update({"random_state": 0, **kw})
     return EvolvedAutoencoder(**params)
 

@@ -27,7 +27,8 @@ from evoae.runs.killpoints import ENV
 # concurrent=2 makes batches of two, so a kill can land between two rows of one batch.
 ARGS = [
     "--dataset", "digits", "--limit", "300", "--population", "6", "--generations", "8",
-    "--concurrent", "2", "--epochs", "1", "--final-epochs", "1", "--seed", "5",
+    "--concurrent", "2", "--epochs", "1", "--final-epochs", "1", "--final-min-steps", "0",
+    "--seed", "5",
 ]  # fmt: skip
 N_EVALUATIONS = 6 + 8
 

@@ -40,6 +40,7 @@ from evoae.data import Dataset
 from evoae.errors import EvoaeError
 from evoae.evolution import strategy_class
 from evoae.loop import search
+from evoae.models.pca import pca_basis
 
 #: Fewer rows than this are repeated before the 70/15/15 split (see module docstring).
 MIN_SPLIT_ROWS = 20
@@ -76,8 +77,15 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Further options of the strategy (e.g. ``{"deme": 3}``); they override the above.
     epochs : int, default=2
         Training epochs per candidate during the search.
-    final_epochs : int, default=20
-        Epochs to retrain the best architecture on the training split.
+    min_steps : int, default=200
+        Optimizer steps each candidate trains at least: small data gets more epochs
+        (``max(epochs, ceil(min_steps / batches per epoch))``).
+    final_epochs : int, default=100
+        Most epochs to retrain the best architecture on the training split; it stops
+        earlier on a validation plateau (5 epochs without improvement, best weights
+        kept), and never before ``final_min_steps`` optimizer steps.
+    final_min_steps : int, default=2000
+        Optimizer steps the final training takes at least (more epochs on small data).
     max_depth : int or None, default=None
         Hidden genes of the space (None: the preset's default).
     random_state : int, RandomState instance or None, default=None
@@ -98,7 +106,21 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     best_fitness_ : float
         Its search fitness (validation MSE in scaled units after ``epochs`` epochs).
     history_ : list of dict
-        One row per generation: evaluations, best so far, population quantiles.
+        One row per generation: evaluations, best so far, population quantiles; a last
+        row ``{"fallback": "pca", ...}`` when the PCA fallback engaged.
+    final_ : dict
+        The final training: ``val_loss``, ``pca_val_loss`` (PCA's validation MSE at the
+        same code size, scaled units), ``pca_ratio``, ``epochs``, ``fallback``...
+    pca_val_loss_ : float or None
+        PCA's validation MSE at ``code_size`` (fit on the search's training split).
+    fallback_ : str or None
+        ``"pca"`` when the evolved model reconstructed the validation split worse than
+        PCA and the PCA-initialised linear autoencoder was kept instead (evoae's
+        promise: never worse than PCA at the same code size), else None.
+    pca_refit_ : bool
+        True when the returned model is the PCA-shaped linear autoencoder: its weights
+        are then set to the PCA of all rows given to ``fit`` (as ``PCA(code_size)``
+        would be), not only the search's training split.
     n_evaluations_ : int
         Candidates evaluated during the search.
     run_dir_ : Path or None
@@ -127,7 +149,9 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         population: int = 8,
         generations: int = 20,
         epochs: int = 2,
-        final_epochs: int = 20,
+        min_steps: int = 200,
+        final_epochs: int = 100,
+        final_min_steps: int = 2000,
         max_depth: int | None = None,
         random_state: int | np.random.RandomState | None = None,
         run_dir: str | Path | None = None,
@@ -140,7 +164,9 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.population = population
         self.generations = generations
         self.epochs = epochs
+        self.min_steps = min_steps
         self.final_epochs = final_epochs
+        self.final_min_steps = final_min_steps
         self.max_depth = max_depth
         self.random_state = random_state
         self.run_dir = run_dir
@@ -185,7 +211,9 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 strategy=self.strategy,
                 **self._strategy_settings(),
                 epochs=self.epochs,
+                min_steps=self.min_steps,
                 final_epochs=self.final_epochs,
+                final_min_steps=self.final_min_steps,
                 seed=seed,
                 device=self.device,
             )
@@ -193,10 +221,22 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             if not keep:
                 shutil.rmtree(out, ignore_errors=True)
         self.model_ = result.model.cpu().eval()
+        # The PCA-shaped linear model is PCA: fit it on every row, as PCA(code_size) would;
+        # the held-out splits only served to choose it.
+        self.pca_refit_ = result.best_spec.get("init") == "pca"
+        if self.pca_refit_:
+            self.model_.init_from_pca(pca_basis(scaled, int(self.code_size)))
         self.best_genome_ = result.best_genome
         self.best_spec_ = result.best_spec
         self.best_fitness_ = float(result.best_fitness)
+        self.final_ = dict(result.final)
+        self.pca_val_loss_ = result.final.get("pca_val_loss")
+        self.fallback_ = result.final.get("fallback")
         self.history_ = list(result.history)
+        if self.fallback_:
+            self.history_.append(
+                {"fallback": self.fallback_, "message": result.final.get("fallback_message")}
+            )
         self.n_evaluations_ = int(result.n_evaluations)
         self.run_dir_ = out if keep else None
         return self

@@ -50,10 +50,11 @@ class DenseAutoencoder(nn.Module):
             if isinstance(m, nn.Linear):
                 glorot_(m, g)
         if init is not None and spec.get("init") == "pca":
-            self._init_pca(init)
+            self.init_from_pca(init)
 
     @torch.no_grad()
-    def _init_pca(self, basis: PCABasis) -> None:
+    def init_from_pca(self, basis: PCABasis) -> None:
+        """Set the weights of this linear autoencoder without hidden layers to PCA's."""
         spec = self.spec
         linear = spec["code_activation"] == spec["output_activation"] == "linear"
         if spec["hidden"] or not linear or basis.code_size != self.code_size:

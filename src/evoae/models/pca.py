@@ -48,8 +48,9 @@ def pca_basis(x: Any, k: int) -> PCABasis:
     if not 1 <= k <= min(n, d):
         raise ValueError(f"PCA cannot have {k} components on {n} rows of {d} features")
     mean = a.mean(axis=0)
-    _, _, vt = np.linalg.svd(a - mean, full_matrices=False)
-    comps = vt[:k].copy()
+    # torch's LAPACK follows torch's thread setting (numpy's BLAS pool would add threads).
+    _, _, vt = torch.linalg.svd(torch.from_numpy(a - mean), full_matrices=False)
+    comps = vt[:k].numpy().copy()
     # A deterministic sign: each direction's largest-magnitude entry is positive.
     signs = np.sign(comps[np.arange(k), np.argmax(np.abs(comps), axis=1)])
     comps *= np.where(signs == 0, 1.0, signs)[:, None]
