@@ -150,6 +150,8 @@ def retrain_best(
         final_result, model = _pca_model(s, pca_spec, train, val, objective, phenotype_key, done)
         genome = space.pca_genome()  # type: ignore[attr-defined]
         spec = pca_spec
+        # The returned model's own search row (the PCA seed's), when the search had one.
+        best = _row_of(journal, pca_spec) or best
         fallback = {
             "fallback": "pca",
             "fallback_message": (
@@ -231,6 +233,12 @@ def _final_training(
         patience=t.final_patience,
         min_steps=t.final_min_steps,
     )
+
+
+def _row_of(journal: Journal, spec: dict[str, Any]) -> Any:
+    """The first successful trained row of ``spec``, or None."""
+    rows = (r for r in journal.rows() if r.spec == spec and not r.cached and r.status == "ok")
+    return next(rows, None)
 
 
 def _best_from_scratch(journal: Journal) -> Any:
