@@ -81,7 +81,11 @@ def test_same_seed_same_model_and_minmax_scaling(digits):
     assert b.score(X * 100.0 - 50.0) == pytest.approx(a.score(X) * 1e4, rel=1e-4)
     np.testing.assert_array_equal(b.data_min_, X.min(axis=0) * 100.0 - 50.0)
     c = small(random_state=1).fit(X)
-    assert not np.array_equal(a.transform(X), c.transform(X))
+    # Another seed, another search; when both return the PCA-shaped model (PCA of the
+    # same rows, seed-free) the models coincide.
+    assert a.history_ != c.history_
+    if not (a.pca_refit_ and c.pca_refit_):
+        assert not np.array_equal(a.transform(X), c.transform(X))
 
 
 def test_score_samples_ranks_anomalies(digits):

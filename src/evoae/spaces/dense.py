@@ -202,8 +202,9 @@ class DenseSpace(Space):
         return {**self.decode(self.pca_genome()), "init": "pca"}
 
     def seed_genomes(self) -> list[Genome]:
-        """The PCA seed when ``pca_init`` is on, else none."""
-        return [self.pca_genome()] if self.pca_init else []
+        """The PCA seed when ``pca_init`` is on and ``linear`` is among the activations
+        (a user who left it out gets no linear candidate; the fallback still applies)."""
+        return [self.pca_genome()] if self.pca_init and "linear" in self.activations else []
 
     def config(self) -> dict[str, Any]:
         return {
