@@ -40,6 +40,7 @@ from evoae.data import Dataset
 from evoae.errors import EvoaeError
 from evoae.evolution import strategy_class
 from evoae.loop import search
+from evoae.models.dense import DenseAutoencoder
 from evoae.models.pca import pca_basis
 
 #: Fewer rows than this are repeated before the 70/15/15 split (see module docstring).
@@ -118,9 +119,9 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         PCA and the PCA-initialised linear autoencoder was kept instead (evoae's
         promise: never worse than PCA at the same code size), else None.
     pca_refit_ : bool
-        True when the returned model is the PCA-shaped linear autoencoder: its weights
-        are then set to the PCA of all rows given to ``fit`` (as ``PCA(code_size)``
-        would be), not only the search's training split.
+        True when the search returned a linear model (every activation linear, at best
+        PCA): ``model_`` is then the PCA-shaped linear autoencoder set to the PCA of all
+        rows given to ``fit`` (as ``PCA(code_size)`` would be).
     n_evaluations_ : int
         Candidates evaluated during the search.
     run_dir_ : Path or None
@@ -221,13 +222,18 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             if not keep:
                 shutil.rmtree(out, ignore_errors=True)
         self.model_ = result.model.cpu().eval()
-        # The PCA-shaped linear model is PCA: fit it on every row, as PCA(code_size) would;
-        # the held-out splits only served to choose it.
-        self.pca_refit_ = result.best_spec.get("init") == "pca"
+        spec = result.best_spec
+        # A linear model (every activation linear) is at best PCA: it becomes PCA fit on
+        # every row, as PCA(code_size) would be; the held-out splits only served to choose
+        # it (beating PCA on a small validation split is then chance, not structure).
+        self.pca_refit_ = _all_linear(spec)
         if self.pca_refit_:
+            spec = {**spec, "hidden": [], "init": "pca"}
+            self.model_ = DenseAutoencoder(spec)
             self.model_.init_from_pca(pca_basis(scaled, int(self.code_size)))
+            self.model_.eval()
         self.best_genome_ = result.best_genome
-        self.best_spec_ = result.best_spec
+        self.best_spec_ = spec
         self.best_fitness_ = float(result.best_fitness)
         self.final_ = dict(result.final)
         self.pca_val_loss_ = result.final.get("pca_val_loss")
@@ -331,3 +337,10 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         # Training is seeded from random_state alone: same seed, same model.
         tags.non_deterministic = False
         return tags
+
+
+def _all_linear(spec: dict[str, Any]) -> bool:
+    """A dense spec whose every activation is linear: an affine map of rank <= code size."""
+    acts = [a for _, a in spec.get("hidden", [])]
+    acts += [spec.get("code_activation"), spec.get("output_activation")]
+    return spec.get("family") == "dense" and all(a == "linear" for a in acts)
