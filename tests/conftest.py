@@ -62,8 +62,11 @@ def dense_spec(**over: object) -> dict:
     return spec
 
 
-#: The smallest search that exercises the whole loop (settings by flat name).
-TINY_SEARCH = dict(population=4, generations=4, epochs=1, final_epochs=1)
+#: The smallest search that exercises the whole loop (settings by flat name); no step
+#: floors, so "1 epoch" stays one epoch on small data.
+TINY_SEARCH = dict(
+    population=4, generations=4, epochs=1, final_epochs=1, min_steps=0, final_min_steps=0
+)
 
 
 @pytest.fixture

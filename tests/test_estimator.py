@@ -20,7 +20,7 @@ from evoae import EvolvedAutoencoder
 from evoae.estimator import EXPECTED_FAILED_CHECKS
 
 #: A budget small enough for the dozens of fits the conformance suite makes.
-TINY = dict(population=2, generations=0, epochs=1, final_epochs=1)
+TINY = dict(population=2, generations=0, epochs=1, final_epochs=1, min_steps=0, final_min_steps=0)
 #: Checks feed 2-feature data, so the code must be 1-wide to stay undercomplete.
 CHECKED = EvolvedAutoencoder(code_size=1, random_state=0, **TINY)
 
@@ -38,6 +38,7 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 def small(**kw) -> EvolvedAutoencoder:
     params = dict(code_size=4, population=2, generations=1, epochs=1, final_epochs=3)
+    params.update(min_steps=0, final_min_steps=0)  # no step floors: seconds, not minutes
     params.update({"random_state": 0, **kw})
     return EvolvedAutoencoder(**params)
 
@@ -80,7 +81,11 @@ def test_same_seed_same_model_and_minmax_scaling(digits):
     assert b.score(X * 100.0 - 50.0) == pytest.approx(a.score(X) * 1e4, rel=1e-4)
     np.testing.assert_array_equal(b.data_min_, X.min(axis=0) * 100.0 - 50.0)
     c = small(random_state=1).fit(X)
-    assert not np.array_equal(a.transform(X), c.transform(X))
+    # Another seed, another search; when both return the PCA-shaped model (PCA of the
+    # same rows, seed-free) the models coincide.
+    assert a.history_ != c.history_
+    if not (a.pca_refit_ and c.pca_refit_):
+        assert not np.array_equal(a.transform(X), c.transform(X))
 
 
 def test_score_samples_ranks_anomalies(digits):

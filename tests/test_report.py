@@ -224,7 +224,10 @@ def test_report_tables_match_the_run(dense_run):
     view = read_run(dense_run)
     summary = json.loads((dense_run / "summary.json").read_text())
     best = top_candidates(view.rows, 1)[0]
-    assert best.fitness == pytest.approx(summary["best_fitness"])
+    # The returned model's candidate: the best, or (when the PCA seed led the search) the
+    # best trained from scratch, if it retrained better.
+    assert summary["best_fitness"] in {r.fitness for r in view.rows}
+    assert best.fitness <= summary["best_fitness"]
     assert f"{best.fitness:.5g}" in text
     assert f"{summary['final']['val_loss']:.5g}" in text
     # The PCA figures, recomputed independently: same data, same code size.

@@ -29,8 +29,8 @@ from evoae.runs.killpoints import ENV
 # point counts (the default `auto` executor would train batches in worker processes).
 ARGS = [
     "--dataset", "digits", "--limit", "300", "--population", "6", "--generations", "8",
-    "--concurrent", "2", "--epochs", "1", "--final-epochs", "1", "--seed", "5",
-    "--executor", "inline",
+    "--concurrent", "2", "--epochs", "1", "--final-epochs", "1", "--final-min-steps", "0",
+    "--min-steps", "0", "--seed", "5", "--executor", "inline",
 ]  # fmt: skip
 N_EVALUATIONS = 6 + 8
 

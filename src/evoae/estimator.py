@@ -41,6 +41,8 @@ from evoae.data.preprocess import tabular_record
 from evoae.errors import EvoaeError
 from evoae.evolution import strategy_class
 from evoae.loop import search
+from evoae.models.dense import DenseAutoencoder
+from evoae.models.pca import pca_basis
 
 #: Fewer rows than this are repeated before the 70/15/15 split (see module docstring).
 MIN_SPLIT_ROWS = 20
@@ -77,8 +79,15 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Further options of the strategy (e.g. ``{"deme": 3}``); they override the above.
     epochs : int, default=2
         Training epochs per candidate during the search.
-    final_epochs : int, default=20
-        Epochs to retrain the best architecture on the training split.
+    min_steps : int, default=200
+        Optimizer steps each candidate trains at least: small data gets more epochs
+        (``max(epochs, ceil(min_steps / batches per epoch))``).
+    final_epochs : int, default=100
+        Most epochs to retrain the best architecture on the training split; it stops
+        earlier on a validation plateau (5 epochs without improvement, best weights
+        kept), and never before ``final_min_steps`` optimizer steps.
+    final_min_steps : int, default=2000
+        Optimizer steps the final training takes at least (more epochs on small data).
     max_depth : int or None, default=None
         Hidden genes of the space (None: the preset's default).
     random_state : int, RandomState instance or None, default=None
@@ -104,7 +113,21 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     best_fitness_ : float
         Its search fitness (validation MSE in scaled units after ``epochs`` epochs).
     history_ : list of dict
-        One row per generation: evaluations, best so far, population quantiles.
+        One row per generation: evaluations, best so far, population quantiles; a last
+        row ``{"fallback": "pca", ...}`` when the PCA fallback engaged.
+    final_ : dict
+        The final training: ``val_loss``, ``pca_val_loss`` (PCA's validation MSE at the
+        same code size, scaled units), ``pca_ratio``, ``epochs``, ``fallback``...
+    pca_val_loss_ : float or None
+        PCA's validation MSE at ``code_size`` (fit on the search's training split).
+    fallback_ : str or None
+        ``"pca"`` when the evolved model reconstructed the validation split worse than
+        PCA and the PCA-initialised linear autoencoder was kept instead (evoae's
+        promise: never worse than PCA at the same code size), else None.
+    pca_refit_ : bool
+        True when the search returned a linear model (every activation linear, at best
+        PCA): ``model_`` is then the PCA-shaped linear autoencoder set to the PCA of all
+        rows given to ``fit`` (as ``PCA(code_size)`` would be).
     n_evaluations_ : int
         Candidates evaluated during the search.
     run_dir_ : Path or None
@@ -133,7 +156,9 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         population: int = 8,
         generations: int = 20,
         epochs: int = 2,
-        final_epochs: int = 20,
+        min_steps: int = 200,
+        final_epochs: int = 100,
+        final_min_steps: int = 2000,
         max_depth: int | None = None,
         random_state: int | np.random.RandomState | None = None,
         run_dir: str | Path | None = None,
@@ -147,7 +172,9 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.population = population
         self.generations = generations
         self.epochs = epochs
+        self.min_steps = min_steps
         self.final_epochs = final_epochs
+        self.final_min_steps = final_min_steps
         self.max_depth = max_depth
         self.random_state = random_state
         self.run_dir = run_dir
@@ -195,7 +222,9 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 strategy=self.strategy,
                 **self._strategy_settings(),
                 epochs=self.epochs,
+                min_steps=self.min_steps,
                 final_epochs=self.final_epochs,
+                final_min_steps=self.final_min_steps,
                 seed=seed,
                 device=self.device,
                 workers=self.n_jobs,
@@ -204,10 +233,27 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             if not keep:
                 shutil.rmtree(out, ignore_errors=True)
         self.model_ = result.model.cpu().eval()
+        spec = result.best_spec
+        # A linear model (every activation linear) is at best PCA: it becomes PCA fit on
+        # every row, as PCA(code_size) would be; the held-out splits only served to choose
+        # it (beating PCA on a small validation split is then chance, not structure).
+        self.pca_refit_ = _all_linear(spec)
+        if self.pca_refit_:
+            spec = {**spec, "hidden": [], "init": "pca"}
+            self.model_ = DenseAutoencoder(spec)
+            self.model_.init_from_pca(pca_basis(scaled, int(self.code_size)))
+            self.model_.eval()
         self.best_genome_ = result.best_genome
-        self.best_spec_ = result.best_spec
+        self.best_spec_ = spec
         self.best_fitness_ = float(result.best_fitness)
+        self.final_ = dict(result.final)
+        self.pca_val_loss_ = result.final.get("pca_val_loss")
+        self.fallback_ = result.final.get("fallback")
         self.history_ = list(result.history)
+        if self.fallback_:
+            self.history_.append(
+                {"fallback": self.fallback_, "message": result.final.get("fallback_message")}
+            )
         self.n_evaluations_ = int(result.n_evaluations)
         self.run_dir_ = out if keep else None
         return self
@@ -302,3 +348,10 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         # Training is seeded from random_state alone: same seed, same model.
         tags.non_deterministic = False
         return tags
+
+
+def _all_linear(spec: dict[str, Any]) -> bool:
+    """A dense spec whose every activation is linear: an affine map of rank <= code size."""
+    acts = [a for _, a in spec.get("hidden", [])]
+    acts += [spec.get("code_activation"), spec.get("output_activation")]
+    return spec.get("family") == "dense" and all(a == "linear" for a in acts)

@@ -15,17 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from evoae.data import Splits
 from evoae.errors import EvoaeError
+from evoae.families import describe, get_family
 from evoae.families.io import save_model
-from evoae.objectives import Objective
+from evoae.models.pca import pca_val_loss
+from evoae.objectives import EvalSplit, Objective
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal
 from evoae.settings import SearchSettings
 from evoae.spaces import Space
-from evoae.training import train_candidate
+from evoae.training import Result, train_candidate
+from evoae.training.budget import epochs_for
 from evoae.training.evaluator import as_tensor, resolve_device
 from evoae.training.threads import torch_threads
 from evoae.training.trainer import as_split, evaluate
@@ -98,8 +102,14 @@ def retrain_best(
     phenotype_key: Callable[[dict[str, Any]], str],
     reporters: Sequence[Any] = (),
 ) -> SearchResult:
-    """Retrain the journal's best candidate for ``final_epochs``, test it and save it.
+    """Retrain the journal's best candidate, compare it with PCA, test it and save it.
 
+    The final training runs at most ``max(final_epochs, epochs for final_min_steps)``
+    epochs; with ``final_patience`` it stops on a validation plateau (never before
+    ``final_min_steps`` steps) and keeps the best weights. ``final["pca_val_loss"]`` is
+    PCA's validation MSE at the same code size (fit on the training split) when the
+    family's loss is that MSE; with ``pca_fallback``, a dense model worse than PCA is
+    replaced by the PCA-initialised linear autoencoder (``final["fallback"] = "pca"``).
     A diverging retraining is an error (the search itself stays saved): a NaN model is
     never written as the run's model.
     """
@@ -117,40 +127,64 @@ def retrain_best(
     genome = space.from_json(best.genome)
     spec = space.decode(genome)
     device = resolve_device(s.execution.device)
-    epochs = s.training.final_epochs
-    final_seed = derive_seed(s.seed, "final", phenotype_key(spec))
     train, val = as_split(splits.train, device), as_split(splits.val, device)
-    for r in reporters:
-        r.final_start(epochs)
-
-    def on_epoch(done: int, loss: float) -> None:
-        for r in reporters:
-            r.final_epoch(done, loss)
-
-    with torch_threads(s.execution.threads or 1):
-        final_result, model = train_candidate(
-            spec,
-            train,
-            val,
-            epochs=epochs,
-            seed=final_seed,
-            objective=objective,
-            on_epoch=on_epoch,
-        )
+    final_result, model = _final_training(s, spec, train, val, objective, phenotype_key, reporters)
     if final_result.status != "ok":  # never save NaN weights as the run's model
         raise EvoaeError(
-            f"retraining the best candidate (evaluation {best.id}) for {epochs} epochs "
-            f"failed ({final_result.error}); the search is saved: resume with fewer "
-            "--final-epochs"
+            f"retraining the best candidate (evaluation {best.id}) for "
+            f"{final_result.epochs} epochs failed ({final_result.error}); the search is "
+            "saved: resume with fewer --final-epochs"
         )
+    searched_from_pca = spec.get("init") is not None
+    scratch = _best_from_scratch(journal) if searched_from_pca else None
+    if scratch is not None:
+        # The PCA seed starts where others must train to: on a short candidate budget its
+        # fitness is not comparable with theirs. The best candidate trained from scratch
+        # gets the same final training, and validation decides.
+        g2 = space.from_json(scratch.genome)
+        spec2 = space.decode(g2)
+        r2, m2 = _final_training(s, spec2, train, val, objective, phenotype_key)
+        if r2.status == "ok" and r2.fitness < final_result.fitness:
+            best, genome, spec, final_result, model = scratch, g2, spec2, r2, m2
+    family = get_family(spec["family"])
+    pca_loss = _pca_loss(splits, s.space.code_size) if family.loss_label == "MSE" else None
+    fallback: dict[str, Any] = {}
+    if (
+        pca_loss is not None
+        and s.training.pca_fallback
+        and objective.model_loss
+        and hasattr(space, "pca_spec")
+        and final_result.val_loss is not None
+        and final_result.val_loss > pca_loss * (1 + FALLBACK_RTOL)
+    ):
+        worse, searched = final_result.val_loss, spec
+        pca_spec = space.pca_spec()  # type: ignore[attr-defined]
+        done = (final_result, model) if spec == pca_spec else None
+        final_result, model = _pca_model(s, pca_spec, train, val, objective, phenotype_key, done)
+        genome = space.pca_genome()  # type: ignore[attr-defined]
+        spec = pca_spec
+        # The returned model's own search row (the PCA seed's), when the search had one.
+        best = _row_of(journal, pca_spec) or best
+        fallback = {
+            "fallback": "pca",
+            "fallback_message": (
+                f"the retrained best ({describe(searched)}) reconstructs the validation "
+                f"split worse than PCA ({worse:.6g} > {pca_loss:.6g} MSE): returning the "
+                "PCA-initialised linear autoencoder"
+            ),
+            "searched_val_loss": worse,
+        }
     final: dict[str, Any] = {
-        "epochs": epochs,
+        "epochs": final_result.epochs,
+        "best_epoch": final_result.best_epoch,
         "val_loss": final_result.val_loss,
         "train_loss": final_result.train_loss,
         "terms": final_result.terms,
         "params": final_result.params,
         "seconds": final_result.seconds,
         "status": final_result.status,
+        **_pca_figures(pca_loss, final_result.val_loss, family.loss_label),
+        **fallback,
     }
     if not objective.model_loss:
         final["fitness"] = final_result.fitness
@@ -186,3 +220,94 @@ def retrain_best(
         seconds=time.perf_counter() - t0,
         settings=s,
     )
+
+
+#: The retrained model must beat PCA by more than float noise to be kept over it.
+FALLBACK_RTOL = 1e-6
+
+
+def _final_training(
+    s: SearchSettings,
+    spec: dict[str, Any],
+    train: EvalSplit,
+    val: EvalSplit,
+    objective: Objective,
+    phenotype_key: Callable[[dict[str, Any]], str],
+    reporters: Sequence[Any] = (),
+) -> tuple[Result, nn.Module]:
+    """The final schedule of :func:`retrain_best` for ``spec``, seeded by its phenotype;
+    reporters hear of its start (the epoch cap) and of every epoch."""
+    t = s.training
+    epochs = epochs_for(t.final_epochs, t.final_min_steps, len(train.x), int(spec["batch_size"]))
+    for r in reporters:
+        r.final_start(epochs)
+
+    def on_epoch(done: int, loss: float) -> None:
+        for r in reporters:
+            r.final_epoch(done, loss)
+
+    with torch_threads(s.execution.threads or 1):
+        return train_candidate(
+            spec,
+            train,
+            val,
+            epochs=epochs,
+            seed=derive_seed(s.seed, "final", phenotype_key(spec)),
+            objective=objective,
+            patience=t.final_patience,
+            min_steps=t.final_min_steps,
+            on_epoch=on_epoch if reporters else None,
+        )
+
+
+def _row_of(journal: Journal, spec: dict[str, Any]) -> Any:
+    """The first successful trained row of ``spec``, or None."""
+    rows = (r for r in journal.rows() if r.spec == spec and not r.cached and r.status == "ok")
+    return next(rows, None)
+
+
+def _best_from_scratch(journal: Journal) -> Any:
+    """The best successful row whose spec is not initialised from data, or None."""
+    rows = [r for r in journal.rows() if r.status != "failed" and r.spec.get("init") is None]
+    return min(rows, key=lambda r: (r.fitness, r.id)) if rows else None
+
+
+def _pca_model(
+    s: SearchSettings,
+    spec: dict[str, Any],
+    train: EvalSplit,
+    val: EvalSplit,
+    objective: Objective,
+    phenotype_key: Callable[[dict[str, Any]], str],
+    done: tuple[Result, nn.Module] | None = None,
+) -> tuple[Result, nn.Module]:
+    """The PCA-initialised linear autoencoder: trained with the final schedule (``done``
+    when that was the retrained best) or as initialised, whichever reconstructs the
+    validation split better."""
+    if done is None:
+        done = _final_training(s, spec, train, val, objective, phenotype_key)
+    trained, model = done
+    untrained, plain = train_candidate(spec, train, val, epochs=0, seed=0, objective=objective)
+    if trained.status == "ok" and _loss(trained) <= _loss(untrained):
+        return trained, model
+    return untrained, plain
+
+
+def _loss(r: Result) -> float:
+    return math.inf if r.val_loss is None else float(r.val_loss)
+
+
+def _pca_loss(splits: Splits, k: int) -> float | None:
+    """PCA's validation MSE at code size ``k``, fit on the training split (flattened)."""
+    train, val = splits.train.x, splits.val.x
+    if not 1 <= k <= min(len(train), int(np.prod(train.shape[1:]))):
+        return None
+    return pca_val_loss(train, val, k)
+
+
+def _pca_figures(pca_loss: float | None, val_loss: float | None, label: str) -> dict[str, Any]:
+    if pca_loss is None:
+        why = f"n/a ({label} is not comparable with PCA's MSE)" if label != "MSE" else "n/a"
+        return {"pca_val_loss": None, "pca_ratio": None, "pca_note": why}
+    ratio = val_loss / pca_loss if val_loss is not None and pca_loss > 0 else None
+    return {"pca_val_loss": pca_loss, "pca_ratio": ratio}

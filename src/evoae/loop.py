@@ -40,6 +40,7 @@ from evoae.runs.killpoints import arm_forward, kill_point
 from evoae.settings import SearchSettings, StrategySettings
 from evoae.spaces import Space, spec_key
 from evoae.training import Evaluator, Result, Task
+from evoae.training.budget import epochs_for
 from evoae.training.evaluator import resolve_device
 
 __all__ = ["SearchResult", "SearchSettings", "derive_seed", "search"]
@@ -60,8 +61,10 @@ class _Loop:
         journal: Journal,
         run_dir: Path,
         reporters: Sequence[Reporter],
+        n_train: int,
     ) -> None:
         self.s, self.space, self.strategy, self.journal = s, space, strategy, journal
+        self.n_train = int(n_train)
         self.objective = objective
         self.run_dir = run_dir
         self.reporters = reporters
@@ -73,9 +76,14 @@ class _Loop:
         self.best = math.inf
         self.reevaluate = bool(getattr(strategy.options, "reevaluate", False))
 
+    def epochs_for(self, spec: dict[str, Any]) -> int:
+        """The candidate's epochs: ``epochs``, more if needed for ``min_steps`` steps."""
+        t = self.s.training
+        return epochs_for(t.epochs, t.min_steps, self.n_train, int(spec["batch_size"]))
+
     def phenotype_key(self, spec: dict[str, Any]) -> str:
         """What a candidate's training is a function of (with the data): seeds derive from it."""
-        return spec_key({"spec": spec, "epochs": self.s.training.epochs})
+        return spec_key({"spec": spec, "epochs": self.epochs_for(spec)})
 
     def cache_key(self, spec: dict[str, Any]) -> str:
         """The phenotype cache's key: the phenotype and what it is scored on."""
@@ -142,8 +150,10 @@ class _Loop:
             slot = key if not self.reevaluate else f"{key}#{i}"
             to_train.setdefault(slot, []).append(i)
         leaders = [idx[0] for idx in to_train.values()]
-        epochs = self.s.training.epochs
-        tasks = [Task(specs[i], self.seed_for(specs[i], base + i), epochs) for i in leaders]
+        tasks = [
+            Task(specs[i], self.seed_for(specs[i], base + i), self.epochs_for(specs[i]))
+            for i in leaders
+        ]
         for j, result in evaluator.evaluate(tasks) if tasks else ():
             i = leaders[j]
             row = self._row(
@@ -367,6 +377,7 @@ def search(
     )
     if instance is not None and instance.space is not space:
         instance.space = space  # the user's strategy searches the space of this run
+    strat.add_seeds(space.seed_genomes())  # the PCA seed of dense spaces
     s.strategy.options = _jsonable(strat.options_dict())  # stored in full, defaults included
     fingerprint = _data_fingerprint(splits)
     if resume:
@@ -454,7 +465,7 @@ def _run(
     """
     journal = Journal(run_dir / rf.JOURNAL, create=not resume)
     try:
-        loop = _Loop(s, space, strategy, objective, journal, run_dir, reporters)
+        loop = _Loop(s, space, strategy, objective, journal, run_dir, reporters, len(splits.train))
         if resume:
             # A run killed before its first checkpoint has none: it replays from the start.
             if (run_dir / rf.CHECKPOINT).exists():

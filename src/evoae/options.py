@@ -4,7 +4,9 @@ Every layer declares its settings as a dataclass whose fields are made with
 :func:`option`. From that one declaration come the defaults, the validation
 (:func:`check`), the command-line flags and their help text (shown once, with the
 real default), and the resume rules (``grows``: a budget that may only grow on
-resume; ``resumable``: free to change on resume).
+resume; ``resumable``: free to change on resume). A setting added after runs were
+stored without it declares ``legacy``: the value those runs are read (and resumed) with,
+so they keep the behaviour they were made with.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ def option(
     resumable: bool = False,
     cli: bool = True,
     kind: type | None = None,
+    legacy: Any = MISSING,
 ) -> Any:
     """A dataclass field carrying the metadata of one setting.
 
     ``kind`` is the scalar type for the CLI and checks (default: the type of
     ``default``); ``default_text`` replaces the default in help where it is computed
-    (e.g. "1/genes"); ``cli=False`` keeps a setting out of the command line.
+    (e.g. "1/genes"); ``cli=False`` keeps a setting out of the command line;
+    ``legacy`` is the value of stored settings that lack the field (see the module).
     """
     meta = {
         "help": help,
@@ -51,6 +55,7 @@ def option(
         "resumable": resumable,
         "cli": cli,
         "kind": kind if kind is not None else (type(default) if default is not None else str),
+        "legacy": legacy,
     }
     if isinstance(default, list | dict):
         value = default
@@ -127,6 +132,16 @@ def build(cls: type, values: dict[str, Any], what: str) -> Any:
     obj = cls(**values)
     check(obj)
     return obj
+
+
+def with_legacy(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Stored ``values`` of settings class ``cls`` with each missing ``legacy`` field filled."""
+    out = dict(values)
+    for f in options_of(cls):
+        legacy = f.metadata.get("legacy", MISSING)
+        if legacy is not MISSING and f.name not in out:
+            out[f.name] = legacy
+    return out
 
 
 def help_text(f: Field[Any], extra: str = "") -> str:

@@ -19,7 +19,7 @@ from evoae.errors import EvoaeError
 from evoae.execution import EXECUTORS
 from evoae.families import FAMILIES
 from evoae.objectives import OBJECTIVES
-from evoae.options import build, check, options_of
+from evoae.options import build, check, options_of, with_legacy
 from evoae.options import option as opt
 from evoae.spaces.base import OPTIMIZERS
 
@@ -122,11 +122,19 @@ class SpaceSettings:
         default_text="the preset's",
         kind=list,
     )
+    pca_seed: bool = opt(
+        True,
+        "seed the search with a linear autoencoder initialised from PCA of the training "
+        "split (dense family; --no-pca-seed to leave it out)",
+        legacy=False,
+    )
     options: dict[str, Any] = opt({}, "other options of the space", cli=False, kind=dict)
 
     def space_options(self) -> dict[str, Any]:
         """Keyword options for :func:`evoae.families.make_space`."""
         out = {"max_depth": self.max_depth, **self.options}
+        if self.pca_seed and FAMILIES[self.model].pca_init:
+            out["pca_init"] = True
         for name in ("activations", "optimizers"):
             if getattr(self, name) is not None:
                 out[name] = list(getattr(self, name))
@@ -138,8 +146,46 @@ class TrainingSettings:
     """How each candidate and the final model are trained and scored."""
 
     epochs: int = opt(2, "epochs per candidate", low=1, high=MAX_EPOCHS, short="-E")
+    min_steps: int = opt(
+        200,
+        "optimizer steps each candidate trains at least (more epochs on small data; "
+        "0: epochs alone)",
+        low=0,
+        high=10_000_000,
+        legacy=0,
+    )
     final_epochs: int = opt(
-        20, "epochs to retrain the best", low=0, high=MAX_EPOCHS, resumable=True, grows=False
+        100,
+        "most epochs to retrain the best (fewer on a validation plateau, more for "
+        "--final-min-steps)",
+        low=0,
+        high=MAX_EPOCHS,
+        resumable=True,
+        grows=False,
+    )
+    final_min_steps: int = opt(
+        2000,
+        "optimizer steps the final training takes at least",
+        low=0,
+        high=10_000_000,
+        resumable=True,
+        legacy=0,
+    )
+    final_patience: int = opt(
+        5,
+        "stop the final training after this many epochs without a better validation loss, "
+        "keeping the best weights (0: train every epoch, keep the last weights)",
+        low=0,
+        high=MAX_EPOCHS,
+        resumable=True,
+        legacy=0,
+    )
+    pca_fallback: bool = opt(
+        True,
+        "return the PCA-initialised linear autoencoder when the retrained best reconstructs "
+        "the validation split worse than PCA (dense, MSE; --no-pca-fallback to keep it)",
+        resumable=True,
+        legacy=False,
     )
     objective: str = opt(
         "recon",
@@ -310,7 +356,7 @@ class SearchSettings:
                 raise EvoaeError("stored settings: strategy must be {name, options}")
             out = cls(
                 **{
-                    name: build(c, _known(c, data.get(name) or {}), name)
+                    name: build(c, with_legacy(c, _known(c, data.get(name) or {})), name)
                     for name, c in SECTIONS.items()
                 },
                 strategy=StrategySettings(strat["name"], dict(strat.get("options") or {})),
@@ -320,6 +366,8 @@ class SearchSettings:
             return out
         flat = dict(data)  # evoae 0.1: everything flat, the microbial GA implied
         flat.pop("strategy", None)
+        for c in SECTIONS.values():
+            flat = with_legacy(c, flat)
         return cls.from_flat(flat, strategy="microbial", strict=False)
 
 

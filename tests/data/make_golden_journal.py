@@ -2,6 +2,9 @@
 
 ``tests/data/golden_journal.json`` was written by this script with evoae 0.1, before the
 open-core change; tests/test_open_core.py checks that today's code writes the same rows.
+Since evoae 0.2 the JSON's settings also turn off what later versions do by default and
+0.1 did not (the PCA seed and fallback, the step floors, the final plateau stop):
+``OFF_SINCE_0_1`` below; the recorded rows are untouched.
 """
 
 import json
@@ -27,6 +30,12 @@ CASES = {
         population=4, generations=3, epochs=1, final_epochs=1, seed=1, reevaluate=True
     ),
 }
+
+
+#: Added to every case's settings in the JSON: evoae 0.1's behaviour with today's code.
+OFF_SINCE_0_1 = dict(
+    pca_seed=False, pca_fallback=False, min_steps=0, final_min_steps=0, final_patience=0
+)
 
 
 def journal_rows(run: str) -> list[dict]:

@@ -54,7 +54,9 @@ def run_record(view: RunView) -> dict[str, Any]:
     """One run's headline figures (JSON-able)."""
     s = view.settings
     best = view.best()
-    final = (view.summary or {}).get("final", {})
+    summary = view.summary or {}
+    final = summary.get("final", {})
+    spec = summary.get("best_spec") or (best.spec if best else None)
     return {
         "run": str(view.path),
         "dataset": s.get("dataset"),
@@ -66,9 +68,14 @@ def run_record(view: RunView) -> dict[str, Any]:
         "state": "finished" if view.finished else "unfinished",
         "evaluations": len(view.rows),
         "trainings": len(view.trained),
-        "best_fitness": _finite(best.fitness) if best else None,
-        "best_architecture": describe_spec(best.spec) if best else None,
+        # A finished run: the returned model's candidate (not always the journal's best:
+        # a PCA seed that led the search can lose the final training to a from-scratch one).
+        "best_fitness": _finite(summary.get("best_fitness", best.fitness if best else None)),
+        "best_architecture": describe_spec(spec) if spec else None,
         "val_loss": _finite(final.get("val_loss")),
+        "pca_val_loss": _finite(final.get("pca_val_loss")),
+        "pca_ratio": _finite(final.get("pca_ratio")),
+        "fallback": final.get("fallback"),
         "test_loss": _finite(final.get("test_loss")),
         "params": final.get("params"),
         "seconds": (view.summary or {}).get("seconds"),
@@ -144,6 +151,15 @@ def run_show(args: argparse.Namespace) -> int:
     info.add_row("trainings", str(record["trainings"]))
     info.add_row("best search fitness", _f(record["best_fitness"]))
     info.add_row("retrained val loss", _f(record["val_loss"]))
+    final = (view.summary or {}).get("final", {})
+    if view.finished and "pca_val_loss" in final:
+        for key, value in pca_rows(final, record["code_size"]):
+            info.add_row(key, value)
+        if final.get("fallback"):
+            info.add_row("fallback", str(final.get("fallback_message")))
+    else:  # unfinished, or made before evoae compared runs with PCA
+        info.add_row(f"PCA val loss ({record['code_size']} components)", "-")
+        info.add_row("ratio to PCA", "-")
     info.add_row("retrained test loss", _f(record["test_loss"]))
     info.add_row("parameters", str(record["params"] if record["params"] is not None else "-"))
     s = view.settings
@@ -192,3 +208,17 @@ def _finite(x: Any) -> float | None:
 
 def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.5f}"
+
+
+def pca_rows(final: dict[str, Any], code_size: Any, unit: str = "") -> list[tuple[str, str]]:
+    """PCA's validation loss at the run's code size and the model's ratio to it (or n/a)."""
+    pca = final.get("pca_val_loss")
+    if pca is None:
+        note = final.get("pca_note", "-")
+        return [(f"PCA val loss ({code_size} components)", note), ("ratio to PCA", note)]
+    ratio = final.get("pca_ratio")
+    tail = " (PCA fallback)" if final.get("fallback") == "pca" else ""
+    return [
+        (f"PCA val loss ({code_size} components)", f"{pca:.5f} {unit}".rstrip()),
+        ("ratio to PCA", "-" if ratio is None else f"{ratio:.4f}{tail}"),
+    ]

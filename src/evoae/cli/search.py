@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evoae import evolution
+from evoae.cli.runs import pca_rows
 from evoae.errors import EvoaeError
 from evoae.execution import EXECUTOR_HELP
 from evoae.families import describe, get_family
@@ -118,7 +119,8 @@ def _add(group: Any, f: Any, extra: str = "") -> None:
     kind = meta["kind"]
     kw: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text(f, extra)}
     if kind is bool:
-        kw["action"] = "store_true"
+        # A setting on by default is turned off with --no-NAME.
+        kw["action"] = argparse.BooleanOptionalAction if f.default is True else "store_true"
     else:
         kw["type"] = _parser(f)
         if meta["choices"] is not None:
@@ -263,9 +265,10 @@ def print_summary(result: SearchResult) -> None:
             _f(result.best_fitness, "" if s.training.objective != "recon" else unit),
         ),
         (
-            f"retrained val loss ({_epochs(s.training.final_epochs)})",
+            f"retrained val loss ({_epochs(result.final.get('epochs') or 0)})",
             _f(result.final.get("val_loss"), unit),
         ),
+        *pca_rows(result.final, s.space.code_size, unit),
         ("retrained test loss", _f(result.final.get("test_loss"), unit)),
         ("best architecture", describe(result.best_spec)),
         ("parameters", str(result.final.get("params"))),
@@ -276,6 +279,8 @@ def print_summary(result: SearchResult) -> None:
     for k, v in rows:
         table.add_row(k, v)
     Console().print(table)
+    if result.final.get("fallback"):
+        Console().print(f"[bold]PCA fallback:[/bold] {result.final.get('fallback_message')}")
 
 
 def _f(x: float | None, unit: str = "") -> str:

@@ -15,6 +15,12 @@ To write a strategy: subclass :class:`Strategy`, declare its settings as an
 :func:`evoae.evolution.register`. A multi-objective strategy names what it minimises
 in ``objectives`` (fields of an evaluation: ``fitness``, ``params``, or a loss term);
 it is then told one tuple per genome.
+
+Seed genomes: before the first :meth:`Strategy.ask` the search hands the strategy the
+space's seed genomes (:meth:`Strategy.add_seeds`; for dense spaces the PCA-initialised
+linear autoencoder). A strategy includes them in its first batch; the built-ins put
+them in place of their first random draws (the draws are still made, so the rest of
+the batch is the one an unseeded search asks for). :meth:`Strategy.seeded` does that.
 """
 
 from __future__ import annotations
@@ -54,6 +60,16 @@ class Strategy(ABC):
         self.space = space
         self.options = options if options is not None else self.Options()
         self.rng = np.random.default_rng(int(seed))
+        self.seeds: list[Genome] = []
+
+    def add_seeds(self, genomes: Sequence[Genome]) -> None:
+        """Genomes to include in the first batch (called by the search before any ask)."""
+        self.seeds = [tuple(g) for g in genomes]
+
+    def seeded(self, genomes: list[Genome]) -> list[Genome]:
+        """``genomes`` (a first batch) with its first members replaced by the seeds."""
+        n = min(len(self.seeds), len(genomes))
+        return [*self.seeds[:n], *genomes[n:]]
 
     @abstractmethod
     def ask(self) -> list[Genome]:

@@ -120,7 +120,7 @@ class MicrobialGA(Strategy):
         if self._pending is not None:
             raise RuntimeError("ask() called twice without tell()")
         if not self.population:
-            genomes = [self.space.sample(self.rng) for _ in range(self.n)]
+            genomes = self.seeded([self.space.sample(self.rng) for _ in range(self.n)])
             self._pending = ("init", genomes)
             return genomes
         if self._reeval_pairs:

@@ -2,7 +2,8 @@
 
 The control every comparison needs (a strong baseline in architecture search). Each
 :meth:`~RandomSearch.ask` draws ``batch`` genomes (fewer at the end of the budget), so
-parallel executors always have work.
+parallel executors always have work. The space's seed genomes (the PCA seed) take
+the place of the first draws.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class RandomSearch(Strategy):
     def ask(self) -> list[Genome]:
         n = min(self.options.batch, self.options.evaluations - self.told)
         self._asked = n
-        return [self.space.sample(self.rng) for _ in range(n)]
+        genomes = [self.space.sample(self.rng) for _ in range(n)]
+        return self.seeded(genomes) if self.told == 0 else genomes
 
     def tell(self, genomes: Sequence[Genome], fitness: Sequence[Any]) -> None:
         if len(genomes) != len(fitness):

@@ -25,4 +25,5 @@ DENSE = Family(
     presets=("seed", "extended"),
     stacker=Stacker(build=DenseStack, plan=plan_stacks, bytes=stack_bytes, padded=True),
     loss_label="MSE",
+    pca_init=True,
 )

@@ -46,8 +46,9 @@ class Family:
     make_space: Callable[..., Space]
     #: ``space_from_config(cfg) -> Space`` (the inverse of ``Space.config``).
     space_from_config: Callable[[dict[str, Any]], Space]
-    #: ``build(spec, seed) -> nn.Module`` following :class:`evoae.models.Autoencoder`.
-    build: Callable[[dict[str, Any], int], nn.Module]
+    #: ``build(spec, seed) -> nn.Module`` following :class:`evoae.models.Autoencoder`;
+    #: a family whose specs may say ``"init": "pca"`` also takes ``init=`` (a PCA basis).
+    build: Callable[..., nn.Module]
     #: ``describe(spec) -> str``: the one architecture notation (see the README).
     describe: Callable[[dict[str, Any]], str]
     #: ``input_shape(spec) -> tuple`` of one input row (without the batch).
@@ -57,8 +58,12 @@ class Family:
     stacker: Stacker | None = None
     #: ``plot(model, splits, plots_dir) -> list[Path]`` extra plots after a search.
     plots: tuple[Callable[..., Any], ...] = field(default_factory=tuple)
-    #: What the family's loss is, with its unit (summaries and plots).
+    #: What the family's loss is, with its unit (summaries and plots). ``MSE`` (per value
+    #: of the flattened input) makes the run comparable with PCA at the same code size.
     loss_label: str = "MSE"
+    #: Its space takes ``pca_init=True``: a PCA-initialised seed genome and, after the
+    #: search, the PCA fallback (see :mod:`evoae.spaces.dense`).
+    pca_init: bool = False
 
 
 #: name -> Family. Filled by :func:`register` (built-ins in :mod:`evoae.families`).
@@ -83,9 +88,16 @@ def family_of(spec: dict[str, Any]) -> Family:
     return get_family(spec.get("family"))
 
 
-def build_model(spec: dict[str, Any], seed: int = 0) -> nn.Module:
-    """The untrained module a spec describes, its weights drawn from ``seed``."""
-    return family_of(spec).build(spec, seed)
+def build_model(spec: dict[str, Any], seed: int = 0, init: Any = None) -> nn.Module:
+    """The untrained module a spec describes, its weights drawn from ``seed``.
+
+    ``init`` (a :class:`evoae.models.pca.PCABasis` of the training split) initialises a
+    spec that says ``"init": "pca"``; it is ignored otherwise.
+    """
+    family = family_of(spec)
+    if init is not None and spec.get("init") is not None:
+        return family.build(spec, seed, init=init)
+    return family.build(spec, seed)
 
 
 def describe(spec: dict[str, Any]) -> str:

@@ -10,19 +10,24 @@ from torch.nn import functional as F
 
 from evoae.models.base import ModelOutput
 from evoae.models.layers import activation, glorot_
+from evoae.models.pca import PCABasis
 
 
 class DenseAutoencoder(nn.Module):
     """Encoder ``input -> hidden... -> code``, decoder mirrors it back to the input width.
 
     Inputs of any shape ``(N, ...)`` are flattened; :meth:`decode` returns ``(N, input_dim)``.
-    Weights are Glorot-uniform with zero biases, drawn from ``seed`` alone.
+    Weights are Glorot-uniform with zero biases, drawn from ``seed`` alone. A spec with
+    ``"init": "pca"`` (no hidden layer, linear code and output) built with ``init`` (the
+    PCA of the training split) starts as PCA: encoder the top components, decoder their
+    transpose, biases from the mean; without ``init`` (e.g. before loading saved
+    weights) it is drawn like any other.
     """
 
     #: Deterministic: the code is a point, there is no posterior to sample.
     variational = False
 
-    def __init__(self, spec: dict[str, Any], seed: int = 0) -> None:
+    def __init__(self, spec: dict[str, Any], seed: int = 0, init: PCABasis | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.code_size = int(spec["code_size"])
@@ -44,6 +49,23 @@ class DenseAutoencoder(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 glorot_(m, g)
+        if init is not None and spec.get("init") == "pca":
+            self.init_from_pca(init)
+
+    @torch.no_grad()
+    def init_from_pca(self, basis: PCABasis) -> None:
+        """Set the weights of this linear autoencoder without hidden layers to PCA's."""
+        spec = self.spec
+        linear = spec["code_activation"] == spec["output_activation"] == "linear"
+        if spec["hidden"] or not linear or basis.code_size != self.code_size:
+            raise ValueError("PCA initialisation needs a linear autoencoder without hidden layers")
+        enc, dec = self.encoder[0], self.decoder[0]
+        comps = torch.as_tensor(basis.components, dtype=torch.float64)
+        mean = torch.as_tensor(basis.mean, dtype=torch.float64)
+        enc.weight.copy_(comps)
+        enc.bias.copy_(-(comps @ mean))
+        dec.weight.copy_(comps.T)
+        dec.bias.copy_(mean)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x.reshape(x.shape[0], -1))

@@ -350,7 +350,15 @@ def render(view: RunView) -> str:
         ("evaluations", len(view.rows)),
         ("trainings", len(view.trained)),
         ("best search fitness", _num(best.fitness if best else None)),
-        (f"retrained val loss ({s.get('final_epochs')} ep.)", _num(final.get("val_loss"))),
+        (
+            f"retrained val loss ({final.get('epochs', s.get('final_epochs'))} ep.)",
+            _num(final.get("val_loss")),
+        ),
+        (
+            f"PCA val loss ({s.get('code_size')} comp.)",
+            _num(final.get("pca_val_loss")) if "pca_note" not in final else "n/a",
+        ),
+        ("ratio to PCA", _num(final.get("pca_ratio"), 4) if "pca_note" not in final else "n/a"),
         ("retrained test loss", _num(final.get("test_loss"))),
         ("parameters", _num(final.get("params"))),
         ("wall time", f"{view.summary['seconds']:.1f} s" if view.summary else "-"),
@@ -429,6 +437,10 @@ def render(view: RunView) -> str:
         parts.append("<h2>Latent space and samples</h2>")
         parts += [_figure((plots / name).read_bytes(), cap) for name, cap in extras]
     parts.append("<h2>Against PCA</h2>")
+    if final.get("fallback") == "pca":
+        parts.append(f"<p class='note'>PCA fallback: {_e(final.get('fallback_message'))}.</p>")
+    if final.get("pca_note"):
+        parts.append(f"<p class='note'>PCA comparison: {_e(final['pca_note'])}.</p>")
     parts.append(_pca_section(pca_comparison(view, model)))
     parts.append("<h2>Settings</h2>")
     parts.append(

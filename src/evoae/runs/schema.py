@@ -492,6 +492,9 @@ _FINAL = record(
         "terms": mapping(number(null=True), max_len=64),
         "status": string(32),
         "error": string(4096, null=True),
+        "pca_note": string(4096, null=True),
+        "fallback": string(32, null=True),
+        "fallback_message": string(4096, null=True),
     },
     extra=number(null=True, inf=True),
 )

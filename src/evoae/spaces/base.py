@@ -58,6 +58,10 @@ class Space(ABC):
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this space with :func:`evoae.spaces.space_from_config`."""
 
+    def seed_genomes(self) -> list[Genome]:
+        """Genomes a search should include from the start (e.g. the PCA seed); none here."""
+        return []
+
     @property
     def n_genes(self) -> int:
         return len(self.genes)

@@ -17,6 +17,13 @@ from the last kept layer. Kept layers keep their own activation. The decoder mir
 kept encoder layers in reverse with the same activations, then an output layer of the
 input width with ``output_activation``.
 
+PCA seed (``pca_init=True``, the default of new searches): a genome that decodes to no
+hidden layer with linear code and output activations is the linear autoencoder that
+contains PCA's solution; its spec says ``"init": "pca"`` and the trainer initialises it
+from PCA of the training split, so it starts at PCA's reconstruction error.
+:meth:`DenseSpace.seed_genomes` offers one such genome (all hidden ratios 0, Adam) for
+the strategies' first batch.
+
 Where the published notebook differs from the paper, evoae follows the paper: every
 hidden gene's ratio is used (the notebook ignores the first), and the code layer uses
 the code gene's activation (the notebook reuses the last hidden activation).
@@ -47,6 +54,7 @@ OPTIONS = (
     "batch_gene",
     "batch_choices",
     "batch_size",
+    "pca_init",
 )
 #: Keras defaults, which the published code used.
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001, "adamw": 0.001}
@@ -67,6 +75,9 @@ class DenseSpace(Space):
         Evolve the learning rate (log-uniform in ``lr_range``); else Keras defaults.
     batch_gene, batch_choices, batch_size
         Evolve the batch size among ``batch_choices``; else use ``batch_size``.
+    pca_init
+        Linear genomes without hidden layers decode to ``"init": "pca"`` specs, and
+        :meth:`seed_genomes` offers one (see the module docstring).
     """
 
     family = "dense"
@@ -84,6 +95,7 @@ class DenseSpace(Space):
         batch_gene: bool = False,
         batch_choices: Sequence[int] = (16, 32, 64, 128),
         batch_size: int = 32,
+        pca_init: bool = False,
     ) -> None:
         if input_dim < 2:
             raise EvoaeError(
@@ -118,6 +130,7 @@ class DenseSpace(Space):
         self.batch_gene = bool(batch_gene)
         self.batch_choices = tuple(int(b) for b in batch_choices)
         self.batch_size = int(batch_size)
+        self.pca_init = bool(pca_init)
         self._genes = self._make_genes()
 
     def _make_genes(self) -> list[Gene]:
@@ -154,7 +167,7 @@ class DenseSpace(Space):
             hidden.append([width, act])
             prev = width
         optimizer = g["optimizer"]
-        return {
+        spec = {
             "family": self.family,
             "input_dim": self.input_dim,
             "code_size": self.code_size,
@@ -165,6 +178,32 @@ class DenseSpace(Space):
             "lr": float(g["learning_rate"]) if self.lr_gene else DEFAULT_LR[optimizer],
             "batch_size": int(g["batch_size"]) if self.batch_gene else self.batch_size,
         }
+        if self.pca_init and is_pca_shape(spec):
+            spec["init"] = "pca"
+        return spec
+
+    def pca_genome(self) -> Genome:
+        """The linear autoencoder without hidden layers (PCA's shape), trained with Adam
+        (else the first optimizer) at its default rate, batch 32 where it can."""
+        genes: list[Any] = [(0.0, "linear")] * self.max_depth
+        genes += ["linear", "linear"]
+        optimizer = "adam" if "adam" in self.optimizers else self.optimizers[0]
+        genes.append(optimizer)
+        if self.lr_gene:
+            genes.append(float(min(max(DEFAULT_LR[optimizer], self.lr_range[0]), self.lr_range[1])))
+        if self.batch_gene:
+            choices = self.batch_choices
+            genes.append(32 if 32 in choices else min(choices, key=lambda b: abs(b - 32)))
+        return tuple(genes)
+
+    def pca_spec(self) -> dict[str, Any]:
+        """The spec of :meth:`pca_genome`, always PCA-initialised."""
+        return {**self.decode(self.pca_genome()), "init": "pca"}
+
+    def seed_genomes(self) -> list[Genome]:
+        """The PCA seed when ``pca_init`` is on and ``linear`` is among the activations
+        (a user who left it out gets no linear candidate; the fallback still applies)."""
+        return [self.pca_genome()] if self.pca_init and "linear" in self.activations else []
 
     def config(self) -> dict[str, Any]:
         return {
@@ -179,6 +218,8 @@ class DenseSpace(Space):
             "batch_gene": self.batch_gene,
             "batch_choices": list(self.batch_choices),
             "batch_size": self.batch_size,
+            # Only when on, so the configs of runs made before the option stay equal.
+            **({"pca_init": True} if self.pca_init else {}),
         }
 
     @classmethod
@@ -211,6 +252,12 @@ def dense_preset(name: str, input_dim: int, code_size: int, **overrides: Any) ->
     return DenseSpace(input_dim, code_size, **kw)
 
 
+def is_pca_shape(spec: dict[str, Any]) -> bool:
+    """No hidden layer, linear code and output: the autoencoder that contains PCA."""
+    linear = spec["code_activation"] == spec["output_activation"] == "linear"
+    return not spec["hidden"] and linear
+
+
 def _check_names(kind: str, names: Sequence[str], allowed: Sequence[str]) -> None:
     if isinstance(names, str):  # a lone name would be read letter by letter
         raise EvoaeError(f"{kind}s must be a list of names, got the string {names!r}")
@@ -226,6 +273,7 @@ def describe_dense(spec: dict[str, Any]) -> str:
     and activations, the code in brackets; the decoder mirrors the encoder."""
     enc = [f"{w} {a}" for w, a in spec["hidden"]]
     code = f"[{spec['code_size']} {spec['code_activation']}]"
+    init = ", PCA init" if spec.get("init") == "pca" else ""
     return " > ".join([str(spec["input_dim"]), *enc, code]) + (
-        f" mirrored, out {spec['output_activation']}"
+        f" mirrored, out {spec['output_activation']}{init}"
     )

@@ -300,7 +300,8 @@ class PopulationEvaluator(Evaluator):
     Dense tasks are stacked (padded, see the module docstring); conv tasks are bucketed
     by structure (:func:`evoae.models.stack_conv.conv_stack_key`) and each bucket
     is stacked along channels; tasks of other families are trained one at a time with
-    :func:`train_candidate`. Results come back stack by stack.
+    :func:`train_candidate`, as are members initialised from data (PCA-seeded). Results
+    come back stack by stack.
 
     Parameters
     ----------
@@ -346,7 +347,8 @@ class PopulationEvaluator(Evaluator):
             yield from self._evaluate(tasks)
 
     def _evaluate(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
-        stackers = [family_of(t.spec).stacker for t in tasks]
+        # A member initialised from data (``"init": "pca"``) is trained on its own.
+        stackers = [None if t.spec.get("init") else family_of(t.spec).stacker for t in tasks]
         for i, t in enumerate(tasks):
             if stackers[i] is None:
                 result, _ = train_candidate(

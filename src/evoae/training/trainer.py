@@ -9,6 +9,7 @@ seed, epochs, data, objective) on one machine.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from torch import nn
 
 from evoae.families import build_model
 from evoae.models import count_params
+from evoae.models.pca import PCABasis, pca_basis
 from evoae.objectives import EvalSplit, Objective, Reconstruction, Score, evaluate
 from evoae.objectives.reconstruction import EVAL_BATCH
 from evoae.training.optim import make_optimizer
@@ -39,6 +41,10 @@ class Result:
     status: str = "ok"
     terms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    #: Epochs trained, and (with a patience) the epoch whose weights were kept (0: the
+    #: initial weights). Not journaled.
+    epochs: int | None = None
+    best_epoch: int | None = None
 
     @classmethod
     def failed(cls, params: int, seconds: float, error: str) -> Result:
@@ -111,13 +117,14 @@ def fit(
     lr: float,
     seed: int,
     on_epoch: Callable[[int, float], None] | None = None,
+    after_epoch: Callable[[int], bool] | None = None,
 ) -> list[float]:
     """Train in place; returns the mean training loss of each epoch.
 
     ``on_epoch(epochs_done, loss)`` is called after every epoch (progress bars).
 
     Stops early (returning the losses so far, the last one non-finite) when the loss
-    becomes NaN or infinite.
+    becomes NaN or infinite, or when ``after_epoch(epochs_done)`` returns True.
     """
     opt = make_optimizer(optimizer, model.parameters(), lr)
     model.train()
@@ -137,7 +144,48 @@ def fit(
             on_epoch(len(losses), epoch_loss)
         if not math.isfinite(epoch_loss):
             break
+        if after_epoch is not None and after_epoch(len(losses)):
+            break
     return losses
+
+
+def initial_state(spec: dict[str, Any], train_x: torch.Tensor) -> PCABasis | None:
+    """What a spec is initialised from besides its seed: PCA of the training rows for
+    ``"init": "pca"`` (computed here, from the split every executor trains on)."""
+    if spec.get("init") == "pca":
+        return pca_basis(train_x, int(spec["code_size"]))
+    return None
+
+
+class _Plateau:
+    """Keeps the best weights by validation score; says stop after ``patience`` epochs
+    without improvement once ``min_steps`` optimizer steps are done."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        score: Callable[[], float],
+        *,
+        patience: int,
+        min_steps: int,
+        steps_per_epoch: int,
+    ) -> None:
+        self.model, self.score = model, score
+        self.patience, self.min_steps, self.steps = patience, min_steps, steps_per_epoch
+        self.best = score()  # the initial weights count: training never makes them worse
+        self.best_epoch = 0
+        self.state = copy.deepcopy(model.state_dict())
+
+    def __call__(self, epoch: int) -> bool:
+        value = self.score()
+        if math.isfinite(value) and value < self.best:
+            self.best, self.best_epoch = value, epoch
+            self.state = copy.deepcopy(self.model.state_dict())
+        done = epoch * self.steps >= self.min_steps
+        return done and epoch - self.best_epoch >= self.patience
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.state)
 
 
 def train_candidate(
@@ -149,34 +197,63 @@ def train_candidate(
     seed: int,
     objective: Objective | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
+    patience: int = 0,
+    min_steps: int = 0,
 ) -> tuple[Result, nn.Module]:
     """Build, train and score one candidate; never raises for a diverging model.
 
     ``train`` and ``val`` are tensors or :class:`EvalSplit` (inputs plus labels);
     ``objective`` scores the trained model on ``val`` (default: reconstruction loss).
+    A spec with ``"init": "pca"`` starts from PCA of ``train`` (:func:`initial_state`).
+    With ``patience > 0`` (the final training) the model is scored on ``val`` after
+    every epoch and before the first, the best weights are kept and training stops
+    after ``patience`` epochs without improvement once ``min_steps`` steps are done.
     """
     t0 = time.perf_counter()
     objective = objective if objective is not None else Reconstruction()
     train, val = as_split(train), as_split(val)
-    model = build_model(spec, seed).to(train.x.device)
+    model = build_model(spec, seed, init=initial_state(spec, train.x)).to(train.x.device)
     params = count_params(model)
     losses: list[float] = []
     score: Score | None = None
+    plateau: _Plateau | None = None
+    batch = int(spec["batch_size"])
     try:
+        if patience > 0:
+            plateau = _Plateau(
+                model,
+                lambda: _val_score(model, val, objective),
+                patience=patience,
+                min_steps=min_steps,
+                steps_per_epoch=math.ceil(train.x.shape[0] / batch),
+            )
         losses = fit(
             model,
             train.x,
             epochs=epochs,
-            batch_size=int(spec["batch_size"]),
+            batch_size=batch,
             optimizer=spec["optimizer"],
             lr=float(spec["lr"]),
             seed=seed,
             on_epoch=on_epoch,
+            after_epoch=plateau,
         )
+        if plateau is not None and (not losses or math.isfinite(losses[-1])):
+            plateau.restore()
         if not losses or math.isfinite(losses[-1]):
             model.eval()
             score = objective.score(model, val)
     except torch.OutOfMemoryError:
         return Result.failed(params, time.perf_counter() - t0, "out of memory"), model
     result = make_result(score, losses, params, time.perf_counter() - t0, objective=objective)
+    result.epochs = len(losses)
+    result.best_epoch = plateau.best_epoch if plateau is not None else len(losses)
     return result, model
+
+
+def _val_score(model: nn.Module, val: EvalSplit, objective: Objective) -> float:
+    model.eval()
+    try:
+        return float(objective.score(model, val).fitness)
+    finally:
+        model.train()
