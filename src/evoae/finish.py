@@ -19,12 +19,14 @@ from torch import nn
 
 from evoae.data import Splits
 from evoae.errors import EvoaeError
+from evoae.families import space_from_config
 from evoae.families.io import save_model
-from evoae.objectives import Objective
+from evoae.objectives import Objective, make_objective
 from evoae.runs import folder as rf
-from evoae.runs.journal import Journal
+from evoae.runs.journal import Journal, Row
+from evoae.runs.reader import pareto_front, read_run
 from evoae.settings import SearchSettings
-from evoae.spaces import Space
+from evoae.spaces import Space, spec_key
 from evoae.training import train_candidate
 from evoae.training.evaluator import as_tensor, resolve_device
 from evoae.training.trainer import as_split, evaluate
@@ -157,4 +159,73 @@ def retrain_best(
         n_trainings=n_trainings,
         seconds=time.perf_counter() - t0,
         settings=s,
+    )
+
+
+def front_member(
+    run_dir: str | Path, *, pick: int | None = None, max_params: int | None = None
+) -> tuple[int, Row]:
+    """Member ``pick`` (1-based, by parameters) of a run's Pareto front of (fitness, params),
+    or the fittest member with at most ``max_params`` parameters."""
+    view = read_run(run_dir)
+    front = pareto_front(view.rows)
+    if not front:
+        raise EvoaeError(f"run {run_dir} has no successful evaluation: its front is empty")
+    if pick is not None:
+        if not 1 <= pick <= len(front):
+            raise EvoaeError(
+                f"--pick {pick} is outside the run's front: choose 1 to {len(front)} "
+                "(see evoae runs show RUN)"
+            )
+        return pick, front[pick - 1]
+    if max_params is None:
+        raise EvoaeError("choose a front member with --pick N or --max-params P")
+    fits = [i for i, r in enumerate(front) if r.params <= max_params]
+    if not fits:
+        raise EvoaeError(
+            f"no front member has at most {max_params} parameters: the smallest has "
+            f"{front[0].params}"
+        )
+    return fits[-1] + 1, front[fits[-1]]
+
+
+def retrain_row(run_dir: str | Path, row: Row, dest: str | Path) -> Path:
+    """Retrain one journal row of a finished or unfinished run exactly as the best is
+    retrained (``final_epochs``, the same seed rule) and save it as ``dest/model``.
+
+    The retraining of the run's best row reproduces the run's own ``model/``.
+    """
+    run_dir = Path(run_dir)
+    with Journal(run_dir / rf.JOURNAL, readonly=True) as j:
+        s = SearchSettings.from_dict(j.get_meta("settings"))
+        space = space_from_config(j.get_meta("space"))
+    objective = make_objective(s.training.objective)
+    splits = s.load_splits()
+    genome = space.from_json(row.genome)
+    spec = space.decode(genome)
+    device = resolve_device(s.execution.device)
+    key = spec_key({"spec": spec, "epochs": s.training.epochs})  # the loop's phenotype key
+    seed = derive_seed(s.seed, "final", key)
+    train, val = as_split(splits.train, device), as_split(splits.val, device)
+    result, model = train_candidate(
+        spec, train, val, epochs=s.training.final_epochs, seed=seed, objective=objective
+    )
+    if result.status != "ok":
+        raise EvoaeError(f"retraining evaluation {row.id} failed ({result.error})")
+    metrics: dict[str, Any] = {
+        "search_fitness": row.fitness,
+        "evaluation": row.id,
+        "epochs": s.training.final_epochs,
+        "val_loss": result.val_loss,
+        "train_loss": result.train_loss,
+        "params": result.params,
+    }
+    if splits.test is not None:
+        metrics["test_loss"] = evaluate(model, as_tensor(splits.test.x, device))["loss"]
+    return save_model(
+        model.cpu().eval(),
+        Path(dest) / rf.MODEL_DIR,
+        space=space.config(),
+        genome=_jsonable(space.to_json(genome)),
+        metrics=metrics,
     )
