@@ -78,6 +78,15 @@ class OptunaSearch(Strategy):
                 f"unknown Optuna sampler {options.optuna_sampler!r}: e.g. TPESampler, "
                 "RandomSampler, CmaEsSampler, NSGAIISampler"
             )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cls(seed=0)
+        except ImportError as e:  # e.g. CmaEsSampler without the cmaes package
+            raise EvoaeError(
+                f"Optuna sampler {options.optuna_sampler} needs {e.name or 'a missing package'}: "
+                "install it or choose another sampler"
+            ) from None
         self.sampler_class = cls
         self.seed = int(seed)
         self.distributions = self._distributions()
