@@ -152,7 +152,7 @@ def main() -> int:
     ]
     print(
         f"{len(jobs)} searches, {args.workers} at a time; {os.cpu_count()} cores; "
-        f"budget {args.evaluations} candidates x {args.epochs} epochs x {n_train} training images",
+        f"budget {args.evaluations} candidates x {args.epochs} epochs x training images {n_train}",
         flush=True,
     )
     t0 = time.perf_counter()
