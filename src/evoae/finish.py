@@ -20,14 +20,15 @@ from torch import nn
 
 from evoae.data import Splits
 from evoae.errors import EvoaeError
-from evoae.families import describe, get_family
+from evoae.families import describe, get_family, space_from_config
 from evoae.families.io import save_model
 from evoae.models.pca import pca_val_loss
-from evoae.objectives import EvalSplit, Objective
+from evoae.objectives import EvalSplit, Objective, make_objective
 from evoae.runs import folder as rf
-from evoae.runs.journal import Journal
+from evoae.runs.journal import Journal, Row
+from evoae.runs.reader import pareto_front, read_run
 from evoae.settings import SearchSettings
-from evoae.spaces import Space
+from evoae.spaces import Space, spec_key
 from evoae.training import Result, train_candidate
 from evoae.training.budget import epochs_for
 from evoae.training.evaluator import as_tensor, resolve_device
@@ -222,6 +223,14 @@ def retrain_best(
     )
 
 
+def phenotype_key(s: SearchSettings, n_train: int, spec: dict[str, Any]) -> str:
+    """What a candidate's training is a function of (with the data): its spec and its
+    epochs (``epochs``, more where ``min_steps`` asks for them). Seeds derive from it."""
+    t = s.training
+    epochs = epochs_for(t.epochs, t.min_steps, n_train, int(spec["batch_size"]))
+    return spec_key({"spec": spec, "epochs": epochs})
+
+
 #: The retrained model must beat PCA by more than float noise to be kept over it.
 FALLBACK_RTOL = 1e-6
 
@@ -311,3 +320,71 @@ def _pca_figures(pca_loss: float | None, val_loss: float | None, label: str) -> 
         return {"pca_val_loss": None, "pca_ratio": None, "pca_note": why}
     ratio = val_loss / pca_loss if val_loss is not None and pca_loss > 0 else None
     return {"pca_val_loss": pca_loss, "pca_ratio": ratio}
+
+
+def front_member(
+    run_dir: str | Path, *, pick: int | None = None, max_params: int | None = None
+) -> tuple[int, Row]:
+    """Member ``pick`` (1-based, by parameters) of a run's Pareto front of (fitness, params),
+    or the fittest member with at most ``max_params`` parameters."""
+    view = read_run(run_dir)
+    front = pareto_front(view.rows)
+    if not front:
+        raise EvoaeError(f"run {run_dir} has no successful evaluation: its front is empty")
+    if pick is not None:
+        if not 1 <= pick <= len(front):
+            raise EvoaeError(
+                f"--pick {pick} is outside the run's front: choose 1 to {len(front)} "
+                "(see evoae runs show RUN)"
+            )
+        return pick, front[pick - 1]
+    if max_params is None:
+        raise EvoaeError("choose a front member with --pick N or --max-params P")
+    fits = [i for i, r in enumerate(front) if r.params <= max_params]
+    if not fits:
+        raise EvoaeError(
+            f"no front member has at most {max_params} parameters: the smallest has "
+            f"{front[0].params}"
+        )
+    return fits[-1] + 1, front[fits[-1]]
+
+
+def retrain_row(run_dir: str | Path, row: Row, dest: str | Path) -> Path:
+    """Retrain one journal row of a finished or unfinished run exactly as the best is
+    retrained (the final schedule and seed rule) and save it as ``dest/model``.
+
+    The retraining of the run's best row reproduces the run's own ``model/``.
+    """
+    run_dir = Path(run_dir)
+    with Journal(run_dir / rf.JOURNAL, readonly=True) as j:
+        s = SearchSettings.from_dict(j.get_meta("settings"))
+        space = space_from_config(j.get_meta("space"))
+    objective = make_objective(s.training.objective)
+    splits = s.load_splits()
+    genome = space.from_json(row.genome)
+    spec = space.decode(genome)
+    device = resolve_device(s.execution.device)
+    train, val = as_split(splits.train, device), as_split(splits.val, device)
+    n_train = len(splits.train.x)
+    result, model = _final_training(
+        s, spec, train, val, objective, lambda sp: phenotype_key(s, n_train, sp)
+    )
+    if result.status != "ok":
+        raise EvoaeError(f"retraining evaluation {row.id} failed ({result.error})")
+    metrics: dict[str, Any] = {
+        "search_fitness": row.fitness,
+        "evaluation": row.id,
+        "epochs": result.epochs,
+        "val_loss": result.val_loss,
+        "train_loss": result.train_loss,
+        "params": result.params,
+    }
+    if splits.test is not None:
+        metrics["test_loss"] = evaluate(model, as_tensor(splits.test.x, device))["loss"]
+    return save_model(
+        model.cpu().eval(),
+        Path(dest) / rf.MODEL_DIR,
+        space=space.config(),
+        genome=_jsonable(space.to_json(genome)),
+        metrics=metrics,
+    )

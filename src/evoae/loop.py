@@ -30,7 +30,7 @@ from evoae.errors import EvoaeError
 from evoae.evolution import Strategy
 from evoae.execution import make_evaluator
 from evoae.families import make_space
-from evoae.finish import SearchResult, derive_seed, retrain_best, strict_history
+from evoae.finish import SearchResult, derive_seed, phenotype_key, retrain_best, strict_history
 from evoae.objectives import Objective, make_objective
 from evoae.report import PlotReporter
 from evoae.report.progress import Reporter
@@ -83,7 +83,7 @@ class _Loop:
 
     def phenotype_key(self, spec: dict[str, Any]) -> str:
         """What a candidate's training is a function of (with the data): seeds derive from it."""
-        return spec_key({"spec": spec, "epochs": self.epochs_for(spec)})
+        return phenotype_key(self.s, self.n_train, spec)
 
     def cache_key(self, spec: dict[str, Any]) -> str:
         """The phenotype cache's key: the phenotype and what it is scored on."""

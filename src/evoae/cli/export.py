@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -11,7 +12,11 @@ from rich.table import Table
 from evoae.cli import positive_int
 from evoae.errors import EvoaeError
 from evoae.export import DEFAULT_FORMAT, EXPORT_DIR, FORMATS, OPSET, OPSET_RANGE, PARTS, export_run
+from evoae.finish import front_member, retrain_row
 from evoae.runs import folder as rf
+
+#: Where `--pick` and `--max-params` retrain front members, inside the run.
+FRONT_DIR = "front"
 
 
 def register(sub: Any) -> None:
@@ -44,6 +49,23 @@ def register(sub: Any) -> None:
         default=OPSET,
         help=f"ONNX opset version, {OPSET_RANGE[0]} to {OPSET_RANGE[1]} [default: {OPSET}]",
     )
+    pick = p.add_mutually_exclusive_group()
+    pick.add_argument(
+        "--pick",
+        type=positive_int,
+        metavar="N",
+        default=None,
+        help="export member N (1 = fewest parameters) of the run's Pareto front of "
+        "(fitness, params), retrained like the best into RUN/front/N/model "
+        "(evoae runs show RUN --front lists it)",
+    )
+    pick.add_argument(
+        "--max-params",
+        type=positive_int,
+        metavar="P",
+        default=None,
+        help="export the fittest front member with at most P parameters (as --pick)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="print only the written paths")
     p.set_defaults(func=run)
 
@@ -55,9 +77,26 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         rf.check_path(args.out, "--out")
     rf.check_path(args.run, "RUN")
-    inside = args.out is None and rf.is_run(args.run)
+    source, out = args.run, args.out
+    if args.pick is not None or args.max_params is not None:
+        if not rf.is_run(args.run):
+            raise EvoaeError(
+                f"{args.run} is not an evoae run folder: --pick and --max-params "
+                "choose from a run's journal"
+            )
+        n, row = front_member(args.run, pick=args.pick, max_params=args.max_params)
+        dest = Path(args.run) / FRONT_DIR / str(n)
+        rf.add_to_manifest(args.run, FRONT_DIR)  # evoae's: --overwrite may remove it
+        source = retrain_row(args.run, row, dest)
+        out = out if out is not None else dest / EXPORT_DIR
+        if not args.quiet:
+            print(
+                f"front member {n}: evaluation {row.id}, {row.params} parameters, "
+                f"search fitness {row.fitness:.5f}; retrained into {source}"
+            )
+    inside = args.out is None and rf.is_run(args.run) and source == args.run
     try:
-        written = export_run(args.run, fmt=args.fmt, part=args.part, out=args.out, opset=args.opset)
+        written = export_run(source, fmt=args.fmt, part=args.part, out=out, opset=args.opset)
     except OSError as e:
         raise EvoaeError(
             f"cannot write the export ({e.strerror or e}): choose another --out"

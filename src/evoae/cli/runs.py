@@ -14,9 +14,10 @@ from rich.table import Table
 
 from evoae.cli import positive_int
 from evoae.errors import EvoaeError
+from evoae.evolution import STRATEGIES
 from evoae.families.registry import describe as describe_spec
 from evoae.runs import folder as rf
-from evoae.runs.reader import RunView, read_run, top_candidates
+from evoae.runs.reader import RunView, pareto_front, read_run, top_candidates
 
 
 def register(sub: Any) -> None:
@@ -37,6 +38,12 @@ def register(sub: Any) -> None:
     show.add_argument("run", metavar="RUN", help="run folder")
     show.add_argument("--top", type=positive_int, default=10, help="candidates to show")
     show.add_argument("--json", action="store_true", help="print JSON")
+    show.add_argument(
+        "--front",
+        action="store_true",
+        help="also print the Pareto front of (fitness, params) [default: for multi-objective "
+        "strategies such as nsga2]",
+    )
     show.set_defaults(func=run_show)
 
 
@@ -133,12 +140,16 @@ def run_show(args: argparse.Namespace) -> int:
     view = read_run(args.run)
     record = run_record(view)
     top = top_candidates(view.rows, args.top)
+    front = pareto_front(view.rows)
+    strategy = STRATEGIES.get(str(view.settings.get("strategy")))
+    show_front = args.front or (strategy is not None and "params" in strategy.objectives)
     if args.json:
         out = {
             **record,
             "settings": view.settings,
             "final": (view.summary or {}).get("final"),
             "top": [_row_json(r) for r in top],
+            "front": [_row_json(r) for r in front],
         }
         print(json.dumps(out, indent=2))
         return 0
@@ -187,6 +198,14 @@ def run_show(args: argparse.Namespace) -> int:
             str(r.spec.get("batch_size")),
         )
     console.print(cand)
+    if show_front:
+        pf = Table(title=f"Pareto front of (fitness, params): {len(front)} members")
+        for col in ("#", "eval", "fitness", "params", "architecture"):
+            pf.add_column(col, overflow="fold")
+        for n, r in enumerate(front, 1):
+            pf.add_row(str(n), str(r.id), _f(r.fitness), str(r.params), describe_spec(r.spec))
+        console.print(pf)
+        console.print(f"export a member: evoae export {view.path} --pick N --format onnx")
     return 0
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from evoae.errors import EvoaeError
+from evoae.evolution.aging import AgingEvolution
 from evoae.evolution.base import NoOptions, Strategy
 from evoae.evolution.microbial import MicrobialGA
+from evoae.evolution.nsga2 import NSGA2
 from evoae.evolution.random import RandomSearch
+from evoae.evolution.tpe import OptunaSearch
 from evoae.options import build
 from evoae.spaces import Space
 
@@ -48,13 +51,16 @@ def make_strategy(name: str, space: Space, options: Any = None, *, seed: int = 0
     return cls(space, options, seed=seed)
 
 
-for _cls in (MicrobialGA, RandomSearch):
+for _cls in (MicrobialGA, RandomSearch, AgingEvolution, OptunaSearch, NSGA2):
     register(_cls)
 
 __all__ = [
+    "NSGA2",
     "STRATEGIES",
+    "AgingEvolution",
     "MicrobialGA",
     "NoOptions",
+    "OptunaSearch",
     "RandomSearch",
     "Strategy",
     "make_options",

@@ -93,3 +93,20 @@ def top_candidates(rows: list[Row], n: int = TOP) -> list[Row]:
     """The ``n`` best distinct trained candidates (cache hits repeat a phenotype)."""
     ok = [r for r in rows if not r.cached and r.status != "failed"]
     return sorted(ok, key=lambda r: (r.fitness, r.id))[:n]
+
+
+def pareto_front(rows: list[Row]) -> list[Row]:
+    """The trained candidates no other one beats in both fitness and parameter count.
+
+    Sorted by parameters (smallest first); of equal (fitness, params) points the first
+    evaluation is kept. Member ``N`` of ``evoae export --pick N`` is ``front[N - 1]``.
+    """
+    ok = sorted(
+        (r for r in rows if not r.cached and r.status != "failed"),
+        key=lambda r: (r.params, r.fitness, r.id),
+    )
+    front: list[Row] = []
+    for r in ok:  # by params ascending: kept iff strictly fitter than every smaller one
+        if not front or r.fitness < front[-1].fitness:
+            front.append(r)
+    return front

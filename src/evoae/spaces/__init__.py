@@ -6,17 +6,22 @@ Which space a ``--model`` uses is the family registry's business
 
 from __future__ import annotations
 
-from evoae.spaces.base import Gene, Genome, Space, spec_key
+from evoae.spaces.base import Choice, Domain, Float, Gene, Genome, Int, Parts, Space, spec_key
 from evoae.spaces.conv import ConvSpace, conv_ae_space, conv_vae_space
 from evoae.spaces.dense import ACTIVATIONS, OPTIMIZERS, DenseSpace, dense_preset
 
 __all__ = [
     "ACTIVATIONS",
     "OPTIMIZERS",
+    "Choice",
     "ConvSpace",
     "DenseSpace",
+    "Domain",
+    "Float",
     "Gene",
     "Genome",
+    "Int",
+    "Parts",
     "Space",
     "conv_ae_space",
     "conv_vae_space",

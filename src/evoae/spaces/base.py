@@ -25,11 +25,52 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 @dataclass(frozen=True)
+class Float:
+    """A real number in ``[low, high]``, drawn log-uniformly when ``log``."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer in ``[low, high]``, drawn log-uniformly when ``log``."""
+
+    low: int
+    high: int
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of ``options`` (numbers, strings or booleans)."""
+
+    options: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A tuple-valued gene: one domain per part (e.g. a hidden layer's ratio and activation)."""
+
+    parts: tuple[Float | Int | Choice, ...]
+
+
+#: What a gene's values may be, for strategies that model the space (e.g. Optuna's).
+Domain = Float | Int | Choice | Parts
+
+
+@dataclass(frozen=True)
 class Gene:
-    """One gene: a name and how to draw a fresh value for it."""
+    """One gene: a name, how to draw a fresh value for it and, optionally, its domain.
+
+    ``domain`` is only needed by strategies that model each gene (``tpe``); strategies
+    that only draw, copy and replace genes ignore it.
+    """
 
     name: str
     sample: Callable[[np.random.Generator], Any]
+    domain: Domain | None = None
 
 
 class Space(ABC):

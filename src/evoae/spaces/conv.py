@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from evoae.errors import EvoaeError
-from evoae.spaces.base import OPTIMIZERS, Gene, Genome, Space
+from evoae.spaces.base import OPTIMIZERS, Choice, Float, Gene, Genome, Int, Parts, Space
 from evoae.spaces.dense import _check_names
 
 CONV_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")
@@ -175,17 +175,34 @@ class ConvSpace(Space):
         def dense(rng: np.random.Generator) -> int:
             return 0 if rng.uniform() < 0.25 else _log_int(rng, d_lo, d_hi)
 
-        genes = [Gene("n_blocks", lambda rng: int(rng.integers(1, self.max_blocks + 1)))]
-        genes += [Gene(f"block_{i + 1}", block) for i in range(self.max_blocks)]
+        block_domain = Parts(
+            (
+                Int(f_lo, f_hi, log=True),
+                Choice(tuple(int(k) for k in KERNELS)),
+                Choice(strides),
+                Choice(acts),
+                Choice((False, True)),
+            )
+        )
+        genes = [
+            Gene(
+                "n_blocks",
+                lambda rng: int(rng.integers(1, self.max_blocks + 1)),
+                Int(1, self.max_blocks),
+            )
+        ]
+        genes += [Gene(f"block_{i + 1}", block, block_domain) for i in range(self.max_blocks)]
         genes += [
-            Gene("dense", dense),
-            Gene("optimizer", choice(opts)),
-            Gene("learning_rate", _log_float(*self.lr_range)),
+            Gene("dense", dense, Int(0, d_hi)),
+            Gene("optimizer", choice(opts), Choice(opts)),
+            Gene("learning_rate", _log_float(*self.lr_range), Float(*self.lr_range, log=True)),
         ]
         if self.evolve_beta:
-            genes.append(Gene("beta", _log_float(*self.beta_range)))
+            genes.append(
+                Gene("beta", _log_float(*self.beta_range), Float(*self.beta_range, log=True))
+            )
         if self.batch_gene:
-            genes.append(Gene("batch_size", choice(self.batch_choices)))
+            genes.append(Gene("batch_size", choice(self.batch_choices), Choice(self.batch_choices)))
         return genes
 
     def decode(self, genome: Genome) -> dict[str, Any]:

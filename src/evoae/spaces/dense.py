@@ -2,7 +2,7 @@
 
 Genome layout (one gene = one unit of crossover and mutation)::
 
-    hidden_1 .. hidden_H   (ratio in [0, 1), activation)
+    hidden_1 .. hidden_H   (ratio in [0, max_ratio), activation)
     code_activation        activation of the code layer (its width is the user's code size)
     output_activation      activation of the decoder's output layer
     optimizer              optimizer name
@@ -13,7 +13,9 @@ Layer-removal rule (decoding): widths are computed left to right from the input 
 Hidden gene *i* gives ``w = floor(ratio * prev + 0.5)`` where ``prev`` is the width of the
 last *kept* layer (the input at first). If ``w`` is below the code size (which includes
 ``w == 0``) the layer is removed and ``prev`` stays as it was, so the next gene scales
-from the last kept layer. Kept layers keep their own activation. The decoder mirrors the
+from the last kept layer. With ``max_ratio > 1`` a layer may be wider than the one before
+it (overcomplete, as in hand designs like 256-512-256-128-4); widths are then capped at
+``ceil(max_ratio * input_dim)``. Kept layers keep their own activation. The decoder mirrors the
 kept encoder layers in reverse with the same activations, then an output layer of the
 input width with ``output_activation``.
 
@@ -38,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from evoae.errors import EvoaeError
-from evoae.spaces.base import OPTIMIZERS, Gene, Genome, Space
+from evoae.spaces.base import OPTIMIZERS, Choice, Float, Gene, Genome, Parts, Space
 
 SEED_ACTIVATIONS = ("tanh", "softmax", "relu", "sigmoid", "linear")
 EXTRA_ACTIVATIONS = ("elu", "gelu", "leaky_relu")
@@ -55,7 +57,10 @@ OPTIONS = (
     "batch_choices",
     "batch_size",
     "pca_init",
+    "max_ratio",
 )
+#: Largest ``max_ratio``: a hidden layer at most this many times wider than the one before.
+MAX_RATIO = 8.0
 #: Keras defaults, which the published code used.
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001, "adamw": 0.001}
 
@@ -78,6 +83,9 @@ class DenseSpace(Space):
     pca_init
         Linear genomes without hidden layers decode to ``"init": "pca"`` specs, and
         :meth:`seed_genomes` offers one (see the module docstring).
+    max_ratio
+        Hidden ratios are drawn in ``[0, max_ratio)``: 1.0 (the published space) keeps
+        every layer at most as wide as the one before; 2.0 allows doubling.
     """
 
     family = "dense"
@@ -96,6 +104,7 @@ class DenseSpace(Space):
         batch_choices: Sequence[int] = (16, 32, 64, 128),
         batch_size: int = 32,
         pca_init: bool = False,
+        max_ratio: float = 1.0,
     ) -> None:
         if input_dim < 2:
             raise EvoaeError(
@@ -120,6 +129,9 @@ class DenseSpace(Space):
             raise EvoaeError(f"learning-rate range {lr_range} must satisfy 0 < low <= high")
         if batch_size < 1 or any(b < 1 for b in batch_choices) or not batch_choices:
             raise EvoaeError("batch sizes must be positive integers")
+        if not 0.0 < float(max_ratio) <= MAX_RATIO:
+            raise EvoaeError(f"max ratio must be in (0, {MAX_RATIO:g}], got {max_ratio!r}")
+        self.max_ratio = float(max_ratio)
         self.input_dim = int(input_dim)
         self.code_size = int(code_size)
         self.max_depth = int(max_depth)
@@ -136,32 +148,42 @@ class DenseSpace(Space):
     def _make_genes(self) -> list[Gene]:
         acts, opts = self.activations, self.optimizers
 
+        top = self.max_ratio
+
         def hidden(rng: np.random.Generator) -> tuple[float, str]:
-            return (float(rng.uniform(0.0, 1.0)), acts[int(rng.integers(len(acts)))])
+            return (float(rng.uniform(0.0, top)), acts[int(rng.integers(len(acts)))])
 
         def choice(options: Sequence[Any]):
             return lambda rng: options[int(rng.integers(len(options)))]
 
-        genes = [Gene(f"hidden_{i + 1}", hidden) for i in range(self.max_depth)]
+        hidden_domain = Parts((Float(0.0, top), Choice(acts)))
+        genes = [Gene(f"hidden_{i + 1}", hidden, hidden_domain) for i in range(self.max_depth)]
         genes += [
-            Gene("code_activation", choice(acts)),
-            Gene("output_activation", choice(acts)),
-            Gene("optimizer", choice(opts)),
+            Gene("code_activation", choice(acts), Choice(acts)),
+            Gene("output_activation", choice(acts), Choice(acts)),
+            Gene("optimizer", choice(opts), Choice(opts)),
         ]
         if self.lr_gene:
             lo, hi = math.log(self.lr_range[0]), math.log(self.lr_range[1])
-            genes.append(Gene("learning_rate", lambda rng: float(math.exp(rng.uniform(lo, hi)))))
+            genes.append(
+                Gene(
+                    "learning_rate",
+                    lambda rng: float(math.exp(rng.uniform(lo, hi))),
+                    Float(*self.lr_range, log=True),
+                )
+            )
         if self.batch_gene:
-            genes.append(Gene("batch_size", choice(self.batch_choices)))
+            genes.append(Gene("batch_size", choice(self.batch_choices), Choice(self.batch_choices)))
         return genes
 
     def decode(self, genome: Genome) -> dict[str, Any]:
         g = self.named(genome)
         hidden: list[list[Any]] = []
         prev = self.input_dim
+        cap = math.ceil(self.max_ratio * self.input_dim)
         for i in range(self.max_depth):
             ratio, act = g[f"hidden_{i + 1}"]
-            width = math.floor(float(ratio) * prev + 0.5)
+            width = min(math.floor(float(ratio) * prev + 0.5), cap)
             if width < self.code_size:
                 continue
             hidden.append([width, act])
@@ -206,7 +228,7 @@ class DenseSpace(Space):
         return [self.pca_genome()] if self.pca_init and "linear" in self.activations else []
 
     def config(self) -> dict[str, Any]:
-        return {
+        cfg = {
             "family": self.family,
             "input_dim": self.input_dim,
             "code_size": self.code_size,
@@ -221,6 +243,9 @@ class DenseSpace(Space):
             # Only when on, so the configs of runs made before the option stay equal.
             **({"pca_init": True} if self.pca_init else {}),
         }
+        if self.max_ratio != 1.0:  # absent for the published space: older runs still match
+            cfg["max_ratio"] = self.max_ratio
+        return cfg
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> DenseSpace:

@@ -118,6 +118,8 @@ def fit(
     seed: int,
     on_epoch: Callable[[int, float], None] | None = None,
     after_epoch: Callable[[int], bool] | None = None,
+    start_epoch: int = 0,
+    opt: torch.optim.Optimizer | None = None,
 ) -> list[float]:
     """Train in place; returns the mean training loss of each epoch.
 
@@ -125,11 +127,14 @@ def fit(
 
     Stops early (returning the losses so far, the last one non-finite) when the loss
     becomes NaN or infinite, or when ``after_epoch(epochs_done)`` returns True.
+    ``start_epoch`` and ``opt`` continue a training stopped after ``start_epoch`` epochs
+    (with its optimizer): epochs ``start_epoch..epochs-1`` then see exactly the batches
+    an uninterrupted run would (multi-fidelity rungs).
     """
-    opt = make_optimizer(optimizer, model.parameters(), lr)
+    opt = opt if opt is not None else make_optimizer(optimizer, model.parameters(), lr)
     model.train()
     losses: list[float] = []
-    for perm in batch_order(x.shape[0], epochs, seed):
+    for perm in batch_order(x.shape[0], epochs, seed)[start_epoch:]:
         total = torch.zeros((), dtype=torch.float64)
         for start in range(0, x.shape[0], batch_size):
             xb = x[perm[start : start + batch_size]]

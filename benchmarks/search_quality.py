@@ -1,0 +1,233 @@
+"""Search strategies raced at equal training compute on the published protocol.
+
+16x16 MNIST (or Fashion-MNIST with ``--dataset fashion-mnist``), the seed split (10,000
+train / 5,000 validation images), code size 4, every candidate trained ``--epochs``
+epochs with the same trainer and seeding rule. Each strategy gets ``--evaluations``
+candidates (the seed preset's 120 = 20 initial + 100 tournaments of the microbial GA)
+and ``--seeds`` seeds; searches run in a process pool (``--workers``, one torch thread
+each). Compute spent is counted in training images processed (phenotype-cache hits are
+free), so the best-so-far curves compare strategies at equal compute.
+
+Prints, per strategy: median / min / max of the best validation MSE (the search's
+fitness), the retrained best's validation and test MSE (``--final-epochs``), the compute
+at which 0.0286 (the published GA's best) was first reached, and wall time; writes
+``OUT/results.json`` and ``OUT/search_quality_<dataset>.png`` (best-so-far vs images).
+
+    python benchmarks/search_quality.py                       # full: 5 seeds, 120 evaluations
+    python benchmarks/search_quality.py --seeds 2 --evaluations 60   # reduced
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+PUBLISHED = 0.0286
+#: Strategy label -> (registered strategy, extra settings); budgets are filled in per run.
+STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "microbial": ("microbial", {}),
+    "aging": ("aging", {}),
+    "random": ("random", {}),
+    "tpe": ("tpe", {}),
+    "aging-wide": ("aging", {"space_options": {"max_ratio": 2.0}}),
+    "tpe-wide": ("tpe", {"space_options": {"max_ratio": 2.0}}),
+}
+
+
+def _budget(strategy: str, evaluations: int, population: int) -> dict[str, Any]:
+    """Equal candidate counts: the GA's initial population counts as evaluations."""
+    if strategy == "microbial":
+        return {"population": population, "generations": evaluations - population}
+    if strategy == "aging":
+        return {"evaluations": evaluations, "population": population, "sample": population // 4}
+    return {"evaluations": evaluations}
+
+
+def one_search(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one search in this process; returns its figures and best-so-far curve."""
+    import torch
+
+    torch.set_num_threads(1)
+    import evoae
+    from evoae.runs.journal import Journal
+
+    strategy, extra = STRATEGIES[job["label"]]
+    t0 = time.perf_counter()
+    result = evoae.search(
+        job["dataset"],
+        data_dir=job["data_dir"],
+        code_size=4,
+        epochs=job["epochs"],
+        final_epochs=job["final_epochs"],
+        strategy=strategy,
+        seed=job["seed"],
+        out=job["out"],
+        overwrite=True,
+        **_budget(strategy, job["evaluations"], job["population"]),
+        **extra,
+    )
+    wall = time.perf_counter() - t0
+    n_train = job["n_train"]
+    images, best, curve = 0, math.inf, []
+    with Journal(Path(job["out"]) / "journal.sqlite", readonly=True) as j:
+        for row in j.rows():
+            if not row.cached:
+                images += job["epochs"] * n_train
+            best = min(best, row.fitness)
+            curve.append((images, best))
+    reached = next((im for im, b in curve if b <= PUBLISHED), None)
+    return {
+        **job,
+        "best": result.best_fitness,
+        "final_val": result.final["val_loss"],
+        "final_test": result.final.get("test_loss"),
+        "trainings": result.n_trainings,
+        "images": images,
+        "reached_published_at": reached,
+        "seconds": wall,
+        "best_spec": result.best_spec,
+        "curve": curve,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--dataset",
+        nargs="+",
+        default=["mnist"],
+        choices=["mnist", "fashion-mnist", "digits"],
+        help="digits (8x8, 1,257 training images) is a quick sanity race, not the protocol",
+    )
+    p.add_argument("--data-dir", default=str(SHARED))
+    p.add_argument("--strategies", nargs="+", default=["microbial", "aging", "random", "tpe"])
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per strategy")
+    p.add_argument("--evaluations", type=int, default=120)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument(
+        "--population", type=int, default=20, help="microbial and aging population (S = P/4)"
+    )
+    p.add_argument("--final-epochs", type=int, default=20)
+    p.add_argument("--workers", type=int, default=2, help="searches run at once")
+    p.add_argument("--out", default="out/search_quality")
+    args = p.parse_args()
+    unknown = [s for s in args.strategies if s not in STRATEGIES]
+    if unknown:
+        print(f"unknown strategy {unknown[0]}: choose from {', '.join(STRATEGIES)}")
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from evoae.settings import SearchSettings
+
+    n_train = {
+        ds: len(SearchSettings.of(dataset=ds, data_dir=args.data_dir).load_splits().train)
+        for ds in args.dataset
+    }
+    jobs = [
+        {
+            "label": label,
+            "dataset": ds,
+            "data_dir": args.data_dir,
+            "seed": seed,
+            "evaluations": args.evaluations,
+            "population": args.population,
+            "epochs": args.epochs,
+            "final_epochs": args.final_epochs,
+            "n_train": n_train[ds],
+            "out": str(out / "runs" / f"{ds}-{label}-seed{seed}"),
+        }
+        for ds in args.dataset
+        for seed in range(args.seeds)
+        for label in args.strategies
+    ]
+    print(
+        f"{len(jobs)} searches, {args.workers} at a time; {os.cpu_count()} cores; "
+        f"budget {args.evaluations} candidates x {args.epochs} epochs x training images {n_train}",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    results = []
+    with ProcessPoolExecutor(args.workers) as pool:
+        for r in pool.map(one_search, jobs):
+            results.append(r)
+            print(
+                f"  {r['dataset']:13s} {r['label']:11s} seed {r['seed']}: best {r['best']:.4f}"
+                f"  retrained val {r['final_val']:.4f}  ({r['seconds']:.0f} s)",
+                flush=True,
+            )
+    print(f"total wall time {time.perf_counter() - t0:.0f} s")
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    for ds in args.dataset:
+        report(ds, [r for r in results if r["dataset"] == ds], args, out, n_train[ds])
+    return 0
+
+
+def report(
+    ds: str, results: list[dict[str, Any]], args: argparse.Namespace, out: Path, n_train: int
+) -> None:
+    budget = args.evaluations * args.epochs * n_train
+    print(f"\n{ds}: best validation MSE after {args.evaluations} candidates x {args.epochs} epochs")
+    head = (
+        f"{'strategy':11s} {'median':>7s} {'min':>7s} {'max':>7s} | {'retrained val':>13s}"
+        f" {'test':>7s} | reached {PUBLISHED} at (share of budget) | wall s"
+    )
+    print(head)
+    for label in args.strategies:
+        rs = [r for r in results if r["label"] == label]
+        best = np.array([r["best"] for r in rs])
+        val = np.median([r["final_val"] for r in rs])
+        test = np.median([r["final_test"] for r in rs])
+        reached = [r["reached_published_at"] for r in rs]
+        shares = ", ".join("-" if x is None else f"{x / budget:.2f}" for x in reached)
+        wall = np.median([r["seconds"] for r in rs])
+        print(
+            f"{label:11s} {np.median(best):7.4f} {best.min():7.4f} {best.max():7.4f} |"
+            f" {val:13.4f} {test:7.4f} | {shares} | {wall:.0f}"
+        )
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, label in enumerate(args.strategies):
+        for j, r in enumerate(r for r in results if r["label"] == label):
+            xs = [c[0] / 1e6 for c in r["curve"]]
+            ys = [c[1] for c in r["curve"]]
+            ax.step(
+                xs,
+                ys,
+                where="post",
+                color=colors[k % len(colors)],
+                alpha=0.8,
+                label=label if j == 0 else None,
+            )
+    if ds != "digits":
+        ax.axhline(PUBLISHED, color="gray", ls="--", lw=1, label=f"published GA best {PUBLISHED}")
+    ax.set_xlabel("training images processed (millions)")
+    ax.set_ylabel("best validation MSE so far")
+    if ds != "digits":
+        ax.set_ylim(0.025, 0.045)
+    ax.set_title(f"{ds} 16x16, code 4: best-so-far at equal compute")
+    ax.legend()
+    fig.tight_layout()
+    path = out / f"search_quality_{ds}.png"
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
