@@ -97,6 +97,8 @@ class AgingEvolution(Strategy):
         if missing > 0:  # the random initial population, a batch at a time
             n = min(self.options.batch, missing, left)
             genomes = [self.space.sample(self.rng) for _ in range(n)]
+            if self.told == 0:  # the space's seed genomes (the PCA seed) come first
+                genomes = self.seeded(genomes)
         else:
             n = min(self.options.batch, left)
             genomes = [self._mutate(self.population[self._tournament()]) for _ in range(n)]

@@ -156,6 +156,8 @@ class NSGA2(Strategy):
         if missing > 0:
             n = min(self.options.batch, missing, left)
             genomes = [self.space.sample(self.rng) for _ in range(n)]
+            if self.told == 0:  # the space's seed genomes (the PCA seed) come first
+                genomes = self.seeded(genomes)
         else:
             rank, crowd = rank_and_crowding(self.values)
             genomes = []

@@ -128,6 +128,16 @@ class OptunaSearch(Strategy):
                 values.append(params[gene.name])
         return self.space.validate(tuple(values))
 
+    def _params(self, genome: Genome) -> dict[str, Any]:
+        """The inverse of :meth:`_genome`: one Optuna parameter per gene (or part)."""
+        out: dict[str, Any] = {}
+        for gene, value in zip(self.space.genes, genome, strict=True):
+            if isinstance(gene.domain, Parts):
+                out.update({f"{gene.name}.{j}": v for j, v in enumerate(value)})
+            else:
+                out[gene.name] = value
+        return out
+
     # ------------------------------------------------------------ ask / tell
 
     def _study(self) -> Any:
@@ -167,6 +177,9 @@ class OptunaSearch(Strategy):
         study = self._study()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if not self.trials:  # the space's seed genomes (the PCA seed) come first
+                for genome in self.seeds[:n]:
+                    study.enqueue_trial(self._params(genome))
             trials = [study.ask(self.distributions) for _ in range(n)]
         self._pending = (study, trials)
         return [self._genome(t.params) for t in trials]
