@@ -220,7 +220,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_journal(tmp_path, name):
 
 def test_nsga2_front_is_shown_and_any_member_exported(tmp_path, capsys):
     run = tmp_path / "mo"
-    code = main(["search", *COMMON, "--strategy", "nsga2", *SMALL["nsga2"], "--out", str(run)])
+    argv = ["search", *COMMON, "--strategy", "nsga2", *SMALL["nsga2"], "--no-pca-fallback"]
+    code = main([*argv, "--out", str(run)])
     assert code == 0
     view = read_run(run)
     front = pareto_front(view.rows)
@@ -233,12 +234,15 @@ def test_nsga2_front_is_shown_and_any_member_exported(tmp_path, capsys):
     assert "Pareto front" in capsys.readouterr().out
     assert main(["runs", "show", str(run), "--json"]) == 0
     assert [r["id"] for r in json.loads(capsys.readouterr().out)["front"]] == [r.id for r in front]
-    # The fittest member is the run's best: retraining it reproduces the run's model.
-    n, best = front_member(run, pick=len(front))
-    model_dir = retrain_row(run, best, tmp_path / "again")
-    metrics = json.loads((model_dir / "model.json").read_text())["metrics"]
+    # The last member is the fittest (the journal's best).
+    n, fittest = front_member(run, pick=len(front))
+    assert n == len(front) and fittest.fitness == min(r.fitness for r in view.rows)
+    # Retraining the row the run returned reproduces the run's model.
     summary = json.loads((run / rf.SUMMARY).read_text())
-    assert metrics["val_loss"] == summary["final"]["val_loss"] and n == len(front)
+    row = next(r for r in view.rows if r.genome == summary["best_genome"] and not r.cached)
+    model_dir = retrain_row(run, row, tmp_path / "again")
+    metrics = json.loads((model_dir / "model.json").read_text())["metrics"]
+    assert metrics["val_loss"] == summary["final"]["val_loss"]
     assert front_member(run, max_params=front[0].params) == (1, front[0])
     code = main(["export", str(run), "--pick", "1", "--format", "safetensors", "--part", "encoder"])
     assert code == 0
@@ -247,3 +251,28 @@ def test_nsga2_front_is_shown_and_any_member_exported(tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", str(run), "--pick", "99", "--format", "safetensors"]) != 0
     assert "outside the run's front" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ seed genomes
+
+
+@pytest.mark.parametrize("name", ["aging", "tpe", "nsga2", "random", "microbial"])
+def test_every_strategy_asks_for_the_seed_genomes_first(name):
+    space = dense_preset("seed", 64, 4, pca_init=True)
+    seeds = space.seed_genomes()
+    assert seeds, "the dense space offers the PCA seed"
+    opts = {
+        "aging": {"evaluations": 6, "population": 4, "sample": 2},
+        "tpe": {"evaluations": 6},
+        "nsga2": {"evaluations": 6, "population": 4},
+        "random": {"evaluations": 6},
+        "microbial": {"population": 4, "generations": 2},
+    }[name]
+    strategy = make_strategy(name, space, opts, seed=3)
+    strategy.add_seeds(seeds)
+    first = strategy.ask()
+    assert first[: len(seeds)] == seeds
+    assert all(space.decode(g).get("init") is None for g in first[len(seeds) :])
+    # Without seeds the same strategy asks the same batch, less the seed.
+    plain = make_strategy(name, space, opts, seed=3).ask()
+    assert first[len(seeds) :] == plain[len(seeds) :]
