@@ -86,19 +86,33 @@ class WeightVector:
         return {n: c.reshape(s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
 
 
-def fake_quant_int8(params: Params, *, biases: bool = False) -> Params:
-    """Per-tensor symmetric int8 fake quantisation: ``round(w / s).clamp(+-127) * s``.
+def fake_quant(params: Params, *, bits: int = 8, biases: bool = False) -> Params:
+    """Per-tensor symmetric fake quantisation: ``round(w / s).clamp(+-L) * s``.
 
-    ``s = max|w| / 127`` per tensor. Weight tensors (2-D and up) are quantised; biases
-    only with ``biases=True`` (int8 inference usually keeps them at higher precision).
+    ``L = 2**(bits-1) - 1`` (127 for int8) and ``s = max|w| / L`` per tensor. Weight
+    tensors (2-D and up) are quantised; biases only with ``biases=True`` (integer
+    inference usually keeps them at higher precision).
     """
+    levels = 2 ** (int(bits) - 1) - 1
+    if levels < 1:
+        raise EvoaeError(f"quantisation needs at least 2 bits, got {bits}")
     out = {}
     for name, w in params.items():
         if w.ndim >= 2 or biases:
-            scale = w.abs().amax().clamp_min(1e-12) / 127.0
-            w = torch.round(w / scale).clamp(-127, 127) * scale
+            scale = w.abs().amax().clamp_min(1e-12) / levels
+            w = torch.round(w / scale).clamp(-levels, levels) * scale
         out[name] = w
     return out
+
+
+def fake_quant_int8(params: Params) -> Params:
+    """Per-tensor symmetric int8 fake quantisation of the weight tensors."""
+    return fake_quant(params, bits=8)
+
+
+def fake_quant_int4(params: Params) -> Params:
+    """Per-tensor symmetric int4 fake quantisation of the weight tensors."""
+    return fake_quant(params, bits=4)
 
 
 @torch.no_grad()
@@ -512,6 +526,8 @@ __all__ = [
     "centered_ranks",
     "chain_weights",
     "deep_ga",
+    "fake_quant",
+    "fake_quant_int4",
     "fake_quant_int8",
     "openai_es",
     "quantize_model_",
