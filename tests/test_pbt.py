@@ -120,3 +120,38 @@ def test_bad_arguments():
     x, v = data()
     with pytest.raises(EvoaeError):
         pbt_train(SPEC, x, v, copies=1)
+
+
+KILL_SCRIPT = """
+import sys, torch
+from evoae.training.pbt import pbt_train
+from tests.test_pbt import SPEC, data
+from evoae.runs.killpoints import arm_forward
+torch.set_num_threads(1)
+arm_forward()
+x, v = data()
+pbt_train(SPEC, x, v, copies=4, epochs=4, ready=1, seed=2, state_path=sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("point", ["before_rename:state.json:2", "forward:50"])
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, point):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "EVOAE_TEST_KILL_AT": point}
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root)])
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(tmp_path / "ck")], env=env, cwd=root
+    )
+    assert proc.returncode == -9  # SIGKILLed
+    x, v = data()
+    kw = dict(copies=4, epochs=4, ready=1, seed=2)
+    resumed = pbt_train(SPEC, x, v, state_path=tmp_path / "ck", **kw)
+    full = pbt_train(SPEC, x, v, **kw)
+    assert resumed.history == full.history
+    assert weights_equal(resumed.model, full.model)
+    assert len(list((tmp_path / "ck").glob("weights-*.safetensors"))) == 1

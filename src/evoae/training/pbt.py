@@ -16,9 +16,11 @@ seed derived from ``(member seed, k)``, and the explore draws from ``(seed, k)``
 nothing depends on generator state carried between intervals except a VAE's training
 noise generator, which is checkpointed. With ``state_path`` the whole population
 (weights, optimizer state flattened into tensors + JSON, noise state, hyperparameters,
-history) is written atomically after every interval, and a rerun with the same
+history) is written after every interval: a new ``weights-<k>.safetensors``, then
+``state.json`` atomically renamed over the old one (so a crash at any point leaves a
+consistent checkpoint), and a rerun with the same
 arguments resumes after the last completed interval and ends bit-identical to an
-uninterrupted run. No pickle: ``state.json`` + ``weights.safetensors``.
+uninterrupted run. No pickle: JSON + safetensors.
 
 Members train one at a time with the plain training loop (exact and simple); the
 cost is ``copies * epochs`` epochs, the same as training ``copies`` models
@@ -54,7 +56,8 @@ from evoae.training.trainer import batch_order
 FORMAT = "evoae-pbt"
 VERSION = 1
 STATE_NAME = "state.json"
-WEIGHTS_NAME = "weights.safetensors"
+#: Weights of the checkpoint after interval k: ``weights-<k>.safetensors``.
+WEIGHTS_PATTERN = "weights-{:05d}.safetensors"
 #: Batch sizes explore moves between (to a neighbour of the current one).
 BATCH_CHOICES = (16, 32, 64, 128, 256)
 #: Explore multipliers for the learning rate and beta.
@@ -219,7 +222,8 @@ def _save_state(
         )
     data = save_tensors(tensors, metadata={"format": FORMAT})
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / WEIGHTS_NAME, data)
+    weights = WEIGHTS_PATTERN.format(interval)
+    atomic_write_bytes(folder / weights, data)
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -227,9 +231,15 @@ def _save_state(
         "intervals_done": interval,
         "members": rows,
         "history": history,
+        "weights": weights,
         "weights_sha256": hashlib.sha256(data).hexdigest(),
     }
+    # The new weights file is complete before state.json names it; a crash in between
+    # leaves the previous state.json and its own weights file intact.
     atomic_write_text(folder / STATE_NAME, json.dumps(meta, indent=1))
+    for old in folder.glob("weights-*.safetensors"):
+        if old.name != weights:
+            old.unlink(missing_ok=True)
 
 
 def _load_state(folder: Path, config: dict, members: list[Member]) -> tuple[int, list]:
@@ -239,8 +249,11 @@ def _load_state(folder: Path, config: dict, members: list[Member]) -> tuple[int,
         return 0, []
     try:
         meta = json.loads(path.read_text())
-        data = (folder / WEIGHTS_NAME).read_bytes()
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        name = str(meta["weights"])
+        if Path(name).name != name:
+            raise OSError(f"bad weights file name {name!r}")
+        data = (folder / name).read_bytes()
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise EvoaeError(f"PBT checkpoint in {folder} is unreadable ({e}); delete it") from None
     if meta.get("format") != FORMAT or hashlib.sha256(data).hexdigest() != meta.get(
         "weights_sha256"
