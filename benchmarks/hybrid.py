@@ -14,9 +14,10 @@ Data: the published split (rows 0-9,999 of the MNIST training file train, the ne
     the validation split, the winner retrained), (c) PCA(4), (d) a hand-designed AE
     256-512-256-128-4 trained as long as the retrained winners.
 (3) OpenAI-ES vs SGD (Adam) on a small dense AE 256-32-4 from the same initialisation at
-    an equal number of rows passed forward; and ES fine-tuning of the (1) long-run model after
-    per-tensor int8 (and int4) weight quantisation: the fraction of the quantisation
-    loss (quantised minus float test MSE) that ES fine-tuning wins back.
+    an equal number of rows passed forward; and ES fine-tuning of the (1) long-run model
+    after per-tensor int8 (and int4) weight quantisation: the fraction of the
+    quantisation loss (quantised minus float test MSE) that ES fine-tuning wins back,
+    next to a control (the same ES budget on the float model).
 
     python benchmarks/hybrid.py                # full run (~10 min at 1 thread)
     python benchmarks/hybrid.py --quick        # smoke run (~1 min)
@@ -252,8 +253,8 @@ def part_es(a: argparse.Namespace, xt, xs, plain: torch.nn.Module, out: dict) ->
 
 def part_quant(a: argparse.Namespace, xt, xs, plain, bits: int, float_es: float, out: dict) -> None:
     print(
-        f"\n(3b) int{bits} (per-tensor symmetric, weight tensors) + ES fine-tuning of the (1) long-run "
-        f"plain model ({count_params(plain)} weights)"
+        f"\n(3b) int{bits} (per-tensor symmetric, weight tensors) + ES fine-tuning of the "
+        f"(1) long-run model ({count_params(plain)} weights)"
     )
     t0 = time.perf_counter()
     q = quantized_finetune(
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         part_probe(a, sp, xt, xv, xs, out)
     if "es" not in a.skip:
         if plain is None:
-            plain = train(BASE, xt, a.epochs, a.seed + 100)
+            plain = train(BASE, xt, a.copies * a.epochs, a.seed + 200)  # = the long run
         part_es(a, xt, xs, plain, out)
     out["seconds"] = time.perf_counter() - t0
     print(f"\ntotal {out['seconds']:.0f} s")
