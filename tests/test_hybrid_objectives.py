@@ -13,7 +13,15 @@ from evoae.errors import EvoaeError
 from evoae.hybrid import HybridModel
 from evoae.models import build_model
 from evoae.objectives import OBJECTIVES, EvalSplit, make_objective
-from evoae.objectives.probe import AUROC, KNN, Mix, Probe, model_codes, parse_objective
+from evoae.objectives.probe import (
+    AUROC,
+    KNN,
+    Mix,
+    Probe,
+    model_codes,
+    objective_from_config,
+    parse_objective,
+)
 from evoae.training import fit
 
 DENSE = {
@@ -74,6 +82,15 @@ def test_picklable_and_config():
             "weight": 0.25,
         }
     )
+
+
+def test_rebuilt_from_config():
+    for text in ("recon", "probe", "knn:7", "mix:0.2", "auroc"):
+        obj = parse_objective(text)
+        back = objective_from_config(obj.config())
+        assert type(back) is type(obj) and back.config() == obj.config()
+    with pytest.raises(EvoaeError):
+        objective_from_config({"name": "probe", "bogus": 1})
 
 
 def test_missing_labels_refused(trained):

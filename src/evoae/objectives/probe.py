@@ -304,6 +304,19 @@ def parse_objective(text: str | Objective | None) -> Objective:
     return make_objective(text)
 
 
+def objective_from_config(cfg: dict[str, Any]) -> Objective:
+    """Rebuild an objective from its :meth:`Objective.config` (e.g. on resume)."""
+    from evoae.objectives import OBJECTIVES
+
+    if not isinstance(cfg, dict) or cfg.get("name") not in OBJECTIVES:
+        raise EvoaeError(f"unknown objective configuration {cfg!r}")
+    kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    try:
+        return OBJECTIVES[cfg["name"]](**kwargs)
+    except TypeError as e:
+        raise EvoaeError(f"objective configuration {cfg!r} does not fit ({e})") from None
+
+
 __all__ = [
     "AUROC",
     "KNN",
@@ -313,6 +326,7 @@ __all__ = [
     "cv_accuracy",
     "logistic_probe",
     "model_codes",
+    "objective_from_config",
     "parse_objective",
     "row_errors",
 ]
