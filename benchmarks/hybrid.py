@@ -43,7 +43,7 @@ from evoae.objectives import EvalSplit
 from evoae.objectives.probe import Probe, model_codes
 from evoae.objectives.reconstruction import evaluate
 from evoae.spaces.dense import dense_preset
-from evoae.training.es import fake_quant, openai_es, quantized_finetune
+from evoae.training.es import fake_quant, openai_es, quantize_model_, quantized_finetune
 from evoae.training.pbt import pbt_train
 from evoae.training.trainer import batch_order, fit, train_candidate
 
@@ -202,7 +202,7 @@ def sgd_steps(model, x: torch.Tensor, steps: int, batch: int, lr: float, seed: i
     model.eval()
 
 
-def part_es(a: argparse.Namespace, xt, xs, plain: torch.nn.Module, out: dict) -> None:
+def part_es(a: argparse.Namespace, xt, xv, xs, plain: torch.nn.Module, out: dict) -> None:
     spec = dense([32], lr=0.001)
     init = build_model(spec, a.seed)
     g, p, b = a.es_generations, a.es_population, a.es_batch
@@ -248,36 +248,44 @@ def part_es(a: argparse.Namespace, xt, xs, plain: torch.nn.Module, out: dict) ->
     )
     out["float_es_test_mse"] = float_es
     for bits in a.q_bits:
-        part_quant(a, xt, xs, plain, bits, float_es, out)
+        part_quant(a, xt, xv, xs, plain, bits, float_es, out)
 
 
-def part_quant(a: argparse.Namespace, xt, xs, plain, bits: int, float_es: float, out: dict) -> None:
+def part_quant(
+    a: argparse.Namespace, xt, xv, xs, plain, bits: int, float_es: float, out: dict
+) -> None:
     print(
         f"\n(3b) int{bits} (per-tensor symmetric, weight tensors) + ES fine-tuning of the "
         f"(1) long-run model ({count_params(plain)} weights)"
     )
+    tf = partial(fake_quant, bits=bits)
     t0 = time.perf_counter()
-    q = quantized_finetune(
-        plain, xt, xs, transform=partial(fake_quant, bits=bits),
+    q = quantized_finetune(  # ES on training minibatches; kept only if better on val
+        plain, xt, xv, transform=tf,
         generations=a.q_generations, population=a.q_population,
         sigma=a.q_sigma, lr=a.q_lr, batch_size=a.q_batch, seed=a.seed,
     )  # fmt: skip
     t_q = time.perf_counter() - t0
+    f_test = evaluate(plain, xs)["loss"]
+    q_test = evaluate(quantize_model_(copy.deepcopy(plain), tf), xs)["loss"]
+    t_test = evaluate(q.model, xs)["loss"]
     print(
-        f"  test MSE: float {q.float_loss:.6f}  int{bits} {q.quant_loss:.6f}  "
-        f"int{bits}+ES {q.tuned_loss:.6f}  [{t_q:.0f} s]"
+        f"  test MSE: float {f_test:.6f}  int{bits} {q_test:.6f}  "
+        f"int{bits}+ES {t_test:.6f}  [{t_q:.0f} s]"
     )
-    gap = q.quant_loss - q.float_loss
+    gap = q_test - f_test
+    recovered = (q_test - t_test) / gap if gap > 0 else math.nan
     if gap > 0:
         print(
-            f"  quantisation loss recovered: {100 * q.recovered:.0f}% (target >= 50%); "
-            f"int{bits}+ES vs float+ES: {q.tuned_loss / float_es:.4f}x"
+            f"  quantisation loss recovered on test: {100 * recovered:.0f}% "
+            f"(val: {100 * q.recovered:.0f}%; target >= 50%); "
+            f"int{bits}+ES / float+ES: {t_test / float_es:.4f}"
         )
     else:
-        print(f"  no quantisation loss to recover (int{bits} - float = {gap:+.2e})")
+        print(f"  no quantisation loss to recover (int{bits} - float = {gap:+.2e} test MSE)")
     out[f"int{bits}"] = {
-        "float_test_mse": q.float_loss, "quant_test_mse": q.quant_loss,
-        "quant_es_test_mse": q.tuned_loss, "recovered": q.recovered, "seconds": t_q,
+        "float_test_mse": f_test, "quant_test_mse": q_test, "quant_es_test_mse": t_test,
+        "recovered_test": recovered, "recovered_val": q.recovered, "seconds": t_q,
         "float_es_test_mse": float_es,
         "es": {"generations": a.q_generations, "population": a.q_population,
                "sigma": a.q_sigma, "lr": a.q_lr, "batch": a.q_batch},
@@ -329,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     if "es" not in a.skip:
         if plain is None:
             plain = train(BASE, xt, a.copies * a.epochs, a.seed + 200)  # = the long run
-        part_es(a, xt, xs, plain, out)
+        part_es(a, xt, xv, xs, plain, out)
     out["seconds"] = time.perf_counter() - t0
     print(f"\ntotal {out['seconds']:.0f} s")
     if a.json:
