@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from evoae.errors import EvoaeError
 from evoae.objectives.base import EvalSplit, Objective, Score
+from evoae.objectives.probe import AUROC, KNN, Mix, Probe
 from evoae.objectives.reconstruction import Reconstruction, evaluate
 
 #: name -> Objective subclass (built with no arguments).
@@ -38,6 +39,8 @@ def make_objective(objective: str | Objective | None) -> Objective:
 
 
 register(Reconstruction)
+for _hybrid in (Probe, KNN, Mix, AUROC):  # probe.parse_objective reads 'mix:W', 'knn:K'
+    register(_hybrid)
 
 __all__ = [
     "OBJECTIVES",

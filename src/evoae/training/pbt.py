@@ -1,0 +1,400 @@
+"""Population-based training (PBT) of one architecture.
+
+``copies`` members of one spec train side by side, each from its own seed. Every
+``ready`` epochs (an *interval*) all members are scored on the validation split; each
+member in the bottom quarter then
+
+* **exploits**: copies the weights, the optimizer state and the hyperparameters of a
+  member drawn uniformly from the top quarter, and
+* **explores**: multiplies its learning rate (and, for VAEs, its KL weight ``beta``) by
+  0.8 or 1.2 each, and moves its batch size to a neighbouring choice of
+  :data:`BATCH_CHOICES` (or keeps it), all drawn from a generator seeded by
+  ``(seed, interval)``.
+
+Determinism: a member's batch order in interval ``k`` comes from ``batch_order`` with a
+seed derived from ``(member seed, k)``, and the explore draws from ``(seed, k)``, so
+nothing depends on generator state carried between intervals except a VAE's training
+noise generator, which is checkpointed. With ``state_path`` the whole population
+(weights, optimizer state flattened into tensors + JSON, noise state, hyperparameters,
+history) is written after every interval: a new ``weights-<k>.safetensors``, then
+``state.json`` atomically renamed over the old one (so a crash at any point leaves a
+consistent checkpoint), and a rerun with the same
+arguments resumes after the last completed interval and ends bit-identical to an
+uninterrupted run. No pickle: JSON + safetensors.
+
+Members train one at a time with the plain training loop (exact and simple); the
+cost is ``copies * epochs`` epochs, the same as training ``copies`` models
+independently.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+from torch import nn
+
+from evoae.errors import EvoaeError
+from evoae.models import build_model
+from evoae.objectives.base import EvalSplit
+from evoae.objectives.reconstruction import evaluate
+from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
+from evoae.training.optim import make_optimizer
+from evoae.training.trainer import batch_order
+
+FORMAT = "evoae-pbt"
+VERSION = 1
+STATE_NAME = "state.json"
+#: Weights of the checkpoint after interval k: ``weights-<k>.safetensors``.
+WEIGHTS_PATTERN = "weights-{:05d}.safetensors"
+#: Batch sizes explore moves between (to a neighbour of the current one).
+BATCH_CHOICES = (16, 32, 64, 128, 256)
+#: Explore multipliers for the learning rate and beta.
+FACTORS = (0.8, 1.2)
+
+
+def _derive(*keys: int) -> int:
+    """A 63-bit seed from integer keys (SeedSequence hashing)."""
+    return int(
+        np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(2, np.uint64)[0]
+        >> 1
+    )
+
+
+@dataclass
+class Member:
+    """One population member: its model, optimizer and hyperparameters."""
+
+    index: int
+    seed: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    hparams: dict[str, float]
+    val_loss: float = math.inf
+
+
+@dataclass
+class PBTResult:
+    """The best member (by final validation loss) and the per-interval journal."""
+
+    model: nn.Module
+    best: int
+    val_loss: float
+    hparams: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------- members
+
+
+def _make_member(spec: dict[str, Any], index: int, seed: int) -> Member:
+    mseed = _derive(seed, index)
+    model = build_model(spec, mseed)
+    hp: dict[str, float] = {"lr": float(spec["lr"]), "batch_size": int(spec["batch_size"])}
+    if getattr(model, "variational", False):
+        hp["beta"] = float(spec.get("beta", 1.0))
+    opt = make_optimizer(spec["optimizer"], model.parameters(), hp["lr"])
+    m = Member(index, mseed, model, opt, hp)
+    _apply_hparams(m)
+    return m
+
+
+def _apply_hparams(m: Member) -> None:
+    for group in m.optimizer.param_groups:
+        group["lr"] = m.hparams["lr"]
+    if "beta" in m.hparams:
+        m.model.beta = m.hparams["beta"]
+
+
+def _train_interval(m: Member, x: torch.Tensor, epochs: int, interval: int) -> float:
+    """Train ``m`` for ``epochs`` epochs; returns the last epoch's mean training loss."""
+    bs = int(m.hparams["batch_size"])
+    m.model.train()
+    loss = math.nan
+    for perm in batch_order(x.shape[0], epochs, _derive(m.seed, interval, 1)):
+        total = torch.zeros((), dtype=torch.float64)
+        for start in range(0, x.shape[0], bs):
+            xb = x[perm[start : start + bs]]
+            out = m.model(xb)
+            m.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            m.optimizer.step()
+            total += out.loss.detach() * xb.shape[0]
+        loss = float(total) / x.shape[0]
+        if not math.isfinite(loss):
+            break
+    return loss
+
+
+def exploit(dst: Member, src: Member) -> None:
+    """Copy ``src``'s weights, optimizer state and hyperparameters into ``dst``.
+
+    Everything is deep-copied: later training of either member leaves the other alone.
+    """
+    dst.model.load_state_dict(copy.deepcopy(src.model.state_dict()))
+    dst.optimizer.load_state_dict(copy.deepcopy(src.optimizer.state_dict()))
+    dst.hparams = dict(src.hparams)
+    _apply_hparams(dst)
+
+
+def explore(m: Member, rng: np.random.Generator, *, batch: bool = True) -> None:
+    """Perturb ``m``'s hyperparameters in place (lr, beta by 0.8 / 1.2; batch size)."""
+    hp = m.hparams
+    hp["lr"] = float(hp["lr"] * FACTORS[int(rng.integers(2))])
+    if "beta" in hp:
+        hp["beta"] = float(hp["beta"] * FACTORS[int(rng.integers(2))])
+    if batch:
+        bs = int(hp["batch_size"])
+        choices = sorted(set(BATCH_CHOICES) | {bs})
+        i = choices.index(bs) + int(rng.integers(-1, 2))
+        hp["batch_size"] = int(choices[min(max(i, 0), len(choices) - 1)])
+    _apply_hparams(m)
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+
+def _flatten_optimizer(prefix: str, sd: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict:
+    """Tensors of an optimizer state dict into ``tensors``; the rest as JSON."""
+    state: dict[str, dict[str, Any]] = {}
+    for pid, entries in sd["state"].items():
+        row: dict[str, Any] = {}
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                key = f"{prefix}.{pid}.{name}"
+                tensors[key] = value.detach().cpu().contiguous()
+                row[name] = {"tensor": key}
+            else:
+                row[name] = {"value": value}
+        state[str(pid)] = row
+    return {"state": state, "param_groups": sd["param_groups"]}
+
+
+def _unflatten_optimizer(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for pid, row in meta["state"].items():
+        state[int(pid)] = {
+            name: tensors[v["tensor"]].clone() if "tensor" in v else v["value"]
+            for name, v in row.items()
+        }
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        for k, v in g.items():
+            if isinstance(v, list) and k != "params":
+                g[k] = tuple(v)
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
+
+
+def _save_state(
+    folder: Path, config: dict, members: list[Member], interval: int, history: list
+) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    rows = []
+    for m in members:
+        for k, v in m.model.state_dict().items():
+            tensors[f"m{m.index}.model.{k}"] = v.detach().cpu().contiguous()
+        opt = _flatten_optimizer(f"m{m.index}.opt", m.optimizer.state_dict(), tensors)
+        noise = getattr(m.model, "_train_noise", None)
+        if noise is not None:
+            tensors[f"m{m.index}.noise"] = noise.get_state()
+        rows.append(
+            {
+                "index": m.index,
+                "seed": m.seed,
+                "hparams": m.hparams,
+                "val_loss": m.val_loss if math.isfinite(m.val_loss) else None,
+                "optimizer": opt,
+                "noise": noise is not None,
+            }
+        )
+    data = save_tensors(tensors, metadata={"format": FORMAT})
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = WEIGHTS_PATTERN.format(interval)
+    atomic_write_bytes(folder / weights, data)
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config,
+        "intervals_done": interval,
+        "members": rows,
+        "history": history,
+        "weights": weights,
+        "weights_sha256": hashlib.sha256(data).hexdigest(),
+    }
+    # The new weights file is complete before state.json names it; a crash in between
+    # leaves the previous state.json and its own weights file intact.
+    atomic_write_text(folder / STATE_NAME, json.dumps(meta, indent=1))
+    for old in folder.glob("weights-*.safetensors"):
+        if old.name != weights:
+            old.unlink(missing_ok=True)
+
+
+def _load_state(folder: Path, config: dict, members: list[Member]) -> tuple[int, list]:
+    """Restore members from ``folder``; returns (intervals done, history). 0 if none."""
+    path = folder / STATE_NAME
+    if not path.exists():
+        return 0, []
+    try:
+        meta = json.loads(path.read_text())
+        name = str(meta["weights"])
+        if Path(name).name != name:
+            raise OSError(f"bad weights file name {name!r}")
+        data = (folder / name).read_bytes()
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise EvoaeError(f"PBT checkpoint in {folder} is unreadable ({e}); delete it") from None
+    if meta.get("format") != FORMAT or hashlib.sha256(data).hexdigest() != meta.get(
+        "weights_sha256"
+    ):
+        raise EvoaeError(f"PBT checkpoint in {folder} is corrupt or partial; delete it to restart")
+    if meta["config"] != config:
+        raise EvoaeError(
+            f"PBT checkpoint in {folder} was made with other settings; use the same spec, "
+            "copies, epochs, ready and seed, or another folder"
+        )
+    try:
+        tensors = load_tensors(data)
+    except (SafetensorError, ValueError) as e:
+        raise EvoaeError(f"PBT weights in {folder} are not valid safetensors ({e})") from None
+    for m, row in zip(members, meta["members"], strict=True):
+        prefix = f"m{m.index}.model."
+        m.model.load_state_dict(
+            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        )
+        m.optimizer.load_state_dict(_unflatten_optimizer(row["optimizer"], tensors))
+        m.hparams = dict(row["hparams"])
+        m.hparams["batch_size"] = int(m.hparams["batch_size"])
+        m.val_loss = math.inf if row["val_loss"] is None else float(row["val_loss"])
+        _apply_hparams(m)
+        if row["noise"]:
+            m.model._train_noise = torch.Generator().manual_seed(0)
+            m.model._train_noise.set_state(tensors[f"m{m.index}.noise"])
+    return int(meta["intervals_done"]), list(meta["history"])
+
+
+# ---------------------------------------------------------------------- the loop
+
+
+def pbt_train(
+    spec: dict[str, Any],
+    train: EvalSplit | torch.Tensor,
+    val: EvalSplit | torch.Tensor,
+    *,
+    copies: int = 8,
+    epochs: int = 10,
+    ready: int = 2,
+    seed: int = 0,
+    state_path: str | Path | None = None,
+    explore_batch: bool = True,
+    on_interval: Callable[[int, list[dict[str, Any]]], None] | None = None,
+) -> PBTResult:
+    """Train ``copies`` members of ``spec`` with PBT for ``epochs`` epochs each.
+
+    Parameters
+    ----------
+    spec
+        A decoded model spec (any family ``build_model`` knows).
+    train, val
+        Training and validation inputs (``EvalSplit`` or a tensor); labels are unused.
+    copies, epochs, ready
+        Population size, epochs per member, and epochs between exploit/explore steps.
+    seed
+        Seeds every member's weights and batch order and every explore draw.
+    state_path
+        Checkpoint folder: written after every interval; an existing checkpoint with
+        the same settings is resumed.
+    explore_batch
+        Let explore move the batch size.
+    on_interval
+        Called as ``on_interval(intervals_done, history)`` after each checkpoint
+        (progress reports; tests raise from it to simulate a crash).
+
+    Returns
+    -------
+    PBTResult
+        The member with the lowest final validation loss, in eval mode, and the journal:
+        one row per member and interval with ``interval``, ``member``, ``epoch`` (epochs
+        done), the ``hparams`` it trained with, ``train_loss``, ``val_loss`` and
+        ``exploit`` (the member it copied afterwards, or None) and ``new_hparams``.
+    """
+    xt = train.x if isinstance(train, EvalSplit) else train
+    xv = val.x if isinstance(val, EvalSplit) else val
+    if copies < 2:
+        raise EvoaeError(f"PBT needs at least 2 copies, got {copies}")
+    if epochs < 1 or ready < 1:
+        raise EvoaeError(f"epochs and ready must be at least 1, got {epochs} and {ready}")
+    config = {
+        "spec": spec,
+        "copies": copies,
+        "epochs": epochs,
+        "ready": ready,
+        "seed": seed,
+        "explore_batch": explore_batch,
+        "n_train": int(xt.shape[0]),
+    }
+    config = json.loads(json.dumps(config))
+    members = [_make_member(spec, i, seed) for i in range(copies)]
+    folder = Path(state_path) if state_path is not None else None
+    done, history = (0, []) if folder is None else _load_state(folder, config, members)
+    n_intervals = math.ceil(epochs / ready)
+    quarter = max(1, copies // 4)
+
+    for k in range(done, n_intervals):
+        span = min(ready, epochs - k * ready)
+        rows = []
+        for m in members:
+            used = dict(m.hparams)
+            train_loss = _train_interval(m, xt, span, k)
+            val_loss = evaluate(m.model, xv)["loss"] if math.isfinite(train_loss) else math.inf
+            m.val_loss = val_loss if math.isfinite(val_loss) else math.inf
+            rows.append(
+                {
+                    "interval": k,
+                    "member": m.index,
+                    "epoch": k * ready + span,
+                    "hparams": used,
+                    "train_loss": _finite(train_loss),
+                    "val_loss": _finite(m.val_loss),
+                    "exploit": None,
+                    "new_hparams": None,
+                }
+            )
+        if k < n_intervals - 1:
+            order = sorted(range(copies), key=lambda i: (members[i].val_loss, i))
+            top, bottom = order[:quarter], order[-quarter:]
+            rng = np.random.default_rng(_derive(seed, k, 2))
+            snap = {i: members[i] for i in top}  # top and bottom are disjoint
+            for i in bottom:
+                src = snap[top[int(rng.integers(len(top)))]]
+                exploit(members[i], src)
+                explore(members[i], rng, batch=explore_batch)
+                rows[i]["exploit"] = src.index
+                rows[i]["new_hparams"] = dict(members[i].hparams)
+        history.extend(rows)
+        if folder is not None:
+            _save_state(folder, config, members, k + 1, history)
+        if on_interval is not None:
+            on_interval(k + 1, history)
+
+    best = min(range(copies), key=lambda i: (members[i].val_loss, i))
+    model = members[best].model.eval()
+    return PBTResult(model, best, members[best].val_loss, dict(members[best].hparams), history)
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+__all__ = ["BATCH_CHOICES", "Member", "PBTResult", "exploit", "explore", "pbt_train"]
