@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 from evoae.data import load_dataset, load_test_dataset, seed_split
-from evoae.models import build_model, count_params
+from evoae.families import build_model
+from evoae.models import count_params
 from evoae.objectives import EvalSplit
 from evoae.objectives.probe import Probe, model_codes
 from evoae.objectives.reconstruction import evaluate

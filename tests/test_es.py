@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from evoae.errors import EvoaeError
-from evoae.models import build_model
+from evoae.families import build_model
 from evoae.objectives.reconstruction import evaluate
 from evoae.training import fit
 from evoae.training.es import (

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from evoae.errors import EvoaeError
+from evoae.families import build_model
 from evoae.hybrid import HybridModel
-from evoae.models import build_model
 from evoae.objectives import OBJECTIVES, EvalSplit, make_objective
 from evoae.objectives.probe import (
     AUROC,

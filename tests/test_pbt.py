@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from evoae.errors import EvoaeError
-from evoae.models.io import weights_equal
+from evoae.families.io import weights_equal
 from evoae.objectives import EvalSplit
 from evoae.training.pbt import _make_member, _train_interval, exploit, explore, pbt_train
 

@@ -27,7 +27,7 @@ from safetensors.numpy import load_file, save
 from torch import nn
 
 from evoae.errors import EvoaeError
-from evoae.models.io import load_model, save_model
+from evoae.families.io import load_model, save_model
 from evoae.objectives.probe import model_codes
 from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
 

@@ -189,7 +189,8 @@ class TrainingSettings:
     )
     objective: str = opt(
         "recon",
-        f"what candidates are scored on, always minimised ({', '.join(OBJECTIVES)})",
+        f"what candidates are scored on, always minimised ({', '.join(OBJECTIVES)}; "
+        "mix:W and knn:K take an argument)",
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from evoae.errors import EvoaeError
 from evoae.objectives.base import EvalSplit, Objective, Score
-from evoae.objectives.probe import AUROC, KNN, Mix, Probe
+from evoae.objectives.probe import AUROC, KNN, Mix, Probe, parse_objective
 from evoae.objectives.reconstruction import Reconstruction, evaluate
 
 #: name -> Objective subclass (built with no arguments).
@@ -25,11 +25,14 @@ def register(cls: type[Objective]) -> type[Objective]:
 
 
 def make_objective(objective: str | Objective | None) -> Objective:
-    """An objective from its registered name (None: ``recon``) or as given."""
+    """An objective from its registered name (None: ``recon``), ``NAME:ARG`` for those
+    that take an argument (``mix:0.3``, ``knn:10``), or as given."""
     if objective is None:
         return Reconstruction()
     if isinstance(objective, Objective):
         return objective
+    if isinstance(objective, str) and ":" in objective:
+        return parse_objective(objective)
     if not isinstance(objective, str) or objective not in OBJECTIVES:
         raise EvoaeError(
             f"unknown objective {objective!r}: choose from {', '.join(OBJECTIVES)} "

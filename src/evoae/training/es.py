@@ -43,7 +43,7 @@ from torch import nn
 from torch.func import functional_call
 
 from evoae.errors import EvoaeError
-from evoae.models import build_model
+from evoae.families import build_model
 from evoae.objectives.reconstruction import evaluate
 from evoae.training.trainer import fit
 

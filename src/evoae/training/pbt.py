@@ -46,7 +46,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from evoae.errors import EvoaeError
-from evoae.models import build_model
+from evoae.families import build_model
 from evoae.objectives.base import EvalSplit
 from evoae.objectives.reconstruction import evaluate
 from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
