@@ -342,6 +342,11 @@ def search(
         name = _strategy_name(strategy)
         default = "digits" if data is None else "<array>"
         given = {"dataset": dataset if dataset is not None else default, **settings}
+        for count, floor in (("epochs", "min_steps"), ("final_epochs", "final_min_steps")):
+            # An epoch count the user sets is what trains: its step floor is then off
+            # unless the user sets that too.
+            if given.get(count) is not None and given.get(floor) is None:
+                given[floor] = 0
         if instance is not None:
             s = SearchSettings.from_flat(given, strategy="", strict=True)
             s.strategy = StrategySettings(name, _jsonable(instance.options_dict()))

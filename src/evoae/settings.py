@@ -149,7 +149,7 @@ class TrainingSettings:
     min_steps: int = opt(
         200,
         "optimizer steps each candidate trains at least (more epochs on small data; "
-        "0: epochs alone)",
+        "0: epochs alone; 0 unless set when --epochs is given)",
         low=0,
         high=10_000_000,
         legacy=0,
@@ -165,7 +165,8 @@ class TrainingSettings:
     )
     final_min_steps: int = opt(
         2000,
-        "optimizer steps the final training takes at least",
+        "optimizer steps the final training takes at least (0 unless set when "
+        "--final-epochs is given)",
         low=0,
         high=10_000_000,
         resumable=True,
