@@ -6,8 +6,8 @@ the training rows' range, fit PCA and :class:`evoae.EvolvedAutoencoder` (its def
 on the training rows and measure both on the held-out rows. Errors are mean squared
 errors per value in min-max units; ratio = evoae / PCA (below 1: evoae is better).
 
-    python benchmarks/vs_pca.py                 # everything, writes docs/benchmarks_vs_pca.md
-    python benchmarks/vs_pca.py --quick         # tabular sets only, no file written
+    python benchmarks/vs_pca.py                 # everything; prints a markdown table
+    python benchmarks/vs_pca.py --quick         # tabular sets only
 
 One run per row (seed 0), one torch thread.
 """
@@ -34,7 +34,6 @@ from evoae.families import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT.parent / "shared" / "data"
-OUT = ROOT / "docs" / "benchmarks_vs_pca.md"
 
 
 def _tabular(name: str) -> np.ndarray:
@@ -134,22 +133,11 @@ def main() -> None:
     text = table(results)
     print(text)
     print(f"total {time.perf_counter() - t0:.0f} s")
-    if args.quick or args.only:
-        return
-    cmd = "python benchmarks/vs_pca.py"
-    OUT.write_text(
-        "# evoae against PCA\n\n"
-        "Held-out reconstruction MSE (min-max units, scaled with the training rows' range) "
-        "of `EvolvedAutoencoder` with its defaults and of PCA at the same code size; both "
-        "fit on a seeded 75% of the rows and measured on the other 25%. Ratio = evoae / "
-        "PCA (below 1: evoae reconstructs better). One run per row (seed 0), one torch "
-        f"thread, a shared 2-core machine; MNIST slices are the first {args.rows} training "
-        "images at 16x16.\n\n"
-        f"```\n{cmd}\n```\n\n"
+    print(
         f"Python {platform.python_version()}, torch {torch.__version__}, scikit-learn "
-        f"{sklearn.__version__}, {sys.platform}.\n\n" + text + "\n"
+        f"{sklearn.__version__}, {sys.platform}; one torch thread, seed 0, MNIST slices of "
+        f"{args.rows} rows at 16x16 (figures: docs/benchmarks.md)"
     )
-    print(f"wrote {OUT}")
 
 
 if __name__ == "__main__":
