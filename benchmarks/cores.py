@@ -80,9 +80,13 @@ def main() -> None:
     p.add_argument("--generations", type=int, default=100, help="tournaments of seed workloads")
     p.add_argument("--concurrent", type=int, default=2, help="K of the concurrent workload")
     p.add_argument("--seeds", type=int, default=4, help="seeds of the concurrent workload")
+    p.add_argument(
+        "--final-epochs", type=int, default=20, help="retraining of seed workloads (published: 20)"
+    )
     args = p.parse_args()
     cores = len(os.sched_getaffinity(0))
     mnist = ["--dataset", "mnist", "--data-dir", args.data_dir]
+    mnist += ["--final-epochs", str(args.final_epochs)]
     workloads = {
         "quickstart": [],
         "seed": [*mnist, "--generations", str(args.generations)],
