@@ -173,3 +173,17 @@ def test_hybrid_load_refuses_tampering(trained, tmp_path):
     p.write_bytes(p.read_bytes()[:-1] + b"\x00")
     with pytest.raises(EvoaeError, match="digest"):
         HybridModel.load(tmp_path / "h")
+
+
+def test_a_search_for_the_probe_still_reports_reconstruction_and_pca(tmp_path):
+    """With an objective other than the model's loss, the final figures still hold the
+    retrained model's validation loss and its ratio to PCA."""
+    from conftest import TINY_SEARCH
+
+    import evoae
+
+    r = evoae.search("digits", out=tmp_path / "r", objective="mix:0.3", limit=300, **TINY_SEARCH)
+    final = r.final
+    assert math.isfinite(final["fitness"])
+    assert final["val_loss"] is not None and final["val_loss"] > 0
+    assert final["pca_ratio"] == pytest.approx(final["val_loss"] / final["pca_val_loss"])

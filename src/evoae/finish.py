@@ -175,16 +175,19 @@ def retrain_best(
             ),
             "searched_val_loss": worse,
         }
+    val_loss = final_result.val_loss
+    if val_loss is None:  # an objective other than the model's loss: measure that too
+        val_loss = evaluate(model, as_tensor(splits.val.x, device))["loss"]
     final: dict[str, Any] = {
         "epochs": final_result.epochs,
         "best_epoch": final_result.best_epoch,
-        "val_loss": final_result.val_loss,
+        "val_loss": val_loss,
         "train_loss": final_result.train_loss,
         "terms": final_result.terms,
         "params": final_result.params,
         "seconds": final_result.seconds,
         "status": final_result.status,
-        **_pca_figures(pca_loss, final_result.val_loss, family.loss_label),
+        **_pca_figures(pca_loss, val_loss, family.loss_label),
         **fallback,
     }
     if not objective.model_loss:
