@@ -83,6 +83,12 @@ def main() -> None:
     p.add_argument(
         "--final-epochs", type=int, default=20, help="retraining of seed workloads (published: 20)"
     )
+    p.add_argument(
+        "--settings",
+        default="torch default,OMP_NUM_THREADS=1,auto",
+        help="which settings to run (comma-separated labels); ratios are to the best "
+        "manual setting among them",
+    )
     args = p.parse_args()
     cores = len(os.sched_getaffinity(0))
     mnist = ["--dataset", "mnist", "--data-dir", args.data_dir]
@@ -106,11 +112,14 @@ def main() -> None:
                     results += concurrent(args, mnist, tmp / load, load)
                     continue
                 times = {}
+                chosen = args.settings.split(",")
                 for label, (flags, env) in settings(cores).items():
+                    if label not in chosen:
+                        continue
                     out = tmp / load / name / label.replace(" ", "_").replace("=", "")
                     sec, summary = run_cli([*workloads[name], *flags], env, out)
                     times[label] = (sec, summary["best_fitness"], summary.get("executor"))
-                best_manual = min(times["torch default"][0], times["OMP_NUM_THREADS=1"][0])
+                best_manual = min(t for label, (t, _, _) in times.items() if label != "auto")
                 for label, (sec, fit, ex) in times.items():
                     row = dict(
                         load=load,
