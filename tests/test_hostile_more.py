@@ -709,6 +709,19 @@ def _(e: Env) -> list[str]:
     return ["export", str(e.run), "--format", "safetensors", "--out", out]
 
 
+@case("export: --out a user folder holding export.json and encoder.safetensors")
+def _(e: Env) -> list[str]:
+    u1 = e.user_folder({"export.json": "{}", "encoder.safetensors": "mine"})
+    return ["export", str(e.run), "--out", str(u1)]
+
+
+@case("export: --out a folder whose encoder.pt is a symlink to a user file")
+def _(e: Env) -> list[str]:
+    u1 = e.user_folder({"notes.txt": "mine"})
+    (u1 / "encoder.pt").symlink_to(u1 / "notes.txt")
+    return ["export", str(e.run), "--format", "torchscript", "--out", str(u1)]
+
+
 @case("sample: a 300-character --out")
 def _(e: Env) -> list[str]:
     return ["sample", str(e.run), "--out", str(e.tmp / ("s" * 300 + ".png"))]
