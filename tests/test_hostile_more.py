@@ -242,6 +242,28 @@ def _(e: Env) -> list[str]:
     return _search("--dataset", big, "--code-size", "2", "--out", run, "--overwrite")
 
 
+def _labelled_npz(e: Env, y: np.ndarray) -> Path:
+    path = e.tmp / "labelled.npz"
+    np.savez(path, x=np.random.default_rng(0).random((len(y), 8)), y=y)
+    return path
+
+
+# Objectives whose labels cannot serve them were refused only when the first candidate
+# was scored: after --overwrite had cleared the good run.
+for _name, _obj, _y in (
+    ("probe on one class", "probe", np.zeros(60, int)),
+    ("knn:3 on one class", "knn:3", np.zeros(60, int)),
+    ("knn:99999 on 60 rows", "knn:99999", np.arange(60) % 2),
+    ("auroc with no normal rows", "auroc", np.ones(60, int)),
+    ("auroc with only normal rows", "auroc", np.zeros(60, int)),
+):
+    CASES[f"overwrite: --objective {_name} must not wipe a good run"] = lambda e, o=_obj, y=_y: (
+        _search(
+            "--dataset", _labelled_npz(e, y), "--objective", o, "--out", e.copy_run(), "--overwrite"
+        )
+    )
+
+
 @case("overwrite: a FIFO as data must not wipe a good run")
 def _(e: Env) -> list[str]:
     run = e.copy_run()

@@ -368,6 +368,7 @@ def search(
             f"objective {obj.name} needs labels but dataset {s.data.dataset!r} has none: "
             "use labelled data (MNIST, .npz with y, CSV --label-column) or --objective recon"
         )
+    obj.check_labels(splits.val.y)
     space = make_space(
         s.space.model,
         s.space.preset,
