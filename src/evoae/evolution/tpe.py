@@ -234,7 +234,29 @@ class OptunaSearch(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.trials = [dict(t) for t in state["trials"]]
+        trials = [dict(t) for t in state["trials"]]
+        optuna = self.optuna
+        for i, t in enumerate(trials):
+            value = t.get("value")
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"trial {i}: value {value!r} is not a finite number or null")
+            if not isinstance(t.get("params"), dict) or not isinstance(t.get("system_attrs"), dict):
+                raise ValueError(f"trial {i}: params and system_attrs must be objects")
+            if set(t["params"]) != set(self.distributions):
+                raise ValueError(f"trial {i}: its parameters are not this space's genes")
+            # Optuna's own check: every parameter inside its distribution.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                optuna.trial.create_trial(
+                    state=optuna.trial.TrialState.FAIL,
+                    params=t["params"],
+                    distributions=self.distributions,
+                )
+        self.trials = trials
         self._pending = None
 
 
