@@ -170,6 +170,9 @@ def test_arrays_are_scaled_and_recorded():
     assert ds.x.shape == (30, 4) and ds.x.min() == 0.0 and ds.x.max() == 1.0
     assert np.all(ds.x[:, 3] == 0.0) and ds.preprocess["data_range"][3] == 1.0
     np.testing.assert_allclose(Preprocess(ds.preprocess)(table).numpy(), ds.x, atol=1e-6)
+    # Tabular values are not clipped: a raw 1e300 became inf in float32, silently.
+    for far in (1e300, -1e308):
+        one_line_error(lambda f=far: Preprocess(ds.preprocess)(np.full((2, 4), f)), "overflow")
 
     pixels = rng.integers(0, 256, (10, 9, 7), dtype=np.uint8)
     imgs = from_arrays(pixels)
