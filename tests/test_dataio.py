@@ -104,6 +104,15 @@ def test_csv_column_errors(tmp_path):
     one_line_error(lambda: load_dataset("digits", label_column="y"), "CSV files only")
     (tmp_path / "h.csv").write_text("1,2\n3,4\n")
     one_line_error(lambda: load_dataset(tmp_path / "h.csv", columns=["a"]), "no header")
+    # A header name used twice was resolved silently to its first column.
+    (tmp_path / "d.csv").write_text("a,a,b,y\n" + "1,2,3,0\n4,5,6,1\n" * 10)
+    one_line_error(
+        lambda: load_dataset(tmp_path / "d.csv", columns=["a", "b"], label_column="y"),
+        "2 columns named 'a'",
+        "(0, 1)",
+    )
+    one_line_error(lambda: load_dataset(tmp_path / "d.csv", label_column="a"), "columns named")
+    assert load_dataset(tmp_path / "d.csv", columns=["1", "b"], label_column="y").x.shape[1] == 2
 
 
 def test_cli_search_with_columns_and_label_column(tmp_path, capsys):
@@ -161,6 +170,9 @@ def test_arrays_are_scaled_and_recorded():
     assert ds.x.shape == (30, 4) and ds.x.min() == 0.0 and ds.x.max() == 1.0
     assert np.all(ds.x[:, 3] == 0.0) and ds.preprocess["data_range"][3] == 1.0
     np.testing.assert_allclose(Preprocess(ds.preprocess)(table).numpy(), ds.x, atol=1e-6)
+    # Tabular values are not clipped: a raw 1e300 became inf in float32, silently.
+    for far in (1e300, -1e308):
+        one_line_error(lambda f=far: Preprocess(ds.preprocess)(np.full((2, 4), f)), "overflow")
 
     pixels = rng.integers(0, 256, (10, 9, 7), dtype=np.uint8)
     imgs = from_arrays(pixels)

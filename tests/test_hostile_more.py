@@ -242,6 +242,28 @@ def _(e: Env) -> list[str]:
     return _search("--dataset", big, "--code-size", "2", "--out", run, "--overwrite")
 
 
+def _labelled_npz(e: Env, y: np.ndarray) -> Path:
+    path = e.tmp / "labelled.npz"
+    np.savez(path, x=np.random.default_rng(0).random((len(y), 8)), y=y)
+    return path
+
+
+# Objectives whose labels cannot serve them were refused only when the first candidate
+# was scored: after --overwrite had cleared the good run.
+for _name, _obj, _y in (
+    ("probe on one class", "probe", np.zeros(60, int)),
+    ("knn:3 on one class", "knn:3", np.zeros(60, int)),
+    ("knn:99999 on 60 rows", "knn:99999", np.arange(60) % 2),
+    ("auroc with no normal rows", "auroc", np.ones(60, int)),
+    ("auroc with only normal rows", "auroc", np.zeros(60, int)),
+):
+    CASES[f"overwrite: --objective {_name} must not wipe a good run"] = lambda e, o=_obj, y=_y: (
+        _search(
+            "--dataset", _labelled_npz(e, y), "--objective", o, "--out", e.copy_run(), "--overwrite"
+        )
+    )
+
+
 @case("overwrite: a FIFO as data must not wipe a good run")
 def _(e: Env) -> list[str]:
     run = e.copy_run()
@@ -507,6 +529,54 @@ for _name, _damage in CHECKPOINTS.items():
     CASES[f"resume: checkpoint {_name}"] = lambda e, d=_damage: _resume(e, d)
 
 
+def _strategy_resume(name: str, edit: Callable[[dict[str, Any]], Any], **opts: Any):
+    """A small finished run of strategy ``name``, its strategy state edited, resumed."""
+
+    def make(e: Env) -> list[str]:
+        run = e.tmp / name
+        search(str(e.data), out=run, strategy=name, epochs=1, final_epochs=1, seed=1, **opts)
+        e.watch(run)
+        _edit_checkpoint(lambda d: edit(d["strategy"]))(run)
+        return ["search", "--quiet", "--resume", str(run), "--evaluations", "9"]
+
+    return make
+
+
+def _trial(i: int, key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda s: s["trials"][i].__setitem__(key, value)
+
+
+def _param(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda s: s["trials"][0]["params"].__setitem__(key, value)
+
+
+# The new strategies' states were trusted: each of these raised a traceback on resume
+# (or, told -3, wrote a journal row of generation -3 before failing).
+STRATEGY_STATES: dict[str, Callable[[Env], list[str]]] = {
+    "tpe trial with an unknown optimizer": _strategy_resume(
+        "tpe", _param("optimizer", "rmsprop"), evaluations=2
+    ),
+    "tpe trial with a ratio of 7.5": _strategy_resume(
+        "tpe", _param("hidden_1.0", 7.5), evaluations=2
+    ),
+    "tpe trial value a word": _strategy_resume("tpe", _trial(0, "value", "x"), evaluations=2),
+    "tpe trial without a gene": _strategy_resume(
+        "tpe", lambda s: s["trials"][0]["params"].pop("optimizer"), evaluations=2
+    ),
+    "nsga2 values shorter than the population": _strategy_resume(
+        "nsga2", lambda s: s["values"].pop(), population=2, evaluations=2
+    ),
+    "nsga2 told -3": _strategy_resume(
+        "nsga2", lambda s: s.__setitem__("told", -3), population=2, evaluations=2
+    ),
+    "aging told -1": _strategy_resume(
+        "aging", lambda s: s.__setitem__("told", -1), population=2, sample=1, evaluations=2
+    ),
+}
+for _name, _make in STRATEGY_STATES.items():
+    CASES[f"resume: checkpoint {_name}"] = _make
+
+
 # ------------------------------------------------------------------ resume: journal
 
 
@@ -707,6 +777,19 @@ def _(e: Env) -> list[str]:
 def _(e: Env) -> list[str]:
     out = str(e.tmp / ("e" * 300))
     return ["export", str(e.run), "--format", "safetensors", "--out", out]
+
+
+@case("export: --out a user folder holding export.json and encoder.safetensors")
+def _(e: Env) -> list[str]:
+    u1 = e.user_folder({"export.json": "{}", "encoder.safetensors": "mine"})
+    return ["export", str(e.run), "--out", str(u1)]
+
+
+@case("export: --out a folder whose encoder.pt is a symlink to a user file")
+def _(e: Env) -> list[str]:
+    u1 = e.user_folder({"notes.txt": "mine"})
+    (u1 / "encoder.pt").symlink_to(u1 / "notes.txt")
+    return ["export", str(e.run), "--format", "torchscript", "--out", str(u1)]
 
 
 @case("sample: a 300-character --out")

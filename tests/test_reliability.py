@@ -583,3 +583,43 @@ def test_ids_must_be_contiguous_when_a_journal_is_opened(tmp_path: Path) -> None
     with pytest.raises(EvoaeError, match="ids run from -4 to -4"):
         Journal(path, readonly=True)
     assert np.isfinite(1.0)
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL: no ``except Exception`` handler catches it."""
+
+
+def test_a_kill_between_results_that_finish_out_of_order_leaves_a_resumable_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process pool finishes a batch in any order; the loop committed each result as
+    # it came, so a kill after id 3 finished but before id 2 did left ids 0,1,3: a
+    # journal that every later command refused as damaged, the run lost.
+    from evoae.training.evaluator import SequentialEvaluator
+
+    args = dict(strategy="random", evaluations=8, batch=4, epochs=1, final_epochs=1, limit=200)
+    args.update(executor="inline", seed=3, pca_seed=False, pca_fallback=False)
+    reference = search("digits", out=tmp_path / "ref", **args)
+    inner = SequentialEvaluator.evaluate
+    batches: list[int] = []
+
+    def reversed_then_killed(self: Any, tasks: Any) -> Iterator[Any]:
+        batches.append(len(tasks))
+        results = sorted(inner(self, tasks), key=lambda r: -r[0])
+        yield results[0]
+        if len(batches) == 2:  # the second batch: its last task done, the others not
+            raise _Killed
+        yield from results[1:]
+
+    monkeypatch.setattr(SequentialEvaluator, "evaluate", reversed_then_killed)
+    run = tmp_path / "run"
+    with pytest.raises(_Killed):
+        search("digits", out=run, **args)
+    monkeypatch.undo()
+    with Journal(run / rf.JOURNAL, readonly=True) as j:  # refused before the fix
+        ids = [r.id for r in j.rows()]
+    assert batches[1] > 1 and ids == list(range(len(ids))) and len(ids) >= 4
+    resumed = search("digits", out=run, resume=True, **args)
+    assert resumed.best_genome == reference.best_genome
+    with Journal(run / rf.JOURNAL) as a, Journal(tmp_path / "ref" / rf.JOURNAL) as b:
+        assert [r.comparable() for r in a.rows()] == [r.comparable() for r in b.rows()]

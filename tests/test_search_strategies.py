@@ -140,6 +140,29 @@ def test_other_optuna_samplers_by_name(sampler):
         make_strategy("tpe", DenseSpace(64, 4), {"optuna_sampler": "Nope"})
 
 
+@pytest.mark.parametrize(
+    "sampler", ["GridSampler", "BaseSampler", "PartialFixedSampler", "BruteForceSampler"]
+)
+def test_samplers_that_need_more_than_a_seed_are_refused_by_name(sampler):
+    # They raised TypeError when built, or ValueError at the first float gene.
+    pytest.importorskip("optuna")
+    with pytest.raises(EvoaeError, match="unknown Optuna sampler"):
+        make_strategy("tpe", DenseSpace(64, 4), {"optuna_sampler": sampler})
+
+
+def test_a_sampler_whose_package_is_missing_is_refused_before_it_samples(monkeypatch):
+    # CmaEsSampler imports cmaes lazily: without it, the second trial raised a traceback.
+    pytest.importorskip("optuna")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "cmaes" else real(name, *a)
+    )
+    with pytest.raises(EvoaeError, match="CmaEsSampler needs cmaes"):
+        make_strategy("tpe", DenseSpace(64, 4), {"optuna_sampler": "CmaEsSampler"})
+
+
 # ------------------------------------------------------------------ spaces
 
 

@@ -223,6 +223,7 @@ def export_run(
         dest = model_dir.parent / f"{model_dir.name}-export"
     else:
         dest = Path(run) / EXPORT_DIR
+    check_destination(dest, [f"{p}{SUFFIX[fmt]}" for p in parts])
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -230,6 +231,45 @@ def export_run(
     written = [export_part(model, p, fmt, dest / f"{p}{SUFFIX[fmt]}", opset=opset) for p in parts]
     write_manifest(dest, fmt, model_dir, meta, written, model=model)
     return written
+
+
+def _is_export_manifest(path: Path) -> bool:
+    """Whether ``path`` is an ``export.json`` that evoae wrote (a regular file)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return (
+        isinstance(old, dict)
+        and isinstance(old.get("files"), list)
+        and "preprocess_note" in old
+        and "source" in old
+    )
+
+
+def check_destination(dest: Path, names: list[str]) -> None:
+    """Refuse to write over files in ``dest`` that evoae did not write.
+
+    ``names`` are the part files about to be written. An existing ``dest`` may hold them
+    (and ``export.json``) only when its ``export.json`` is an evoae export manifest, i.e.
+    the folder is an earlier export; a symbolic link among them is always refused.
+    """
+    if not dest.is_dir() or dest.is_symlink():
+        return  # created below, or refused there with one line
+    manifest = dest / MANIFEST
+    ours = _is_export_manifest(manifest)
+    ours_names = {f"{p}{s}" for p in PARTS for s in SUFFIX.values()} | {MANIFEST}
+    for name in [*names, MANIFEST]:
+        for candidate in (dest / name, dest / f"{name}.tmp"):
+            if not (candidate.exists() or candidate.is_symlink()):
+                continue
+            if candidate.is_symlink() or not ours or candidate.name not in ours_names:
+                raise EvoaeError(
+                    f"export folder {dest} already holds {candidate.name}, which evoae did "
+                    "not export there: choose an empty or new --out"
+                )
 
 
 #: How to use what export.json lists, for readers of the file.

@@ -150,33 +150,42 @@ class _Loop:
             slot = key if not self.reevaluate else f"{key}#{i}"
             to_train.setdefault(slot, []).append(i)
         leaders = [idx[0] for idx in to_train.values()]
+        dups = {idx[0]: idx[1:] for idx in to_train.values()}
         tasks = [
             Task(specs[i], self.seed_for(specs[i], base + i), self.epochs_for(specs[i]))
             for i in leaders
         ]
+        written = 0  # rows[:written] are in the journal
+
+        def flush() -> None:
+            # Rows are committed in id order, so the journal stays 0..n-1 whatever order
+            # the trainings finish in: a kill leaves no gap for the resume to refuse.
+            nonlocal written
+            while written < len(rows) and rows[written] is not None:
+                row = rows[written]
+                assert row is not None
+                if written not in stored:
+                    self.journal.append(row)
+                    kill_point("appended")
+                    self._notify_evaluated(row)
+                written += 1
+
+        flush()
         for j, result in evaluator.evaluate(tasks) if tasks else ():
             i = leaders[j]
             row = self._row(
                 base + i, gen, genomes[i], specs[i], result, cached=False, seed=tasks[j].seed
             )
             kill_point("trained")
-            self.journal.append(row)
-            kill_point("appended")
             self.trainings += 1
             rows[i] = row
-            stored.add(i)
             if not self.reevaluate:
                 self.cache[keys[i]] = row
-            self._notify_evaluated(row)
-        for idx in to_train.values():  # duplicates of a phenotype within one batch
-            for i in idx[1:]:
-                rows[i] = self._row(base + i, gen, genomes[i], specs[i], rows[idx[0]], cached=True)
-        for i, row in enumerate(rows):
-            assert row is not None
-            if i not in stored:
-                self.journal.append(row)
-                kill_point("appended")
-                self._notify_evaluated(row)
+            for d in dups[i]:  # duplicates of a phenotype within one batch
+                rows[d] = self._row(base + d, gen, genomes[d], specs[d], row, cached=True)
+            flush()
+        flush()
+        assert written == len(rows)
         done = [r for r in rows if r is not None]
         self.next_id = base + len(genomes)
         self.batches += 1
@@ -368,6 +377,7 @@ def search(
             f"objective {obj.name} needs labels but dataset {s.data.dataset!r} has none: "
             "use labelled data (MNIST, .npz with y, CSV --label-column) or --objective recon"
         )
+    obj.check_labels(splits.val.y)
     space = make_space(
         s.space.model,
         s.space.preset,

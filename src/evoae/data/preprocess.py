@@ -155,7 +155,14 @@ class Preprocess:
         if not np.all(np.isfinite(x)):
             raise EvoaeError("preprocess got NaN or infinite values; remove or fill them first")
         if self.kind == "tabular":
-            x = (x - self.data_min) / self.data_range
+            with np.errstate(over="ignore"):
+                x = (x - self.data_min) / self.data_range
+                finite = np.all(np.isfinite(x.astype(np.float32)))
+            if not finite:  # unclipped: a raw 1e300 would reach the model as inf
+                raise EvoaeError(
+                    "preprocess got values so far outside the training data's range that "
+                    "they overflow float32 once scaled; check the data's units"
+                )
         else:
             x = (x - float(self.data_min)) / float(self.data_range)
             if self.resize is not None:

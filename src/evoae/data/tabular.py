@@ -44,6 +44,12 @@ def _find(spec: Any, header: list[str] | None, width: int, what: str, where: str
         raise EvoaeError(f"{what} must be column names or 0-based indices, got {spec!r}")
     text = str(spec).strip()
     if header is not None and text in header:
+        if header.count(text) > 1:
+            at = [i for i, h in enumerate(header) if h == text]
+            raise EvoaeError(
+                f"{where} has {len(at)} columns named {text!r} ({what}): "
+                f"name them by 0-based index ({', '.join(map(str, at))})"
+            )
         return header.index(text)
     if text.isdigit() and int(text) < width:
         return int(text)

@@ -151,6 +151,8 @@ class AgingEvolution(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.told = int(state["told"])
+        if isinstance(state["told"], bool) or self.told < 0:
+            raise ValueError(f"told must be an integer >= 0, got {state['told']!r}")
         self.population = [self.space.validate(g) for g in state["population"]]
         self.fitness = [dec(f) for f in state["fitness"]]
         self._asked = None

@@ -221,8 +221,14 @@ class NSGA2(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.told = int(state["told"])
+        if isinstance(state["told"], bool) or self.told < 0:
+            raise ValueError(f"told must be an integer >= 0, got {state['told']!r}")
         self.population = [self.space.validate(g) for g in state["population"]]
         self.values = [tuple(dec(x) for x in v) for v in state["values"]]
+        if len(self.values) != len(self.population) or any(
+            len(v) != 2 or any(math.isnan(x) for x in v) for v in self.values
+        ):
+            raise ValueError("values must be one (fitness, params) pair of numbers per genome")
         self._asked = None
 
 

@@ -10,13 +10,15 @@ Exact resume: the strategy keeps only the told trials (parameters, value, the sa
 system attributes). Every :meth:`~OptunaSearch.ask` builds a fresh in-memory study from
 them, with the sampler seeded from (run seed, trials told so far), so the next batch is
 a pure function of the told history: a resumed run asks exactly what the uninterrupted
-one did. ``optuna_sampler`` names any sampler of :mod:`optuna.samplers` that takes a
-``seed`` (``TPESampler``, ``RandomSampler``, ``CmaEsSampler``, ``NSGAIISampler``,
-``QMCSampler``, ``GPSampler``). Failed candidates are told as failed trials.
+one did. ``optuna_sampler`` names one of :data:`SAMPLERS`, the samplers of
+:mod:`optuna.samplers` built from a ``seed`` alone (``TPESampler``, ``RandomSampler``,
+``CmaEsSampler``, ``NSGAIISampler``, ``NSGAIIISampler``, ``QMCSampler``, ``GPSampler``).
+Failed candidates are told as failed trials.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import warnings
 from collections.abc import Sequence
@@ -29,6 +31,19 @@ from evoae.errors import EvoaeError
 from evoae.evolution.base import Strategy, dec, enc
 from evoae.options import check, option
 from evoae.spaces import Choice, Float, Genome, Int, Parts, Space
+
+#: The samplers of :mod:`optuna.samplers` that ``--optuna-sampler`` accepts (they are
+#: built from a seed alone and sample float, integer and categorical domains), with the
+#: packages each imports lazily.
+SAMPLERS: dict[str, tuple[str, ...]] = {
+    "TPESampler": (),
+    "RandomSampler": (),
+    "CmaEsSampler": ("cmaes",),
+    "NSGAIISampler": (),
+    "NSGAIIISampler": (),
+    "QMCSampler": ("scipy",),
+    "GPSampler": ("scipy",),
+}
 
 
 @dataclass
@@ -72,21 +87,25 @@ class OptunaSearch(Strategy):
         check(options)
         super().__init__(space, options, seed=seed)
         self.optuna = _optuna()
-        cls = getattr(self.optuna.samplers, options.optuna_sampler, None)
-        if not isinstance(cls, type) or not options.optuna_sampler.endswith("Sampler"):
+        name = options.optuna_sampler
+        cls = getattr(self.optuna.samplers, name, None)
+        if name not in SAMPLERS or not isinstance(cls, type):
             raise EvoaeError(
-                f"unknown Optuna sampler {options.optuna_sampler!r}: e.g. TPESampler, "
-                "RandomSampler, CmaEsSampler, NSGAIISampler"
+                f"unknown Optuna sampler {name!r}: choose from {', '.join(SAMPLERS)} "
+                "(samplers that take only a seed and handle every gene domain)"
             )
+        missing = [m for m in SAMPLERS[name] if importlib.util.find_spec(m) is None]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 cls(seed=0)
-        except ImportError as e:  # e.g. CmaEsSampler without the cmaes package
+        except ImportError as e:
+            missing = missing or [e.name or "a missing package"]
+        if missing:  # CmaEsSampler imports cmaes only when it first samples
             raise EvoaeError(
-                f"Optuna sampler {options.optuna_sampler} needs {e.name or 'a missing package'}: "
+                f"Optuna sampler {name} needs {', '.join(missing)}: "
                 "install it or choose another sampler"
-            ) from None
+            )
         self.sampler_class = cls
         self.seed = int(seed)
         self.distributions = self._distributions()
@@ -215,7 +234,29 @@ class OptunaSearch(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.trials = [dict(t) for t in state["trials"]]
+        trials = [dict(t) for t in state["trials"]]
+        optuna = self.optuna
+        for i, t in enumerate(trials):
+            value = t.get("value")
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"trial {i}: value {value!r} is not a finite number or null")
+            if not isinstance(t.get("params"), dict) or not isinstance(t.get("system_attrs"), dict):
+                raise ValueError(f"trial {i}: params and system_attrs must be objects")
+            if set(t["params"]) != set(self.distributions):
+                raise ValueError(f"trial {i}: its parameters are not this space's genes")
+            # Optuna's own check: every parameter inside its distribution.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                optuna.trial.create_trial(
+                    state=optuna.trial.TrialState.FAIL,
+                    params=t["params"],
+                    distributions=self.distributions,
+                )
+        self.trials = trials
         self._pending = None
 
 

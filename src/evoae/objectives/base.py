@@ -50,6 +50,10 @@ class Objective(ABC):
     def score(self, model: nn.Module, split: EvalSplit) -> Score:
         """Fitness and terms of ``model`` (in eval mode, trained) on ``split``."""
 
+    def check_labels(self, y: Any) -> None:
+        """Refuse, with an :class:`~evoae.errors.EvoaeError`, evaluation labels ``y`` (an
+        array, or None) that :meth:`score` could not use; called before a run starts."""
+
     def config(self) -> dict[str, Any]:
         """JSON-able identity: stored in the journal and part of the phenotype cache key."""
         return {"name": self.name}

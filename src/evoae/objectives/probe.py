@@ -90,6 +90,18 @@ def _subsample(split: EvalSplit, y: torch.Tensor, max_rows: int, seed: int):
     return split.x[t], y[t.to(y.device)]
 
 
+def _check_classes(labels: np.ndarray, folds: int) -> np.ndarray:
+    """The class counts of ``labels``, refused when cross-validation cannot use them."""
+    _, counts = np.unique(labels, return_counts=True)
+    if len(counts) < 2:
+        raise EvoaeError("a classifier objective needs at least two classes in the labels")
+    if len(labels) < 2 * folds:
+        raise EvoaeError(
+            f"{len(labels)} labelled rows are too few for {folds}-fold cross-validation"
+        )
+    return counts
+
+
 def cv_accuracy(
     codes: np.ndarray, labels: np.ndarray, make_clf: Any, *, folds: int = 3, seed: int = 0
 ) -> float:
@@ -99,13 +111,7 @@ def cv_accuracy(
     """
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    _, counts = np.unique(labels, return_counts=True)
-    if len(counts) < 2:
-        raise EvoaeError("a classifier objective needs at least two classes in the labels")
-    if len(labels) < 2 * folds:
-        raise EvoaeError(
-            f"{len(labels)} labelled rows are too few for {folds}-fold cross-validation"
-        )
+    counts = _check_classes(labels, folds)
     if counts.min() >= folds:
         splitter: Any = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     else:
@@ -149,6 +155,19 @@ class _Sampled(Objective):
         y = _labelled(split, self.name)
         x, y = _subsample(split, y, self.max_rows, self.seed)
         return x, y.cpu().numpy()
+
+    def _sampled_labels(self, y: Any) -> np.ndarray:
+        """The evaluation labels :meth:`_rows` keeps (None refused as in scoring)."""
+        if y is None:
+            _labelled(EvalSplit(torch.empty(0)), self.name)
+        y = np.asarray(y)
+        if len(y) > self.max_rows:
+            idx = np.random.default_rng(self.seed).choice(len(y), self.max_rows, replace=False)
+            y = y[np.sort(idx)]
+        return y
+
+    def check_labels(self, y: Any) -> None:
+        _check_classes(self._sampled_labels(y), self.folds)
 
     def _codes(self, model: nn.Module, x: torch.Tensor) -> np.ndarray | None:
         """Float64 codes, or None when the model produced non-finite ones."""
@@ -195,6 +214,16 @@ class KNN(_Sampled):
         if int(k) < 1:
             raise EvoaeError(f"knn needs k >= 1, got {k}")
         self.k = int(k)
+
+    def check_labels(self, y: Any) -> None:
+        super().check_labels(y)
+        n = len(self._sampled_labels(y))
+        fit = n - -(-n // self.folds)  # rows each fold's classifier is fitted on, at least
+        if self.k > fit:
+            raise EvoaeError(
+                f"knn:{self.k} needs more rows: each {self.folds}-fold split of the "
+                f"{n} evaluation rows fits on about {fit}; choose k <= {fit}"
+            )
 
     def score(self, model: nn.Module, split: EvalSplit) -> Score:
         from sklearn.neighbors import KNeighborsClassifier
@@ -256,17 +285,21 @@ class AUROC(_Sampled):
         from sklearn.metrics import roc_auc_score
 
         x, y = self._rows(split)
+        self.check_labels(y)
         anomaly = (y != 0).astype(np.int64)
-        if anomaly.min() == anomaly.max():
-            raise EvoaeError(
-                "objective 'auroc' needs both normal rows (label 0) and anomalies "
-                "(label != 0) in the evaluation split"
-            )
         err = row_errors(model, x).double().cpu().numpy()
         if not np.isfinite(err).all():
             return Score(math.inf, {"auroc": 0.0})
         auc = float(roc_auc_score(anomaly, err))
         return Score(1.0 - auc, {"auroc": auc})
+
+    def check_labels(self, y: Any) -> None:
+        anomaly = self._sampled_labels(y) != 0
+        if anomaly.size == 0 or anomaly.min() == anomaly.max():
+            raise EvoaeError(
+                "objective 'auroc' needs both normal rows (label 0) and anomalies "
+                "(label != 0) in the evaluation split"
+            )
 
     def describe(self) -> str:
         return "1 - AUROC of reconstruction error (label != 0 is an anomaly)"
