@@ -299,3 +299,20 @@ def test_every_strategy_asks_for_the_seed_genomes_first(name):
     # Without seeds the same strategy asks the same batch, less the seed.
     plain = make_strategy(name, space, opts, seed=3).ask()
     assert first[len(seeds) :] == plain[len(seeds) :]
+
+
+def test_nsga2_copies_of_one_point_do_not_crowd_out_the_others():
+    space = DenseSpace(64, 4)
+    s = make_strategy("nsga2", space, {"population": 4, "evaluations": 20}, seed=0)
+    rng = np.random.default_rng(0)
+    genomes = [space.sample(rng) for _ in range(8)]
+    # Five copies of a point that dominates everything, and three distinct others.
+    s.population = genomes
+    s.values = [(0.01, 100.0)] * 5 + [(0.02, 50.0), (0.03, 20.0), (0.05, 10.0)]
+    s._survive()
+    assert sorted(s.values) == [(0.01, 100.0), (0.02, 50.0), (0.03, 20.0), (0.05, 10.0)]
+    # Copies still fill places that distinct points cannot.
+    s.population = genomes[:6]
+    s.values = [(0.01, 100.0)] * 5 + [(0.02, 50.0)]
+    s._survive()
+    assert sorted(s.values) == [(0.01, 100.0)] * 3 + [(0.02, 50.0)]

@@ -196,16 +196,33 @@ class NSGA2(Strategy):
             self._survive()
 
     def _survive(self) -> None:
-        """(mu + lambda): the best fronts, the last one cut by crowding distance."""
-        keep: list[int] = []
+        """(mu + lambda): the best fronts, the last one cut by crowding distance.
+
+        Copies (the same (fitness, params) point: the same phenotype, as when offspring
+        of one strong member, e.g. the PCA seed, repeat it) compete only for the places
+        left once every distinct point is ranked, so they cannot crowd the population
+        down to one front member.
+        """
         mu = self.options.population
-        for front in nondominated_sort(self.values):
-            if len(keep) + len(front) <= mu:
-                keep += front
-                continue
-            dist = crowding(self.values, front)
-            keep += sorted(front, key=lambda i: (-dist[i], i))[: mu - len(keep)]
-            break
+        first: dict[tuple[float, ...], int] = {}
+        for i, v in enumerate(self.values):
+            first.setdefault(v, i)
+        distinct = sorted(first.values())
+        copies = [i for i in range(len(self.values)) if i not in set(distinct)]
+        keep: list[int] = []
+        for pool in (distinct, copies):
+            if len(keep) >= mu:
+                break
+            values = [self.values[i] for i in pool]
+            for front in nondominated_sort(values):
+                members = [pool[j] for j in front]
+                if len(keep) + len(members) <= mu:
+                    keep += members
+                    continue
+                dist = crowding(values, front)
+                ranked = sorted(front, key=lambda j: (-dist[j], j))
+                keep += [pool[j] for j in ranked[: mu - len(keep)]]
+                break
         keep.sort()  # survivors keep their age order
         self.population = [self.population[i] for i in keep]
         self.values = [self.values[i] for i in keep]
