@@ -40,13 +40,14 @@ from pathlib import Path
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def busy() -> None:
-    """A competing process: a one-thread NumPy loop, forever."""
+def busy(parent: int) -> None:
+    """A competing process: a one-thread NumPy loop, until the benchmark is gone (a
+    benchmark stopped by a signal must not leave it running)."""
     os.environ["OMP_NUM_THREADS"] = "1"
     import numpy as np
 
     a = np.random.default_rng(0).random((400, 400))
-    while True:
+    while os.getppid() == parent:
         a = a @ a
         a /= np.abs(a).max()
 
@@ -103,7 +104,9 @@ def main() -> None:
     for load in args.loads.split(","):
         competitor = None
         if load == "busy":
-            competitor = multiprocessing.get_context("spawn").Process(target=busy, daemon=True)
+            competitor = multiprocessing.get_context("spawn").Process(
+                target=busy, args=(os.getpid(),), daemon=True
+            )
             competitor.start()
             time.sleep(1.0)
         try:
