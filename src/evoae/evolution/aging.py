@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from evoae.errors import EvoaeError
-from evoae.evolution.base import Strategy, dec, enc
+from evoae.evolution.base import dec, enc
+from evoae.evolution.steady import SteadyState
 from evoae.options import check, option
 from evoae.spaces import Genome, Space
 
@@ -55,11 +56,10 @@ class AgingOptions:
     )
 
 
-class AgingEvolution(Strategy):
+class AgingEvolution(SteadyState):
     """Aging evolution: tournament of ``sample``, mutate the best, retire the oldest."""
 
     name = "aging"
-    unit = "evaluations"
     Options = AgingOptions
 
     def __init__(
@@ -72,38 +72,14 @@ class AgingEvolution(Strategy):
                 f"sample ({options.sample}) must be at most the population ({options.population})"
             )
         super().__init__(space, options, seed=seed)
-        self.mutation = 1.0 / space.n_genes if options.mutation is None else float(options.mutation)
-        #: Members oldest first, and their fitness.
-        self.population: list[Genome] = []
+        #: The fitness of each member.
         self.fitness: list[float] = []
-        self.told = 0
-        self._asked: int | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.told >= self.options.evaluations
-
-    def progress(self) -> tuple[int, int]:
-        return self.told, self.options.evaluations
 
     def population_fitness(self) -> list[float] | None:
         return list(self.fitness) if self.population else None
 
-    def ask(self) -> list[Genome]:
-        if self._asked is not None:
-            raise RuntimeError("ask() called twice without tell()")
-        left = self.options.evaluations - self.told
-        missing = self.options.population - len(self.population)
-        if missing > 0:  # the random initial population, a batch at a time
-            n = min(self.options.batch, missing, left)
-            genomes = [self.space.sample(self.rng) for _ in range(n)]
-            if self.told == 0:  # the space's seed genomes (the PCA seed) come first
-                genomes = self.seeded(genomes)
-        else:
-            n = min(self.options.batch, left)
-            genomes = [self._mutate(self.population[self._tournament()]) for _ in range(n)]
-        self._asked = len(genomes)
-        return genomes
+    def offspring(self, n: int) -> list[Genome]:
+        return [self._mutate(self.population[self._tournament()]) for _ in range(n)]
 
     def _tournament(self) -> int:
         """Index of the fittest of ``sample`` members drawn without replacement."""

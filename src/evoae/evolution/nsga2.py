@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evoae.evolution.base import Strategy, dec, enc
+from evoae.evolution.base import dec, enc
+from evoae.evolution.steady import SteadyState
 from evoae.options import check, option
 from evoae.spaces import Genome, Space
 
@@ -118,11 +119,10 @@ def rank_and_crowding(points: Sequence[Point]) -> tuple[list[int], list[float]]:
     return rank, crowd
 
 
-class NSGA2(Strategy):
+class NSGA2(SteadyState):
     """NSGA-II on (fitness, params): a Pareto front of small and accurate autoencoders."""
 
     name = "nsga2"
-    unit = "evaluations"
     Options = NSGA2Options
     objectives = ("fitness", "params")
 
@@ -132,40 +132,19 @@ class NSGA2(Strategy):
         options = options if options is not None else NSGA2Options(**kw)
         check(options)
         super().__init__(space, options, seed=seed)
-        self.mutation = 1.0 / space.n_genes if options.mutation is None else float(options.mutation)
-        self.population: list[Genome] = []
+        #: The (fitness, params) point of each member.
         self.values: list[Point] = []
-        self.told = 0
-        self._asked: int | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.told >= self.options.evaluations
-
-    def progress(self) -> tuple[int, int]:
-        return self.told, self.options.evaluations
 
     def population_fitness(self) -> list[float] | None:
         return [v[0] for v in self.values] if self.population else None
 
-    def ask(self) -> list[Genome]:
-        if self._asked is not None:
-            raise RuntimeError("ask() called twice without tell()")
-        left = self.options.evaluations - self.told
-        missing = self.options.population - len(self.population)
-        if missing > 0:
-            n = min(self.options.batch, missing, left)
-            genomes = [self.space.sample(self.rng) for _ in range(n)]
-            if self.told == 0:  # the space's seed genomes (the PCA seed) come first
-                genomes = self.seeded(genomes)
-        else:
-            rank, crowd = rank_and_crowding(self.values)
-            genomes = []
-            for _ in range(min(self.options.batch, left)):
-                a = self._tournament(rank, crowd)
-                b = self._tournament(rank, crowd)
-                genomes.append(self._child(self.population[a], self.population[b]))
-        self._asked = len(genomes)
+    def offspring(self, n: int) -> list[Genome]:
+        rank, crowd = rank_and_crowding(self.values)
+        genomes = []
+        for _ in range(n):
+            a = self._tournament(rank, crowd)
+            b = self._tournament(rank, crowd)
+            genomes.append(self._child(self.population[a], self.population[b]))
         return genomes
 
     def _tournament(self, rank: list[int], crowd: list[float]) -> int:
