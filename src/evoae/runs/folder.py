@@ -38,20 +38,6 @@ PLOTS_DIR = "plots"
 SUMMARY = "summary.json"
 REPORT = "report.html"
 EXPORT_DIR = "export"
-#: Everything evoae writes in a run folder; --overwrite removes these and nothing else.
-ARTIFACTS = (
-    JOURNAL,
-    JOURNAL + "-wal",
-    JOURNAL + "-shm",
-    CHECKPOINT,
-    SETTINGS,
-    BEST_GENOME,
-    MODEL_DIR,
-    PLOTS_DIR,
-    SUMMARY,
-    REPORT,
-    EXPORT_DIR,
-)
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
@@ -102,6 +88,8 @@ RUN_FILES = (
     PLOTS_DIR,
     SUMMARY,
 )
+#: Everything evoae writes in a run folder; --overwrite removes these and nothing else.
+ARTIFACTS = (*RUN_FILES, REPORT, EXPORT_DIR)
 #: The longest file-name component most file systems accept (bytes).
 NAME_MAX = 255
 _PROBE = ".evoae-write-test"
