@@ -157,6 +157,8 @@ def test_tiny_data_fits(digits):
         ({"code_size": 1}, np.random.rand(30, 1), r"1 feature\(s\)"),
         ({"space": "huge"}, np.random.rand(30, 8), "unknown space 'huge'"),
         ({"strategy": "cma"}, np.random.rand(30, 8), "unknown strategy 'cma'"),
+        ({"objective": "nope"}, np.random.rand(30, 8), "unknown objective 'nope'"),
+        ({"objective": "probe"}, np.random.rand(30, 8), r"call fit\(X, y\)"),
     ],
 )
 def test_bad_parameters_are_value_errors(params, X, match):
@@ -205,3 +207,14 @@ def test_tabular_data_with_mixed_scales():
     # On standardised data the mean predictor's MSE is 1 per value: the codes must carry
     # information about the rows.
     assert -pipe.named_steps["ae"].score(std) < 1.0
+
+
+def test_labels_feed_the_objective(digits):
+    X, y = digits
+    ae = small(objective="probe").fit(X, y)
+    assert ae.transform(X[:3]).shape == (3, 4)
+    # The search scored candidates by the probe (an error rate in [0, 1]), and y's
+    # length is checked against X's.
+    assert 0.0 <= ae.best_fitness_ <= 1.0
+    with pytest.raises(evoae.EvoaeError, match=r"y must have shape \(300,\)"):
+        small(objective="probe").fit(X, y[:10])

@@ -38,11 +38,13 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from evoae.data import Dataset
 from evoae.data.preprocess import tabular_record
+from evoae.data.tabular import encode_labels
 from evoae.errors import EvoaeError
 from evoae.evolution import strategy_class
 from evoae.loop import search
 from evoae.models.dense import DenseAutoencoder
 from evoae.models.pca import pca_basis
+from evoae.objectives import make_objective
 
 #: Fewer rows than this are repeated before the 70/15/15 split (see module docstring).
 MIN_SPLIT_ROWS = 20
@@ -77,6 +79,10 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         generations`` evaluations.
     strategy_options : dict or None, default=None
         Further options of the strategy (e.g. ``{"deme": 3}``); they override the above.
+    objective : str, default="recon"
+        What candidates are scored on: ``recon`` (reconstruction loss) or, with labels
+        given to ``fit(X, y)``, ``probe`` (linear-probe error on the codes), ``knn`` /
+        ``knn:K``, ``mix:W`` or ``auroc`` (rows with a non-zero label are anomalies).
     epochs : int, default=2
         Training epochs per candidate during the search.
     min_steps : int, default=200
@@ -153,6 +159,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         space: str = "seed",
         strategy: str = "microbial",
         strategy_options: dict[str, Any] | None = None,
+        objective: str = "recon",
         population: int = 8,
         generations: int = 20,
         epochs: int = 2,
@@ -169,6 +176,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.space = space
         self.strategy = strategy
         self.strategy_options = strategy_options
+        self.objective = objective
         self.population = population
         self.generations = generations
         self.epochs = epochs
@@ -189,7 +197,9 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-        y : ignored
+        y : array-like of shape (n_samples,) or None
+            Labels, for an ``objective`` that needs them (``probe``, ``knn``, ``mix``,
+            ``auroc``); never trained on. Ignored by ``recon``.
 
         Returns
         -------
@@ -203,15 +213,19 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         # The model file records this scaling: load_model(...).preprocess applies it.
         record = tabular_record(self.data_min_, self.data_range_)
         scaled = self._scale(X)
+        labels = self._labels(y, len(X))
         if len(scaled) < MIN_SPLIT_ROWS:
-            scaled = np.tile(scaled, (math.ceil(MIN_SPLIT_ROWS / len(scaled)), 1))
+            reps = math.ceil(MIN_SPLIT_ROWS / len(scaled))
+            scaled = np.tile(scaled, (reps, 1))
+            labels = None if labels is None else np.tile(labels, reps)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         keep = self.run_dir is not None
         out = Path(self.run_dir) if keep else Path(tempfile.mkdtemp(prefix="evoae-fit-"))
         try:
             result = search(
                 "<array>",
-                data=Dataset(scaled, None, "<array>", record),
+                data=Dataset(scaled, labels, "<array>", record),
+                objective=self.objective,
                 out=out,
                 overwrite=True,
                 reporters=(),
@@ -262,6 +276,9 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         if self.space not in SPACES:
             raise EvoaeError(f"unknown space {self.space!r}: choose from {', '.join(SPACES)}")
         strategy_class(self.strategy)  # a one-line error for unknown names
+        if not isinstance(self.objective, str):
+            raise EvoaeError(f"objective must be a name such as 'recon', got {self.objective!r}")
+        make_objective(self.objective)
         if n_features < 2:
             raise EvoaeError(
                 f"X has {n_features} feature(s): an autoencoder needs at least 2 to compress"
@@ -273,6 +290,20 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 f"code_size={self.code_size} must be between 1 and n_features - 1 "
                 f"({n_features - 1}): an undercomplete autoencoder compresses its input"
             )
+
+    def _labels(self, y: Any, n: int) -> np.ndarray | None:
+        """``y`` as class codes when the objective needs labels, else None."""
+        if not make_objective(self.objective).needs_labels:
+            return None
+        if y is None:
+            raise EvoaeError(
+                f"objective {self.objective!r} scores codes against labels: call fit(X, y)"
+            )
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != n:
+            raise EvoaeError(f"y must have shape ({n},) like X's rows, got {y.shape}")
+        codes, _ = encode_labels(y, "y")
+        return codes
 
     def _strategy_settings(self) -> dict[str, Any]:
         """The budget in the strategy's own terms, then ``strategy_options``."""
