@@ -309,10 +309,10 @@ def test_nsga2_copies_of_one_point_do_not_crowd_out_the_others():
     # Five copies of a point that dominates everything, and three distinct others.
     s.population = genomes
     s.values = [(0.01, 100.0)] * 5 + [(0.02, 50.0), (0.03, 20.0), (0.05, 10.0)]
-    s._survive()
+    s.survive()
     assert sorted(s.values) == [(0.01, 100.0), (0.02, 50.0), (0.03, 20.0), (0.05, 10.0)]
     # Copies still fill places that distinct points cannot.
     s.population = genomes[:6]
     s.values = [(0.01, 100.0)] * 5 + [(0.02, 50.0)]
-    s._survive()
+    s.survive()
     assert sorted(s.values) == [(0.01, 100.0)] * 3 + [(0.02, 50.0)]

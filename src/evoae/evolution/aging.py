@@ -102,33 +102,19 @@ class AgingEvolution(SteadyState):
                     break
         return tuple(child)
 
-    def tell(self, genomes: Sequence[Genome], fitness: Sequence[Any]) -> None:
-        if self._asked is None:
-            raise RuntimeError("tell() called without ask()")
-        if len(genomes) != len(fitness) or len(genomes) != self._asked:
-            raise ValueError("one fitness value per asked genome is needed")
-        self._asked = None
-        for g, f in zip(genomes, fitness, strict=True):
-            self.population.append(tuple(g))
-            self.fitness.append(float(f))
-        self.told += len(genomes)
+    def remember(self, fitness: Sequence[Any]) -> None:
+        self.fitness += [float(f) for f in fitness]
+
+    def survive(self) -> None:
+        """Retire the oldest, however fit."""
         excess = len(self.population) - self.options.population
-        if excess > 0:  # retire the oldest
-            del self.population[:excess], self.fitness[:excess]
+        del self.population[:excess], self.fitness[:excess]
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            **super().state_dict(),
-            "told": self.told,
-            "population": [list(g) for g in self.population],
-            "fitness": [enc(f) for f in self.fitness],
-        }
+        return {**super().state_dict(), "fitness": [enc(f) for f in self.fitness]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.told = int(state["told"])
-        if isinstance(state["told"], bool) or self.told < 0:
-            raise ValueError(f"told must be an integer >= 0, got {state['told']!r}")
-        self.population = [self.space.validate(g) for g in state["population"]]
         self.fitness = [dec(f) for f in state["fitness"]]
-        self._asked = None
+        if len(self.fitness) != len(self.population):
+            raise ValueError("fitness must hold one value per member of the population")

@@ -162,19 +162,10 @@ class NSGA2(SteadyState):
                 child[i] = gene.sample(self.rng)
         return tuple(child)
 
-    def tell(self, genomes: Sequence[Genome], fitness: Sequence[Any]) -> None:
-        if self._asked is None:
-            raise RuntimeError("tell() called without ask()")
-        if len(genomes) != len(fitness) or len(genomes) != self._asked:
-            raise ValueError("one (fitness, params) tuple per asked genome is needed")
-        self._asked = None
-        self.population += [tuple(g) for g in genomes]
+    def remember(self, fitness: Sequence[Any]) -> None:
         self.values += [_point(v) for v in fitness]
-        self.told += len(genomes)
-        if len(self.population) > self.options.population:
-            self._survive()
 
-    def _survive(self) -> None:
+    def survive(self) -> None:
         """(mu + lambda): the best fronts, the last one cut by crowding distance.
 
         Copies (the same (fitness, params) point: the same phenotype, as when offspring
@@ -187,7 +178,8 @@ class NSGA2(SteadyState):
         for i, v in enumerate(self.values):
             first.setdefault(v, i)
         distinct = sorted(first.values())
-        copies = [i for i in range(len(self.values)) if i not in set(distinct)]
+        is_first = set(distinct)
+        copies = [i for i in range(len(self.values)) if i not in is_first]
         keep: list[int] = []
         for pool in (distinct, copies):
             if len(keep) >= mu:
@@ -207,25 +199,15 @@ class NSGA2(SteadyState):
         self.values = [self.values[i] for i in keep]
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            **super().state_dict(),
-            "told": self.told,
-            "population": [list(g) for g in self.population],
-            "values": [[enc(x) for x in v] for v in self.values],
-        }
+        return {**super().state_dict(), "values": [[enc(x) for x in v] for v in self.values]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.told = int(state["told"])
-        if isinstance(state["told"], bool) or self.told < 0:
-            raise ValueError(f"told must be an integer >= 0, got {state['told']!r}")
-        self.population = [self.space.validate(g) for g in state["population"]]
         self.values = [tuple(dec(x) for x in v) for v in state["values"]]
         if len(self.values) != len(self.population) or any(
             len(v) != 2 or any(math.isnan(x) for x in v) for v in self.values
         ):
             raise ValueError("values must be one (fitness, params) pair of numbers per genome")
-        self._asked = None
 
 
 def _point(v: Any) -> Point:

@@ -8,6 +8,7 @@ how offspring are made and which members survive.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from evoae.evolution.base import Strategy
@@ -53,6 +54,42 @@ class SteadyState(Strategy):
         self._asked = len(genomes)
         return genomes
 
+    def tell(self, genomes: Sequence[Genome], fitness: Sequence[Any]) -> None:
+        if self._asked is None:
+            raise RuntimeError("tell() called without ask()")
+        if len(genomes) != len(fitness) or len(genomes) != self._asked:
+            raise ValueError("one fitness value per asked genome is needed")
+        self._asked = None
+        self.population += [tuple(g) for g in genomes]
+        self.remember(fitness)
+        self.told += len(genomes)
+        if len(self.population) > self.options.population:
+            self.survive()
+
     def offspring(self, n: int) -> list[Genome]:
         """``n`` children of the current population."""
         raise NotImplementedError
+
+    def remember(self, fitness: Sequence[Any]) -> None:
+        """Keep the told values of the members just appended to the population."""
+        raise NotImplementedError
+
+    def survive(self) -> None:
+        """Cut the population back to ``population`` members."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "told": self.told,
+            "population": [list(g) for g in self.population],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        told = state["told"]
+        if isinstance(told, bool) or not isinstance(told, int) or told < 0:
+            raise ValueError(f"told must be an integer >= 0, got {told!r}")
+        self.told = told
+        self.population = [self.space.validate(g) for g in state["population"]]
+        self._asked = None
