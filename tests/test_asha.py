@@ -82,3 +82,15 @@ def test_a_promoted_candidate_continues_from_its_weights_and_optimizer(tmp_path,
     assert json.loads(ckpt.with_suffix(".json").read_text())["epochs"] == 3
     with pytest.raises(ValueError, match="more than"):
         train_rung(spec, x, v, epochs=2, seed=3, resume=ckpt)
+
+
+def test_a_pca_seeded_rung_starts_at_pca_like_a_plain_training():
+    from evoae.spaces import DenseSpace
+
+    spec = DenseSpace(16, 2, pca_init=True).pca_spec()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(120, 16, generator=g)
+    train, val = x[:80], x[80:]
+    plain, _ = train_candidate(spec, train, val, epochs=1, seed=3)
+    rung, _ = train_rung(spec, train, val, epochs=1, seed=3)
+    assert rung.fitness == plain.fitness

@@ -25,7 +25,7 @@ from evoae.families import build_model
 from evoae.models import count_params
 from evoae.objectives import EvalSplit, Objective, Reconstruction, Score
 from evoae.training.optim import make_optimizer
-from evoae.training.trainer import Result, as_split, fit, make_result
+from evoae.training.trainer import Result, as_split, fit, initial_state, make_result
 
 
 def save_rung(
@@ -93,7 +93,9 @@ def train_rung(
     t0 = time.perf_counter()
     objective = objective if objective is not None else Reconstruction()
     train, val = as_split(train), as_split(val)
-    model = build_model(spec, seed).to(train.x.device)
+    # Rung 0 starts as train_candidate would (a PCA-initialised spec from PCA of train);
+    # a promoted rung then loads its weights over that.
+    model = build_model(spec, seed, init=initial_state(spec, train.x)).to(train.x.device)
     opt = make_optimizer(spec["optimizer"], model.parameters(), float(spec["lr"]))
     start = load_rung(resume, model, opt) if resume is not None else 0
     if not 0 <= start <= epochs:
