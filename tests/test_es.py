@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import dense_spec
 
 from evoae.errors import EvoaeError
 from evoae.families import build_model
@@ -24,17 +25,7 @@ from evoae.training.es import (
     sgd_then_es,
 )
 
-SPEC = {
-    "family": "dense",
-    "input_dim": 12,
-    "code_size": 2,
-    "hidden": [[6, "tanh"]],
-    "code_activation": "linear",
-    "output_activation": "sigmoid",
-    "optimizer": "adam",
-    "lr": 0.01,
-    "batch_size": 16,
-}
+SPEC = dense_spec(input_dim=12, code_size=2, hidden=[[6, "tanh"]], lr=0.01, batch_size=16)
 
 
 def data(n=128, seed=0):

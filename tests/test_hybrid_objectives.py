@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import dense_spec
 
 from evoae.errors import EvoaeError
 from evoae.families import build_model
@@ -24,17 +25,7 @@ from evoae.objectives.probe import (
 )
 from evoae.training import fit
 
-DENSE = {
-    "family": "dense",
-    "input_dim": 16,
-    "code_size": 2,
-    "hidden": [[8, "relu"]],
-    "code_activation": "linear",
-    "output_activation": "sigmoid",
-    "optimizer": "adam",
-    "lr": 0.01,
-    "batch_size": 32,
-}
+DENSE = dense_spec(input_dim=16, code_size=2, hidden=[[8, "relu"]], lr=0.01)
 
 
 def blobs(n: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

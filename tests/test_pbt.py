@@ -7,23 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import dense_spec
 
 from evoae.errors import EvoaeError
 from evoae.families.io import weights_equal
 from evoae.objectives import EvalSplit
 from evoae.training.pbt import _make_member, _train_interval, exploit, explore, pbt_train
 
-SPEC = {
-    "family": "dense",
-    "input_dim": 16,
-    "code_size": 2,
-    "hidden": [[8, "relu"]],
-    "code_activation": "linear",
-    "output_activation": "sigmoid",
-    "optimizer": "adam",
-    "lr": 0.01,
-    "batch_size": 32,
-}
+SPEC = dense_spec(input_dim=16, code_size=2, hidden=[[8, "relu"]], lr=0.01)
 VAE = {
     "family": "conv-vae",
     "input_shape": [1, 8, 8],
@@ -124,6 +115,7 @@ def test_bad_arguments():
 
 KILL_SCRIPT = """
 import sys, torch
+sys.path.insert(0, "tests")  # test_pbt imports conftest, as pytest's rootdir does
 from evoae.training.pbt import pbt_train
 from tests.test_pbt import SPEC, data
 from evoae.runs.killpoints import arm_forward
