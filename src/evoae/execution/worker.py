@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from evoae.objectives import EvalSplit, Objective
+from evoae.objectives import EvalSplit, Objective, Reconstruction
 from evoae.runs.killpoints import arm_forward
-from evoae.training.evaluator import Task
-from evoae.training.trainer import Result, as_split, train_candidate
+from evoae.training.evaluator import Task, train_task
+from evoae.training.trainer import Result, as_split
 
 #: Threads per worker: parallelism comes from the number of workers, not from torch.
 WORKER_THREADS = 1
@@ -61,10 +61,7 @@ def run_task(task: Task) -> Result:
     if _state is None:
         raise RuntimeError("run_task called in a process that init_worker did not prepare")
     train, val, objective = _state
-    result, _ = train_candidate(
-        task.spec, train, val, epochs=task.epochs, seed=task.seed, objective=objective
-    )
-    return result
+    return train_task(task, train, val, objective if objective is not None else Reconstruction())
 
 
 def worker_died(task: Task, attempts: int, why: str) -> Result:

@@ -19,17 +19,53 @@ import torch
 
 from evoae.errors import EvoaeError
 from evoae.objectives import EvalSplit, Objective, Reconstruction
+from evoae.training.rungs import train_rung
 from evoae.training.threads import torch_threads
 from evoae.training.trainer import Result, as_split, train_candidate
 
 
 @dataclass(frozen=True)
 class Task:
-    """Train ``spec`` for ``epochs`` epochs with weights and batch order from ``seed``."""
+    """Train ``spec`` for ``epochs`` epochs with weights and batch order from ``seed``.
+
+    The optional paths are checkpoint stems (:func:`evoae.training.rungs.save_rung`):
+    ``resume`` continues a training saved there (multi-fidelity promotion), ``save``
+    keeps the trained state there, ``inherit`` starts from a parent's saved weights
+    where the shapes allow (weight inheritance). A task with none of them is *plain*.
+    """
 
     spec: dict[str, Any]
     seed: int
     epochs: int
+    resume: str | None = None
+    save: str | None = None
+    inherit: str | None = None
+
+    @property
+    def plain(self) -> bool:
+        """True when the task neither resumes, saves nor inherits."""
+        return self.resume is None and self.save is None and self.inherit is None
+
+
+def train_task(task: Task, train: EvalSplit, val: EvalSplit, objective: Objective) -> Result:
+    """Train and score one task: every evaluator's single-candidate path."""
+    if task.plain:
+        result, _ = train_candidate(
+            task.spec, train, val, epochs=task.epochs, seed=task.seed, objective=objective
+        )
+        return result
+    result, _ = train_rung(
+        task.spec,
+        train,
+        val,
+        epochs=task.epochs,
+        seed=task.seed,
+        objective=objective,
+        resume=task.resume,
+        save=task.save,
+        inherit=task.inherit,
+    )
+    return result
 
 
 class Evaluator(ABC):
@@ -108,12 +144,5 @@ class SequentialEvaluator(Evaluator):
     def evaluate(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
         for i, task in enumerate(tasks):
             with torch_threads(self.threads):
-                result, _ = train_candidate(
-                    task.spec,
-                    self.train,
-                    self.val,
-                    epochs=task.epochs,
-                    seed=task.seed,
-                    objective=self.objective,
-                )
+                result = train_task(task, self.train, self.val, self.objective)
             yield i, result

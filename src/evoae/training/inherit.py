@@ -16,12 +16,16 @@ from torch import nn
 
 def inherit_weights(parent: nn.Module, child: nn.Module) -> list[str]:
     """Copy the parent's tensors into the child where name and shape match; returns them."""
-    theirs = parent.state_dict()
+    return inherit_state(parent.state_dict(), child)
+
+
+def inherit_state(theirs: dict[str, torch.Tensor], child: nn.Module) -> list[str]:
+    """Copy tensors of a parent's state dict into the child where name and shape match."""
     copied = []
     with torch.no_grad():
         for name, tensor in child.state_dict().items():
             src = theirs.get(name)
             if src is not None and src.shape == tensor.shape:
-                tensor.copy_(src)
+                tensor.copy_(src.to(tensor.device, tensor.dtype))
                 copied.append(name)
     return copied

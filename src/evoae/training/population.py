@@ -57,7 +57,7 @@ from evoae.models import count_params
 from evoae.models.stack_dense import OPT_ORDER as _OPT_ORDER
 from evoae.models.stack_dense import DenseStack
 from evoae.objectives import EvalSplit, Objective, Reconstruction, Score
-from evoae.training.evaluator import Evaluator, Task, resolve_device
+from evoae.training.evaluator import Evaluator, Task, resolve_device, train_task
 from evoae.training.optim import ADAM_EPS
 from evoae.training.threads import torch_threads
 from evoae.training.trainer import (
@@ -66,7 +66,6 @@ from evoae.training.trainer import (
     as_split,
     batch_order,
     make_result,
-    train_candidate,
 )
 
 #: PyTorch defaults that make_optimizer keeps.
@@ -347,19 +346,14 @@ class PopulationEvaluator(Evaluator):
             yield from self._evaluate(tasks)
 
     def _evaluate(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
-        # A member initialised from data (``"init": "pca"``) is trained on its own.
-        stackers = [None if t.spec.get("init") else family_of(t.spec).stacker for t in tasks]
+        # A member initialised from data (``"init": "pca"``) or whose task resumes, saves
+        # or inherits a checkpoint is trained on its own.
+        stackers = [
+            None if t.spec.get("init") or not t.plain else family_of(t.spec).stacker for t in tasks
+        ]
         for i, t in enumerate(tasks):
             if stackers[i] is None:
-                result, _ = train_candidate(
-                    t.spec,
-                    self.train,
-                    self.val,
-                    epochs=t.epochs,
-                    seed=t.seed,
-                    objective=self.objective,
-                )
-                yield i, result
+                yield i, train_task(t, self.train, self.val, self.objective)
         done: set[int] = set()
         for family in FAMILIES.values():  # registry order: one stacker's tasks at a time
             stacker = family.stacker

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from evoae.families import build_model
 from evoae.models import count_params
 from evoae.objectives import EvalSplit, Objective, Reconstruction, Score
+from evoae.training.inherit import inherit_state
 from evoae.training.optim import make_optimizer
 from evoae.training.trainer import Result, as_split, fit, initial_state, make_result
 
@@ -50,6 +51,12 @@ def save_rung(
     tmp = meta.with_name(f".{meta.name}.tmp")
     tmp.write_text(json.dumps({"epochs": int(epochs), "optimizer_scalars": scalars}))
     os.replace(tmp, meta)
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model tensors of the checkpoint at ``path`` (no optimizer state)."""
+    tensors = load_file(str(Path(path).with_suffix(".safetensors")))
+    return {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
 
 
 def load_rung(path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
@@ -84,11 +91,15 @@ def train_rung(
     objective: Objective | None = None,
     resume: str | Path | None = None,
     save: str | Path | None = None,
+    inherit: str | Path | None = None,
 ) -> tuple[Result, torch.nn.Module]:
     """Train ``spec`` up to ``epochs`` epochs in total, from ``resume``'s checkpoint when
     given (else from scratch), score it, and save the checkpoint to ``save`` when given.
 
-    ``result.terms["epochs"]`` records the rung's total epochs.
+    ``inherit`` names a parent's checkpoint: the new model starts from the parent's
+    weights wherever :func:`evoae.training.inherit.inherit_state` can carry them over
+    (its optimizer starts fresh). ``result.terms["epochs"]`` records the rung's total
+    epochs.
     """
     t0 = time.perf_counter()
     objective = objective if objective is not None else Reconstruction()
@@ -96,6 +107,8 @@ def train_rung(
     # Rung 0 starts as train_candidate would (a PCA-initialised spec from PCA of train);
     # a promoted rung then loads its weights over that.
     model = build_model(spec, seed, init=initial_state(spec, train.x)).to(train.x.device)
+    if inherit is not None and resume is None:
+        inherit_state(load_weights(inherit), model)
     opt = make_optimizer(spec["optimizer"], model.parameters(), float(spec["lr"]))
     start = load_rung(resume, model, opt) if resume is not None else 0
     if not 0 <= start <= epochs:
