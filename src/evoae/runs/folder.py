@@ -38,6 +38,8 @@ PLOTS_DIR = "plots"
 SUMMARY = "summary.json"
 REPORT = "report.html"
 EXPORT_DIR = "export"
+#: Saved training states of candidates (multi-fidelity promotion, weight inheritance).
+STATES_DIR = "states"
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
@@ -87,6 +89,7 @@ RUN_FILES = (
     MODEL_DIR,
     PLOTS_DIR,
     SUMMARY,
+    STATES_DIR,
 )
 #: Everything evoae writes in a run folder; --overwrite removes these and nothing else.
 ARTIFACTS = (*RUN_FILES, REPORT, EXPORT_DIR)
@@ -99,10 +102,16 @@ _TEMP = re.compile(r"^\.(?P<name>.+)\.\d+\.tmp$")
 _SUBFOLDER_FILES: dict[str, re.Pattern[str]] = {
     MODEL_DIR: re.compile(r"^(model\.json|model\.safetensors|\..+\.tmp|model\.safetensors\.tmp)$"),
     PLOTS_DIR: re.compile(r"^([\w\-.]+\.png|\..+\.tmp)$"),
+    STATES_DIR: re.compile(r"^(\d+\.(safetensors|json)|\..+\.tmp)$"),
     EXPORT_DIR: re.compile(
         r"^([\w\-]+\.(onnx|pt|safetensors)|export\.json|\..+\.tmp|[\w\-.]+\.tmp)$"
     ),
 }
+
+
+def state_stem(run_dir: str | Path, eval_id: int) -> Path:
+    """Where the training state of journal row ``eval_id`` is saved (a checkpoint stem)."""
+    return Path(run_dir) / STATES_DIR / str(int(eval_id))
 
 
 def check_path(path: str | Path, what: str = "--out") -> Path:
