@@ -91,6 +91,15 @@ def test_missing_labels_refused(trained):
             obj.score(model, EvalSplit(x))
 
 
+def test_float_labels_must_be_whole_numbers():
+    ok = np.array([0.0, 1.0, 2.0] * 4)
+    Probe().check_labels(ok)  # floats holding class ids are fine
+    with pytest.raises(EvoaeError, match="non-integer values"):
+        Probe().check_labels(ok + 0.5)
+    with pytest.raises(EvoaeError, match="non-integer values"):
+        KNN().check_labels(np.array([0.0, 1.0, np.nan] * 4))
+
+
 def test_scores_are_sane_and_seeded(trained):
     model, x, y = trained
     split = EvalSplit(x, y)

@@ -92,6 +92,13 @@ def _subsample(split: EvalSplit, y: torch.Tensor, max_rows: int, seed: int):
 
 def _check_classes(labels: np.ndarray, folds: int) -> np.ndarray:
     """The class counts of ``labels``, refused when cross-validation cannot use them."""
+    if labels.dtype.kind == "f":
+        bad = labels[~np.isfinite(labels) | (labels != np.round(labels))]
+        if bad.size:
+            raise EvoaeError(
+                f"the labels hold non-integer values (such as {bad[0]!r}): a classifier "
+                "objective needs class labels (integers or strings); round or encode them"
+            )
     _, counts = np.unique(labels, return_counts=True)
     if len(counts) < 2:
         raise EvoaeError("a classifier objective needs at least two classes in the labels")
