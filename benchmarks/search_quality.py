@@ -6,7 +6,10 @@ epochs with the same trainer and seeding rule. Each strategy gets ``--evaluation
 candidates (the seed preset's 120 = 20 initial + 100 tournaments of the microbial GA)
 and ``--seeds`` seeds; searches run in a process pool (``--workers``, one torch thread
 each). Compute spent is counted in training images processed (phenotype-cache hits are
-free), so the best-so-far curves compare strategies at equal compute.
+free; an ASHA promotion costs only its extra epochs), so the best-so-far curves compare
+strategies at equal compute. The ``asha-*`` entries spend the same epochs as their
+strategy alone; their search fitness is the best at the top rung (4 epochs, not
+``--epochs``), so compare them by the retrained columns.
 
 Prints, per strategy: median / min / max of the best validation MSE (the search's
 fitness), the retrained best's validation and test MSE (``--final-epochs``), the compute
@@ -41,6 +44,11 @@ STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
     "tpe": ("tpe", {}),
     "aging-wide": ("aging", {"space_options": {"max_ratio": 2.0}}),
     "tpe-wide": ("tpe", {"space_options": {"max_ratio": 2.0}}),
+    # ASHA around a strategy (rungs of 1, 3 and 4 epochs, the best third promoted), with
+    # the budget of the same strategy alone: evaluations x epochs, in epochs.
+    "asha-random": ("random", {"fidelity": "asha"}),
+    "asha-tpe": ("tpe", {"fidelity": "asha"}),
+    "asha-aging": ("aging", {"fidelity": "asha"}),
 }
 
 
@@ -59,6 +67,7 @@ def one_search(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     import evoae
+    from evoae.evolution.asha import rung_epochs
     from evoae.runs.journal import Journal
 
     strategy, extra = STRATEGIES[job["label"]]
@@ -78,10 +87,17 @@ def one_search(job: dict[str, Any]) -> dict[str, Any]:
     )
     wall = time.perf_counter() - t0
     n_train = job["n_train"]
+    f = result.settings.fidelity
+    rungs = rung_epochs(f.min_epochs, f.eta, f.max_epochs)
     images, best, curve = 0, math.inf, []
     with Journal(Path(job["out"]) / "journal.sqlite", readonly=True) as j:
         for row in j.rows():
-            if not row.cached:
+            if row.cached:
+                pass
+            elif "rung" in row.terms:  # a promotion costs only its extra epochs
+                k = int(row.terms["rung"])
+                images += (rungs[k] - (rungs[k - 1] if k else 0)) * n_train
+            else:
                 images += job["epochs"] * n_train
             best = min(best, row.fitness)
             curve.append((images, best))
@@ -177,6 +193,8 @@ def report(
 ) -> None:
     budget = args.evaluations * args.epochs * n_train
     print(f"\n{ds}: best validation MSE after {args.evaluations} candidates x {args.epochs} epochs")
+    if any(label.startswith("asha") for label in args.strategies):
+        print("(asha-*: the same epochs; best at the top rung's 4 epochs: compare retrained)")
     head = (
         f"{'strategy':11s} {'median':>7s} {'min':>7s} {'max':>7s} | {'retrained val':>13s}"
         f" {'test':>7s} | reached {PUBLISHED} at (share of budget) | wall s"

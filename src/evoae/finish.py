@@ -26,7 +26,7 @@ from evoae.models.pca import pca_val_loss
 from evoae.objectives import EvalSplit, Objective, make_objective
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal, Row
-from evoae.runs.reader import pareto_front, read_run
+from evoae.runs.reader import best_row, pareto_front, read_run
 from evoae.settings import SearchSettings
 from evoae.spaces import Space, spec_key
 from evoae.training import Result, train_candidate
@@ -114,7 +114,7 @@ def retrain_best(
     A diverging retraining is an error (the search itself stays saved): a NaN model is
     never written as the run's model.
     """
-    best = journal.best()
+    best = best_row(list(journal.rows()))
     if best is None and n_evaluations == 0:
         raise EvoaeError(
             f"run {run_dir} has no finished evaluation yet: nothing to retrain; continue it "
@@ -280,8 +280,7 @@ def _row_of(journal: Journal, spec: dict[str, Any]) -> Any:
 
 def _best_from_scratch(journal: Journal) -> Any:
     """The best successful row whose spec is not initialised from data, or None."""
-    rows = [r for r in journal.rows() if r.status != "failed" and r.spec.get("init") is None]
-    return min(rows, key=lambda r: (r.fitness, r.id)) if rows else None
+    return best_row([r for r in journal.rows() if r.spec.get("init") is None])
 
 
 def _pca_model(

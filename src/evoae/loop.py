@@ -27,7 +27,7 @@ import numpy as np
 from evoae import evolution
 from evoae.data import Dataset, Splits, load_splits
 from evoae.errors import EvoaeError
-from evoae.evolution import Strategy
+from evoae.evolution import Asha, Plan, Strategy
 from evoae.execution import make_evaluator
 from evoae.families import make_space
 from evoae.finish import SearchResult, derive_seed, phenotype_key, retrain_best, strict_history
@@ -75,6 +75,7 @@ class _Loop:
         self.trainings = 0
         self.best = math.inf
         self.reevaluate = bool(getattr(strategy.options, "reevaluate", False))
+        self.states_listed = False
 
     def epochs_for(self, spec: dict[str, Any]) -> int:
         """The candidate's epochs: ``epochs``, more if needed for ``min_steps`` steps."""
@@ -85,9 +86,11 @@ class _Loop:
         """What a candidate's training is a function of (with the data): seeds derive from it."""
         return phenotype_key(self.s, self.n_train, spec)
 
-    def cache_key(self, spec: dict[str, Any]) -> str:
-        """The phenotype cache's key: the phenotype and what it is scored on."""
-        return self.phenotype_key(spec) + spec_key(self.objective.config())
+    def cache_key(self, spec: dict[str, Any], epochs: int | None = None) -> str:
+        """The phenotype cache's key: the phenotype and what it is scored on, and the
+        epochs of a planned (multi-fidelity) training."""
+        key = self.phenotype_key(spec) + spec_key(self.objective.config())
+        return key if epochs is None else f"{key}@{int(epochs)}"
 
     def seed_for(self, spec: dict[str, Any], eval_id: int) -> int:
         key = self.phenotype_key(spec)
@@ -107,7 +110,9 @@ class _Loop:
             if row.id < self.next_id:
                 self.best = min(self.best, row.fitness)
                 if not row.cached:
-                    self.cache[self.cache_key(row.spec)] = row
+                    planned = "rung" in row.terms and row.terms.get("epochs") is not None
+                    epochs = int(row.terms["epochs"]) if planned else None
+                    self.cache[self.cache_key(row.spec, epochs)] = row
 
     def checkpoint(self) -> None:
         rf.write_json(
@@ -124,9 +129,13 @@ class _Loop:
     def step(self, evaluator: Evaluator) -> None:
         genomes = self.strategy.ask()
         base = self.next_id
+        plans = self.strategy.plan(genomes, base) or [None] * len(genomes)
         gen = self.strategy.progress()[0]
         specs = [self.space.decode(g) for g in genomes]
-        keys = [self.cache_key(sp) for sp in specs]
+        keys = [
+            self.cache_key(sp, None if p is None else p.epochs)
+            for sp, p in zip(specs, plans, strict=True)
+        ]
         rows: list[Row | None] = [None] * len(genomes)
         stored: set[int] = set()  # positions whose row is already in the journal
         to_train: dict[str, list[int]] = {}
@@ -151,10 +160,7 @@ class _Loop:
             to_train.setdefault(slot, []).append(i)
         leaders = [idx[0] for idx in to_train.values()]
         dups = {idx[0]: idx[1:] for idx in to_train.values()}
-        tasks = [
-            Task(specs[i], self.seed_for(specs[i], base + i), self.epochs_for(specs[i]))
-            for i in leaders
-        ]
+        tasks = [self._task(specs[i], base + i, plans[i]) for i in leaders]
         written = 0  # rows[:written] are in the journal
 
         def flush() -> None:
@@ -173,6 +179,8 @@ class _Loop:
         flush()
         for j, result in evaluator.evaluate(tasks) if tasks else ():
             i = leaders[j]
+            if plans[i] is not None:
+                result.terms["rung"] = float(plans[i].rung)  # type: ignore[union-attr]
             row = self._row(
                 base + i, gen, genomes[i], specs[i], result, cached=False, seed=tasks[j].seed
             )
@@ -193,8 +201,27 @@ class _Loop:
         self.strategy.tell(genomes, tell_values(self.strategy, done))
         self.history.append(self._history_row())
         self.checkpoint()
+        live = self.strategy.live_states()
+        if live is not None:  # after the checkpoint: a resume never needs what is deleted
+            rf.prune_states(self.run_dir, live)
         for r in self.reporters:
             r.generation(self.strategy.progress()[0], self.best)
+
+    def _task(self, spec: dict[str, Any], eval_id: int, plan: Plan | None) -> Task:
+        """The training of row ``eval_id``: the settings' epochs, or the strategy's plan
+        (its epochs; continuing a saved state; saving its own). Seeds never depend on
+        the plan, so a promotion continues with the seed of its first rung."""
+        seed = self.seed_for(spec, eval_id)
+        if plan is None:
+            return Task(spec, seed, self.epochs_for(spec))
+        resume = None if plan.resume is None else str(rf.state_stem(self.run_dir, plan.resume))
+        save = None
+        if plan.save:
+            if not self.states_listed:  # runs whose manifest predates states/
+                rf.add_to_manifest(self.run_dir, rf.STATES_DIR)
+                self.states_listed = True
+            save = str(rf.state_stem(self.run_dir, eval_id))
+        return Task(spec, seed, int(plan.epochs), resume=resume, save=save)
 
     def _row(
         self,
@@ -392,6 +419,18 @@ def search(
     )
     if instance is not None and instance.space is not space:
         instance.space = space  # the user's strategy searches the space of this run
+    f = s.fidelity
+    if f.fidelity == "asha":  # the stored options stay the strategy's own (see Asha.around)
+        strat = Asha.around(
+            strat,
+            seed=s.seed,
+            epochs=s.training.epochs,
+            min_epochs=f.min_epochs,
+            eta=f.eta,
+            max_epochs=f.max_epochs,
+            epoch_budget=f.epoch_budget,
+            rebuild=instance is None,
+        )
     strat.add_seeds(space.seed_genomes())  # the PCA seed of dense spaces
     s.strategy.options = _jsonable(strat.options_dict())  # stored in full, defaults included
     fingerprint = _data_fingerprint(splits)
@@ -647,7 +686,7 @@ def _resumed_settings(
         rule = rules.get(key)
         old = stored_flat[key]
         if rule == "grows":
-            if value < old:
+            if old is not None and value < old:
                 raise EvoaeError(
                     f"cannot shrink the budget on resume ({key} {old} -> {value}): "
                     "pass the same or more"

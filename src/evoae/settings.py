@@ -16,6 +16,7 @@ from typing import Any
 from evoae import evolution
 from evoae.data import load_splits
 from evoae.errors import EvoaeError
+from evoae.evolution.asha import rung_epochs
 from evoae.execution import EXECUTORS
 from evoae.families import FAMILIES
 from evoae.objectives import OBJECTIVES
@@ -196,6 +197,33 @@ class TrainingSettings:
 
 
 @dataclass
+class FidelitySettings:
+    """Multi-fidelity scheduling around the strategy (added after 0.2: old runs read "none")."""
+
+    fidelity: str = opt(
+        "none",
+        "asha: train every candidate --min-epochs, promote the best 1/--eta of each rung "
+        "to eta times more epochs (up to --max-epochs), continuing from saved weights; "
+        "the strategy learns from rung-0 results (--min-steps does not apply to rungs)",
+        choices=("none", "asha"),
+        legacy="none",
+    )
+    min_epochs: int = opt(1, "asha: epochs of the first rung", low=1, high=MAX_EPOCHS, legacy=1)
+    eta: int = opt(3, "asha: promote the best 1/ETA of each rung", low=2, high=1000, legacy=3)
+    max_epochs: int = opt(4, "asha: epochs of the top rung", low=1, high=MAX_EPOCHS, legacy=4)
+    epoch_budget: int | None = opt(
+        None,
+        "asha: training epochs the search spends (a promotion costs its extra epochs)",
+        low=1,
+        high=10**12,
+        kind=int,
+        grows=True,
+        default_text="the strategy's evaluations x --epochs",
+        legacy=None,
+    )
+
+
+@dataclass
 class ExecutionSettings:
     """Where and how candidates are trained; free to change on resume."""
 
@@ -255,6 +283,7 @@ SECTIONS: dict[str, type] = {
     "data": DataSettings,
     "space": SpaceSettings,
     "training": TrainingSettings,
+    "fidelity": FidelitySettings,
     "execution": ExecutionSettings,
 }
 
@@ -267,6 +296,7 @@ class SearchSettings:
     space: SpaceSettings = field(default_factory=SpaceSettings)
     strategy: StrategySettings = field(default_factory=StrategySettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    fidelity: FidelitySettings = field(default_factory=FidelitySettings)
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
     seed: int = 0
 
@@ -291,6 +321,24 @@ class SearchSettings:
             raise EvoaeError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
         if self.strategy.name in evolution.STRATEGIES:  # a user's instance checks its own
             evolution.make_options(self.strategy.name, self.strategy.options)
+        if self.fidelity.fidelity == "asha":
+            self._check_asha()
+
+    def _check_asha(self) -> None:
+        f, ex = self.fidelity, self.execution
+        rung_epochs(f.min_epochs, f.eta, f.max_epochs)
+        if self.strategy.options.get("reevaluate"):
+            raise EvoaeError(
+                "--fidelity asha continues candidates by their seed: it cannot be combined "
+                "with --reevaluate"
+            )
+        address = ex.ray_address
+        if ex.executor == "ray" and address and not address.startswith("local"):
+            raise EvoaeError(
+                f"--fidelity asha keeps candidates' training states in the run folder, which "
+                f"Ray workers at {address} may not see: use a local Ray (no --ray-address) "
+                "or another executor"
+            )
 
     # ------------------------------------------------------------ flat names
 

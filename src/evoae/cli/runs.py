@@ -182,15 +182,25 @@ def run_show(args: argparse.Namespace) -> int:
     strategy = ", ".join(f"{k} {v}" for k, v in options.items() if v is not None)
     info.add_row("strategy", f"{s.get('strategy', 'microbial')} ({strategy})")
     info.add_row("budget", f"epochs {s.get('epochs')}, final epochs {s.get('final_epochs')}")
+    if s.get("fidelity") == "asha":
+        info.add_row(
+            "fidelity",
+            f"asha: rungs of {s.get('min_epochs')} to {s.get('max_epochs')} epochs, eta "
+            f"{s.get('eta')}; the best is the best at the highest rung reached",
+        )
     console.print(info)
     cand = Table(title=f"best {len(top)} candidates")
-    for col in ("eval", "gen", "fitness", "params", "architecture", "optimizer", "lr", "batch"):
+    rungs = any("rung" in r.terms for r in top)  # multi-fidelity: rows differ in epochs
+    cols = ("eval", "gen", "fitness", *(("epochs",) if rungs else ()), "params", "architecture")
+    for col in (*cols, "optimizer", "lr", "batch"):
         cand.add_column(col, overflow="fold")
     for r in top:
+        epochs = r.terms.get("epochs")
         cand.add_row(
             str(r.id),
             str(r.generation),
             _f(r.fitness),
+            *((str(int(epochs)) if epochs is not None else "-",) if rungs else ()),
             str(r.params),
             describe_spec(r.spec),
             str(r.spec.get("optimizer")),

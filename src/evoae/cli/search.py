@@ -31,6 +31,7 @@ _TITLES = {
     "data": "data",
     "space": "model and space",
     "training": "training",
+    "fidelity": "multi-fidelity",
     "execution": "execution",
 }
 
@@ -261,7 +262,9 @@ def print_summary(result: SearchResult) -> None:
         ("strategy", s.strategy.name),
         ("evaluations / trainings", f"{result.n_evaluations} / {result.n_trainings}"),
         (
-            f"best search fitness ({_epochs(s.training.epochs)})",
+            "best search fitness (ASHA: best at the highest rung)"
+            if s.fidelity.fidelity == "asha"
+            else f"best search fitness ({_epochs(s.training.epochs)})",
             _f(result.best_fitness, "" if s.training.objective != "recon" else unit),
         ),
         (

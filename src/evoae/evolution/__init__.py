@@ -12,7 +12,8 @@ from typing import Any
 
 from evoae.errors import EvoaeError
 from evoae.evolution.aging import AgingEvolution
-from evoae.evolution.base import NoOptions, Strategy
+from evoae.evolution.asha import Asha
+from evoae.evolution.base import NoOptions, Plan, Strategy
 from evoae.evolution.microbial import MicrobialGA
 from evoae.evolution.nsga2 import NSGA2
 from evoae.evolution.random import RandomSearch
@@ -56,11 +57,13 @@ for _cls in (MicrobialGA, RandomSearch, AgingEvolution, OptunaSearch, NSGA2):
 
 __all__ = [
     "NSGA2",
+    "Asha",
     "STRATEGIES",
     "AgingEvolution",
     "MicrobialGA",
     "NoOptions",
     "OptunaSearch",
+    "Plan",
     "RandomSearch",
     "Strategy",
     "make_options",

@@ -21,6 +21,12 @@ space's seed genomes (:meth:`Strategy.add_seeds`; for dense spaces the PCA-initi
 linear autoencoder). A strategy includes them in its first batch; the built-ins put
 them in place of their first random draws (the draws are still made, so the rest of
 the batch is the one an unseeded search asks for). :meth:`Strategy.seeded` does that.
+
+Multi-fidelity (optional): :meth:`Strategy.plan` tells the search how to train each
+asked genome (epochs, and the journal row whose saved training state it continues);
+:meth:`Strategy.live_states` names the saved states later plans may still continue. A
+strategy that does not override them trains every genome the settings' epochs from
+scratch, as before. :class:`evoae.evolution.asha.Asha` (``--fidelity asha``) uses both.
 """
 
 from __future__ import annotations
@@ -33,6 +39,22 @@ from typing import Any, ClassVar
 import numpy as np
 
 from evoae.spaces import Genome, Space
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the search trains one asked genome (multi-fidelity).
+
+    ``epochs`` in total; continuing from the training state saved with journal row
+    ``resume`` (None: from scratch; a missing or damaged state also trains from
+    scratch, to the same result); ``save`` keeps this training's state for a later
+    plan; ``rung`` is recorded in the row's ``terms["rung"]``.
+    """
+
+    epochs: int
+    resume: int | None = None
+    save: bool = False
+    rung: int = 0
 
 
 @dataclass
@@ -92,6 +114,19 @@ class Strategy(ABC):
     def parallelism(self) -> int:
         """Most candidates one :meth:`ask` returns: how many can train at once."""
         return 1
+
+    def plan(self, genomes: Sequence[Genome], first_id: int) -> list[Plan] | None:
+        """How to train the genomes of the last :meth:`ask` (called once per ask).
+
+        ``first_id`` is the journal id the first genome's row gets; the others follow in
+        order. None (the default): the settings' epochs, from scratch, nothing saved.
+        """
+        return None
+
+    def live_states(self) -> set[int] | None:
+        """Journal ids whose saved states later plans may continue from; the search
+        deletes the other saved states after each batch. None: the strategy saves none."""
+        return None
 
     def population_fitness(self) -> list[float] | None:
         """The current population's fitness, for spread plots; None without a population."""

@@ -7,6 +7,7 @@ Layout::
     settings.json       the run's settings (also in the journal's meta table)
     best_genome.json    the best genome, readable
     model/              model.json + model.safetensors of the retrained best
+    states/             <row id>.safetensors + .json: saved training states (ASHA), pruned
     plots/              fitness.png, reconstructions.png, ...
     summary.json        the figures the CLI prints at the end
     evoae-run.json      the manifest: which of these entries evoae owns (written first)
@@ -43,7 +44,8 @@ STATES_DIR = "states"
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Delete temporary files that a killed run left behind in ``folder`` and ``model/``.
+    """Delete temporary files that a killed run left behind in ``folder``, ``model/`` and
+    ``states/``.
 
     They are never read (a write only counts once renamed), so removing them loses
     nothing; it keeps a resumed folder identical to one that was never interrupted.
@@ -51,13 +53,18 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     check_free(folder)  # a live run's in-flight temporary files are not stale
     removed = []
-    for sub in (folder, folder / MODEL_DIR):
-        if not sub.is_dir():
+    for sub in (folder, folder / MODEL_DIR, folder / STATES_DIR):
+        if not sub.is_dir() or (sub != folder and sub.is_symlink()):
             continue
         for p in sub.iterdir():
             if p.is_symlink() or not p.is_file():
                 continue
-            if _TEMP.match(p.name) or (sub != folder and p.name.endswith(".safetensors.tmp")):
+            states_tmp = sub.name == STATES_DIR and _STATE_TEMP.match(p.name)
+            if (
+                _TEMP.match(p.name)
+                or states_tmp
+                or (sub != folder and p.name.endswith(".safetensors.tmp"))
+            ):
                 p.unlink()
                 removed.append(p)
     return removed
@@ -97,6 +104,8 @@ ARTIFACTS = (*RUN_FILES, REPORT, EXPORT_DIR)
 NAME_MAX = 255
 _PROBE = ".evoae-write-test"
 _TEMP = re.compile(r"^\.(?P<name>.+)\.\d+\.tmp$")
+#: A training state's temporary file (:func:`evoae.training.rungs.save_rung`).
+_STATE_TEMP = re.compile(r"^\.\d+\.(safetensors|json)\.tmp$")
 
 #: What evoae writes inside its sub-folders (anything else there is someone else's).
 _SUBFOLDER_FILES: dict[str, re.Pattern[str]] = {
@@ -112,6 +121,21 @@ _SUBFOLDER_FILES: dict[str, re.Pattern[str]] = {
 def state_stem(run_dir: str | Path, eval_id: int) -> Path:
     """Where the training state of journal row ``eval_id`` is saved (a checkpoint stem)."""
     return Path(run_dir) / STATES_DIR / str(int(eval_id))
+
+
+_STATE_FILE = re.compile(r"^(\d+)\.(safetensors|json)$")
+
+
+def prune_states(run_dir: str | Path, keep: set[int]) -> None:
+    """Delete the saved training states in ``states/`` of journal rows not in ``keep``
+    (only files evoae writes there; a state deleted too early only costs a retraining)."""
+    folder = Path(run_dir) / STATES_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for p in folder.iterdir():
+        m = _STATE_FILE.match(p.name)
+        if m and int(m.group(1)) not in keep and p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
 
 
 def check_path(path: str | Path, what: str = "--out") -> Path:

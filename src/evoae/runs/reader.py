@@ -37,8 +37,7 @@ class RunView:
         return [r for r in self.rows if not r.cached]
 
     def best(self) -> Row | None:
-        ok = [r for r in self.rows if r.status != "failed"]
-        return min(ok, key=lambda r: (r.fitness, r.id)) if ok else None
+        return best_row(self.rows)
 
 
 def read_run(folder: str | Path) -> RunView:
@@ -72,12 +71,25 @@ def read_run(folder: str | Path) -> RunView:
     )
 
 
+def best_row(rows: list[Row]) -> Row | None:
+    """The lowest-fitness row that did not fail; with multi-fidelity rows (ASHA, a
+    ``rung`` term) the best at the highest rung reached, since rows of lower rungs
+    trained fewer epochs and their fitness is not comparable."""
+    ok = [r for r in rows if r.status != "failed"]
+    if not ok:
+        return None
+    top = max(r.terms.get("rung") or 0.0 for r in ok)
+    return min(
+        (r for r in ok if (r.terms.get("rung") or 0.0) == top), key=lambda r: (r.fitness, r.id)
+    )
+
+
 def flat_settings(stored: dict[str, Any]) -> dict[str, Any]:
     """Stored settings by flat name: nested sections merged (evoae 0.1 stored them flat)."""
     if not isinstance(stored.get("data"), dict):
         return dict(stored)
     out: dict[str, Any] = {}
-    for section in ("data", "space", "training", "execution"):
+    for section in ("data", "space", "training", "fidelity", "execution"):
         part = stored.get(section)
         out.update(part if isinstance(part, dict) else {})
     out["space_options"] = out.pop("options", {})

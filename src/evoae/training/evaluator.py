@@ -19,7 +19,7 @@ import torch
 
 from evoae.errors import EvoaeError
 from evoae.objectives import EvalSplit, Objective, Reconstruction
-from evoae.training.rungs import train_rung
+from evoae.training.rungs import BadState, train_rung
 from evoae.training.threads import torch_threads
 from evoae.training.trainer import Result, as_split, train_candidate
 
@@ -54,17 +54,33 @@ def train_task(task: Task, train: EvalSplit, val: EvalSplit, objective: Objectiv
             task.spec, train, val, epochs=task.epochs, seed=task.seed, objective=objective
         )
         return result
-    result, _ = train_rung(
-        task.spec,
-        train,
-        val,
-        epochs=task.epochs,
-        seed=task.seed,
-        objective=objective,
-        resume=task.resume,
-        save=task.save,
-        inherit=task.inherit,
-    )
+    try:
+        result, _ = train_rung(
+            task.spec,
+            train,
+            val,
+            epochs=task.epochs,
+            seed=task.seed,
+            objective=objective,
+            resume=task.resume,
+            save=task.save,
+            inherit=task.inherit,
+        )
+    except BadState:
+        if task.resume is None:
+            raise
+        # Continuing replays the batches of an uninterrupted training, so training from
+        # scratch to the same epochs with the same seed gives the same result.
+        result, _ = train_rung(
+            task.spec,
+            train,
+            val,
+            epochs=task.epochs,
+            seed=task.seed,
+            objective=objective,
+            save=task.save,
+            inherit=task.inherit,
+        )
     return result
 
 

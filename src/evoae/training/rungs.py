@@ -13,12 +13,14 @@ candidate trained 1 then 2 more epochs equals one trained 3 epochs in one go.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from evoae.families import build_model
@@ -28,11 +30,29 @@ from evoae.training.inherit import inherit_state
 from evoae.training.optim import make_optimizer
 from evoae.training.trainer import Result, as_split, fit, initial_state, make_result
 
+#: Largest state metadata read back (a real one is a few hundred bytes).
+MAX_META_BYTES = 1024 * 1024
+#: Optimizer states that are tensors of their parameter's shape (the rest are scalars).
+_SCALAR_STATES = {"step"}
+
+
+class BadState(ValueError):
+    """A saved training state that cannot be continued from (missing, damaged, foreign)."""
+
 
 def save_rung(
-    path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer, epochs: int
+    path: str | Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    epochs: int,
+    *,
+    seed: int | None = None,
 ) -> None:
-    """Write ``path.safetensors`` and ``path.json`` (each atomically, JSON last)."""
+    """Write ``path.safetensors`` and ``path.json`` (each atomically, JSON last).
+
+    ``seed`` (the training's seed) is recorded so that a state is never continued by
+    another candidate's training.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -49,7 +69,10 @@ def save_rung(
     os.replace(tmp, weights)
     meta = path.with_suffix(".json")
     tmp = meta.with_name(f".{meta.name}.tmp")
-    tmp.write_text(json.dumps({"epochs": int(epochs), "optimizer_scalars": scalars}))
+    info: dict[str, Any] = {"epochs": int(epochs), "optimizer_scalars": scalars}
+    if seed is not None:
+        info["seed"] = int(seed)
+    tmp.write_text(json.dumps(info))
     os.replace(tmp, meta)
 
 
@@ -59,12 +82,93 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
 
 
-def load_rung(path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
-    """Restore weights and optimizer state saved by :func:`save_rung`; returns its epochs."""
+def _read_meta(path: Path, n_params: int, seed: int | None) -> dict[str, Any]:
+    meta_path = path.with_suffix(".json")
+    try:
+        if meta_path.stat().st_size > MAX_META_BYTES:
+            raise BadState(f"{meta_path} is too large")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise BadState(f"{meta_path} is unreadable ({type(e).__name__})") from None
+    if not isinstance(meta, dict):
+        raise BadState(f"{meta_path} is not a JSON object")
+    epochs, scalars = meta.get("epochs"), meta.get("optimizer_scalars")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise BadState(f"{meta_path}: epochs is not a count")
+    if seed is not None and "seed" in meta and meta["seed"] != seed:
+        raise BadState(f"{meta_path} was saved by another training (seed differs)")
+    if not isinstance(scalars, dict):
+        raise BadState(f"{meta_path}: optimizer_scalars is not an object")
+    for idx, values in scalars.items():
+        if not (idx.isdigit() and int(idx) < n_params) or not isinstance(values, dict):
+            raise BadState(f"{meta_path}: optimizer state {idx!r} names no parameter")
+        for v in values.values():
+            ok = v is None or isinstance(v, bool) or isinstance(v, int | float) and math.isfinite(v)
+            if not ok:
+                raise BadState(f"{meta_path}: optimizer scalar {v!r} is not a finite number")
+    return meta
+
+
+def _read_tensors(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors, checked against ``model``: names, shapes, dtypes, size,
+    finite values. The header is checked before any tensor is read."""
+    weights = path.with_suffix(".safetensors")
+    own = model.state_dict()
+    params = list(model.parameters())
+    limit = 4 * sum(v.numel() * v.element_size() for v in own.values()) + MAX_META_BYTES
+    try:
+        if weights.stat().st_size > limit:
+            raise BadState(f"{weights} is larger than a state of this model can be")
+        with safe_open(str(weights), framework="pt") as f:
+            keys = list(f.keys())
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in keys}
+            model_keys = {k[len("model.") :] for k in keys if k.startswith("model.")}
+            if model_keys != set(own):
+                raise BadState(f"{weights} holds the tensors of another model")
+            for k in keys:
+                if k.startswith("model."):
+                    want = tuple(own[k[len("model.") :]].shape)
+                else:
+                    parts = k.split(".")
+                    if len(parts) != 3 or parts[0] != "opt" or not parts[1].isdigit():
+                        raise BadState(f"{weights}: unknown tensor {k!r}")
+                    idx = int(parts[1])
+                    if idx >= len(params):
+                        raise BadState(f"{weights}: optimizer state {k!r} names no parameter")
+                    want = () if parts[2] in _SCALAR_STATES else tuple(params[idx].shape)
+                if shapes[k] != want and not (want == () and shapes[k] in ((), (1,))):
+                    raise BadState(f"{weights}: {k} has shape {shapes[k]}, expected {want}")
+            tensors = {k: f.get_tensor(k) for k in keys}
+    except BadState:
+        raise
+    except Exception as e:  # safetensors' own errors for a damaged file, OSError
+        raise BadState(f"{weights} is unreadable ({type(e).__name__})") from None
+    for k, v in tensors.items():
+        if k.startswith("model.") and v.dtype != own[k[len("model.") :]].dtype:
+            raise BadState(f"{weights}: {k} has dtype {v.dtype}")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise BadState(f"{weights}: {k} holds non-finite values")
+    return tensors
+
+
+def load_rung(
+    path: str | Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    *,
+    seed: int | None = None,
+) -> int:
+    """Restore weights and optimizer state saved by :func:`save_rung`; returns its epochs.
+
+    The files are untrusted: a missing, damaged or foreign state (tensors that do not
+    fit ``model``, non-finite values, another ``seed``) raises :class:`BadState`
+    before ``model`` is changed (the optimizer may be half-restored: rebuild both).
+    """
     path = Path(path)
-    meta = json.loads(path.with_suffix(".json").read_text())
-    tensors = load_file(str(path.with_suffix(".safetensors")))
-    device = next(model.parameters()).device
+    params = list(model.parameters())
+    meta = _read_meta(path, len(params), seed)
+    tensors = _read_tensors(path, model)
+    device = params[0].device if params else torch.device("cpu")
     model.load_state_dict(
         {k[len("model.") :]: v.to(device) for k, v in tensors.items() if k.startswith("model.")}
     )
@@ -77,7 +181,10 @@ def load_rung(path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimiz
         state.setdefault(int(idx), {}).update(values)
     sd = opt.state_dict()
     sd["state"] = state
-    opt.load_state_dict(sd)
+    try:
+        opt.load_state_dict(sd)
+    except (ValueError, KeyError, RuntimeError, TypeError) as e:
+        raise BadState(f"{path}: the optimizer state does not fit ({e})") from None
     return int(meta["epochs"])
 
 
@@ -96,9 +203,12 @@ def train_rung(
     """Train ``spec`` up to ``epochs`` epochs in total, from ``resume``'s checkpoint when
     given (else from scratch), score it, and save the checkpoint to ``save`` when given.
 
-    ``inherit`` names a parent's checkpoint: the new model starts from the parent's
-    weights wherever :func:`evoae.training.inherit.inherit_state` can carry them over
-    (its optimizer starts fresh). ``result.terms["epochs"]`` records the rung's total
+    A ``resume`` state that cannot be used raises :class:`BadState`
+    (:func:`evoae.training.evaluator.train_task` then trains from scratch to the same
+    epochs, which gives the same result). ``inherit`` names a parent's checkpoint: the
+    new model starts from the parent's weights wherever
+    :func:`evoae.training.inherit.inherit_state` can carry them over (its optimizer
+    starts fresh). ``result.terms["epochs"]`` records the rung's total
     epochs.
     """
     t0 = time.perf_counter()
@@ -110,9 +220,9 @@ def train_rung(
     if inherit is not None and resume is None:
         inherit_state(load_weights(inherit), model)
     opt = make_optimizer(spec["optimizer"], model.parameters(), float(spec["lr"]))
-    start = load_rung(resume, model, opt) if resume is not None else 0
+    start = load_rung(resume, model, opt, seed=seed) if resume is not None else 0
     if not 0 <= start <= epochs:
-        raise ValueError(f"checkpoint has {start} epochs, more than the {epochs} asked")
+        raise BadState(f"checkpoint has {start} epochs, more than the {epochs} asked")
     losses = fit(
         model,
         train.x,
@@ -133,5 +243,5 @@ def train_rung(
     )
     result.terms["epochs"] = float(epochs)
     if save is not None and result.status == "ok":
-        save_rung(save, model, opt, epochs)
+        save_rung(save, model, opt, epochs, seed=seed)
     return result, model
