@@ -136,7 +136,15 @@ def main() -> int:
     p.add_argument("--final-epochs", type=int, default=20)
     p.add_argument("--workers", type=int, default=2, help="searches run at once")
     p.add_argument("--out", default="out/search_quality")
+    p.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="RESULTS",
+        help="no search: report the results.json files of earlier runs together (same budget)",
+    )
     args = p.parse_args()
+    if args.combine:
+        return combine(args)
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
         print(f"unknown strategy {unknown[0]}: choose from {', '.join(STRATEGIES)}")
@@ -176,6 +184,8 @@ def main() -> int:
     with ProcessPoolExecutor(args.workers) as pool:
         for r in pool.map(one_search, jobs):
             results.append(r)
+            # Written after every search, so a stopped race keeps what it finished.
+            (out / "results.json").write_text(json.dumps(results, indent=1))
             print(
                 f"  {r['dataset']:13s} {r['label']:11s} seed {r['seed']}: best {r['best']:.4f}"
                 f"  retrained val {r['final_val']:.4f}  ({r['seconds']:.0f} s)",
@@ -185,6 +195,27 @@ def main() -> int:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     for ds in args.dataset:
         report(ds, [r for r in results if r["dataset"] == ds], args, out, n_train[ds])
+    return 0
+
+
+def combine(args: argparse.Namespace) -> int:
+    """Report earlier races' ``results.json`` files as one (they must share the budget)."""
+    results: list[dict[str, Any]] = []
+    for f in args.combine:
+        results += json.loads(Path(f).read_text())
+    budgets = {(r["evaluations"], r["epochs"], r["n_train"], r["dataset"]) for r in results}
+    for ds in sorted({b[3] for b in budgets}):
+        mine = {b for b in budgets if b[3] == ds}
+        if len(mine) > 1:
+            print(f"{ds}: the results were raced at different budgets {sorted(mine)}")
+            return 2
+    args.strategies = list(dict.fromkeys(r["label"] for r in results))
+    args.evaluations, args.epochs = results[0]["evaluations"], results[0]["epochs"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for ds in dict.fromkeys(r["dataset"] for r in results):
+        mine = [r for r in results if r["dataset"] == ds]
+        report(ds, mine, args, out, mine[0]["n_train"])
     return 0
 
 
