@@ -233,6 +233,8 @@ def report(
     print(head)
     for label in args.strategies:
         rs = [r for r in results if r["label"] == label]
+        if not rs:
+            continue
         best = np.array([r["best"] for r in rs])
         val = np.median([r["final_val"] for r in rs])
         test = np.median([r["final_test"] for r in rs])
