@@ -7,6 +7,11 @@ Data: the published split (rows 0-9,999 of the MNIST training file train, the ne
     linear code, sigmoid output, Adam 1e-3, batch 32): PBT with C copies x E epochs
     (ready every R epochs) against (a) the best by validation of C independent runs of
     E epochs and (b) one run of C x E epochs. Score: test MSE.
+(1b) The same comparison for a CNN-VAE with latent 20 on 28x28 MNIST (continuous pixels,
+    score: test negative ELBO in nats, as benchmarks/vae.py), reduced for a 2-core CPU:
+    the first ``--vae-train`` training images, the next ``--vae-val`` to select copies
+    and runs, a small fixed conv architecture (16 and 32 filters 3x3 stride 2, ReLU, no
+    dense layer; Adam 1e-3, batch 128), PBT exploring lr, batch size and the KL weight.
 (2) Linear-probe test accuracy of code-4 codes (logistic regression fitted on the
     training codes, scored on the test codes) for: (a) the AE selected for
     reconstruction and (b) the one selected by the ``probe`` objective among the same
@@ -19,6 +24,7 @@ Data: the published split (rows 0-9,999 of the MNIST training file train, the ne
     quantisation loss (quantised minus float test MSE) that ES fine-tuning wins back,
     next to a control (the same ES budget on the float model).
 
+    python benchmarks/hybrid.py --skip pbt probe es   # only (1b), the CNN-VAE PBT study
     python benchmarks/hybrid.py                # full run (~10 min at 1 thread)
     python benchmarks/hybrid.py --quick        # smoke run (~1 min)
 """
@@ -124,6 +130,68 @@ def part_pbt(a: argparse.Namespace, xt, xv, xs, out: dict) -> torch.nn.Module:
         "seconds": {"pbt": t_pbt, "best_of": t_best, "long": t_long},
     }  # fmt: skip
     return long  # the best-trained float model: the subject of the quantisation study
+
+
+VAE = {
+    "family": "conv-vae",
+    "input_shape": [1, 28, 28],
+    "code_size": 20,
+    "blocks": [[16, 3, 2, "relu", False], [32, 3, 2, "relu", False]],
+    "dense": 0,
+    "variational": True,
+    "beta": 1.0,
+    "optimizer": "adam",
+    "lr": 0.001,
+    "batch_size": 128,
+}
+
+
+def part_pbt_vae(a: argparse.Namespace, out: dict) -> None:
+    c, e, r = a.vae_copies, a.vae_epochs, a.ready
+    n, nv = a.vae_train, a.vae_val
+    ds = load_dataset("mnist", data_dir=a.data_dir, image_size=(28, 28), limit=n + nv)
+    test = load_test_dataset("mnist", data_dir=a.data_dir, image_size=(28, 28))
+    xt, xv = torch.from_numpy(ds.x[:n]), torch.from_numpy(ds.x[n : n + nv])
+    xs = torch.from_numpy(test.x)
+    print(
+        f"\n(1b) CNN-VAE latent 20, 28x28 MNIST (train {n}, val {nv}, test {len(xs)}): "
+        f"PBT {c} copies x {e} epochs (ready {r}) = {c * e} epochs"
+    )
+
+    def nats(m: torch.nn.Module) -> dict[str, float]:
+        t = evaluate(m, xs)
+        return {"neg_elbo": t["neg_elbo"], "recon": t["recon"], "kl": t["kl"]}
+
+    t0 = time.perf_counter()
+    pbt = pbt_train(VAE, EvalSplit(xt), EvalSplit(xv), copies=c, epochs=e, ready=r, seed=a.seed)
+    t_pbt = time.perf_counter() - t0
+    pbt_test = nats(pbt.model)
+    t0 = time.perf_counter()
+    runs = [train_candidate(VAE, xt, xv, epochs=e, seed=a.seed + 100 + i) for i in range(c)]
+    best = min(runs, key=lambda rm: rm[0].fitness)
+    best_test = nats(best[1])
+    t_best = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    long = train(VAE, xt, c * e, a.seed + 200)
+    long_test = nats(long)
+    t_long = time.perf_counter() - t0
+    hp = ", ".join(f"{k} {v:.3g}" for k, v in pbt.hparams.items())
+    for name, t, sec in (
+        (f"PBT best member (#{pbt.best}, {hp})", pbt_test, t_pbt),
+        (f"best of {c} plain runs x {e} epochs", best_test, t_best),
+        (f"one plain run x {c * e} epochs", long_test, t_long),
+    ):
+        print(f"  {name}: test {t['neg_elbo']:.2f} nats (recon {t['recon']:.2f}) [{sec:.0f} s]")
+    rb = pbt_test["neg_elbo"] / best_test["neg_elbo"]
+    rl = pbt_test["neg_elbo"] / long_test["neg_elbo"]
+    print(f"  ratios PBT / best-of-{c}: {rb:.3f};  PBT / long run: {rl:.3f}  (< 1: PBT better)")
+    out["pbt_vae"] = {
+        "copies": c, "epochs": e, "ready": r, "train": n, "val": nv, "spec": VAE,
+        "pbt_test": pbt_test, "best_of_plain_test": best_test, "long_plain_test": long_test,
+        "ratio_vs_best_of": rb, "ratio_vs_long": rl, "pbt_hparams": pbt.hparams,
+        "exploits": sum(row["exploit"] is not None for row in pbt.history),
+        "seconds": {"pbt": t_pbt, "best_of": t_best, "long": t_long},
+    }  # fmt: skip
 
 
 def part_probe(a: argparse.Namespace, sp, xt, xv, xs, out: dict) -> None:
@@ -301,6 +369,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--copies", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--ready", type=int, default=1)
+    ap.add_argument("--vae-copies", type=int, default=4)
+    ap.add_argument("--vae-epochs", type=int, default=4)
+    ap.add_argument("--vae-train", type=int, default=10000)
+    ap.add_argument("--vae-val", type=int, default=2000)
     ap.add_argument("--candidates", type=int, default=12)
     ap.add_argument("--preset", default="seed", choices=["seed", "extended"])
     ap.add_argument("--search-epochs", type=int, default=2)
@@ -316,12 +388,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--q-sigma", type=float, default=0.003)
     ap.add_argument("--q-lr", type=float, default=0.001)
     ap.add_argument("--q-bits", type=int, nargs="+", default=[8, 4])
-    ap.add_argument("--skip", nargs="*", default=[], choices=["pbt", "probe", "es"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["pbt", "vae", "probe", "es"])
     ap.add_argument("--json", type=Path, help="also write the figures here")
     a = ap.parse_args(argv)
     if a.quick:
         a.copies, a.epochs, a.candidates, a.search_epochs, a.final_epochs = 4, 2, 3, 1, 1
         a.es_generations, a.q_generations = 10, 5
+        a.vae_copies, a.vae_epochs, a.vae_train, a.vae_val = 2, 1, 500, 200
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     ds = load_dataset("mnist", data_dir=a.data_dir, image_size=(16, 16), limit=15000)
@@ -333,6 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     plain = None
     if "pbt" not in a.skip:
         plain = part_pbt(a, xt, xv, xs, out)
+    if "vae" not in a.skip:
+        part_pbt_vae(a, out)
     if "probe" not in a.skip:
         part_probe(a, sp, xt, xv, xs, out)
     if "es" not in a.skip:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from torch import nn
@@ -22,6 +22,7 @@ from evoae.data import Splits
 from evoae.errors import EvoaeError
 from evoae.families import describe, get_family, space_from_config
 from evoae.families.io import save_model
+from evoae.models import count_params
 from evoae.models.pca import pca_val_loss
 from evoae.objectives import EvalSplit, Objective, make_objective
 from evoae.runs import folder as rf
@@ -32,8 +33,9 @@ from evoae.spaces import Space, spec_key
 from evoae.training import Result, train_candidate
 from evoae.training.budget import epochs_for
 from evoae.training.evaluator import as_tensor, resolve_device
+from evoae.training.pbt import pbt_train
 from evoae.training.threads import torch_threads
-from evoae.training.trainer import as_split, evaluate
+from evoae.training.trainer import as_split, evaluate, make_result
 
 
 @dataclass
@@ -129,7 +131,9 @@ def retrain_best(
     spec = space.decode(genome)
     device = resolve_device(s.execution.device)
     train, val = as_split(splits.train, device), as_split(splits.val, device)
-    final_result, model = _final_training(s, spec, train, val, objective, phenotype_key, reporters)
+    final_result, model, pbt = _final_training(
+        s, spec, train, val, objective, phenotype_key, reporters, run_dir=run_dir
+    )
     if final_result.status != "ok":  # never save NaN weights as the run's model
         raise EvoaeError(
             f"retraining the best candidate (evaluation {best.id}) for "
@@ -144,9 +148,11 @@ def retrain_best(
         # gets the same final training, and validation decides.
         g2 = space.from_json(scratch.genome)
         spec2 = space.decode(g2)
-        r2, m2 = _final_training(s, spec2, train, val, objective, phenotype_key)
+        r2, m2, p2 = _final_training(
+            s, spec2, train, val, objective, phenotype_key, run_dir=run_dir
+        )
         if r2.status == "ok" and r2.fitness < final_result.fitness:
-            best, genome, spec, final_result, model = scratch, g2, spec2, r2, m2
+            best, genome, spec, final_result, model, pbt = scratch, g2, spec2, r2, m2, p2
     family = get_family(spec["family"])
     pca_loss = _pca_loss(splits, s.space.code_size) if family.loss_label == "MSE" else None
     fallback: dict[str, Any] = {}
@@ -160,8 +166,10 @@ def retrain_best(
     ):
         worse, searched = final_result.val_loss, spec
         pca_spec = space.pca_spec()  # type: ignore[attr-defined]
-        done = (final_result, model) if spec == pca_spec else None
-        final_result, model = _pca_model(s, pca_spec, train, val, objective, phenotype_key, done)
+        done = Trained(final_result, model, pbt) if spec == pca_spec else None
+        final_result, model, pbt = _pca_model(
+            s, pca_spec, train, val, objective, phenotype_key, done, run_dir=run_dir
+        )
         genome = space.pca_genome()  # type: ignore[attr-defined]
         spec = pca_spec
         # The returned model's own search row (the PCA seed's), when the search had one.
@@ -190,6 +198,8 @@ def retrain_best(
         **_pca_figures(pca_loss, val_loss, family.loss_label),
         **fallback,
     }
+    if pbt is not None:
+        final["pbt"] = pbt
     if not objective.model_loss:
         final["fitness"] = final_result.fitness
     if splits.test is not None:
@@ -238,6 +248,14 @@ def phenotype_key(s: SearchSettings, n_train: int, spec: dict[str, Any]) -> str:
 FALLBACK_RTOL = 1e-6
 
 
+class Trained(NamedTuple):
+    """A final training's result and model; ``pbt``: its PBT figures (None: plain)."""
+
+    result: Result
+    model: nn.Module
+    pbt: dict[str, Any] | None = None
+
+
 def _final_training(
     s: SearchSettings,
     spec: dict[str, Any],
@@ -246,11 +264,17 @@ def _final_training(
     objective: Objective,
     phenotype_key: Callable[[dict[str, Any]], str],
     reporters: Sequence[Any] = (),
-) -> tuple[Result, nn.Module]:
+    *,
+    run_dir: Path | None = None,
+) -> Trained:
     """The final schedule of :func:`retrain_best` for ``spec``, seeded by its phenotype;
-    reporters hear of its start (the epoch cap) and of every epoch."""
+    reporters hear of its start (the epoch cap) and of every epoch (PBT: every interval).
+
+    With ``final_pbt`` it is population-based training of that many copies, each for
+    the same epochs, checkpointed in ``run_dir/pbt/KEY`` (resumed from there)."""
     t = s.training
     epochs = epochs_for(t.final_epochs, t.final_min_steps, len(train.x), int(spec["batch_size"]))
+    seed = derive_seed(s.seed, "final", phenotype_key(spec))
     for r in reporters:
         r.final_start(epochs)
 
@@ -259,17 +283,76 @@ def _final_training(
             r.final_epoch(done, loss)
 
     with torch_threads(s.execution.threads or 1):
-        return train_candidate(
-            spec,
-            train,
-            val,
-            epochs=epochs,
-            seed=derive_seed(s.seed, "final", phenotype_key(spec)),
-            objective=objective,
-            patience=t.final_patience,
-            min_steps=t.final_min_steps,
-            on_epoch=on_epoch if reporters else None,
+        if t.final_pbt >= 2 and epochs > 0:
+            return _final_pbt(s, spec, train, val, objective, epochs, seed, run_dir, on_epoch)
+        return Trained(
+            *train_candidate(
+                spec,
+                train,
+                val,
+                epochs=epochs,
+                seed=seed,
+                objective=objective,
+                patience=t.final_patience,
+                min_steps=t.final_min_steps,
+                on_epoch=on_epoch if reporters else None,
+            )
         )
+
+
+def _final_pbt(
+    s: SearchSettings,
+    spec: dict[str, Any],
+    train: EvalSplit,
+    val: EvalSplit,
+    objective: Objective,
+    epochs: int,
+    seed: int,
+    run_dir: Path | None,
+    on_epoch: Callable[[int, float], None],
+) -> Trained:
+    """``final_pbt`` copies of ``spec`` trained ``epochs`` epochs each by PBT; the copy
+    with the best final validation loss is kept. Its checkpoint folder is keyed by
+    everything the training depends on, so a changed setting never meets an old one."""
+    t = s.training
+    t0 = time.perf_counter()
+    copies, ready = t.final_pbt, t.final_pbt_ready
+    config = {"spec": spec, "copies": copies, "epochs": epochs, "ready": ready, "seed": seed}
+    key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    state = rf.pbt_state(run_dir, key) if run_dir is not None else None
+
+    def on_interval(done: int, history: list[dict[str, Any]]) -> None:
+        losses = [r["train_loss"] for r in history if r["interval"] == done - 1]
+        finite = [x for x in losses if x is not None]
+        on_epoch(min(done * ready, epochs), min(finite) if finite else math.nan)
+
+    res = pbt_train(
+        spec, train, val, copies=copies, epochs=epochs, ready=ready, seed=seed,
+        state_path=state, on_interval=on_interval,
+    )  # fmt: skip
+    last = [r for r in res.history if r["interval"] == res.history[-1]["interval"]]
+    train_loss = next(r["train_loss"] for r in last if r["member"] == res.best)
+    score = objective.score(res.model, val) if math.isfinite(res.val_loss) else None
+    result = make_result(
+        score,
+        [math.nan if train_loss is None else train_loss],
+        count_params(res.model),
+        time.perf_counter() - t0,
+        objective=objective,
+    )
+    result.epochs = result.best_epoch = epochs
+    figures = {
+        "copies": copies,
+        "epochs_per_copy": epochs,
+        "epochs_total": copies * epochs,
+        "ready": ready,
+        "best_copy": res.best,
+        "hparams": res.hparams,
+        "exploits": sum(r["exploit"] is not None for r in res.history),
+        "copy_val_losses": [r["val_loss"] for r in last],
+        "state": f"{rf.PBT_DIR}/{key}" if state is not None else None,
+    }
+    return Trained(result, res.model, figures)
 
 
 def _row_of(journal: Journal, spec: dict[str, Any]) -> Any:
@@ -290,18 +373,19 @@ def _pca_model(
     val: EvalSplit,
     objective: Objective,
     phenotype_key: Callable[[dict[str, Any]], str],
-    done: tuple[Result, nn.Module] | None = None,
-) -> tuple[Result, nn.Module]:
+    done: Trained | None = None,
+    *,
+    run_dir: Path | None = None,
+) -> Trained:
     """The PCA-initialised linear autoencoder: trained with the final schedule (``done``
     when that was the retrained best) or as initialised, whichever reconstructs the
     validation split better."""
     if done is None:
-        done = _final_training(s, spec, train, val, objective, phenotype_key)
-    trained, model = done
+        done = _final_training(s, spec, train, val, objective, phenotype_key, run_dir=run_dir)
     untrained, plain = train_candidate(spec, train, val, epochs=0, seed=0, objective=objective)
-    if trained.status == "ok" and _loss(trained) <= _loss(untrained):
-        return trained, model
-    return untrained, plain
+    if done.result.status == "ok" and _loss(done.result) <= _loss(untrained):
+        return done
+    return Trained(untrained, plain)
 
 
 def _loss(r: Result) -> float:
@@ -368,7 +452,7 @@ def retrain_row(run_dir: str | Path, row: Row, dest: str | Path) -> Path:
     device = resolve_device(s.execution.device)
     train, val = as_split(splits.train, device), as_split(splits.val, device)
     n_train = len(splits.train.x)
-    result, model = _final_training(
+    result, model, _ = _final_training(
         s, spec, train, val, objective, lambda sp: phenotype_key(s, n_train, sp)
     )
     if result.status != "ok":

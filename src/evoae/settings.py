@@ -30,6 +30,8 @@ MAX_DEPTH = 64
 MAX_CODE_SIZE = 65_536
 #: Most epochs a candidate or the final training may ask for.
 MAX_EPOCHS = 100_000
+#: Most copies --final-pbt trains.
+MAX_PBT_COPIES = 1024
 
 
 @dataclass
@@ -189,6 +191,24 @@ class TrainingSettings:
         resumable=True,
         legacy=False,
     )
+    final_pbt: int = opt(
+        0,
+        "retrain the best with population-based training: N copies, each trained the final "
+        "epochs (N times the compute, no plateau stop; every --final-pbt-ready epochs the "
+        "worst quarter copies the best and perturbs lr, batch size and a VAE's beta); the "
+        "best copy is kept (0: one plain training)",
+        low=0,
+        high=MAX_PBT_COPIES,
+        resumable=True,
+        legacy=0,
+    )
+    final_pbt_ready: int = opt(
+        2,
+        "epochs between --final-pbt's exploit/explore steps",
+        low=1,
+        high=MAX_EPOCHS,
+        resumable=True,
+    )
     objective: str = opt(
         "recon",
         f"what candidates are scored on, always minimised ({', '.join(OBJECTIVES)}; "
@@ -319,6 +339,10 @@ class SearchSettings:
             raise EvoaeError(f"seed must be an integer, got {self.seed!r}")
         if not 0 <= self.seed < 2**63:
             raise EvoaeError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
+        if self.training.final_pbt == 1:
+            raise EvoaeError(
+                "final pbt must be 0 (a plain final training) or at least 2 copies, got 1"
+            )
         if self.strategy.name in evolution.STRATEGIES:  # a user's instance checks its own
             evolution.make_options(self.strategy.name, self.strategy.options)
         if self.fidelity.fidelity == "asha":

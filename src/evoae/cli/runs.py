@@ -83,6 +83,7 @@ def run_record(view: RunView) -> dict[str, Any]:
         "pca_val_loss": _finite(final.get("pca_val_loss")),
         "pca_ratio": _finite(final.get("pca_ratio")),
         "fallback": final.get("fallback"),
+        "final_pbt": final.get("pbt") is not None,
         "test_loss": _finite(final.get("test_loss")),
         "params": final.get("params"),
         "seconds": (view.summary or {}).get("seconds"),
@@ -163,6 +164,8 @@ def run_show(args: argparse.Namespace) -> int:
     info.add_row("best search fitness", _f(record["best_fitness"]))
     info.add_row("retrained val loss", _f(record["val_loss"]))
     final = (view.summary or {}).get("final", {})
+    if view.finished:
+        info.add_row("final training", final_training_text(final))
     if view.finished and "pca_val_loss" in final:
         for key, value in pca_rows(final, record["code_size"]):
             info.add_row(key, value)
@@ -237,6 +240,25 @@ def _finite(x: Any) -> float | None:
 
 def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.5f}"
+
+
+def final_training_text(final: dict[str, Any]) -> str:
+    """How the final model was trained: plain, or PBT with its figures."""
+    pbt = final.get("pbt")
+    epochs = final.get("epochs")
+    if not isinstance(pbt, dict):
+        return "plain" if epochs is None else f"plain, {epochs} epochs"
+    hp = pbt.get("hparams") if isinstance(pbt.get("hparams"), dict) else {}
+    tuned = ", ".join(
+        f"{k} {v:.3g}" if k != "batch_size" else f"batch {v:g}"
+        for k, v in hp.items()
+        if isinstance(v, int | float)
+    )
+    return (
+        f"PBT, {pbt.get('copies')} copies x {pbt.get('epochs_per_copy')} epochs "
+        f"(= {pbt.get('epochs_total')}), exploit/explore every {pbt.get('ready')}: "
+        f"{pbt.get('exploits')} exploit(s), best copy #{pbt.get('best_copy')} ({tuned})"
+    )
 
 
 def pca_rows(final: dict[str, Any], code_size: Any, unit: str = "") -> list[tuple[str, str]]:

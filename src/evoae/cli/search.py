@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evoae import evolution
-from evoae.cli.runs import pca_rows
+from evoae.cli.runs import final_training_text, pca_rows
 from evoae.errors import EvoaeError
 from evoae.execution import EXECUTOR_HELP
 from evoae.families import describe, get_family
@@ -91,9 +91,16 @@ def register(sub: Any) -> None:
     f.add_argument("run", metavar="RUN", help="run folder")
     f.add_argument(
         "--final-epochs",
-        type=_parser(_final_epochs_field()),
+        type=_parser(_training_field("final_epochs")),
         default=None,
         help="epochs to retrain the best [default: the run's]",
+    )
+    f.add_argument(
+        "--final-pbt",
+        type=_parser(_training_field("final_pbt")),
+        default=None,
+        metavar="N",
+        help="retrain the best with PBT of N copies (0: plain) [default: the run's]",
     )
     f.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary table")
     f.set_defaults(func=run_finish)
@@ -178,12 +185,14 @@ def _names(text: str) -> list[str]:
     return names
 
 
-def _final_epochs_field() -> Field[Any]:
-    return next(f for f in options_of(SECTIONS["training"]) if f.name == "final_epochs")
+def _training_field(name: str) -> Field[Any]:
+    return next(f for f in options_of(SECTIONS["training"]) if f.name == name)
 
 
 def run_finish(args: argparse.Namespace) -> int:
-    given = {} if args.final_epochs is None else {"final_epochs": args.final_epochs}
+    given = {
+        k: getattr(args, k) for k in ("final_epochs", "final_pbt") if getattr(args, k) is not None
+    }
     reporters = [] if args.quiet else [ProgressReporter()]
     result = search(None, out=args.run, resume=True, finish=True, reporters=reporters, **given)
     _report(result, args.quiet)
@@ -271,6 +280,7 @@ def print_summary(result: SearchResult) -> None:
             f"retrained val loss ({_epochs(result.final.get('epochs') or 0)})",
             _f(result.final.get("val_loss"), unit),
         ),
+        ("final training", final_training_text(result.final)),
         *pca_rows(result.final, s.space.code_size, unit),
         ("retrained test loss", _f(result.final.get("test_loss"), unit)),
         ("best architecture", describe(result.best_spec)),

@@ -10,6 +10,7 @@ Layout::
     states/             <row id>.safetensors + .json: saved training states (ASHA), pruned
     plots/              fitness.png, reconstructions.png, ...
     summary.json        the figures the CLI prints at the end
+    pbt/KEY/            the final training's PBT checkpoint (--final-pbt), one per training
     evoae-run.json      the manifest: which of these entries evoae owns (written first)
 """
 
@@ -41,6 +42,8 @@ REPORT = "report.html"
 EXPORT_DIR = "export"
 #: Saved training states of candidates (multi-fidelity promotion, weight inheritance).
 STATES_DIR = "states"
+#: Checkpoints of the final training's population-based training (``--final-pbt``).
+PBT_DIR = "pbt"
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
@@ -53,13 +56,19 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     check_free(folder)  # a live run's in-flight temporary files are not stale
     removed = []
-    for sub in (folder, folder / MODEL_DIR, folder / STATES_DIR):
+    pbt = folder / PBT_DIR
+    nested = (
+        sorted(p for p in pbt.iterdir() if p.is_dir())
+        if pbt.is_dir() and not pbt.is_symlink()
+        else []
+    )
+    for sub in (folder, folder / MODEL_DIR, folder / STATES_DIR, *nested):
         if not sub.is_dir() or (sub != folder and sub.is_symlink()):
             continue
         for p in sub.iterdir():
             if p.is_symlink() or not p.is_file():
                 continue
-            states_tmp = sub.name == STATES_DIR and _STATE_TEMP.match(p.name)
+            states_tmp = sub == folder / STATES_DIR and _STATE_TEMP.match(p.name)
             if (
                 _TEMP.match(p.name)
                 or states_tmp
@@ -97,6 +106,7 @@ RUN_FILES = (
     PLOTS_DIR,
     SUMMARY,
     STATES_DIR,
+    PBT_DIR,
 )
 #: Everything evoae writes in a run folder; --overwrite removes these and nothing else.
 ARTIFACTS = (*RUN_FILES, REPORT, EXPORT_DIR)
@@ -116,6 +126,22 @@ _SUBFOLDER_FILES: dict[str, re.Pattern[str]] = {
         r"^([\w\-]+\.(onnx|pt|safetensors)|export\.json|\..+\.tmp|[\w\-.]+\.tmp)$"
     ),
 }
+#: Sub-folders holding folders: name -> (pattern of its folders, of the files in them).
+_NESTED: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
+    PBT_DIR: (
+        re.compile(r"^[0-9a-f]{16}$"),
+        re.compile(r"^(state\.json|weights-\d{5}\.safetensors|\..+\.tmp)$"),
+    ),
+}
+
+
+def pbt_state(run_dir: str | Path, key: str) -> Path:
+    """The checkpoint folder of one final PBT training (``key``: 16 hex digits of its
+    settings), recorded in the run's manifest."""
+    if not _NESTED[PBT_DIR][0].match(key):
+        raise ValueError(f"bad PBT key {key!r}")
+    add_to_manifest(run_dir, PBT_DIR)
+    return Path(run_dir) / PBT_DIR / key
 
 
 def state_stem(run_dir: str | Path, eval_id: int) -> Path:
@@ -170,8 +196,21 @@ def _owned_temp(name: str, owned: set[str]) -> bool:
 
 def _check_subfolder(folder: Path, name: str) -> None:
     """Refuse a sub-folder of ours that holds something evoae does not write there."""
-    pattern = _SUBFOLDER_FILES.get(name)
-    for child in (folder / name).iterdir():
+    if name in _NESTED:
+        folders, files = _NESTED[name]
+        for child in (folder / name).iterdir():
+            if child.is_symlink() or not child.is_dir() or not folders.match(child.name):
+                raise EvoaeError(
+                    f"{child} is not a folder evoae writes: move it out of the run folder "
+                    "first, or choose another --out"
+                )
+            _check_files(child, files)
+        return
+    _check_files(folder / name, _SUBFOLDER_FILES.get(name))
+
+
+def _check_files(sub: Path, pattern: re.Pattern[str] | None) -> None:
+    for child in sub.iterdir():
         if child.is_symlink() or not child.is_file() or pattern is None:
             raise EvoaeError(
                 f"{child} is not a file evoae writes (a link, a folder or an unknown entry): "

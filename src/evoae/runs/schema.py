@@ -300,6 +300,8 @@ _SETTINGS_FIELDS: dict[str, Checker] = {
     "reevaluate": boolean(),
     "epochs": integer(1, 10**6),
     "final_epochs": integer(0, 10**6),
+    "final_pbt": integer(0, 10**6),
+    "final_pbt_ready": integer(1, 10**6),
     "seed": integer(0, 2**64 - 1),
     "device": string(32),
     "executor": string(64),
@@ -495,6 +497,7 @@ _FINAL = record(
         "pca_note": string(4096, null=True),
         "fallback": string(32, null=True),
         "fallback_message": string(4096, null=True),
+        "pbt": mapping(anything(3), max_len=64, null=True),
     },
     extra=number(null=True, inf=True),
 )

@@ -51,7 +51,7 @@ from evoae.objectives.base import EvalSplit
 from evoae.objectives.reconstruction import evaluate
 from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
 from evoae.training.optim import make_optimizer
-from evoae.training.trainer import batch_order
+from evoae.training.trainer import batch_order, initial_state
 
 FORMAT = "evoae-pbt"
 VERSION = 1
@@ -98,9 +98,16 @@ class PBTResult:
 # ---------------------------------------------------------------------- members
 
 
-def _make_member(spec: dict[str, Any], index: int, seed: int) -> Member:
+def _make_member(
+    spec: dict[str, Any], index: int, seed: int, x: torch.Tensor | None = None
+) -> Member:
+    """Member ``index``; ``x`` (the training inputs) places it on their device and
+    initialises a spec with ``"init": "pca"`` from their PCA, as every trainer does."""
     mseed = _derive(seed, index)
-    model = build_model(spec, mseed)
+    init = initial_state(spec, x) if x is not None else None
+    model = build_model(spec, mseed, init=init)
+    if x is not None:
+        model = model.to(x.device)
     hp: dict[str, float] = {"lr": float(spec["lr"]), "batch_size": int(spec["batch_size"])}
     if getattr(model, "variational", False):
         hp["beta"] = float(spec.get("beta", 1.0))
@@ -268,20 +275,36 @@ def _load_state(folder: Path, config: dict, members: list[Member]) -> tuple[int,
         tensors = load_tensors(data)
     except (SafetensorError, ValueError) as e:
         raise EvoaeError(f"PBT weights in {folder} are not valid safetensors ({e})") from None
-    for m, row in zip(members, meta["members"], strict=True):
-        prefix = f"m{m.index}.model."
-        m.model.load_state_dict(
-            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        )
-        m.optimizer.load_state_dict(_unflatten_optimizer(row["optimizer"], tensors))
-        m.hparams = dict(row["hparams"])
-        m.hparams["batch_size"] = int(m.hparams["batch_size"])
-        m.val_loss = math.inf if row["val_loss"] is None else float(row["val_loss"])
-        _apply_hparams(m)
-        if row["noise"]:
-            m.model._train_noise = torch.Generator().manual_seed(0)
-            m.model._train_noise.set_state(tensors[f"m{m.index}.noise"])
-    return int(meta["intervals_done"]), list(meta["history"])
+    try:
+        for m, row in zip(members, meta["members"], strict=True):
+            _restore_member(m, row, tensors)
+        done, history = int(meta["intervals_done"]), list(meta["history"])
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as e:
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+        raise EvoaeError(f"PBT checkpoint in {folder} is damaged ({why}); delete it") from None
+    if not 0 <= done <= math.ceil(config["epochs"] / config["ready"]):
+        raise EvoaeError(f"PBT checkpoint in {folder} is damaged (intervals_done {done})")
+    return done, history
+
+
+def _restore_member(m: Member, row: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    prefix = f"m{m.index}.model."
+    m.model.load_state_dict(
+        {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    )
+    m.optimizer.load_state_dict(_unflatten_optimizer(row["optimizer"], tensors))
+    hp = {str(k): float(v) for k, v in dict(row["hparams"]).items()}
+    if set(hp) != set(m.hparams) or not all(math.isfinite(v) and v >= 0 for v in hp.values()):
+        raise ValueError(f"bad hparams {row['hparams']!r}")
+    if hp["batch_size"] < 1 or not hp["batch_size"].is_integer():
+        raise ValueError(f"bad batch size {hp['batch_size']!r}")
+    hp["batch_size"] = int(hp["batch_size"])
+    m.hparams = hp
+    m.val_loss = math.inf if row["val_loss"] is None else float(row["val_loss"])
+    _apply_hparams(m)
+    if row["noise"]:
+        m.model._train_noise = torch.Generator().manual_seed(0)
+        m.model._train_noise.set_state(tensors[f"m{m.index}.noise"])
 
 
 # ---------------------------------------------------------------------- the loop
@@ -345,7 +368,7 @@ def pbt_train(
         "n_train": int(xt.shape[0]),
     }
     config = json.loads(json.dumps(config))
-    members = [_make_member(spec, i, seed) for i in range(copies)]
+    members = [_make_member(spec, i, seed, xt) for i in range(copies)]
     folder = Path(state_path) if state_path is not None else None
     done, history = (0, []) if folder is None else _load_state(folder, config, members)
     n_intervals = math.ceil(epochs / ready)
