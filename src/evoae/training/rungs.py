@@ -59,6 +59,25 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
 
 
+def valid_state(path: str | Path, spec: dict[str, Any]) -> bool:
+    """Whether ``path`` holds a readable checkpoint of a model built from ``spec``: the
+    model's tensor names and shapes exactly, all finite. A saved state is untrusted input:
+    the search checks it before a child inherits from it."""
+    try:
+        saved = load_weights(path)
+    except Exception:  # missing, truncated, or not safetensors at all
+        return False
+    want = build_model(spec, 0).state_dict()
+    if saved.keys() != want.keys():
+        return False
+    return all(
+        saved[k].shape == v.shape
+        and saved[k].dtype == v.dtype
+        and bool(torch.isfinite(saved[k]).all())
+        for k, v in want.items()
+    )
+
+
 def load_rung(path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
     """Restore weights and optimizer state saved by :func:`save_rung`; returns its epochs."""
     path = Path(path)
@@ -97,9 +116,9 @@ def train_rung(
     given (else from scratch), score it, and save the checkpoint to ``save`` when given.
 
     ``inherit`` names a parent's checkpoint: the new model starts from the parent's
-    weights wherever :func:`evoae.training.inherit.inherit_state` can carry them over
-    (its optimizer starts fresh). ``result.terms["epochs"]`` records the rung's total
-    epochs.
+    weights wherever :func:`evoae.training.inherit.inherit_state` can carry them over,
+    widened Net2Net-style with replicas drawn from ``seed`` (its optimizer starts
+    fresh). ``result.terms["epochs"]`` records the rung's total epochs.
     """
     t0 = time.perf_counter()
     objective = objective if objective is not None else Reconstruction()
@@ -108,7 +127,7 @@ def train_rung(
     # a promoted rung then loads its weights over that.
     model = build_model(spec, seed, init=initial_state(spec, train.x)).to(train.x.device)
     if inherit is not None and resume is None:
-        inherit_state(load_weights(inherit), model)
+        inherit_state(load_weights(inherit), model, seed)
     opt = make_optimizer(spec["optimizer"], model.parameters(), float(spec["lr"]))
     start = load_rung(resume, model, opt) if resume is not None else 0
     if not 0 <= start <= epochs:
