@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import dense_spec
+from safetensors.torch import load_file, save_file
 
 from evoae.families import build_model
 from evoae.training import train_candidate
 from evoae.training.inherit import copy_matching, inherit_weights
+from evoae.training.rungs import train_rung, valid_state
 
 
 def test_an_inherited_offspring_computes_what_its_parent_did():
@@ -67,3 +69,33 @@ def test_a_narrowed_or_deeper_child_keeps_its_own_weights_there():
     assert set(inherit_weights(parent, deeper)) == {
         f"encoder.{i}.{t}" for i in (0, 2) for t in ("weight", "bias")
     }
+
+
+def test_a_task_inheriting_a_saved_state_starts_where_its_parent_ended(tmp_path):
+    """The search's path: the parent's training saves its state, the child's task loads
+    it (same shapes: exactly; a grown layer: Net2Net, to float rounding)."""
+    x = torch.rand(64, 64, generator=torch.Generator().manual_seed(0))
+    spec = dense_spec(hidden=[[16, "relu"], [8, "tanh"]])
+    _, parent = train_rung(spec, x, x, epochs=1, seed=1, save=tmp_path / "0")
+    assert valid_state(tmp_path / "0", spec)
+    same = dense_spec(hidden=[[16, "relu"], [8, "tanh"]], optimizer="sgd", lr=0.01)
+    _, child = train_rung(same, x, x, epochs=0, seed=9, inherit=tmp_path / "0")
+    assert torch.equal(child(x).recon, parent(x).recon)
+    wide = dense_spec(hidden=[[30, "relu"], [8, "tanh"]])
+    _, child = train_rung(wide, x, x, epochs=0, seed=9, inherit=tmp_path / "0")
+    torch.testing.assert_close(child(x).recon, parent(x).recon, rtol=1e-5, atol=1e-6)
+
+
+def test_a_saved_state_is_checked_before_a_child_inherits_it(tmp_path):
+    x = torch.rand(32, 64, generator=torch.Generator().manual_seed(0))
+    spec = dense_spec()
+    train_rung(spec, x, x, epochs=1, seed=1, save=tmp_path / "0")
+    assert valid_state(tmp_path / "0", spec)
+    assert not valid_state(tmp_path / "1", spec)  # missing
+    assert not valid_state(tmp_path / "0", dense_spec(hidden=[[20, "relu"]]))  # other shapes
+    tensors = load_file(str(tmp_path / "0.safetensors"))
+    tensors["model.encoder.0.bias"][0] = float("nan")
+    save_file(tensors, str(tmp_path / "2.safetensors"))
+    assert not valid_state(tmp_path / "2", spec)  # not finite
+    (tmp_path / "3.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    assert not valid_state(tmp_path / "3", spec)  # not safetensors
