@@ -177,7 +177,9 @@ class _Loop:
         keeps its own); ``everything`` at the end of the search. Only evoae's files."""
         folder = self.run_dir / rf.STATES_DIR
         members = getattr(self.strategy, "population", None)
-        if not self.inherit or not folder.is_dir() or (members is None and not everything):
+        if not self.inherit or folder.is_symlink() or not folder.is_dir():
+            return  # a linked folder is not evoae's to empty
+        if members is None and not everything:
             return
         keep = set()
         for g in () if everything else members:

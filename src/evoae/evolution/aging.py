@@ -13,6 +13,9 @@ children whose tournaments all draw from the current population, so a parallel e
 always has ``batch`` candidates to train; ``batch = 1`` is the sequential algorithm.
 The published NAS runs used P = 100, S = 25 for thousands of evaluations; the defaults
 (P = 20, S = 5) suit budgets of about a hundred evaluations (the seed preset's 120).
+
+``inherit=True`` (Lamarckian): a child starts from the trained weights of the winner it
+mutates (:meth:`AgingEvolution.parents`; the search loop does the rest).
 """
 
 from __future__ import annotations

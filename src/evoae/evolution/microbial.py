@@ -19,6 +19,9 @@ at a time.
 tournament: each tournament then asks for the two parents first and compares their fresh
 fitness. By default parents keep their stored fitness (the search loop's phenotype cache
 makes re-evaluation of an unchanged phenotype a no-op anyway).
+
+``inherit=True`` (Lamarckian): an offspring starts from the trained weights of its
+tournament's winner (:meth:`MicrobialGA.parents`); not with ``reevaluate``.
 """
 
 from __future__ import annotations
