@@ -132,7 +132,8 @@ class _Loop:
         v = row.terms.get("inherited_from")
         if v is None:
             return None
-        if not float(v).is_integer() or not 0 <= v < row.id or int(v) not in self.keys:
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        if not number or not float(v).is_integer() or not 0 <= v < row.id or v not in self.keys:
             raise ValueError(f"row {row.id} names an invalid parent row {v!r}")
         return int(v)
 
