@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from evoae.spaces import Space, spec_key
 from evoae.training import Evaluator, Result, Task
 from evoae.training.budget import epochs_for
 from evoae.training.evaluator import resolve_device
+from evoae.training.rungs import valid_state
 
 __all__ = ["SearchResult", "SearchSettings", "derive_seed", "search"]
 
@@ -76,6 +78,11 @@ class _Loop:
         self.best = math.inf
         self.reevaluate = bool(getattr(strategy.options, "reevaluate", False))
         self.states_listed = False
+        # Weight inheritance: every training saves its state; each row's cache key (by
+        # id) and, per genome, the row that trained its latest evaluation.
+        self.inherit = bool(getattr(strategy.options, "inherit", False))
+        self.keys: dict[int, str] = {}
+        self.trained: dict[str, Row] = {}
 
     def epochs_for(self, spec: dict[str, Any]) -> int:
         """The candidate's epochs: ``epochs``, more if needed for ``min_steps`` steps."""
@@ -86,14 +93,24 @@ class _Loop:
         """What a candidate's training is a function of (with the data): seeds derive from it."""
         return phenotype_key(self.s, self.n_train, spec)
 
-    def cache_key(self, spec: dict[str, Any], epochs: int | None = None) -> str:
-        """The phenotype cache's key: the phenotype and what it is scored on, and the
-        epochs of a planned (multi-fidelity) training."""
-        key = self.phenotype_key(spec) + spec_key(self.objective.config())
+    def cache_key(
+        self, spec: dict[str, Any], *, epochs: int | None = None, parent: int | None = None
+    ) -> str:
+        """The phenotype cache's key: the phenotype, what it is scored on, the epochs of a
+        planned (multi-fidelity) training, and the row it inherited its weights from (so
+        it never shares an entry with a scratch one)."""
+        key = self.phenotype_key(spec) + spec_key(self.objective.config()) + self.link(parent)
         return key if epochs is None else f"{key}@{int(epochs)}"
 
-    def seed_for(self, spec: dict[str, Any], eval_id: int) -> int:
-        key = self.phenotype_key(spec)
+    def link(self, parent: int | None) -> str:
+        """What an inherited training adds to its keys: the parent row and its key."""
+        if parent is None:
+            return ""
+        digest = hashlib.sha256(f"{self.keys[parent]}#{parent}".encode()).hexdigest()
+        return f"<{digest[:16]}"
+
+    def seed_for(self, spec: dict[str, Any], eval_id: int, parent: int | None = None) -> int:
+        key = self.phenotype_key(spec) + self.link(parent)
         if self.reevaluate:
             return derive_seed(self.s.seed, key, eval_id)
         return derive_seed(self.s.seed, key)
@@ -109,10 +126,83 @@ class _Loop:
         for row in self.journal.rows():
             if row.id < self.next_id:
                 self.best = min(self.best, row.fitness)
+                planned = "rung" in row.terms and row.terms.get("epochs") is not None
+                epochs = int(row.terms["epochs"]) if planned else None
+                key = self.cache_key(row.spec, epochs=epochs, parent=self._parent_id(row))
                 if not row.cached:
-                    planned = "rung" in row.terms and row.terms.get("epochs") is not None
-                    epochs = int(row.terms["epochs"]) if planned else None
-                    self.cache[self.cache_key(row.spec, epochs)] = row
+                    self.cache[key] = row
+                self._remember(row, key)
+        self.prune_states()
+
+    def _parent_id(self, row: Row) -> int | None:
+        """The journal row ``row`` inherited from (checked: an earlier row), or None."""
+        v = row.terms.get("inherited_from")
+        if v is None:
+            return None
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        if not number or not float(v).is_integer() or not 0 <= v < row.id or v not in self.keys:
+            raise ValueError(f"row {row.id} names an invalid parent row {v!r}")
+        return int(v)
+
+    def _remember(self, row: Row, key: str) -> None:
+        """Note a committed row: its key, and for its genome the row holding the trained
+        state (a cached row's is the row it was cached from)."""
+        if self.inherit:
+            self.keys[row.id] = key
+            src = self.cache.get(key, row) if row.cached else row
+            self.trained[_genome_id(row.genome)] = src
+
+    def inheritance(
+        self, genomes: Sequence[Any], specs: Sequence[dict[str, Any]], base: int
+    ) -> tuple[list[int | None], list[Task]]:
+        """Weight inheritance: each genome's parent row, and its task (with inheritance
+        on, every task saves its state to ``states/<id>`` and an offspring starts from
+        its parent's). A parent is the row that trained the genome the strategy names;
+        one whose state is missing or invalid (not the parent spec's tensors, or not
+        finite) gives no parent: the child trains from its own initialisation, which a
+        resumed run decides the same way, since it holds the same state files."""
+        parents: list[int | None] = [None] * len(genomes)
+        if self.inherit:
+            for i, g in enumerate(self.strategy.parents(genomes)):
+                row = None if g is None else self.trained.get(_genome_id(self.space.to_json(g)))
+                if row is not None and valid_state(self._stem(row.id), row.spec):
+                    parents[i] = row.id
+        tasks = []
+        for i, (spec, parent) in enumerate(zip(specs, parents, strict=True)):
+            seed, epochs = self.seed_for(spec, base + i, parent), self.epochs_for(spec)
+            if not self.inherit:
+                tasks.append(Task(spec, seed, epochs))
+                continue
+            stem = None if parent is None else str(self._stem(parent))
+            tasks.append(Task(spec, seed, epochs, save=str(self._stem(base + i)), inherit=stem))
+        return parents, tasks
+
+    def _stem(self, eval_id: int) -> Path:
+        return rf.state_stem(self.run_dir.resolve(), eval_id)
+
+    def prune_states(self, everything: bool = False) -> None:
+        """Delete saved states no member of the population needs (the batch in flight
+        keeps its own); ``everything`` at the end of the search. Only evoae's files."""
+        folder = self.run_dir / rf.STATES_DIR
+        members = getattr(self.strategy, "population", None)
+        if not self.inherit or folder.is_symlink() or not folder.is_dir():
+            return  # a linked folder is not evoae's to empty
+        if members is None and not everything:
+            return
+        keep = set()
+        for g in () if everything else members:
+            row = self.trained.get(_genome_id(self.space.to_json(g)))
+            if row is not None:
+                keep.add(row.id)
+        for p in list(folder.iterdir()):
+            m = _STATE_FILE.match(p.name)
+            if m is None or p.is_symlink() or not p.is_file():
+                continue
+            n = int(m["id"])
+            if everything or m["tmp"] or (n < self.next_id and n not in keep):
+                p.unlink()
+        if everything and not any(folder.iterdir()):
+            folder.rmdir()
 
     def checkpoint(self) -> None:
         rf.write_json(
@@ -132,9 +222,10 @@ class _Loop:
         plans = self.strategy.plan(genomes, base) or [None] * len(genomes)
         gen = self.strategy.progress()[0]
         specs = [self.space.decode(g) for g in genomes]
+        parents, tasks_by_pos = self.inheritance(genomes, specs, base)
         keys = [
-            self.cache_key(sp, None if p is None else p.epochs)
-            for sp, p in zip(specs, plans, strict=True)
+            self.cache_key(sp, epochs=None if p is None else p.epochs, parent=parent)
+            for sp, p, parent in zip(specs, plans, parents, strict=True)
         ]
         rows: list[Row | None] = [None] * len(genomes)
         stored: set[int] = set()  # positions whose row is already in the journal
@@ -142,11 +233,21 @@ class _Loop:
         for i, (g, key) in enumerate(zip(genomes, keys, strict=True)):
             old = self.journal.get(base + i)
             if old is not None:  # written before a crash: replay, do not retrain
-                if old.genome != _jsonable(self.space.to_json(g)):
+                try:
+                    if old.genome != _jsonable(self.space.to_json(g)):
+                        raise ValueError
+                    # What it inherited is on record (its parent's state may be gone since).
+                    plan = plans[i]
+                    key = keys[i] = self.cache_key(
+                        specs[i],
+                        epochs=None if plan is None else plan.epochs,
+                        parent=self._parent_id(old),
+                    )
+                except ValueError:
                     raise EvoaeError(
                         f"journal row {base + i} does not match the resumed search: the run folder "
                         "was modified or the settings differ; start a new run"
-                    )
+                    ) from None
                 rows[i] = old
                 stored.add(i)
                 if not old.cached:
@@ -160,7 +261,10 @@ class _Loop:
             to_train.setdefault(slot, []).append(i)
         leaders = [idx[0] for idx in to_train.values()]
         dups = {idx[0]: idx[1:] for idx in to_train.values()}
-        tasks = [self._task(specs[i], base + i, plans[i]) for i in leaders]
+        tasks = [
+            tasks_by_pos[i] if plans[i] is None else self._task(specs[i], base + i, plans[i])
+            for i in leaders
+        ]
         written = 0  # rows[:written] are in the journal
 
         def flush() -> None:
@@ -174,6 +278,7 @@ class _Loop:
                     self.journal.append(row)
                     kill_point("appended")
                     self._notify_evaluated(row)
+                self._remember(row, keys[written])
                 written += 1
 
         flush()
@@ -184,6 +289,8 @@ class _Loop:
             row = self._row(
                 base + i, gen, genomes[i], specs[i], result, cached=False, seed=tasks[j].seed
             )
+            if parents[i] is not None:
+                row.terms["inherited_from"] = float(parents[i])
             kill_point("trained")
             self.trainings += 1
             rows[i] = row
@@ -204,6 +311,7 @@ class _Loop:
         live = self.strategy.live_states()
         if live is not None:  # after the checkpoint: a resume never needs what is deleted
             rf.prune_states(self.run_dir, live)
+        self.prune_states()
         for r in self.reporters:
             r.generation(self.strategy.progress()[0], self.best)
 
@@ -289,6 +397,14 @@ def _value(row: Row, name: str) -> float:
 
 def _jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x))
+
+
+def _genome_id(genome: Any) -> str:
+    return json.dumps(_jsonable(genome), sort_keys=True)
+
+
+#: A saved state evoae wrote (``states/<id>.safetensors`` / ``.json``) or its temporary file.
+_STATE_FILE = re.compile(r"^(?P<tmp>\.)?(?P<id>\d+)\.(safetensors|json)(?(tmp)\.tmp)$")
 
 
 # ---------------------------------------------------------------- entry point
@@ -420,6 +536,11 @@ def search(
     if instance is not None and instance.space is not space:
         instance.space = space  # the user's strategy searches the space of this run
     f = s.fidelity
+    if f.fidelity == "asha" and getattr(strat.options, "inherit", False):
+        raise EvoaeError(
+            "--inherit cannot be combined with --fidelity asha (a promotion continues its "
+            "own state, an offspring its parent's): drop one of them"
+        )
     if f.fidelity == "asha":  # the stored options stay the strategy's own (see Asha.around)
         strat = Asha.around(
             strat,
@@ -539,6 +660,8 @@ def _run(
             journal.set_meta("data_sha256", fingerprint)
             journal.set_meta("objective", objective.config())
         rf.write_json(run_dir / rf.SETTINGS, stored)
+        if loop.inherit:  # a run made before states/ existed does not list it yet
+            rf.add_to_manifest(run_dir, rf.STATES_DIR)
         done, total = strategy.progress()
         for r in reporters:
             r.start(total, done, stored, unit=strategy.unit, evaluations=loop.next_id)
@@ -554,6 +677,7 @@ def _run(
                 stopped = "time budget"
                 break
             loop.step(evaluator)
+        loop.prune_states(everything=True)
         result = retrain_best(
             s,
             space,

@@ -13,6 +13,9 @@ children whose tournaments all draw from the current population, so a parallel e
 always has ``batch`` candidates to train; ``batch = 1`` is the sequential algorithm.
 The published NAS runs used P = 100, S = 25 for thousands of evaluations; the defaults
 (P = 20, S = 5) suit budgets of about a hundred evaluations (the seed preset's 120).
+
+``inherit=True`` (Lamarckian): a child starts from the trained weights of the winner it
+mutates (:meth:`AgingEvolution.parents`; the search loop does the rest).
 """
 
 from __future__ import annotations
@@ -54,6 +57,12 @@ class AgingOptions:
         default_text="1/genes",
         kind=float,
     )
+    inherit: bool = option(
+        False,
+        "start each offspring from its parent's trained weights (Lamarckian; Net2Net "
+        "widening where a layer grew)",
+        legacy=False,
+    )
 
 
 class AgingEvolution(SteadyState):
@@ -74,12 +83,26 @@ class AgingEvolution(SteadyState):
         super().__init__(space, options, seed=seed)
         #: The fitness of each member.
         self.fitness: list[float] = []
+        self._parents: list[Genome] = []  # the tournament winners of the last offspring
 
     def population_fitness(self) -> list[float] | None:
         return list(self.fitness) if self.population else None
 
     def offspring(self, n: int) -> list[Genome]:
-        return [self._mutate(self.population[self._tournament()]) for _ in range(n)]
+        self._parents = []
+        children = []
+        for _ in range(n):  # tournament then mutation, one child at a time
+            parent = self.population[self._tournament()]
+            self._parents.append(parent)
+            children.append(self._mutate(parent))
+        return children
+
+    def parents(self, genomes: Sequence[Genome]) -> list[Genome | None]:
+        """An offspring's parent is the tournament winner it mutates; the random initial
+        population has none."""
+        if len(self.population) < self.options.population or len(genomes) != len(self._parents):
+            return [None] * len(genomes)
+        return list(self._parents)
 
     def _tournament(self) -> int:
         """Index of the fittest of ``sample`` members drawn without replacement."""

@@ -128,6 +128,12 @@ class Strategy(ABC):
         deletes the other saved states after each batch. None: the strategy saves none."""
         return None
 
+    def parents(self, genomes: Sequence[Genome]) -> list[Genome | None]:
+        """The parent of each genome of the last :meth:`ask`, in order (None: none):
+        with weight inheritance on, a child starts from its parent's trained weights.
+        Called between ask and tell; the default names no parents."""
+        return [None] * len(genomes)
+
     def population_fitness(self) -> list[float] | None:
         """The current population's fitness, for spread plots; None without a population."""
         return None

@@ -19,6 +19,9 @@ at a time.
 tournament: each tournament then asks for the two parents first and compares their fresh
 fitness. By default parents keep their stored fitness (the search loop's phenotype cache
 makes re-evaluation of an unchanged phenotype a no-op anyway).
+
+``inherit=True`` (Lamarckian): an offspring starts from the trained weights of its
+tournament's winner (:meth:`MicrobialGA.parents`); not with ``reevaluate``.
 """
 
 from __future__ import annotations
@@ -61,6 +64,12 @@ class MicrobialOptions:
     reevaluate: bool = option(
         False, "retrain both parents in every tournament, as the published code did"
     )
+    inherit: bool = option(
+        False,
+        "start each offspring from its parent's trained weights (Lamarckian; Net2Net "
+        "widening where a layer grew)",
+        legacy=False,
+    )
 
 
 class MicrobialGA(Strategy):
@@ -90,12 +99,18 @@ class MicrobialGA(Strategy):
         self.mutation = 1.0 / space.n_genes if mutation is None else float(mutation)
         self.concurrent = int(concurrent)
         self.reevaluate = bool(options.reevaluate)
+        if self.reevaluate and options.inherit:
+            raise EvoaeError(
+                "inherit and reevaluate do not go together: a retrained parent would "
+                "inherit from itself; choose one"
+            )
         self.population: list[Genome] = []
         self.fitness: list[float] = []
         self._tournaments = 0
         # Between ask and tell: ("init"), ("parents", pairs) or ("offspring", [(loser, child)]).
         self._pending: tuple[str, Any] | None = None
         self._reeval_pairs: list[tuple[int, int]] | None = None
+        self._winners: list[Genome] = []
 
     @property
     def done(self) -> bool:
@@ -136,13 +151,23 @@ class MicrobialGA(Strategy):
 
     def _breed(self, pairs: list[tuple[int, int]]) -> list[Genome]:
         children = []
+        winners = []
         for a, b in pairs:
             winner, loser = (a, b) if self.fitness[a] <= self.fitness[b] else (b, a)
+            winners.append(winner)
             children.append(
                 (loser, self._offspring(self.population[winner], self.population[loser]))
             )
         self._pending = ("offspring", children)
+        self._winners = [self.population[w] for w in winners]
         return [c for _, c in children]
+
+    def parents(self, genomes: Sequence[Genome]) -> list[Genome | None]:
+        """Each offspring's parent is its tournament's winner (the loser it replaces
+        only lends genes)."""
+        if self._pending is not None and self._pending[0] == "offspring":
+            return list(self._winners)
+        return [None] * len(genomes)
 
     def tell(self, genomes: Sequence[Genome], fitness: Sequence[float]) -> None:
         if self._pending is None:

@@ -82,6 +82,18 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
 
 
+def valid_state(path: str | Path, spec: dict[str, Any]) -> bool:
+    """Whether ``path`` holds a readable checkpoint of a model built from ``spec``: the
+    model's tensor names, shapes and dtypes exactly, all finite, the file no larger than
+    such a state can be (checked before reading). A saved state is untrusted input: the
+    search checks it before a child inherits from it."""
+    try:
+        _read_tensors(Path(path), build_model(spec, 0))
+    except BadState:
+        return False
+    return True
+
+
 def _read_meta(path: Path, n_params: int, seed: int | None) -> dict[str, Any]:
     meta_path = path.with_suffix(".json")
     try:
@@ -207,9 +219,9 @@ def train_rung(
     (:func:`evoae.training.evaluator.train_task` then trains from scratch to the same
     epochs, which gives the same result). ``inherit`` names a parent's checkpoint: the
     new model starts from the parent's weights wherever
-    :func:`evoae.training.inherit.inherit_state` can carry them over (its optimizer
-    starts fresh). ``result.terms["epochs"]`` records the rung's total
-    epochs.
+    :func:`evoae.training.inherit.inherit_state` can carry them over, widened
+    Net2Net-style with replicas drawn from ``seed`` (its optimizer starts fresh).
+    ``result.terms["epochs"]`` records the rung's total epochs.
     """
     t0 = time.perf_counter()
     objective = objective if objective is not None else Reconstruction()
@@ -218,7 +230,7 @@ def train_rung(
     # a promoted rung then loads its weights over that.
     model = build_model(spec, seed, init=initial_state(spec, train.x)).to(train.x.device)
     if inherit is not None and resume is None:
-        inherit_state(load_weights(inherit), model)
+        inherit_state(load_weights(inherit), model, seed)
     opt = make_optimizer(spec["optimizer"], model.parameters(), float(spec["lr"]))
     start = load_rung(resume, model, opt, seed=seed) if resume is not None else 0
     if not 0 <= start <= epochs:
