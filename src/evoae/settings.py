@@ -23,6 +23,7 @@ from evoae.objectives import OBJECTIVES
 from evoae.options import build, check, options_of, with_legacy
 from evoae.options import option as opt
 from evoae.spaces.base import OPTIMIZERS
+from evoae.spaces.dense import MAX_RATIO
 
 #: Largest side of an image after resizing, and most hidden genes or conv blocks.
 MAX_IMAGE_SIZE = 1024
@@ -131,11 +132,26 @@ class SpaceSettings:
         "split (dense family; --no-pca-seed to leave it out)",
         legacy=False,
     )
+    max_ratio: float | None = opt(
+        None,
+        "dense: widest hidden layer relative to the one before (above 1: overcomplete "
+        "layers such as 256-512-256; at most the code and input stay as given)",
+        low=0.0,
+        high=MAX_RATIO,
+        default_text="1, the published space",
+        kind=float,
+    )
     options: dict[str, Any] = opt({}, "other options of the space", cli=False, kind=dict)
 
     def space_options(self) -> dict[str, Any]:
         """Keyword options for :func:`evoae.families.make_space`."""
         out = {"max_depth": self.max_depth, **self.options}
+        if self.max_ratio is not None:
+            if self.model != "dense":
+                raise EvoaeError(
+                    f"--max-ratio applies to the dense family, not {self.model!r}: leave it out"
+                )
+            out["max_ratio"] = float(self.max_ratio)
         if self.pca_seed and FAMILIES[self.model].pca_init:
             out["pca_init"] = True
         for name in ("activations", "optimizers"):

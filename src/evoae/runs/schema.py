@@ -291,6 +291,7 @@ _SETTINGS_FIELDS: dict[str, Checker] = {
     "code_size": integer(1, MAX_WIDTH),
     "max_depth": integer(0, 4096, null=True),
     "space_options": mapping(anything(4), max_len=64),
+    "max_ratio": number(0.0, 1e3, null=True),
     "population": integer(1, 10**7),
     "generations": integer(0, 10**9),
     "deme": integer(1, 10**7),
