@@ -159,6 +159,9 @@ def test_tiny_data_fits(digits):
         ({"strategy": "cma"}, np.random.rand(30, 8), "unknown strategy 'cma'"),
         ({"objective": "nope"}, np.random.rand(30, 8), "unknown objective 'nope'"),
         ({"objective": "probe"}, np.random.rand(30, 8), r"call fit\(X, y\)"),
+        ({"fidelity": "bohb"}, np.random.rand(30, 8), "fidelity"),
+        ({"final_pbt": 1}, np.random.rand(30, 8), "final"),
+        ({"max_ratio": -1.0}, np.random.rand(30, 8), "max"),
     ],
 )
 def test_bad_parameters_are_value_errors(params, X, match):
@@ -218,3 +221,10 @@ def test_labels_feed_the_objective(digits):
     assert 0.0 <= ae.best_fitness_ <= 1.0
     with pytest.raises(evoae.EvoaeError, match=r"y must have shape \(300,\)"):
         small(objective="probe").fit(X, y[:10])
+
+
+def test_wider_space_asha_and_final_pbt(digits):
+    X, _ = digits
+    ae = small(max_ratio=2.0, fidelity="asha", final_pbt=2).fit(X)
+    assert ae.transform(X[:3]).shape == (3, 4)
+    assert ae.get_params()["fidelity"] == "asha"

@@ -96,6 +96,15 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Optimizer steps the final training takes at least (more epochs on small data).
     max_depth : int or None, default=None
         Hidden genes of the space (None: the preset's default).
+    max_ratio : float or None, default=None
+        Widest hidden layer relative to the one before (None: 1, the published space;
+        2 lets the search find overcomplete first layers).
+    fidelity : {"none", "asha"}, default="none"
+        ``asha``: asynchronous successive halving around the strategy (rungs of 1, 3
+        and 4 epochs at the same total training epochs; promotions continue their state).
+    final_pbt : int, default=0
+        Train the best architecture by population-based training of this many copies
+        (at least 2; each the full final training) instead of one retraining; 0: off.
     random_state : int, RandomState instance or None, default=None
         Seeds the split, the search and every training. An int gives the same model
         on every fit.
@@ -167,6 +176,9 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         final_epochs: int = 100,
         final_min_steps: int = 2000,
         max_depth: int | None = None,
+        max_ratio: float | None = None,
+        fidelity: str = "none",
+        final_pbt: int = 0,
         random_state: int | np.random.RandomState | None = None,
         run_dir: str | Path | None = None,
         device: str = "cpu",
@@ -184,6 +196,9 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.final_epochs = final_epochs
         self.final_min_steps = final_min_steps
         self.max_depth = max_depth
+        self.max_ratio = max_ratio
+        self.fidelity = fidelity
+        self.final_pbt = final_pbt
         self.random_state = random_state
         self.run_dir = run_dir
         self.device = device
@@ -233,6 +248,9 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 preset=self.space,
                 code_size=self.code_size,
                 max_depth=self.max_depth,
+                max_ratio=self.max_ratio,
+                fidelity=self.fidelity,
+                final_pbt=self.final_pbt,
                 strategy=self.strategy,
                 **self._strategy_settings(),
                 epochs=self.epochs,
