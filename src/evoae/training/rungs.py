@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -94,12 +95,25 @@ def valid_state(path: str | Path, spec: dict[str, Any]) -> bool:
     return True
 
 
+def _regular_size(path: Path) -> int:
+    """The size of ``path``, refused unless it is a regular file (a link to a device
+    such as ``/dev/zero`` would read forever, a named pipe would block)."""
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise BadState(f"{path} is not a regular file")
+    return st.st_size
+
+
 def _read_meta(path: Path, n_params: int, seed: int | None) -> dict[str, Any]:
     meta_path = path.with_suffix(".json")
     try:
-        if meta_path.stat().st_size > MAX_META_BYTES:
+        if _regular_size(meta_path) > MAX_META_BYTES:
             raise BadState(f"{meta_path} is too large")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        with open(meta_path, "rb") as f:  # bounded: the file may grow after the check
+            data = f.read(MAX_META_BYTES + 1)
+        if len(data) > MAX_META_BYTES:
+            raise BadState(f"{meta_path} is too large")
+        meta = json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise BadState(f"{meta_path} is unreadable ({type(e).__name__})") from None
     if not isinstance(meta, dict):
@@ -129,7 +143,7 @@ def _read_tensors(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]
     params = list(model.parameters())
     limit = 4 * sum(v.numel() * v.element_size() for v in own.values()) + MAX_META_BYTES
     try:
-        if weights.stat().st_size > limit:
+        if _regular_size(weights) > limit:
             raise BadState(f"{weights} is larger than a state of this model can be")
         with safe_open(str(weights), framework="pt") as f:
             keys = list(f.keys())
