@@ -33,6 +33,8 @@ import copy
 import hashlib
 import json
 import math
+import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,7 @@ from evoae.errors import EvoaeError
 from evoae.families import build_model
 from evoae.objectives.base import EvalSplit
 from evoae.objectives.reconstruction import evaluate
+from evoae.runs import schema
 from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
 from evoae.training.optim import make_optimizer
 from evoae.training.trainer import batch_order, initial_state
@@ -58,6 +61,8 @@ VERSION = 1
 STATE_NAME = "state.json"
 #: Weights of the checkpoint after interval k: ``weights-<k>.safetensors``.
 WEIGHTS_PATTERN = "weights-{:05d}.safetensors"
+#: Largest state.json read back (a real one is a few KiB per interval and member).
+MAX_STATE_BYTES = 16 * 1024 * 1024
 #: Batch sizes explore moves between (to a neighbour of the current one).
 BATCH_CHOICES = (16, 32, 64, 128, 256)
 #: Explore multipliers for the learning rate and beta.
@@ -249,28 +254,90 @@ def _save_state(
             old.unlink(missing_ok=True)
 
 
+#: Bounds on a checkpoint's hyperparameters (explore moves lr and beta by 0.8 / 1.2
+#: per interval; far outside these a training overflows instead of failing cleanly).
+_HPARAM = schema.number(0.0, 1e6)
+_HISTORY_ROW = schema.record(
+    {
+        "interval": schema.integer(0, 2**31),
+        "member": schema.integer(0, 2**31),
+        "epoch": schema.integer(0, 2**31),
+        "hparams": schema.mapping(_HPARAM, max_len=16),
+        "train_loss": schema.number(null=True),
+        "val_loss": schema.number(null=True),
+        "exploit": schema.integer(0, 2**31, null=True),
+        "new_hparams": schema.mapping(_HPARAM, max_len=16, null=True),
+    }
+)
+_MEMBER = schema.record(
+    {
+        "index": schema.integer(0, 2**31),
+        "seed": schema.integer(0, 2**63),
+        "hparams": schema.mapping(_HPARAM, max_len=16),
+        "val_loss": schema.number(null=True),
+        "optimizer": schema.anything(),
+        "noise": schema.boolean(),
+    }
+)
+_STATE = schema.record(
+    {
+        "format": schema.string(choices=(FORMAT,)),
+        "version": schema.integer(1, VERSION),
+        "config": schema.anything(),
+        "intervals_done": schema.integer(0, 2**31),
+        "members": schema.list_of(_MEMBER, max_len=1024),
+        "history": schema.list_of(_HISTORY_ROW),
+        "weights": schema.string(64),
+        "weights_sha256": schema.string(64),
+    }
+)
+
+
 def _load_state(folder: Path, config: dict, members: list[Member]) -> tuple[int, list]:
-    """Restore members from ``folder``; returns (intervals done, history). 0 if none."""
+    """Restore members from ``folder``; returns (intervals done, history). 0 if none.
+
+    The checkpoint is untrusted: state.json is size-capped and checked field by field,
+    the weights must be a regular file no larger than the members' states can be and
+    match the digest state.json names; anything else is a one-line error."""
     path = folder / STATE_NAME
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return 0, []
+    meta = schema.load_json(path, "PBT checkpoint", max_bytes=MAX_STATE_BYTES)
+    schema.validate(meta, _STATE, f"PBT checkpoint {path}", "delete its folder to restart")
+    name = meta["weights"]
+    wpath = folder / name
+    per_member = sum(v.numel() * v.element_size() for v in members[0].model.state_dict().values())
+    limit = len(members) * 4 * per_member + MAX_STATE_BYTES
     try:
-        meta = json.loads(path.read_text())
-        name = str(meta["weights"])
-        if Path(name).name != name:
+        if Path(name).name != name or not re.fullmatch(r"weights-\d{5}\.safetensors", name):
             raise OSError(f"bad weights file name {name!r}")
-        data = (folder / name).read_bytes()
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise EvoaeError(f"PBT checkpoint in {folder} is unreadable ({e}); delete it") from None
-    if meta.get("format") != FORMAT or hashlib.sha256(data).hexdigest() != meta.get(
-        "weights_sha256"
-    ):
+        st = wpath.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{name} is not a regular file")
+        if st.st_size > limit:
+            raise OSError(f"{name} is {st.st_size} bytes, larger than these members' states")
+        data = wpath.read_bytes()
+    except OSError as e:
+        why = " ".join(str(e.strerror or e).split())[:200]
+        raise EvoaeError(f"PBT checkpoint in {folder} is unreadable ({why}); delete it") from None
+    if hashlib.sha256(data).hexdigest() != meta["weights_sha256"]:
         raise EvoaeError(f"PBT checkpoint in {folder} is corrupt or partial; delete it to restart")
     if meta["config"] != config:
         raise EvoaeError(
             f"PBT checkpoint in {folder} was made with other settings; use the same spec, "
             "copies, epochs, ready and seed, or another folder"
         )
+    done, history = meta["intervals_done"], meta["history"]
+    copies = len(members)
+    if not 0 <= done <= math.ceil(config["epochs"] / config["ready"]) or len(history) != (
+        done * copies
+    ):
+        raise EvoaeError(
+            f"PBT checkpoint in {folder} is damaged (intervals_done {done}, "
+            f"{len(history)} history rows); delete it"
+        )
+    if any(r["interval"] >= done or r["member"] >= copies for r in history):
+        raise EvoaeError(f"PBT checkpoint in {folder} is damaged (history rows); delete it")
     try:
         tensors = load_tensors(data)
     except (SafetensorError, ValueError) as e:
@@ -278,12 +345,9 @@ def _load_state(folder: Path, config: dict, members: list[Member]) -> tuple[int,
     try:
         for m, row in zip(members, meta["members"], strict=True):
             _restore_member(m, row, tensors)
-        done, history = int(meta["intervals_done"]), list(meta["history"])
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as e:
         why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
         raise EvoaeError(f"PBT checkpoint in {folder} is damaged ({why}); delete it") from None
-    if not 0 <= done <= math.ceil(config["epochs"] / config["ready"]):
-        raise EvoaeError(f"PBT checkpoint in {folder} is damaged (intervals_done {done})")
     return done, history
 
 
