@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 from conftest import dense_spec
 
+from evoae.cli import main
 from evoae.errors import EvoaeError
 from evoae.training import Task, train_candidate
 from evoae.training.evaluator import train_task
 from evoae.training.pbt import pbt_train
 from evoae.training.rungs import BadState, load_rung, train_rung, valid_state
 from evoae.training.trainer import as_split
+
+SEARCH = ["search", "--quiet", "--limit", "200", "--population", "4", "--generations", "1"]
+SEARCH += ["--epochs", "1", "--final-epochs", "1", "--seed", "1"]
 
 
 def _data():
@@ -131,3 +136,39 @@ def test_a_damaged_pbt_checkpoint_is_a_one_line_error(tmp_path, how):
     assert "\n" not in str(e.value)
     if "device" in how:  # refused unread: /dev/zero would fill memory, a pipe block
         assert "not a regular file" in str(e.value)
+
+
+# ------------------------------------------------------------------ --overwrite and front/
+
+
+@pytest.fixture(scope="module")
+def picked(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny finished run with front member 1 exported into it (``front/1``)."""
+    run = tmp_path_factory.mktemp("wave3") / "run"
+    assert main([*SEARCH, "--out", str(run)]) == 0
+    assert main(["export", str(run), "--pick", "1", "--quiet"]) == 0
+    assert (run / "front" / "1" / "export").is_dir()
+    return run
+
+
+def test_overwrite_removes_the_front_that_export_pick_wrote(picked, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(picked, run)
+    assert main([*SEARCH, "--out", str(run), "--overwrite"]) == 0
+    assert not (run / "front").exists()
+
+
+@pytest.mark.parametrize(
+    "where", ["front/notes.txt", "front/1/notes.txt", "front/1/model/notes.txt", "front/x/a"]
+)
+def test_overwrite_refuses_a_user_file_in_front(picked, tmp_path, capsys, where):
+    run = tmp_path / "run"
+    shutil.copytree(picked, run)
+    (run / where).parent.mkdir(parents=True, exist_ok=True)
+    (run / where).write_text("mine")
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    capsys.readouterr()
+    assert main([*SEARCH, "--out", str(run), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a" in err[0] and "evoae writes" in err[0], err
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before

@@ -15,9 +15,6 @@ from evoae.export import DEFAULT_FORMAT, EXPORT_DIR, FORMATS, OPSET, OPSET_RANGE
 from evoae.finish import front_member, retrain_row
 from evoae.runs import folder as rf
 
-#: Where `--pick` and `--max-params` retrain front members, inside the run.
-FRONT_DIR = "front"
-
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -85,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
                 "choose from a run's journal"
             )
         n, row = front_member(args.run, pick=args.pick, max_params=args.max_params)
-        dest = Path(args.run) / FRONT_DIR / str(n)
-        rf.add_to_manifest(args.run, FRONT_DIR)  # evoae's: --overwrite may remove it
+        dest = Path(args.run) / rf.FRONT_DIR / str(n)
+        rf.add_to_manifest(args.run, rf.FRONT_DIR)  # evoae's: --overwrite may remove it
         source = retrain_row(args.run, row, dest)
         out = out if out is not None else dest / EXPORT_DIR
         if not args.quiet:

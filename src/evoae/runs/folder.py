@@ -11,6 +11,7 @@ Layout::
     plots/              fitness.png, reconstructions.png, ...
     summary.json        the figures the CLI prints at the end
     pbt/KEY/            the final training's PBT checkpoint (--final-pbt), one per training
+    front/N/            model/ and export/ of front member N (evoae export --pick N)
     evoae-run.json      the manifest: which of these entries evoae owns (written first)
 """
 
@@ -44,6 +45,8 @@ EXPORT_DIR = "export"
 STATES_DIR = "states"
 #: Checkpoints of the final training's population-based training (``--final-pbt``).
 PBT_DIR = "pbt"
+#: Pareto-front members retrained by ``evoae export --pick`` (``front/N/model``, ``export``).
+FRONT_DIR = "front"
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
@@ -109,7 +112,7 @@ RUN_FILES = (
     PBT_DIR,
 )
 #: Everything evoae writes in a run folder; --overwrite removes these and nothing else.
-ARTIFACTS = (*RUN_FILES, REPORT, EXPORT_DIR)
+ARTIFACTS = (*RUN_FILES, REPORT, EXPORT_DIR, FRONT_DIR)
 #: The longest file-name component most file systems accept (bytes).
 NAME_MAX = 255
 _PROBE = ".evoae-write-test"
@@ -205,6 +208,21 @@ def _check_subfolder(folder: Path, name: str) -> None:
                     "first, or choose another --out"
                 )
             _check_files(child, files)
+        return
+    if name == FRONT_DIR:
+        for child in (folder / name).iterdir():
+            if child.is_symlink() or not child.is_dir() or not child.name.isdigit():
+                raise EvoaeError(
+                    f"{child} is not a folder evoae writes: move it out of the run folder "
+                    "first, or choose another --out"
+                )
+            for part in child.iterdir():
+                if part.name not in (MODEL_DIR, EXPORT_DIR) or part.is_symlink():
+                    raise EvoaeError(
+                        f"{part} is not a folder evoae writes: move it out of the run "
+                        "folder first, or choose another --out"
+                    )
+                _check_files(part, _SUBFOLDER_FILES[part.name])
         return
     _check_files(folder / name, _SUBFOLDER_FILES.get(name))
 
