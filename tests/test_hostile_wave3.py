@@ -172,3 +172,61 @@ def test_overwrite_refuses_a_user_file_in_front(picked, tmp_path, capsys, where)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a" in err[0] and "evoae writes" in err[0], err
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
+
+
+# ------------------------------------------------------------------ options that would do nothing
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--min-epochs", "2"], "--min-epochs only applies with --fidelity asha"),
+        (["--eta", "2"], "--eta only applies with --fidelity asha"),
+        (["--max-epochs", "8"], "--max-epochs only applies with --fidelity asha"),
+        (["--epoch-budget", "50"], "--epoch-budget only applies with --fidelity asha"),
+        (["--final-pbt-ready", "3"], "--final-pbt-ready only applies with --final-pbt"),
+        # A budget below one first-rung training evaluated nothing and then told the user
+        # to resume a run that could never evaluate anything either.
+        (
+            ["--fidelity", "asha", "--min-epochs", "2", "--epoch-budget", "1"],
+            "cannot pay for one first-rung training",
+        ),
+        (
+            ["--fidelity", "asha", "--strategy", "random", "--evaluations", "1"]
+            + ["--min-epochs", "2", "--max-epochs", "4"],
+            "cannot pay for one first-rung training",
+        ),
+    ],
+)
+def test_an_option_that_would_do_nothing_is_refused(tmp_path, capsys, flags, fragment):
+    out = tmp_path / "never"
+    capsys.readouterr()
+    base = ["search", "--quiet", "--limit", "200", "--epochs", "1", "--final-epochs", "1"]
+    rc = main([*base, *flags, "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and fragment in err[0], err
+    assert not out.exists(), "nothing is written for a refused setting"
+
+
+def test_asha_options_on_resume_of_a_run_without_asha(picked, capsys):
+    before = (picked / "settings.json").read_bytes()
+    for flags in (["--epoch-budget", "100"], ["--final-pbt-ready", "3"]):
+        assert main(["search", "--quiet", "--resume", str(picked), *flags]) == 2
+        assert "only applies with" in capsys.readouterr().err
+    assert (picked / "settings.json").read_bytes() == before
+
+
+def test_switching_the_feature_off_explicitly_keeps_its_options_usable(tmp_path):
+    base = ["search", "--quiet", "--limit", "200", "--population", "4", "--generations", "1"]
+    base += ["--epochs", "1", "--final-epochs", "1"]
+    flags = [
+        "--fidelity",
+        "none",
+        "--min-epochs",
+        "2",
+        "--final-pbt",
+        "0",
+        "--final-pbt-ready",
+        "3",
+    ]
+    assert main([*base, *flags, "--out", str(tmp_path / "run")]) == 0

@@ -508,6 +508,7 @@ def search(
         if obj_instance is not None:
             s.training.objective = obj_instance.name
     s.validate()
+    s.refuse_ignored(settings)
     resolve_device(s.execution.device)
     if resume and data is None and s.data.dataset.startswith("<"):
         raise EvoaeError(

@@ -364,6 +364,25 @@ class SearchSettings:
         if self.fidelity.fidelity == "asha":
             self._check_asha()
 
+    def refuse_ignored(self, given: dict[str, Any]) -> None:
+        """Refuse options the user set (``given``, flat names) that these settings would
+        silently ignore: ASHA's without ``--fidelity asha``, ``--final-pbt-ready``
+        without ``--final-pbt``. Turning the switch off explicitly (``--fidelity none``,
+        ``--final-pbt 0``) keeps the rest of a command line usable."""
+        if self.fidelity.fidelity != "asha" and given.get("fidelity") is None:
+            for key in ("min_epochs", "eta", "max_epochs", "epoch_budget"):
+                if given.get(key) is not None:
+                    raise EvoaeError(
+                        f"--{key.replace('_', '-')} only applies with --fidelity asha: add "
+                        "--fidelity asha or leave it out"
+                    )
+        ready = given.get("final_pbt_ready") is not None
+        if self.training.final_pbt == 0 and ready and given.get("final_pbt") is None:
+            raise EvoaeError(
+                "--final-pbt-ready only applies with --final-pbt N (N >= 2): add --final-pbt "
+                "or leave it out"
+            )
+
     def _check_asha(self) -> None:
         f, ex = self.fidelity, self.execution
         rung_epochs(f.min_epochs, f.eta, f.max_epochs)

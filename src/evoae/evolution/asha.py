@@ -242,6 +242,12 @@ class Asha(Strategy):
                     "budget with --epoch-budget"
                 )
             epoch_budget = n * int(epochs)
+        if epoch_budget < sh.rungs[0]:
+            raise EvoaeError(
+                f"an epoch budget of {epoch_budget} cannot pay for one first-rung training "
+                f"({sh.rungs[0]} epochs): raise --epoch-budget (or the strategy's budget) or "
+                "lower --min-epochs"
+            )
         user = inner.options
         if rebuild:
             most = -(-int(epoch_budget) // sh.rungs[0])  # rung-0 trainings the budget allows
