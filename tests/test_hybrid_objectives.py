@@ -98,6 +98,9 @@ def test_float_labels_must_be_whole_numbers():
         Probe().check_labels(ok + 0.5)
     with pytest.raises(EvoaeError, match="non-integer values"):
         KNN().check_labels(np.array([0.0, 1.0, np.nan] * 4))
+    # A continuous target that data loading encoded as classes: one class per row.
+    with pytest.raises(EvoaeError, match="not a continuous target"):
+        Probe().check_labels(np.arange(200))
 
 
 def test_scores_are_sane_and_seeded(trained):

@@ -102,6 +102,11 @@ def _check_classes(labels: np.ndarray, folds: int) -> np.ndarray:
     _, counts = np.unique(labels, return_counts=True)
     if len(counts) < 2:
         raise EvoaeError("a classifier objective needs at least two classes in the labels")
+    if len(counts) > max(20, len(labels) // 2):
+        raise EvoaeError(
+            f"the labels hold {len(counts)} distinct values for {len(labels)} rows: a "
+            "classifier objective needs class labels, not a continuous target; bin them"
+        )
     if len(labels) < 2 * folds:
         raise EvoaeError(
             f"{len(labels)} labelled rows are too few for {folds}-fold cross-validation"
