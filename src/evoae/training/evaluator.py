@@ -54,33 +54,21 @@ def train_task(task: Task, train: EvalSplit, val: EvalSplit, objective: Objectiv
             task.spec, train, val, epochs=task.epochs, seed=task.seed, objective=objective
         )
         return result
+    common: dict[str, Any] = dict(
+        epochs=task.epochs,
+        seed=task.seed,
+        objective=objective,
+        save=task.save,
+        inherit=task.inherit,
+    )
     try:
-        result, _ = train_rung(
-            task.spec,
-            train,
-            val,
-            epochs=task.epochs,
-            seed=task.seed,
-            objective=objective,
-            resume=task.resume,
-            save=task.save,
-            inherit=task.inherit,
-        )
+        result, _ = train_rung(task.spec, train, val, resume=task.resume, **common)
     except BadState:
         if task.resume is None:
             raise
         # Continuing replays the batches of an uninterrupted training, so training from
         # scratch to the same epochs with the same seed gives the same result.
-        result, _ = train_rung(
-            task.spec,
-            train,
-            val,
-            epochs=task.epochs,
-            seed=task.seed,
-            objective=objective,
-            save=task.save,
-            inherit=task.inherit,
-        )
+        result, _ = train_rung(task.spec, train, val, **common)
     return result
 
 
