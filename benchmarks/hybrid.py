@@ -45,11 +45,11 @@ import torch
 
 from evoae.data import load_dataset, load_test_dataset, seed_split
 from evoae.families import build_model
+from evoae.families.dense.space import dense_preset
 from evoae.models import count_params
 from evoae.objectives import EvalSplit
 from evoae.objectives.probe import Probe, model_codes
 from evoae.objectives.reconstruction import evaluate
-from evoae.spaces.dense import dense_preset
 from evoae.training.es import fake_quant, openai_es, quantize_model_, quantized_finetune
 from evoae.training.pbt import pbt_train
 from evoae.training.trainer import batch_order, fit, train_candidate

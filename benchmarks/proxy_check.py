@@ -85,7 +85,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/proxy_check.json")
     args = p.parse_args()
-    from evoae.spaces import DenseSpace
+    from evoae.families.dense.space import DenseSpace
 
     budgets = sorted(args.budgets)
     input_dim = 64 if args.dataset == "digits" else 256

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from evoae.data import load_dataset
+from evoae.families.conv.space import CONV_ACTIVATIONS
+from evoae.families.dense.space import dense_preset
 from evoae.loop import search
-from evoae.spaces.conv import CONV_ACTIVATIONS
-from evoae.spaces.dense import dense_preset
 from evoae.training.evaluator import Evaluator, SequentialEvaluator, Task
 from evoae.training.population import PopulationEvaluator, stack_flops
 

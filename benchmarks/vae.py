@@ -30,9 +30,9 @@ from torch import nn
 import evoae
 from evoae.data import load_dataset, load_test_dataset
 from evoae.families import build_model
+from evoae.families.conv.model import vae_terms
 from evoae.models import count_params
 from evoae.models.base import ModelOutput
-from evoae.models.conv import vae_terms
 from evoae.training.trainer import evaluate, fit
 
 #: ../shared/data relative to the repository root (never an absolute path).

@@ -85,7 +85,7 @@ def test_a_promoted_candidate_continues_from_its_weights_and_optimizer(tmp_path,
 
 
 def test_a_pca_seeded_rung_starts_at_pca_like_a_plain_training():
-    from evoae.spaces import DenseSpace
+    from evoae.families.dense.space import DenseSpace
 
     spec = DenseSpace(16, 2, pca_init=True).pca_spec()
     g = torch.Generator().manual_seed(0)

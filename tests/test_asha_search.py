@@ -19,11 +19,11 @@ from evoae.cli import main
 from evoae.errors import EvoaeError
 from evoae.evolution import make_strategy
 from evoae.evolution.asha import Asha
+from evoae.families.dense.space import DenseSpace
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal
 from evoae.runs.killpoints import ENV
 from evoae.settings import SearchSettings
-from evoae.spaces import DenseSpace
 from evoae.training import Task, train_candidate
 from evoae.training.evaluator import train_task
 from evoae.training.rungs import BadState, load_rung, train_rung

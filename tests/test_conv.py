@@ -13,9 +13,9 @@ from evoae import EvoaeError, load_model, save_model, search
 from evoae.cli import main as cli_main
 from evoae.data import Dataset, load_dataset
 from evoae.families import build_model, make_space, space_from_config
-from evoae.models.conv import LOGVAR_BOUND, vae_terms
+from evoae.families.conv.model import LOGVAR_BOUND, vae_terms
+from evoae.families.conv.space import ConvSpace
 from evoae.runs.journal import Journal
-from evoae.spaces.conv import ConvSpace
 from evoae.training.trainer import evaluate, fit
 
 SHAPES = [(1, 4, 4), (1, 5, 7), (1, 8, 8), (1, 16, 16), (1, 28, 28), (3, 32, 32)]

@@ -7,9 +7,9 @@ import torch
 from conftest import dense_spec
 from safetensors.torch import load_file, save_file
 
-from evoae.families import build_model
+from evoae.families import build_model, inherit_state
+from evoae.models.base import copy_matching
 from evoae.training import train_candidate
-from evoae.training.inherit import copy_matching, inherit_weights
 from evoae.training.rungs import train_rung, valid_state
 
 
@@ -20,7 +20,7 @@ def test_an_inherited_offspring_computes_what_its_parent_did():
     parent.eval()
     same = build_model(spec, seed=99).eval()  # another seed: other initial weights
     assert not torch.equal(same(x).recon, parent(x).recon)
-    assert len(inherit_weights(parent, same)) == len(parent.state_dict())
+    assert len(inherit_state(parent.state_dict(), same)) == len(parent.state_dict())
     assert torch.equal(same(x).recon, parent(x).recon)
     # The same-shape copy leaves a grown second layer its own weights; the first layer is
     # inherited. inherit_weights widens the grown layer instead (Net2Net, tested below).
@@ -28,7 +28,7 @@ def test_an_inherited_offspring_computes_what_its_parent_did():
     copied = copy_matching(parent.state_dict(), grown)
     first = next(iter(parent.state_dict()))
     assert first in copied and len(copied) < len(parent.state_dict())
-    assert len(inherit_weights(parent, grown)) == len(parent.state_dict())
+    assert len(inherit_state(parent.state_dict(), grown)) == len(parent.state_dict())
 
 
 def _trained(spec: dict, x: torch.Tensor) -> torch.nn.Module:
@@ -42,12 +42,12 @@ def test_a_widened_child_computes_what_its_parent_did(acts):
     x = torch.rand(64, 64, generator=torch.Generator().manual_seed(0))
     parent = _trained(dense_spec(hidden=[[16, acts[0]], [8, acts[1]]]), x)
     child = build_model(dense_spec(hidden=[[40, acts[0]], [13, acts[1]]]), seed=5).eval()
-    copied = inherit_weights(parent, child, seed=3)
+    copied = inherit_state(parent.state_dict(), child, seed=3)
     assert len(copied) == len(child.state_dict())
     torch.testing.assert_close(child(x).recon, parent(x).recon, rtol=1e-5, atol=1e-6)
     # The replicas are drawn from the seed: the same seed, the same child.
     again = build_model(child.spec, seed=6)
-    inherit_weights(parent, again, seed=3)
+    inherit_state(parent.state_dict(), again, seed=3)
     assert all(
         torch.equal(a, b)
         for a, b in zip(child.state_dict().values(), again.state_dict().values(), strict=True)
@@ -60,13 +60,13 @@ def test_a_narrowed_or_deeper_child_keeps_its_own_weights_there():
     # The second layer narrowed: both of its sides (and their mirrors) keep the child's init.
     child = build_model(dense_spec(hidden=[[20, "relu"], [6, "relu"]]), seed=5)
     before = {k: v.clone() for k, v in child.state_dict().items()}
-    copied = set(inherit_weights(parent, child))
+    copied = set(inherit_state(parent.state_dict(), child))
     assert copied == {"encoder.0.weight", "encoder.0.bias", "decoder.4.weight", "decoder.4.bias"}
     for name in set(before) - copied:
         assert torch.equal(child.state_dict()[name], before[name])
     # Another depth: only what matches by name and shape.
     deeper = build_model(dense_spec(hidden=[[16, "relu"], [8, "relu"], [6, "relu"]]), seed=5)
-    assert set(inherit_weights(parent, deeper)) == {
+    assert set(inherit_state(parent.state_dict(), deeper)) == {
         f"encoder.{i}.{t}" for i in (0, 2) for t in ("weight", "bias")
     }
 

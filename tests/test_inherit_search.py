@@ -13,11 +13,11 @@ import pytest
 
 from evoae.errors import EvoaeError
 from evoae.evolution import make_strategy
+from evoae.families.dense.space import DenseSpace
 from evoae.loop import search
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal
 from evoae.runs.killpoints import ENV
-from evoae.spaces import DenseSpace
 
 SMALL = dict(limit=300, epochs=1, final_epochs=1, min_steps=0, final_min_steps=0, executor="inline")
 AGING = ["--strategy", "aging", "--evaluations", "10", "--batch", "2", "--population", "4"]

@@ -10,7 +10,7 @@ import pytest
 
 from evoae.errors import EvoaeError
 from evoae.evolution import MicrobialGA
-from evoae.spaces import DenseSpace
+from evoae.families.dense.space import DenseSpace
 
 #: Ten continuous hidden genes make every sampled genome unique, so a genome names its
 #: population slot; 13 genes in all.

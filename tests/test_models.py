@@ -14,10 +14,11 @@ from torch import nn
 from evoae.data import load_dataset, random_split
 from evoae.errors import EvoaeError
 from evoae.families import build_model
+from evoae.families.dense.model import DenseAutoencoder
+from evoae.families.dense.space import DenseSpace, dense_preset
 from evoae.families.io import load_model, read_model_json, save_model, weights_equal
-from evoae.models import DenseAutoencoder, ModelOutput, count_params
+from evoae.models import ModelOutput, count_params
 from evoae.models.layers import activation
-from evoae.spaces import DenseSpace, dense_preset
 from evoae.training import evaluate, fit, train_candidate
 from evoae.training.trainer import batch_order
 

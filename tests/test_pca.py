@@ -20,11 +20,11 @@ import evoae
 from evoae.cli import main
 from evoae.data import Dataset
 from evoae.evolution import MicrobialGA, RandomSearch
+from evoae.families.dense.space import DenseSpace, dense_preset
 from evoae.models.pca import pca_basis, pca_val_loss
 from evoae.runs.journal import Journal
 from evoae.runs.killpoints import ENV
 from evoae.settings import SearchSettings
-from evoae.spaces.dense import DenseSpace, dense_preset
 from evoae.training import SequentialEvaluator, Task, train_candidate
 from evoae.training.budget import epochs_for, steps_per_epoch
 from evoae.training.population import PopulationEvaluator

@@ -12,11 +12,11 @@ import evoae.training.population as population
 from evoae.data import load_dataset
 from evoae.execution import make_evaluator
 from evoae.families import build_model
+from evoae.families.conv.stack import ConvStack
+from evoae.families.dense.space import dense_preset
+from evoae.families.dense.stack import DenseStack, plan_stacks, stack_bytes, stack_flops
 from evoae.loop import search
 from evoae.models import count_params
-from evoae.models.stack_conv import ConvStack
-from evoae.models.stack_dense import DenseStack, plan_stacks, stack_bytes, stack_flops
-from evoae.spaces.dense import dense_preset
 from evoae.training.evaluator import Task
 from evoae.training.population import (
     PopulationEvaluator,

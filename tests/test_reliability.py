@@ -24,12 +24,13 @@ import pytest
 
 from evoae.cli import main
 from evoae.errors import EvoaeError
+from evoae.families import check_spec as validate_spec
 from evoae.loop import search
 from evoae.runs import folder as rf
 from evoae.runs import lock as run_lock
 from evoae.runs.journal import Journal
 from evoae.runs.manifest import MANIFEST, add_to_manifest, read_manifest
-from evoae.runs.schema import validate_checkpoint, validate_spec
+from evoae.runs.schema import validate_checkpoint
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY: dict[str, Any] = dict(limit=300, population=4, generations=2, epochs=1, final_epochs=1)

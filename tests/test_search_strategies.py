@@ -17,12 +17,14 @@ from evoae.cli import main
 from evoae.errors import EvoaeError
 from evoae.evolution import make_strategy
 from evoae.evolution.nsga2 import crowding, nondominated_sort
+from evoae.families.conv.space import ConvSpace
+from evoae.families.dense.space import DenseSpace, dense_preset
 from evoae.finish import front_member, retrain_row
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal
 from evoae.runs.killpoints import ENV
 from evoae.runs.reader import pareto_front, read_run
-from evoae.spaces import Choice, ConvSpace, DenseSpace, Float, Int, Parts, dense_preset
+from evoae.spaces import Choice, Float, Int, Parts
 
 COMMON = ["--dataset", "digits", "--limit", "300", "--epochs", "1", "--final-epochs", "1"]
 #: strategy -> its options for a small run (batches of 2: a kill can split a batch).

@@ -12,14 +12,15 @@ from evoae.data import Dataset
 from evoae.errors import EvoaeError
 from evoae.families import FAMILIES as SPACE_FACTORIES
 from evoae.families import make_space, space_from_config
-from evoae.spaces import (
+from evoae.families.dense.space import (
     ACTIVATIONS,
-    OPTIMIZERS,
+    DEFAULT_LR,
+    SEED_ACTIVATIONS,
+    SEED_OPTIMIZERS,
     DenseSpace,
     dense_preset,
-    spec_key,
 )
-from evoae.spaces.dense import DEFAULT_LR, SEED_ACTIVATIONS, SEED_OPTIMIZERS
+from evoae.spaces import OPTIMIZERS, spec_key
 
 
 def raises_one_line(fn, *fragments: str) -> str:

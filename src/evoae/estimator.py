@@ -41,8 +41,8 @@ from evoae.data.preprocess import tabular_record
 from evoae.data.tabular import encode_labels
 from evoae.errors import EvoaeError
 from evoae.evolution import strategy_class
+from evoae.families import build_model
 from evoae.loop import search
-from evoae.models.dense import DenseAutoencoder
 from evoae.models.pca import pca_basis
 from evoae.objectives import make_objective
 
@@ -272,9 +272,8 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.pca_refit_ = _all_linear(spec)
         if self.pca_refit_:
             spec = {**spec, "hidden": [], "init": "pca"}
-            self.model_ = DenseAutoencoder(spec)
-            self.model_.init_from_pca(pca_basis(scaled, int(self.code_size)))
-            self.model_.eval()
+            basis = pca_basis(scaled, int(self.code_size))
+            self.model_ = build_model(spec, 0, init=basis).eval()
         self.best_genome_ = result.best_genome
         self.best_spec_ = spec
         self.best_fitness_ = float(result.best_fitness)

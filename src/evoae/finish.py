@@ -21,6 +21,7 @@ from torch import nn
 from evoae.data import Splits
 from evoae.errors import EvoaeError
 from evoae.families import describe, get_family, space_from_config
+from evoae.families import fallback as family_fallback
 from evoae.families.io import save_model
 from evoae.models import count_params
 from evoae.models.pca import pca_val_loss
@@ -156,21 +157,22 @@ def retrain_best(
     family = get_family(spec["family"])
     pca_loss = _pca_loss(splits, s.space.code_size) if family.loss_label == "MSE" else None
     fallback: dict[str, Any] = {}
+    linear = family_fallback(space)
     if (
         pca_loss is not None
         and s.training.pca_fallback
         and objective.model_loss
-        and hasattr(space, "pca_spec")
+        and linear is not None
         and final_result.val_loss is not None
         and final_result.val_loss > pca_loss * (1 + FALLBACK_RTOL)
     ):
         worse, searched = final_result.val_loss, spec
-        pca_spec = space.pca_spec()  # type: ignore[attr-defined]
+        pca_genome, pca_spec = linear
         done = Trained(final_result, model, pbt) if spec == pca_spec else None
         final_result, model, pbt = _pca_model(
             s, pca_spec, train, val, objective, phenotype_key, done, run_dir=run_dir
         )
-        genome = space.pca_genome()  # type: ignore[attr-defined]
+        genome = pca_genome
         spec = pca_spec
         # The returned model's own search row (the PCA seed's), when the search had one.
         best = _row_of(journal, pca_spec) or best

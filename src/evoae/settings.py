@@ -19,11 +19,11 @@ from evoae.errors import EvoaeError
 from evoae.evolution.asha import rung_epochs
 from evoae.execution import EXECUTORS
 from evoae.families import FAMILIES
+from evoae.families.dense.space import MAX_RATIO
 from evoae.objectives import OBJECTIVES
 from evoae.options import build, check, options_of, with_legacy
 from evoae.options import option as opt
 from evoae.spaces.base import OPTIMIZERS
-from evoae.spaces.dense import MAX_RATIO
 
 #: Largest side of an image after resizing, and most hidden genes or conv blocks.
 MAX_IMAGE_SIZE = 1024

@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: Optimizer order inside a stack, so that each rule owns one contiguous slice (every
+#: name of :data:`evoae.spaces.base.OPTIMIZERS`).
+OPT_ORDER = {"adam": 0, "adamw": 1, "sgd": 2}
+
 _ACTIVATIONS: dict[str, type[nn.Module] | None] = {
     "linear": None,
     "relu": nn.ReLU,
@@ -14,6 +18,10 @@ _ACTIVATIONS: dict[str, type[nn.Module] | None] = {
     "gelu": nn.GELU,
     "leaky_relu": nn.LeakyReLU,
 }
+
+
+#: Every activation name a layer can be built with.
+ACTIVATION_NAMES = (*_ACTIVATIONS, "softmax")
 
 
 def activation(name: str) -> nn.Module:

@@ -7,12 +7,12 @@ along channels: member ``m`` owns channels ``[m * C, (m + 1) * C)`` of every fea
 each convolution and transposed convolution is one grouped call with ``groups =
 members``, batch norm is one call over the stacked channels (its statistics are
 per channel, hence per member), and the dense layers are batched products
-(``torch.baddbmm``) as in :mod:`evoae.models.stack_dense`. Activations, optimizer,
+(``torch.baddbmm``) as in :mod:`evoae.families.dense.stack`. Activations, optimizer,
 learning rate, KL weight and seed stay per member. Members of different structures go
 to different stacks (:func:`conv_stack_key`); nothing is padded.
 
 Each member sees its own batch order and its own reparameterisation noise, drawn from a
-generator seeded exactly as :class:`evoae.models.conv.ConvAutoencoder` seeds its own
+generator seeded exactly as :class:`evoae.families.conv.model.ConvAutoencoder` seeds its own
 (training: one running generator; evaluation: a fresh one per forward call), so a
 member's training agrees with :func:`evoae.training.trainer.train_candidate` to float32
 tolerance. The training loop, failure handling and optimizer are those of
@@ -28,15 +28,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from evoae.models.base import count_params
-from evoae.models.conv import (
+from evoae.families.conv.model import (
     LOGVAR_BOUND,
     ConvAutoencoder,
     conv_out_side,
     soft_clamp,
     vae_terms,
 )
-from evoae.models.stack_dense import OPT_ORDER
+from evoae.models.base import count_params
+from evoae.models.layers import OPT_ORDER
 
 
 def conv_stack_key(spec: dict[str, Any]) -> tuple[Any, ...]:

@@ -20,7 +20,7 @@ Validity rule (repair at decode time): every convolution uses "same" padding ``k
 stride-1 block keeps the map size and a stride-2 block maps a side ``s`` to ``ceil(s / 2)``.
 A stride-2 block whose input map has a side below :data:`MIN_DOWNSAMPLE_SIDE` (4) is decoded
 as stride 1, so the smallest map is 2x2 and any genome fits any image of at least
-:data:`MIN_SIDE` x :data:`MIN_SIDE` pixels. The decoder (see :mod:`evoae.models.conv`)
+:data:`MIN_SIDE` x :data:`MIN_SIDE` pixels. The decoder (see :mod:`evoae.families.conv.model`)
 undoes each block with a transposed convolution whose ``output_padding`` restores the
 exact side (28 -> 14 -> 7 -> 4 is inverted as 4 -> 7 -> 14 -> 28), so the output shape
 always equals the input shape.
@@ -38,8 +38,17 @@ from typing import Any
 import numpy as np
 
 from evoae.errors import EvoaeError
-from evoae.spaces.base import OPTIMIZERS, Choice, Float, Gene, Genome, Int, Parts, Space
-from evoae.spaces.dense import _check_names
+from evoae.spaces.base import (
+    OPTIMIZERS,
+    Choice,
+    Float,
+    Gene,
+    Genome,
+    Int,
+    Parts,
+    Space,
+    check_names,
+)
 
 CONV_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")
 KERNELS = (3, 5)
@@ -123,9 +132,9 @@ class ConvSpace(Space):
         _check_range("dense width", dense_range, integer=True)
         _check_range("learning-rate", lr_range)
         _check_range("beta", beta_range)
-        _check_names("activation", activations, CONV_ACTIVATIONS)
-        _check_names("optimizer", optimizers, OPTIMIZERS)
-        _check_names("stride", [str(s) for s in strides], [str(s) for s in STRIDES])
+        check_names("activation", activations, CONV_ACTIVATIONS)
+        check_names("optimizer", optimizers, OPTIMIZERS)
+        check_names("stride", [str(s) for s in strides], [str(s) for s in STRIDES])
         if recon_loss not in RECON_LOSSES:
             raise EvoaeError(
                 f"unknown reconstruction loss {recon_loss!r}: choose {' or '.join(RECON_LOSSES)}"

@@ -1,15 +1,21 @@
-"""The convolutional families: CNN-VAEs (``conv-vae``) and plain conv autoencoders."""
+"""The convolutional families: CNN-VAEs (``conv-vae``) and plain conv autoencoders.
+
+The folder holds both: :mod:`.space` (genes, decoding, presets), :mod:`.model` (the
+torch module), :mod:`.stack` (its stacked population form), :mod:`.schema` (what a
+model file's spec may say) and :mod:`.plots` (latent walks and maps).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from evoae.families.conv.model import ConvAutoencoder
+from evoae.families.conv.plots import latent_plots
+from evoae.families.conv.schema import CONV_SPEC, conv_params
+from evoae.families.conv.space import ConvSpace, conv_ae_space, conv_vae_space, describe_conv
+from evoae.families.conv.stack import ConvStack, conv_stack_bytes, plan_conv_stacks
 from evoae.families.registry import Family, Stacker
-from evoae.models.conv import ConvAutoencoder
-from evoae.models.stack_conv import ConvStack, conv_stack_bytes, plan_conv_stacks
-from evoae.plots.latent import latent_plots
-from evoae.spaces.conv import ConvSpace, conv_ae_space, conv_vae_space, describe_conv
 
 
 def _plots(model: Any, splits: Any, plots_dir: str | Path) -> list[Path]:
@@ -34,6 +40,8 @@ CONV_VAE = Family(
     stacker=_STACKER,
     plots=(_plots,),
     loss_label="negative ELBO, nats per image",
+    check_spec=CONV_SPEC,
+    spec_params=conv_params,
 )
 CONV_AE = Family(
     name="conv-ae",
@@ -46,4 +54,6 @@ CONV_AE = Family(
     stacker=_STACKER,
     plots=(_plots,),
     loss_label="MSE",
+    check_spec=CONV_SPEC,
+    spec_params=conv_params,
 )

@@ -1,10 +1,11 @@
 """Weight inheritance (Lamarckian): an offspring starts from its parent's trained weights.
 
-:func:`inherit_state` is what a training with a parent calls. For the dense family it
-widens the parent Net2Net-style (Chen et al., ICLR 2016) where the child's hidden layers
-grew; everywhere else (the conv family, a dense child of another depth) it copies every
-tensor whose name and shape the child shares and keeps the child's own initialisation
-elsewhere (:func:`copy_matching`).
+:func:`inherit_state` is the dense family's ``inherit`` hook, which a training with a
+parent calls (:func:`evoae.families.inherit_state`). It widens the parent Net2Net-style
+(Chen et al., ICLR 2016) where the child's hidden layers grew; for a dense child of
+another depth it copies every tensor whose name and shape the child shares and keeps the
+child's own initialisation elsewhere (:func:`evoae.models.base.copy_matching`, what
+families without a hook, such as conv, get).
 
 Net2Net widening of the dense symmetric autoencoder: each hidden layer of the encoder
 and each mirrored hidden layer of the decoder is its own set of units. Where the child's
@@ -32,12 +33,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from evoae.models.dense import DenseAutoencoder
-
-
-def inherit_weights(parent: nn.Module, child: nn.Module, seed: int = 0) -> list[str]:
-    """Start ``child`` from ``parent``'s weights (see the module); returns the tensors set."""
-    return inherit_state(parent.state_dict(), child, seed)
+from evoae.families.dense.model import DenseAutoencoder
+from evoae.models.base import copy_matching
 
 
 def inherit_state(theirs: dict[str, torch.Tensor], child: nn.Module, seed: int = 0) -> list[str]:
@@ -48,18 +45,6 @@ def inherit_state(theirs: dict[str, torch.Tensor], child: nn.Module, seed: int =
         if widened is not None:
             return widened
     return copy_matching(theirs, child)
-
-
-def copy_matching(theirs: dict[str, torch.Tensor], child: nn.Module) -> list[str]:
-    """Copy tensors of a parent's state dict into the child where name and shape match."""
-    copied = []
-    with torch.no_grad():
-        for name, tensor in child.state_dict().items():
-            src = theirs.get(name)
-            if src is not None and src.shape == tensor.shape:
-                tensor.copy_(src.to(tensor.device, tensor.dtype))
-                copied.append(name)
-    return copied
 
 
 def _linears(seq: nn.Sequential, prefix: str) -> list[tuple[str, nn.Linear]]:

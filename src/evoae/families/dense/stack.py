@@ -17,16 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from evoae.families.dense.model import DenseAutoencoder
 from evoae.models.base import count_params
-from evoae.models.dense import DenseAutoencoder
-from evoae.models.layers import activation
+from evoae.models.layers import OPT_ORDER, activation
 
 #: Rows scored per forward pass in the memory estimate of planning.
 EVAL_ROWS = 2048
 #: Activations with ``f(0) == 0``: padded units need no mask after them.
 _ZERO_AT_ZERO = frozenset({"linear", "relu", "tanh", "elu", "gelu", "leaky_relu", "softmax"})
-#: Optimizer order inside a stack, so that each rule owns one contiguous slice.
-OPT_ORDER = {"adam": 0, "adamw": 1, "sgd": 2}  # every name of evoae.spaces.base.OPTIMIZERS
 #: Float32 tensors alive per activation element in a training step (z, y, their grads,
 #: the activation's own temporaries), for the memory estimate.
 _ACT_COPIES = 6

@@ -40,7 +40,16 @@ from typing import Any
 import numpy as np
 
 from evoae.errors import EvoaeError
-from evoae.spaces.base import OPTIMIZERS, Choice, Float, Gene, Genome, Parts, Space
+from evoae.spaces.base import (
+    OPTIMIZERS,
+    Choice,
+    Float,
+    Gene,
+    Genome,
+    Parts,
+    Space,
+    check_names,
+)
 
 SEED_ACTIVATIONS = ("tanh", "softmax", "relu", "sigmoid", "linear")
 EXTRA_ACTIVATIONS = ("elu", "gelu", "leaky_relu")
@@ -117,8 +126,8 @@ class DenseSpace(Space):
             )
         if max_depth < 0:
             raise EvoaeError(f"max depth must be 0 or more, got {max_depth}")
-        _check_names("activation", activations, ACTIVATIONS)
-        _check_names("optimizer", optimizers, OPTIMIZERS)
+        check_names("activation", activations, ACTIVATIONS)
+        check_names("optimizer", optimizers, OPTIMIZERS)
         try:
             lo, hi = (float(v) for v in lr_range)
         except (TypeError, ValueError):
@@ -281,16 +290,6 @@ def is_pca_shape(spec: dict[str, Any]) -> bool:
     """No hidden layer, linear code and output: the autoencoder that contains PCA."""
     linear = spec["code_activation"] == spec["output_activation"] == "linear"
     return not spec["hidden"] and linear
-
-
-def _check_names(kind: str, names: Sequence[str], allowed: Sequence[str]) -> None:
-    if isinstance(names, str):  # a lone name would be read letter by letter
-        raise EvoaeError(f"{kind}s must be a list of names, got the string {names!r}")
-    bad = [n for n in names if n not in allowed]
-    if bad:
-        raise EvoaeError(f"unknown {kind} {bad[0]!r}: choose from {', '.join(allowed)}")
-    if not names:
-        raise EvoaeError(f"at least one {kind} is needed")
 
 
 def describe_dense(spec: dict[str, Any]) -> str:
