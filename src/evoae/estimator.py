@@ -41,7 +41,7 @@ from evoae.data.preprocess import tabular_record
 from evoae.data.tabular import encode_labels
 from evoae.errors import EvoaeError
 from evoae.evolution import strategy_class
-from evoae.families import build_model
+from evoae.families import build_model, get_family
 from evoae.loop import search
 from evoae.models.pca import pca_basis
 from evoae.objectives import make_objective
@@ -269,7 +269,8 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         # A linear model (every activation linear) is at best PCA: it becomes PCA fit on
         # every row, as PCA(code_size) would be; the held-out splits only served to choose
         # it (beating PCA on a small validation split is then chance, not structure).
-        self.pca_refit_ = _all_linear(spec)
+        linear = get_family(spec["family"]).is_linear
+        self.pca_refit_ = linear is not None and linear(spec)
         if self.pca_refit_:
             spec = {**spec, "hidden": [], "init": "pca"}
             basis = pca_basis(scaled, int(self.code_size))
@@ -396,10 +397,3 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         # Training is seeded from random_state alone: same seed, same model.
         tags.non_deterministic = False
         return tags
-
-
-def _all_linear(spec: dict[str, Any]) -> bool:
-    """A dense spec whose every activation is linear: an affine map of rank <= code size."""
-    acts = [a for _, a in spec.get("hidden", [])]
-    acts += [spec.get("code_activation"), spec.get("output_activation")]
-    return spec.get("family") == "dense" and all(a == "linear" for a in acts)

@@ -94,7 +94,7 @@ class DataSettings:
 class SpaceSettings:
     """Which model family, and the space its genomes live in."""
 
-    model: str = opt("dense", "model family", choices=tuple(FAMILIES), short="-m")
+    model: str = opt("dense", "model family", choices=FAMILIES.keys(), short="-m")
     preset: str = opt(
         "seed", "seed (the published space) or extended", choices=("seed", "extended")
     )
@@ -147,7 +147,7 @@ class SpaceSettings:
         """Keyword options for :func:`evoae.families.make_space`."""
         out = {"max_depth": self.max_depth, **self.options}
         if self.max_ratio is not None:
-            if self.model != "dense":
+            if "max_ratio" not in FAMILIES[self.model].space_options:
                 raise EvoaeError(
                     f"--max-ratio applies to the dense family, not {self.model!r}: leave it out"
                 )
@@ -267,7 +267,7 @@ class ExecutionSettings:
     executor: str = opt(
         "auto",
         "how to evaluate candidates",
-        choices=tuple(EXECUTORS),
+        choices=EXECUTORS.keys(),
         resumable=True,
         short="-x",
     )

@@ -81,6 +81,12 @@ class Family:
     #: its parent's trained state (dense: Net2Net widening). Default: copy every tensor
     #: whose name and shape match (:func:`evoae.models.base.copy_matching`).
     inherit: Callable[[dict[str, Any], nn.Module, int], list[str]] | None = None
+    #: ``is_linear(spec) -> bool``: the spec is an affine map of rank <= its code size
+    #: (at best PCA), so the estimator refits it as PCA on every row.
+    is_linear: Callable[[dict[str, Any]], bool] | None = None
+    #: Space options beyond the shared ones that this family's space takes (``--max-ratio``
+    #: is refused for a family without ``max_ratio``).
+    space_options: tuple[str, ...] = ()
 
 
 #: name -> Family. Filled by :func:`register` (built-ins in :mod:`evoae.families`).

@@ -13,7 +13,7 @@ from typing import Any
 from evoae.families.dense.inherit import inherit_state
 from evoae.families.dense.model import DenseAutoencoder
 from evoae.families.dense.schema import DENSE_SPEC, dense_params
-from evoae.families.dense.space import DenseSpace, dense_preset, describe_dense
+from evoae.families.dense.space import OPTIONS, DenseSpace, dense_preset, describe_dense
 from evoae.families.dense.stack import DenseStack, plan_stacks, stack_bytes
 from evoae.families.registry import Family, Stacker
 from evoae.spaces import Genome, Space
@@ -28,6 +28,13 @@ def _fallback(space: Space) -> tuple[Genome, dict[str, Any]] | None:
     if not isinstance(space, DenseSpace):
         return None
     return space.pca_genome(), space.pca_spec()
+
+
+def _is_linear(spec: dict[str, Any]) -> bool:
+    """Every activation linear: an affine map of rank <= the code size."""
+    acts = [a for _, a in spec.get("hidden", [])]
+    acts += [spec.get("code_activation"), spec.get("output_activation")]
+    return all(a == "linear" for a in acts)
 
 
 DENSE = Family(
@@ -45,4 +52,6 @@ DENSE = Family(
     spec_params=dense_params,
     fallback=_fallback,
     inherit=inherit_state,
+    is_linear=_is_linear,
+    space_options=OPTIONS,
 )
