@@ -6,13 +6,11 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import dense_spec
+from conftest import dense_spec, start_cli
 
 import evoae
 from evoae.cli import main
@@ -22,7 +20,6 @@ from evoae.evolution.asha import Asha
 from evoae.families.dense.space import DenseSpace
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal
-from evoae.runs.killpoints import ENV
 from evoae.settings import SearchSettings
 from evoae.training import Task, train_candidate
 from evoae.training.evaluator import train_task
@@ -117,19 +114,6 @@ def test_asha_strategy_state_round_trips_and_prunes_hopeless_states():
     promotions = [p for _, plans in asked for p in plans if p.rung > 0]
     assert promotions and all(p.resume is not None for p in promotions)
     assert a.live_states() <= set(range(next_id))
-
-
-def _cli(*args: str, kill: str | None = None) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k != ENV}
-    if kill is not None:
-        env[ENV] = kill
-    return subprocess.Popen(
-        [sys.executable, "-m", "evoae.cli", "search", *args, "--quiet"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def test_kill_after_a_promotion_saved_its_state_then_resume(tmp_path):
@@ -302,3 +286,7 @@ def test_cli_asha_end_to_end_and_old_settings_read_as_no_fidelity(tmp_path, caps
     assert _cost(_rows(out)) == 7
     old = {k: v for k, v in stored.items() if k != "fidelity"}
     assert SearchSettings.from_dict(old).fidelity.fidelity == "none"
+
+
+def _cli(*args: str, kill: str | None = None):
+    return start_cli("search", *args, kill=kill)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gzip
 import struct
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import one_line_error
 
 from evoae.data import (
     BUILTIN,
@@ -31,20 +31,8 @@ from evoae.data import (
     write_idx,
 )
 from evoae.data import transforms as transforms_mod
-from evoae.errors import EvoaeError
 
 TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
-
-
-def one_line_error(fn: Callable[[], object], *fragments: str) -> str:
-    """Run ``fn``, expect EvoaeError with a one-line message containing ``fragments``."""
-    with pytest.raises(EvoaeError) as info:
-        fn()
-    msg = str(info.value)
-    assert msg.strip() and "\n" not in msg, repr(msg)
-    for fragment in fragments:
-        assert fragment in msg, (fragment, msg)
-    return msg
 
 
 def fake_mnist(folder: Path, n: int = 12, *, prefix: str = "train", seed: int = 0) -> np.ndarray:

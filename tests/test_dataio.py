@@ -4,31 +4,20 @@ record that travels from the loader into model.json and back through load_model.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import one_line_error
 
 import evoae
 from evoae.cli import main
 from evoae.data import Dataset, Preprocess, as_dataset, from_arrays, load_dataset, load_splits
-from evoae.errors import EvoaeError
 from evoae.families import build_model, make_space
 from evoae.families.io import load_model, save_model
 
 TINY = ["--population", "2", "--generations", "1", "--epochs", "1", "--final-epochs", "1"]
-
-
-def one_line_error(fn: Callable[[], object], *fragments: str) -> str:
-    with pytest.raises(EvoaeError) as info:
-        fn()
-    msg = str(info.value)
-    assert msg.strip() and "\n" not in msg, repr(msg)
-    for fragment in fragments:
-        assert fragment in msg, (fragment, msg)
-    return msg
 
 
 def iris_like(path: Path, n: int = 60) -> tuple[np.ndarray, list[str]]:

@@ -8,21 +8,18 @@ round trip and legacy default, and bad values as one-line errors.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_cli
 
 from evoae.cli import main
 from evoae.errors import EvoaeError
 from evoae.families.io import load_model, weights_equal
 from evoae.loop import search
 from evoae.runs import folder as rf
-from evoae.runs.killpoints import ENV
 from evoae.settings import SearchSettings
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
@@ -57,20 +54,6 @@ def test_final_pbt_end_to_end_on_the_cli(tmp_path: Path, capsys: pytest.CaptureF
     assert "pbt" not in final
     assert main(["runs", "show", str(run)]) == 0
     assert "plain, 2 epochs" in capsys.readouterr().out
-
-
-def _evoae(*args: str, kill: str | None = None) -> tuple[int, str]:
-    env = {k: v for k, v in os.environ.items() if k != ENV}
-    if kill is not None:
-        env[ENV] = kill
-    proc = subprocess.run(
-        [sys.executable, "-m", "evoae.cli", *args, "--quiet"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return proc.returncode, proc.stderr
 
 
 def _final(run: Path) -> dict[str, Any]:
@@ -197,3 +180,8 @@ def test_bad_values_are_one_line_errors(
         with pytest.raises(SystemExit):
             main(["search", "--out", str(out), "--final-pbt", bad])
     assert not out.exists(), "nothing is written for a refused setting"
+
+
+def _evoae(*args: str, kill: str | None = None) -> tuple[int, str]:
+    proc = run_cli(*args, kill=kill, timeout=300)
+    return proc.returncode, proc.stderr

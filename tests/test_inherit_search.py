@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from evoae.errors import EvoaeError
 from evoae.evolution import make_strategy
@@ -17,7 +15,6 @@ from evoae.families.dense.space import DenseSpace
 from evoae.loop import search
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal
-from evoae.runs.killpoints import ENV
 
 SMALL = dict(limit=300, epochs=1, final_epochs=1, min_steps=0, final_min_steps=0, executor="inline")
 AGING = ["--strategy", "aging", "--evaluations", "10", "--batch", "2", "--population", "4"]
@@ -31,18 +28,6 @@ ARGS = [
 def _rows(run: Path) -> list[dict]:
     with Journal(run / rf.JOURNAL, readonly=True) as j:
         return [r.comparable() for r in j.rows()]
-
-
-def _cli(*args: str, kill: str) -> tuple[int, str]:
-    env = {**{k: v for k, v in os.environ.items() if k != ENV}, ENV: kill}
-    proc = subprocess.run(
-        [sys.executable, "-m", "evoae.cli", "search", *args, "--quiet"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    return proc.returncode, proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -103,3 +88,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_inherited_journal(tmp_path)
         search(out=folder, resume=True)
     assert _rows(lost) == _rows(again)
     assert len(_rows(lost)) == 10 and _rows(lost) != ref
+
+
+def _cli(*args: str, kill: str) -> tuple[int, str]:
+    proc = run_cli("search", *args, kill=kill)
+    return proc.returncode, proc.stderr

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from sklearn.decomposition import PCA
 
 import evoae
@@ -23,7 +21,6 @@ from evoae.evolution import MicrobialGA, RandomSearch
 from evoae.families.dense.space import DenseSpace, dense_preset
 from evoae.models.pca import pca_basis, pca_val_loss
 from evoae.runs.journal import Journal
-from evoae.runs.killpoints import ENV
 from evoae.settings import SearchSettings
 from evoae.training import SequentialEvaluator, Task, train_candidate
 from evoae.training.budget import epochs_for, steps_per_epoch
@@ -294,14 +291,6 @@ KILL_ARGS = [
 ]  # fmt: skip
 
 
-def _cli(*args: str, kill: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != ENV}
-    if kill is not None:
-        env[ENV] = kill
-    cmd = [sys.executable, "-m", "evoae.cli", "search", *args, "--quiet"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-
-
 def _journal(run: Path) -> list[dict]:
     with Journal(run / "journal.sqlite", readonly=True) as j:
         return [r.comparable() for r in j.rows()]
@@ -321,3 +310,7 @@ def test_a_killed_and_resumed_run_keeps_the_pca_candidate(tmp_path):
     assert {k: v for k, v in a.items() if k != "seconds"} == {
         k: v for k, v in b.items() if k != "seconds"
     }
+
+
+def _cli(*args: str, kill: str | None = None):
+    return run_cli("search", *args, kill=kill, timeout=900)

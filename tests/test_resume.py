@@ -12,17 +12,16 @@ equal the reference: same journal rows, same best genome, same final figures.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from conftest import start_cli
 
 from evoae.loop import search
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal
-from evoae.runs.killpoints import ENV
 
 # concurrent=2 makes batches of two, so a kill can land between two rows of one batch.
 # The inline executor trains in the search process itself, where the forward-call kill
@@ -41,19 +40,6 @@ KILLS = [
     ("before_rename:checkpoint.json:2", "while writing a checkpoint"),
     ("before_rename:model.safetensors:1", "while writing the final model"),
 ]
-
-
-def _evoae(*args: str, kill: str | None = None) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k != ENV}
-    if kill is not None:
-        env[ENV] = kill
-    return subprocess.Popen(
-        [sys.executable, "-m", "evoae.cli", "search", *args, "--quiet"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _wait(proc: subprocess.Popen[str]) -> tuple[int, str]:
@@ -116,3 +102,7 @@ def test_resume_with_a_larger_budget_equals_the_longer_run(tmp_path: Path) -> No
     assert extended.n_trainings == long.n_trainings
     # The extended budget is stored: a later resume may not shrink it back.
     assert json.loads((short / rf.SETTINGS).read_text())["strategy"]["options"]["generations"] == 4
+
+
+def _evoae(*args: str, kill: str | None = None):
+    return start_cli("search", *args, kill=kill)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import start_cli
 
 from evoae.cli import main
 from evoae.errors import EvoaeError
@@ -22,7 +20,6 @@ from evoae.families.dense.space import DenseSpace, dense_preset
 from evoae.finish import front_member, retrain_row
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal
-from evoae.runs.killpoints import ENV
 from evoae.runs.reader import pareto_front, read_run
 from evoae.spaces import Choice, Float, Int, Parts
 
@@ -202,19 +199,6 @@ def test_max_ratio_allows_overcomplete_layers_and_keeps_the_seed_space():
 # ------------------------------------------------------------------ kill and resume
 
 
-def _cli(*args: str, kill: str | None = None) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k != ENV}
-    if kill is not None:
-        env[ENV] = kill
-    return subprocess.Popen(
-        [sys.executable, "-m", "evoae.cli", "search", *args, "--quiet"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _rows(run: Path) -> list[dict]:
     with Journal(run / rf.JOURNAL, readonly=True) as j:
         return [r.comparable() for r in j.rows()]
@@ -318,3 +302,7 @@ def test_nsga2_copies_of_one_point_do_not_crowd_out_the_others():
     s.values = [(0.01, 100.0)] * 5 + [(0.02, 50.0)]
     s.survive()
     assert sorted(s.values) == [(0.01, 100.0)] * 3 + [(0.02, 50.0)]
+
+
+def _cli(*args: str, kill: str | None = None):
+    return start_cli("search", *args, kill=kill)

@@ -29,6 +29,7 @@ from evoae.objectives import EvalSplit, Objective, make_objective
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal, Row
 from evoae.runs.reader import best_row, pareto_front, read_run
+from evoae.seeds import derive_seed
 from evoae.settings import SearchSettings
 from evoae.spaces import Space, spec_key
 from evoae.training import Result, train_candidate
@@ -74,12 +75,6 @@ class SearchResult:
             "stopped": self.stopped,
             "executor": self.executor,
         }
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from any JSON-able parts; stable across machines and Python runs."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).digest()
-    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
 
 
 def strict_history(history: list[dict[str, float]]) -> list[dict[str, float | None]]:

@@ -16,6 +16,7 @@ from typing import Any
 from evoae import evolution
 from evoae.data import load_splits
 from evoae.errors import EvoaeError
+from evoae.evolution import DEFAULT_STRATEGY, LEGACY_STRATEGY
 from evoae.evolution.asha import rung_epochs
 from evoae.execution import EXECUTORS
 from evoae.families import FAMILIES
@@ -23,6 +24,7 @@ from evoae.families.dense.space import MAX_RATIO
 from evoae.objectives import OBJECTIVES
 from evoae.options import build, check, options_of, with_legacy
 from evoae.options import option as opt
+from evoae.seeds import check_seed
 from evoae.spaces.base import OPTIMIZERS
 
 #: Largest side of an image after resizing, and most hidden genes or conv blocks.
@@ -310,7 +312,7 @@ class ExecutionSettings:
 class StrategySettings:
     """The strategy's registered name and its own options (see its ``Options``)."""
 
-    name: str = "microbial"
+    name: str = DEFAULT_STRATEGY
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -340,7 +342,7 @@ class SearchSettings:
         return asdict(self)
 
     @classmethod
-    def of(cls, strategy: str = "microbial", **flat: Any) -> SearchSettings:
+    def of(cls, strategy: str = DEFAULT_STRATEGY, **flat: Any) -> SearchSettings:
         """Settings from flat names, defaults elsewhere: ``SearchSettings.of(limit=300)``."""
         return cls.from_flat(flat, strategy=strategy)
 
@@ -351,10 +353,7 @@ class SearchSettings:
     def validate(self) -> None:
         for name in SECTIONS:
             check(getattr(self, name))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise EvoaeError(f"seed must be an integer, got {self.seed!r}")
-        if not 0 <= self.seed < 2**63:
-            raise EvoaeError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
+        check_seed(self.seed)
         if self.training.final_pbt == 1:
             raise EvoaeError(
                 "final pbt must be 0 (a plain final training) or at least 2 copies, got 1"
@@ -403,7 +402,7 @@ class SearchSettings:
 
     @classmethod
     def from_flat(
-        cls, values: dict[str, Any], *, strategy: str = "microbial", strict: bool = True
+        cls, values: dict[str, Any], *, strategy: str = DEFAULT_STRATEGY, strict: bool = True
     ) -> SearchSettings:
         """Settings from flat names (``code_size=4, population=20``), routed to sections.
 
@@ -477,7 +476,7 @@ class SearchSettings:
         flat.pop("strategy", None)
         for c in SECTIONS.values():
             flat = with_legacy(c, flat)
-        return cls.from_flat(flat, strategy="microbial", strict=False)
+        return cls.from_flat(flat, strategy=LEGACY_STRATEGY, strict=False)
 
 
 def _known(cls: type, values: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from evoae.finish import SearchResult
 from evoae.loop import search
 from evoae.options import help_text, options_of
 from evoae.report.progress import ProgressReporter
+from evoae.seeds import in_range
 from evoae.settings import SECTIONS
 
 _TITLES = {
@@ -173,7 +174,7 @@ def _seed(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= value < 2**63:
+    if not in_range(value):
         raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
     return value
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from evoae.errors import EvoaeError
+from evoae.seeds import MAX_SEED
 
 #: Deepest nesting accepted anywhere (real files nest at most 6 levels).
 MAX_DEPTH = 32
@@ -300,7 +301,7 @@ _SETTINGS_FIELDS: dict[str, Checker] = {
     "final_epochs": integer(0, 10**6),
     "final_pbt": integer(0, 10**6),
     "final_pbt_ready": integer(1, 10**6),
-    "seed": integer(0, 2**64 - 1),
+    "seed": integer(0, MAX_SEED),
     "device": string(32),
     "executor": string(64),
     "workers": integer(1, 10**5, null=True),
