@@ -273,3 +273,31 @@ def test_the_layers_contract_fails_on_an_upward_import(tmp_path):
     proc = _lint(tmp_path, tmp_path / "src")
     assert proc.returncode != 0
     assert "BROKEN" in proc.stdout and "evoae.data.upward -> evoae.loop" in proc.stdout
+
+
+class _ScalarFitness(HillClimb):
+    """A strategy whose state names ``fitness`` and ``population`` as it likes."""
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        return {**state, "fitness": state["current_fitness"], "population": "one climber"}
+
+    def load_state_dict(self, state: dict) -> None:
+        assert state["population"] == "one climber"
+        super().load_state_dict(state)
+
+
+def test_a_strategy_owns_the_keys_of_its_state(tmp_path):
+    """The checkpoint schema checks the run's fields; ``fitness`` and ``population`` in a
+    strategy's state are the strategy's own (a scalar here), so the run resumes."""
+    out = tmp_path / "s"
+    first = evoae.search(
+        out=out, strategy=_ScalarFitness(options=HillOptions(evaluations=3), seed=1), **USER
+    )
+    more = evoae.search(
+        out=out,
+        resume=True,
+        strategy=_ScalarFitness(options=HillOptions(evaluations=5), seed=1),
+        **USER,
+    )
+    assert first.n_evaluations == 3 and more.n_evaluations == 5

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evoae.errors import EvoaeError
-from evoae.evolution.base import dec, enc
+from evoae.evolution.base import enc, load_population
 from evoae.evolution.steady import SteadyState
 from evoae.options import check, option
 from evoae.spaces import Genome, Space
@@ -138,6 +138,4 @@ class AgingEvolution(SteadyState):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.fitness = [dec(f) for f in state["fitness"]]
-        if len(self.fitness) != len(self.population):
-            raise ValueError("fitness must hold one value per member of the population")
+        self.population, self.fitness = load_population(self.space, state)

@@ -156,3 +156,19 @@ def enc(x: float) -> float | str:
 
 def dec(x: float | str) -> float:
     return float(x)
+
+
+def load_population(space: Space, state: dict[str, Any]) -> tuple[list[Genome], list[float]]:
+    """A checkpoint's ``population`` (genomes of ``space``) and its ``fitness`` (one
+    number or ``"inf"`` each); ``ValueError`` names what does not fit."""
+    pop, fit = state["population"], state["fitness"]
+    if not isinstance(pop, list) or not isinstance(fit, list):
+        raise ValueError("strategy.population and strategy.fitness must be lists")
+    if len(pop) != len(fit):
+        raise ValueError(f"strategy.fitness has {len(fit)} values for {len(pop)} genomes")
+    values = []
+    for i, f in enumerate(fit):
+        if not (isinstance(f, int | float) and not isinstance(f, bool) or f == "inf"):
+            raise ValueError(f"strategy.fitness[{i}] must be a number, got {f!r}")
+        values.append(dec(f))
+    return [space.validate(g) for g in pop], values

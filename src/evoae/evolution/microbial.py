@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evoae.errors import EvoaeError
-from evoae.evolution.base import Strategy, dec, enc
+from evoae.evolution.base import Strategy, enc, load_population
 from evoae.options import check, option
 from evoae.spaces import Genome, Space
 
@@ -242,8 +242,7 @@ class MicrobialGA(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.population = [self.space.validate(g) for g in state["population"]]
-        self.fitness = [dec(f) for f in state["fitness"]]
+        self.population, self.fitness = load_population(self.space, state)
         self._tournaments = int(state["tournaments"])
         pairs = state.get("reeval_pairs")
         self._reeval_pairs = None if pairs is None else [tuple(p) for p in pairs]
