@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from evoae.models.pca import pca_basis
 from evoae.plots.figures import _save, plot_image_grid, show_grid
 
 #: Images encoded for the latent map (enough to show the clusters, cheap on a CPU).
@@ -39,11 +40,9 @@ def first_two_components(z: np.ndarray) -> tuple[np.ndarray, str]:
         return z, "latent"
     if z.shape[1] == 1:
         return np.concatenate([z, np.zeros_like(z)], axis=1), "latent (1-D)"
-    centred = z - z.mean(axis=0)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
-    var = s**2 / max(float((s**2).sum()), 1e-12)
-    label = f"PCA of the latent ({100 * (var[0] + var[1]):.0f}% of variance)"
-    return centred @ vt[:2].T, label
+    basis = pca_basis(z, 2)
+    share = float(basis.explained.sum()) if basis.explained is not None else 0.0
+    return basis.project(z), f"PCA of the latent ({100 * share:.0f}% of variance)"
 
 
 def plot_prior_samples(
