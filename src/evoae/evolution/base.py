@@ -31,6 +31,7 @@ scratch, as before. :class:`evoae.evolution.asha.Asha` (``--fidelity asha``) use
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -38,6 +39,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from evoae.options import check
 from evoae.spaces import Genome, Space
 
 
@@ -78,9 +80,12 @@ class Strategy(ABC):
     #: What the strategy minimises, in order; one name = a single fitness per genome.
     objectives: ClassVar[tuple[str, ...]] = ("fitness",)
 
-    def __init__(self, space: Space, options: Any = None, *, seed: int = 0) -> None:
+    def __init__(self, space: Space, options: Any = None, *, seed: int = 0, **kw: Any) -> None:
+        """``options`` (else ``Options(**kw)``) is checked against its declarations."""
         self.space = space
-        self.options = options if options is not None else self.Options()
+        self.options = options if options is not None else self.Options(**kw)
+        if dataclasses.is_dataclass(self.options):
+            check(self.options)
         self.rng = np.random.default_rng(int(seed))
         self.seeds: list[Genome] = []
 

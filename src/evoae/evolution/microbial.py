@@ -32,7 +32,7 @@ from typing import Any
 
 from evoae.errors import EvoaeError
 from evoae.evolution.base import Strategy, enc, load_population
-from evoae.options import check, option
+from evoae.options import option
 from evoae.spaces import Genome, Space
 
 _PAIR_TRIES = 100
@@ -82,9 +82,8 @@ class MicrobialGA(Strategy):
     def __init__(
         self, space: Space, options: MicrobialOptions | None = None, *, seed: int = 0, **kw: Any
     ) -> None:
-        options = options if options is not None else MicrobialOptions(**kw)
-        check(options)
-        super().__init__(space, options, seed=seed)
+        super().__init__(space, options, seed=seed, **kw)
+        options = self.options
         population, concurrent = options.population, options.concurrent
         if not 1 <= concurrent <= population // 2:
             raise EvoaeError(

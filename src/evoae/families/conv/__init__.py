@@ -7,6 +7,7 @@ model file's spec may say) and :mod:`.plots` (latent walks and maps).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +44,4 @@ CONV_VAE = Family(
     check_spec=CONV_SPEC,
     spec_params=conv_params,
 )
-CONV_AE = Family(
-    name="conv-ae",
-    make_space=conv_ae_space,
-    space_from_config=ConvSpace.from_config,
-    build=ConvAutoencoder,
-    describe=describe_conv,
-    input_shape=_input_shape,
-    presets=("seed", "extended"),
-    stacker=_STACKER,
-    plots=(_plots,),
-    loss_label="MSE",
-    check_spec=CONV_SPEC,
-    spec_params=conv_params,
-)
+CONV_AE = replace(CONV_VAE, name="conv-ae", make_space=conv_ae_space, loss_label="MSE")
