@@ -23,6 +23,7 @@ Ratios are to PCA's held-out MSE (below 1: better than PCA).
     python benchmarks/vs_pca.py --quick                # scikit-learn's sets only
     python benchmarks/vs_pca.py --only digits --codes 4
     python benchmarks/vs_pca.py --smoke                # seconds: iris, code 2, tiny budget
+    python benchmarks/vs_pca.py --scale minmax         # the estimator weighing features by range
 
 One run per row (seed 0), one torch thread. ``--smoke`` checks the plumbing only (the
 estimator gets a tiny budget); its figures mean nothing.
@@ -156,6 +157,12 @@ def main(argv: list[str] | None = None) -> list[tuple[str, int, dict[str, Any]]]
     p.add_argument("--smoke", action="store_true", help="iris, code 2, tiny budget: seconds")
     p.add_argument("--rows", default="3000,10000", help="comma-separated MNIST slice sizes")
     p.add_argument("--codes", default="2,4", help="comma-separated code sizes")
+    p.add_argument(
+        "--scale",
+        default="none",
+        choices=("none", "standard", "minmax"),
+        help="the estimator's scale (none: its default, the user's units)",
+    )
     p.add_argument("--only", default=None, help="comma-separated data set names")
     p.add_argument("--out", default=None, help="also write the table here after every row")
     p.add_argument("--order", default=None, help="comma-separated names: run these first")
@@ -163,9 +170,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, int, dict[str, Any]]]
     torch.set_num_threads(1)
     todo = sources(args.quick or args.smoke, [int(r) for r in args.rows.split(",")])
     codes = [int(c) for c in args.codes.split(",")]
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = {"scale": None if args.scale == "none" else args.scale}
     if args.smoke:
-        todo, codes, params = {"iris": todo["iris"]}, [2], SMOKE
+        todo, codes, params = {"iris": todo["iris"]}, [2], {**params, **SMOKE}
     if args.only:
         names = args.only.split(",")
         unknown = [n for n in names if n not in todo]
@@ -196,7 +203,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, int, dict[str, Any]]]
     print(f"total {time.perf_counter() - t0:.0f} s")
     print(
         f"Python {platform.python_version()}, torch {torch.__version__}, scikit-learn "
-        f"{sklearn.__version__}, {sys.platform}; one torch thread, seed 0"
+        f"{sklearn.__version__}, {sys.platform}; one torch thread, seed 0, scale {args.scale}"
         + (" (smoke: tiny budget, figures meaningless)" if args.smoke else "")
     )
     return results

@@ -71,11 +71,11 @@ def test_fit_transform_inverse_and_scores(digits):
     assert ae.get_feature_names_out().tolist() == [f"evolvedautoencoder{i}" for i in range(4)]
 
 
-def test_same_seed_same_model_and_minmax_scaling(digits):
+def test_same_seed_same_model_and_affine_units(digits):
     X, _ = digits
     a = small().fit(X)
-    # An affine change of units is undone by the learned min-max scaling: same codes, and
-    # errors scale with the square of the unit.
+    # A change of units (one factor, one offset) is undone by the learned scaling: same
+    # codes, and errors scale with the square of the unit.
     b = small().fit(X * 100.0 - 50.0)
     np.testing.assert_array_equal(a.transform(X), b.transform(X * 100.0 - 50.0))
     assert b.score(X * 100.0 - 50.0) == pytest.approx(a.score(X) * 1e4, rel=1e-4)
