@@ -22,7 +22,7 @@ Data handling (documented promises):
     what the estimator did before ``scale`` existed).
 
   With ``"standard"`` or ``"minmax"`` the search, and the PCA it must not lose to, work in
-  those weighted units. Constant features get a range of 1. Values outside the fitted
+  those weighted units. Constant features map to 0. Values outside the fitted
   range map outside ``[0, 1]``; they are not clipped. ``score`` and ``score_samples``
   always measure errors in the user's original units, like PCA's.
 * **Splits.** The search splits the rows 70/15/15 (train / validation / test) with
