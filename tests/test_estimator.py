@@ -71,11 +71,11 @@ def test_fit_transform_inverse_and_scores(digits):
     assert ae.get_feature_names_out().tolist() == [f"evolvedautoencoder{i}" for i in range(4)]
 
 
-def test_same_seed_same_model_and_minmax_scaling(digits):
+def test_same_seed_same_model_and_affine_units(digits):
     X, _ = digits
     a = small().fit(X)
-    # An affine change of units is undone by the learned min-max scaling: same codes, and
-    # errors scale with the square of the unit.
+    # A change of units (one factor, one offset) is undone by the learned scaling: same
+    # codes, and errors scale with the square of the unit.
     b = small().fit(X * 100.0 - 50.0)
     np.testing.assert_array_equal(a.transform(X), b.transform(X * 100.0 - 50.0))
     assert b.score(X * 100.0 - 50.0) == pytest.approx(a.score(X) * 1e4, rel=1e-4)
@@ -162,11 +162,14 @@ def test_tiny_data_fits(digits):
         ({"fidelity": "bohb"}, np.random.rand(30, 8), "fidelity"),
         ({"final_pbt": 1}, np.random.rand(30, 8), "final"),
         ({"max_ratio": -1.0}, np.random.rand(30, 8), "max"),
+        ({"scale": "robust"}, np.random.rand(30, 8), "unknown scale 'robust': choose None"),
+        ({"scale": 1.0}, np.random.rand(30, 8), "unknown scale 1.0"),
     ],
 )
 def test_bad_parameters_are_value_errors(params, X, match):
-    with pytest.raises(evoae.EvoaeError, match=match):
+    with pytest.raises(evoae.EvoaeError, match=match) as e:
         clone(CHECKED).set_params(**params).fit(X)
+    assert "\n" not in str(e.value)
 
 
 def test_inverse_transform_checks_code_width(digits):
@@ -228,3 +231,69 @@ def test_wider_space_asha_and_final_pbt(digits):
     ae = small(max_ratio=2.0, fidelity="asha", final_pbt=2).fit(X)
     assert ae.transform(X[:3]).shape == (3, 4)
     assert ae.get_params()["fidelity"] == "asha"
+
+
+# ------------------------------------------------------------------ units (scale=)
+
+
+def _subspace(n: int = 300, seed: int = 0) -> np.ndarray:
+    """Rank-2 rows with a little noise in 10 features whose scales span 1e-2 to 1e3."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 2)) @ rng.normal(size=(2, 10))
+    x = (z + 0.05 * rng.normal(size=(n, 10))) * np.logspace(-2, 3, 10)
+    return x + 100 * rng.normal(size=10)
+
+
+def _raw_mse(model, X: np.ndarray) -> float:
+    return float(np.mean((X - model.inverse_transform(model.transform(X))) ** 2))
+
+
+def test_default_units_are_the_users_like_pca():
+    from sklearn.decomposition import PCA
+
+    X = _subspace()
+    train, test = X[:225], X[225:]
+    pca = PCA(2).fit(train)
+    ae = small(code_size=2).fit(train)
+    assert ae.scale is None and np.ptp(ae.data_range_) == 0  # one factor for every feature
+    for rows in (train, test):
+        assert _raw_mse(ae, rows) == pytest.approx(_raw_mse(pca, rows), rel=0.01)
+    assert -ae.score(test) == pytest.approx(_raw_mse(ae, test))
+    # Per-feature scalings weigh the small features up and lose badly in raw units: the
+    # comparison above can fail.
+    minmax = small(code_size=2, scale="minmax").fit(train)
+    assert _raw_mse(minmax, test) > 10 * _raw_mse(pca, test)
+
+
+def test_scale_weighs_features_and_is_recorded_in_the_model_file(tmp_path):
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = _subspace()
+    ae = small(code_size=2, scale="standard", run_dir=tmp_path / "fit").fit(X)
+    # Standard deviations times one factor that keeps the values in [0, 1].
+    ratio = ae.data_range_ / X.std(axis=0)
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-9)
+    scaled = ae._scale(X)
+    assert scaled.min() >= 0 and scaled.max() == pytest.approx(1.0)
+    # A linear result is PCA in standard units: StandardScaler + PCA, in the user's units.
+    if ae.pca_refit_:
+        pipe = make_pipeline(StandardScaler(), PCA(2)).fit(X)
+        assert _raw_mse(ae, X) == pytest.approx(_raw_mse(pipe, X), rel=1e-4)
+    model = evoae.load_model(tmp_path / "fit" / "model")
+    np.testing.assert_allclose(model.preprocess(X).numpy(), scaled, rtol=1e-5, atol=1e-6)
+    # Per-feature scalings ignore each feature's units; the user's units do not.
+    X2 = X * np.logspace(0, 2, 10)
+    for scale in ("standard", "minmax"):
+        a, b = small(code_size=2, scale=scale).fit(X), small(code_size=2, scale=scale).fit(X2)
+        np.testing.assert_allclose(a.transform(X), b.transform(X2), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(small(code_size=2).fit(X2).data_range_, np.ptp(X2, axis=0).max())
+
+
+def test_scale_is_a_parameter_like_any_other():
+    ae = EvolvedAutoencoder(scale="standard")
+    assert ae.get_params()["scale"] == "standard"
+    assert clone(ae).scale == "standard"
+    assert ae.set_params(scale=None).scale is None
+    assert EvolvedAutoencoder().get_params()["scale"] is None

@@ -6,11 +6,25 @@
 
 Data handling (documented promises):
 
-* **Scaling.** evoae's models expect features in ``[0, 1]``. ``fit`` learns a per-feature
-  min-max scaling (``data_min_``, ``data_range_``; constant features get a range of 1)
-  and every other method applies it, so any real-valued table works. Values outside the
-  fitted range map outside ``[0, 1]``; they are not clipped. Errors (``score``,
-  ``score_samples``) are measured in the caller's original units, like PCA's.
+* **Units.** ``scale`` says which error the model minimises. evoae's models take
+  features in ``[0, 1]``, so ``fit`` learns one affine map per feature
+  (``x = (raw - data_min_) / data_range_``, recorded in the model file and applied by every
+  other method); how ``data_range_`` is chosen weighs the features in the loss:
+
+  - ``None`` (default): the user's units, like ``PCA``. Every feature is divided by the
+    same number (the widest feature range), so the training loss is the raw squared
+    error times one constant: the model minimises exactly what ``score`` reports, and the
+    "never worse than PCA" check compares with PCA of the same rows in the user's units.
+  - ``"standard"``: every feature counts equally per standard deviation (like
+    ``make_pipeline(StandardScaler(), PCA(k))``): each feature is divided by its standard
+    deviation times one common factor that keeps values in ``[0, 1]``.
+  - ``"minmax"``: every feature counts equally per range (each mapped to ``[0, 1]``;
+    what the estimator did before ``scale`` existed).
+
+  With ``"standard"`` or ``"minmax"`` the search, and the PCA it must not lose to, work in
+  those weighted units. Constant features map to 0. Values outside the fitted
+  range map outside ``[0, 1]``; they are not clipped. ``score`` and ``score_samples``
+  always measure errors in the user's original units, like PCA's.
 * **Splits.** The search splits the rows 70/15/15 (train / validation / test) with
   ``random_state``. With fewer than ``MIN_SPLIT_ROWS`` rows a held-out split would be
   empty or a single row, so the rows are repeated until there are ``MIN_SPLIT_ROWS``:
@@ -50,6 +64,8 @@ from evoae.objectives import make_objective
 MIN_SPLIT_ROWS = 20
 #: Search spaces (dense presets) the estimator can use.
 SPACES = ("seed", "extended")
+#: Values of ``scale``: how features are weighed in the loss (see the module docstring).
+SCALES = (None, "standard", "minmax")
 
 #: Conformance checks of ``sklearn.utils.estimator_checks`` this estimator fails by
 #: nature, with the reason. scikit-learn >= 1.6 removed the ``_xfail_checks`` tag; pass
@@ -65,6 +81,11 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     ----------
     code_size : int, default=4
         Width of the code: the number of output features of :meth:`transform`.
+    scale : {None, "standard", "minmax"}, default=None
+        The units the model's error is minimised in. None: the user's own, like ``PCA``
+        (a drop-in: same loss, compared with PCA of the same rows). ``"standard"``: per
+        standard deviation of each feature; ``"minmax"``: per range of each feature.
+        The network always sees values in ``[0, 1]`` (module docstring, "Units").
     space : {"seed", "extended"}, default="seed"
         The dense search space: ``seed`` is the published one, ``extended`` adds
         activations, AdamW, and evolved learning rate and batch size.
@@ -148,7 +169,10 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     run_dir_ : Path or None
         The kept run folder (``run_dir``), else None.
     data_min_, data_range_ : ndarray of shape (n_features_in_,)
-        The learned min-max scaling.
+        The learned scaling ``(X - data_min_) / data_range_`` (see ``scale``); the
+        search's losses (``best_fitness_``, ``final_``, ``pca_val_loss_``) are in these
+        units. With ``scale=None`` every ``data_range_`` is the same number ``r`` and a
+        loss times ``r ** 2`` is the raw MSE.
     n_features_in_ : int
         Number of features seen in fit.
 
@@ -165,6 +189,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self,
         code_size: int = 4,
         *,
+        scale: str | None = None,
         space: str = "seed",
         strategy: str = "microbial",
         strategy_options: dict[str, Any] | None = None,
@@ -185,6 +210,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         n_jobs: int | None = None,
     ) -> None:
         self.code_size = code_size
+        self.scale = scale
         self.space = space
         self.strategy = strategy
         self.strategy_options = strategy_options
@@ -222,9 +248,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         """
         X = validate_data(self, X, dtype=(np.float64, np.float32), ensure_min_samples=2)
         self._check_params(X.shape[1])
-        self.data_min_ = X.min(axis=0).astype(np.float64)
-        span = X.max(axis=0).astype(np.float64) - self.data_min_
-        self.data_range_ = np.where(span > 0, span, 1.0)
+        self.data_min_, self.data_range_ = _scaling(X, self.scale)
         # The model file records this scaling: load_model(...).preprocess applies it.
         record = tabular_record(self.data_min_, self.data_range_)
         scaled = self._scale(X)
@@ -291,6 +315,11 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         return self
 
     def _check_params(self, n_features: int) -> None:
+        if self.scale is not None and not (isinstance(self.scale, str) and self.scale in SCALES):
+            raise EvoaeError(
+                f"unknown scale {self.scale!r}: choose None (the user's units, like PCA), "
+                "'standard' or 'minmax'"
+            )
         if self.space not in SPACES:
             raise EvoaeError(f"unknown space {self.space!r}: choose from {', '.join(SPACES)}")
         strategy_class(self.strategy)  # a one-line error for unknown names
@@ -397,3 +426,24 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         # Training is seeded from random_state alone: same seed, same model.
         tags.non_deterministic = False
         return tags
+
+
+def _scaling(X: np.ndarray, scale: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(data_min, data_range)`` mapping ``X`` into ``[0, 1]`` with ``scale``'s weights.
+
+    A feature's weight in the loss is ``1 / data_range**2``: the per-feature unit
+    (1, the standard deviation or the range) times one common factor, the widest range
+    in those units, which keeps every value in ``[0, 1]`` without reweighing features.
+    """
+    x = X.astype(np.float64)
+    lo = x.min(axis=0)
+    span = x.max(axis=0) - lo
+    if scale == "standard":
+        unit = x.std(axis=0)
+    elif scale == "minmax":
+        unit = span
+    else:
+        unit = np.ones_like(span)
+    unit = np.where(unit > 0, unit, 1.0)
+    widest = float(np.max(span / unit))
+    return lo, unit * (widest if widest > 0 else 1.0)
