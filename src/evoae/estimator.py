@@ -261,33 +261,43 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         keep = self.run_dir is not None
         out = Path(self.run_dir) if keep else Path(tempfile.mkdtemp(prefix="evoae-fit-"))
         try:
-            result = search(
-                "<array>",
-                data=Dataset(scaled, labels, "<array>", record),
-                objective=self.objective,
-                out=out,
-                overwrite=True,
-                reporters=(),
-                model="dense",
-                preset=self.space,
-                code_size=self.code_size,
-                max_depth=self.max_depth,
-                max_ratio=self.max_ratio,
-                fidelity=self.fidelity,
-                final_pbt=self.final_pbt,
-                strategy=self.strategy,
-                **self._strategy_settings(),
-                epochs=self.epochs,
-                min_steps=self.min_steps,
-                final_epochs=self.final_epochs,
-                final_min_steps=self.final_min_steps,
-                seed=seed,
-                device=self.device,
-                workers=self.n_jobs,
-            )
+            result = self._search(Dataset(scaled, labels, "<array>", record), out, seed)
         finally:
             if not keep:
                 shutil.rmtree(out, ignore_errors=True)
+        self._adopt(result, scaled)
+        self.run_dir_ = out if keep else None
+        return self
+
+    def _search(self, data: Dataset, out: Path, seed: int) -> Any:
+        """The search behind :meth:`fit`, with this estimator's parameters."""
+        return search(
+            "<array>",
+            data=data,
+            objective=self.objective,
+            out=out,
+            overwrite=True,
+            reporters=(),
+            model="dense",
+            preset=self.space,
+            code_size=self.code_size,
+            max_depth=self.max_depth,
+            max_ratio=self.max_ratio,
+            fidelity=self.fidelity,
+            final_pbt=self.final_pbt,
+            strategy=self.strategy,
+            **self._strategy_settings(),
+            epochs=self.epochs,
+            min_steps=self.min_steps,
+            final_epochs=self.final_epochs,
+            final_min_steps=self.final_min_steps,
+            seed=seed,
+            device=self.device,
+            workers=self.n_jobs,
+        )
+
+    def _adopt(self, result: Any, scaled: np.ndarray) -> None:
+        """The fitted attributes from a search's result."""
         self.model_ = result.model.cpu().eval()
         spec = result.best_spec
         # A linear model (every activation linear) is at best PCA: it becomes PCA fit on
@@ -311,8 +321,6 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 {"fallback": self.fallback_, "message": result.final.get("fallback_message")}
             )
         self.n_evaluations_ = int(result.n_evaluations)
-        self.run_dir_ = out if keep else None
-        return self
 
     def _check_params(self, n_features: int) -> None:
         if self.scale is not None and not (isinstance(self.scale, str) and self.scale in SCALES):
