@@ -54,11 +54,12 @@ from evoae.data import Dataset
 from evoae.data.preprocess import tabular_record
 from evoae.data.tabular import encode_labels
 from evoae.errors import EvoaeError
-from evoae.evolution import strategy_class
+from evoae.evolution import DEFAULT_STRATEGY, strategy_class
 from evoae.families import build_model, get_family
 from evoae.loop import search
 from evoae.models.pca import pca_basis
 from evoae.objectives import make_objective
+from evoae.settings import default
 
 #: Fewer rows than this are repeated before the 70/15/15 split (see module docstring).
 MIN_SPLIT_ROWS = 20
@@ -190,23 +191,23 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         code_size: int = 4,
         *,
         scale: str | None = None,
-        space: str = "seed",
-        strategy: str = "microbial",
+        space: str = default("preset"),
+        strategy: str = DEFAULT_STRATEGY,
         strategy_options: dict[str, Any] | None = None,
-        objective: str = "recon",
+        objective: str = default("objective"),
         population: int = 8,
         generations: int = 20,
-        epochs: int = 2,
-        min_steps: int = 200,
-        final_epochs: int = 100,
-        final_min_steps: int = 2000,
+        epochs: int = default("epochs"),
+        min_steps: int = default("min_steps"),
+        final_epochs: int = default("final_epochs"),
+        final_min_steps: int = default("final_min_steps"),
         max_depth: int | None = None,
         max_ratio: float | None = None,
-        fidelity: str = "none",
-        final_pbt: int = 0,
+        fidelity: str = default("fidelity"),
+        final_pbt: int = default("final_pbt"),
         random_state: int | np.random.RandomState | None = None,
         run_dir: str | Path | None = None,
-        device: str = "cpu",
+        device: str = default("device"),
         n_jobs: int | None = None,
     ) -> None:
         self.code_size = code_size

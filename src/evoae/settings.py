@@ -22,7 +22,7 @@ from evoae.execution import EXECUTORS
 from evoae.families import FAMILIES
 from evoae.families.dense.space import MAX_RATIO
 from evoae.objectives import OBJECTIVES
-from evoae.options import build, check, options_of, with_legacy
+from evoae.options import build, check, default_of, options_of, with_legacy
 from evoae.options import option as opt
 from evoae.seeds import check_seed
 from evoae.spaces.base import OPTIMIZERS
@@ -499,3 +499,13 @@ def _has_option(cls: type, name: str) -> bool:
 def declared(section: str) -> list[Any]:
     """The declared options of one section (for the CLI)."""
     return options_of(SECTIONS[section])
+
+
+def default(name: str) -> Any:
+    """The declared default of setting ``name`` (any section): one place for the CLI,
+    :func:`evoae.search` and the estimator's parameters."""
+    for cls in SECTIONS.values():
+        for f in options_of(cls):
+            if f.name == name:
+                return default_of(f)
+    raise KeyError(name)
