@@ -33,7 +33,7 @@ from evoae.seeds import derive_seed
 from evoae.settings import SearchSettings
 from evoae.spaces import Space, spec_key
 from evoae.training import Result, train_candidate
-from evoae.training.budget import epochs_for
+from evoae.training.budget import EPOCH_CAP, PLATEAU, TIME_CAP, epochs_for, steps_per_epoch
 from evoae.training.evaluator import as_tensor, resolve_device
 from evoae.training.pbt import pbt_train
 from evoae.training.threads import torch_threads
@@ -59,6 +59,8 @@ class SearchResult:
     stopped: str = "budget"
     #: The executor used, in words (what ``auto`` chose).
     executor: str = ""
+    #: What the search spent before the final stage (:func:`search_spent`).
+    spent: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,7 @@ class SearchResult:
             "history": strict_history(self.history),
             "stopped": self.stopped,
             "executor": self.executor,
+            "spent": self.spent,
         }
 
 
@@ -100,6 +103,7 @@ def retrain_best(
     t0: float,
     phenotype_key: Callable[[dict[str, Any]], str],
     reporters: Sequence[Any] = (),
+    deadline: float | None = None,
 ) -> SearchResult:
     """Retrain the journal's best candidate, compare it with PCA, test it and save it.
 
@@ -111,6 +115,12 @@ def retrain_best(
     replaced by the PCA-initialised linear autoencoder (``final["fallback"] = "pca"``).
     A diverging retraining is an error (the search itself stays saved): a NaN model is
     never written as the run's model.
+
+    With a ``deadline`` (:func:`time.perf_counter` time; the time budget) every final
+    training stops by it; when two are planned (the PCA seed and the best from scratch)
+    the first gets half the time left. ``final["stop"]`` says what ended the kept
+    model's training ("plateau": ``final["converged"]``; "epochs" or "time budget": a
+    cap), beside the epochs, optimizer steps and seconds it spent.
     """
     best = best_row(list(journal.rows()))
     if best is None and n_evaluations == 0:
@@ -127,8 +137,19 @@ def retrain_best(
     spec = space.decode(genome)
     device = resolve_device(s.execution.device)
     train, val = as_split(splits.train, device), as_split(splits.val, device)
+    spent = search_spent(s, journal, len(splits.train.x), time.perf_counter() - t0)
+    searched_from_pca = spec.get("init") is not None
+    scratch = _best_from_scratch(journal) if searched_from_pca else None
     final_result, model, pbt = _final_training(
-        s, spec, train, val, objective, phenotype_key, reporters, run_dir=run_dir
+        s,
+        spec,
+        train,
+        val,
+        objective,
+        phenotype_key,
+        reporters,
+        run_dir=run_dir,
+        deadline=_share(deadline, 2 if scratch is not None else 1),
     )
     if final_result.status != "ok":  # never save NaN weights as the run's model
         raise EvoaeError(
@@ -136,8 +157,6 @@ def retrain_best(
             f"{final_result.epochs} epochs failed ({final_result.error}); the search is "
             "saved: resume with fewer --final-epochs"
         )
-    searched_from_pca = spec.get("init") is not None
-    scratch = _best_from_scratch(journal) if searched_from_pca else None
     if scratch is not None:
         # The PCA seed starts where others must train to: on a short candidate budget its
         # fitness is not comparable with theirs. The best candidate trained from scratch
@@ -145,7 +164,7 @@ def retrain_best(
         g2 = space.from_json(scratch.genome)
         spec2 = space.decode(g2)
         r2, m2, p2 = _final_training(
-            s, spec2, train, val, objective, phenotype_key, run_dir=run_dir
+            s, spec2, train, val, objective, phenotype_key, run_dir=run_dir, deadline=deadline
         )
         if r2.status == "ok" and r2.fitness < final_result.fitness:
             best, genome, spec, final_result, model, pbt = scratch, g2, spec2, r2, m2, p2
@@ -165,8 +184,9 @@ def retrain_best(
         pca_genome, pca_spec = linear
         done = Trained(final_result, model, pbt) if spec == pca_spec else None
         final_result, model, pbt = _pca_model(
-            s, pca_spec, train, val, objective, phenotype_key, done, run_dir=run_dir
-        )
+            s, pca_spec, train, val, objective, phenotype_key, done, run_dir=run_dir,
+            deadline=deadline,
+        )  # fmt: skip
         genome = pca_genome
         spec = pca_spec
         # The returned model's own search row (the PCA seed's), when the search had one.
@@ -185,6 +205,7 @@ def retrain_best(
         val_loss = evaluate(model, as_tensor(splits.val.x, device))["loss"]
     final: dict[str, Any] = {
         "epochs": final_result.epochs,
+        **_final_spent(s, spec, len(splits.train.x), final_result, pbt),
         "best_epoch": final_result.best_epoch,
         "val_loss": val_loss,
         "train_loss": final_result.train_loss,
@@ -230,7 +251,70 @@ def retrain_best(
         n_trainings=n_trainings,
         seconds=time.perf_counter() - t0,
         settings=s,
+        spent=spent,
     )
+
+
+def final_epochs(s: SearchSettings, spec: dict[str, Any], n_train: int) -> int:
+    """The final training's epoch cap for ``spec``: ``final_epochs``, raised by the
+    step floor ``final_min_steps`` (0 when the user set ``final_epochs``)."""
+    t = s.training
+    return epochs_for(t.final_epochs, t.final_min_steps, n_train, int(spec["batch_size"]))
+
+
+def search_spent(
+    s: SearchSettings, journal: Journal, n_train: int, seconds: float
+) -> dict[str, Any]:
+    """What the search spent: evaluations, trainings, their epochs and optimizer steps
+    (as planned: a diverging candidate stops early; None with ASHA, whose promotions
+    continue saved trainings), and ``seconds`` of this session before the final stage."""
+    t = s.training
+    rows = list(journal.rows())
+    trained = [r for r in rows if not r.cached]
+    epochs: int | None = 0
+    steps: int | None = 0
+    for r in trained:
+        if "rung" in r.terms or epochs is None or steps is None:
+            epochs = steps = None
+            continue
+        batch = int(r.spec["batch_size"])
+        e = epochs_for(t.epochs, t.min_steps, n_train, batch)
+        epochs += e
+        steps += e * steps_per_epoch(n_train, batch)
+    return {
+        "evaluations": len(rows),
+        "trainings": len(trained),
+        "epochs": epochs,
+        "steps": steps,
+        "seconds": seconds,
+    }
+
+
+def _final_spent(
+    s: SearchSettings,
+    spec: dict[str, Any],
+    n_train: int,
+    result: Result,
+    pbt: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The kept final training's cap, optimizer steps and why it stopped."""
+    epochs = int(result.epochs or 0)
+    steps = None if pbt is not None else epochs * steps_per_epoch(n_train, spec["batch_size"])
+    stop = result.stop or EPOCH_CAP
+    return {
+        "max_epochs": final_epochs(s, spec, n_train),
+        "steps": steps,
+        "stop": stop,
+        "converged": stop == PLATEAU,
+    }
+
+
+def _share(deadline: float | None, parts: int) -> float | None:
+    """The deadline of the first of ``parts`` trainings sharing the time to ``deadline``."""
+    if deadline is None or parts <= 1:
+        return deadline
+    now = time.perf_counter()
+    return now + max(0.0, deadline - now) / parts
 
 
 def phenotype_key(s: SearchSettings, n_train: int, spec: dict[str, Any]) -> str:
@@ -263,14 +347,16 @@ def _final_training(
     reporters: Sequence[Any] = (),
     *,
     run_dir: Path | None = None,
+    deadline: float | None = None,
 ) -> Trained:
     """The final schedule of :func:`retrain_best` for ``spec``, seeded by its phenotype;
     reporters hear of its start (the epoch cap) and of every epoch (PBT: every interval).
+    It stops after the epoch (PBT: the interval) that ends past ``deadline``.
 
     With ``final_pbt`` it is population-based training of that many copies, each for
     the same epochs, checkpointed in ``run_dir/pbt/KEY`` (resumed from there)."""
     t = s.training
-    epochs = epochs_for(t.final_epochs, t.final_min_steps, len(train.x), int(spec["batch_size"]))
+    epochs = final_epochs(s, spec, len(train.x))
     seed = derive_seed(s.seed, "final", phenotype_key(spec))
     for r in reporters:
         r.final_start(epochs)
@@ -281,7 +367,9 @@ def _final_training(
 
     with torch_threads(s.execution.threads or 1):
         if t.final_pbt >= 2 and epochs > 0:
-            return _final_pbt(s, spec, train, val, objective, epochs, seed, run_dir, on_epoch)
+            return _final_pbt(
+                s, spec, train, val, objective, epochs, seed, run_dir, on_epoch, deadline
+            )
         return Trained(
             *train_candidate(
                 spec,
@@ -293,6 +381,7 @@ def _final_training(
                 patience=t.final_patience,
                 min_steps=t.final_min_steps,
                 on_epoch=on_epoch if reporters else None,
+                deadline=deadline,
             )
         )
 
@@ -307,6 +396,7 @@ def _final_pbt(
     seed: int,
     run_dir: Path | None,
     on_epoch: Callable[[int, float], None],
+    deadline: float | None = None,
 ) -> Trained:
     """``final_pbt`` copies of ``spec`` trained ``epochs`` epochs each by PBT; the copy
     with the best final validation loss is kept. Its checkpoint folder is keyed by
@@ -326,6 +416,7 @@ def _final_pbt(
     res = pbt_train(
         spec, train, val, copies=copies, epochs=epochs, ready=ready, seed=seed,
         state_path=state, on_interval=on_interval,
+        stop=None if deadline is None else lambda: time.perf_counter() >= deadline,
     )  # fmt: skip
     last = [r for r in res.history if r["interval"] == res.history[-1]["interval"]]
     train_loss = next(r["train_loss"] for r in last if r["member"] == res.best)
@@ -337,11 +428,13 @@ def _final_pbt(
         time.perf_counter() - t0,
         objective=objective,
     )
-    result.epochs = result.best_epoch = epochs
+    trained = int(res.history[-1]["epoch"])
+    result.epochs = result.best_epoch = trained
+    result.stop = TIME_CAP if trained < epochs else EPOCH_CAP
     figures = {
         "copies": copies,
-        "epochs_per_copy": epochs,
-        "epochs_total": copies * epochs,
+        "epochs_per_copy": trained,
+        "epochs_total": copies * trained,
         "ready": ready,
         "best_copy": res.best,
         "hparams": res.hparams,
@@ -373,12 +466,15 @@ def _pca_model(
     done: Trained | None = None,
     *,
     run_dir: Path | None = None,
+    deadline: float | None = None,
 ) -> Trained:
     """The PCA-initialised linear autoencoder: trained with the final schedule (``done``
     when that was the retrained best) or as initialised, whichever reconstructs the
     validation split better."""
     if done is None:
-        done = _final_training(s, spec, train, val, objective, phenotype_key, run_dir=run_dir)
+        done = _final_training(
+            s, spec, train, val, objective, phenotype_key, run_dir=run_dir, deadline=deadline
+        )
     untrained, plain = train_candidate(spec, train, val, epochs=0, seed=0, objective=objective)
     if done.result.status == "ok" and _loss(done.result) <= _loss(untrained):
         return done

@@ -177,8 +177,8 @@ class TrainingSettings:
     )
     final_epochs: int = opt(
         100,
-        "most epochs to retrain the best (fewer on a validation plateau, more for "
-        "--final-min-steps)",
+        "most epochs to retrain the best (fewer on a validation plateau or at the time "
+        "budget; more for --final-min-steps only while --final-epochs is not set)",
         low=0,
         high=MAX_EPOCHS,
         resumable=True,
@@ -293,10 +293,20 @@ class ExecutionSettings:
     )
     time_budget: float | None = opt(
         None,
-        "seconds of search: then stop asking, finish the running batch, retrain and save the best",
+        "seconds for the whole run: the search stops asking after three quarters of it "
+        "(all of it with --final-time-budget) and finishes the running batch; the final "
+        "training stops when it ends (after at least one epoch)",
         low=0.0,
         kind=float,
         default_text="none",
+        resumable=True,
+    )
+    final_time_budget: float | None = opt(
+        None,
+        "seconds for the final training alone (then --time-budget bounds the search only)",
+        low=0.0,
+        kind=float,
+        default_text="the rest of --time-budget",
         resumable=True,
     )
     ray_address: str | None = opt(

@@ -84,6 +84,9 @@ def run_record(view: RunView) -> dict[str, Any]:
         "pca_ratio": _finite(final.get("pca_ratio")),
         "fallback": final.get("fallback"),
         "final_pbt": final.get("pbt") is not None,
+        # None: a summary written before evoae recorded what ended the final training.
+        "final_stop": final.get("stop"),
+        "converged": final.get("converged"),
         "test_loss": _finite(final.get("test_loss")),
         "params": final.get("params"),
         "seconds": (view.summary or {}).get("seconds"),
@@ -165,6 +168,9 @@ def run_show(args: argparse.Namespace) -> int:
     info.add_row("retrained val loss", _f(record["val_loss"]))
     final = (view.summary or {}).get("final", {})
     if view.finished:
+        spent = (view.summary or {}).get("spent")
+        if isinstance(spent, dict):
+            info.add_row("search spent", spent_text(spent))
         info.add_row("final training", final_training_text(final))
     if view.finished and "pca_val_loss" in final:
         for key, value in pca_rows(final, record["code_size"]):
@@ -184,7 +190,7 @@ def run_show(args: argparse.Namespace) -> int:
         options = {k: s[k] for k in ("population", "generations", "deme", "concurrent") if k in s}
     strategy = ", ".join(f"{k} {v}" for k, v in options.items() if v is not None)
     info.add_row("strategy", f"{s.get('strategy', 'microbial')} ({strategy})")
-    info.add_row("budget", f"epochs {s.get('epochs')}, final epochs {s.get('final_epochs')}")
+    info.add_row("budget", budget_text(s))
     if s.get("fidelity") == "asha":
         info.add_row(
             "fidelity",
@@ -242,23 +248,67 @@ def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.5f}"
 
 
+def budget_text(s: dict[str, Any]) -> str:
+    """The run's budgets as set (flat settings): epochs and their step floors, time."""
+    text = f"epochs {s.get('epochs')}"
+    if s.get("min_steps"):
+        text += f" (at least {s.get('min_steps')} steps)"
+    text += f", final epochs {s.get('final_epochs')}"
+    if s.get("final_min_steps"):
+        text += f" (at least {s.get('final_min_steps')} steps)"
+    if s.get("time_budget") is not None:
+        text += f", time budget {s.get('time_budget'):g} s"
+    if s.get("final_time_budget") is not None:
+        text += f", final time budget {s.get('final_time_budget'):g} s"
+    return text
+
+
+def spent_text(spent: dict[str, Any]) -> str:
+    """What the search spent before the final stage, in words."""
+    parts = [f"{spent.get('evaluations')} evaluations", f"{spent.get('trainings')} trainings"]
+    for key in ("epochs", "steps"):
+        if isinstance(spent.get(key), int):
+            parts.append(f"{spent[key]:,} {key}")
+    if isinstance(spent.get("seconds"), int | float):
+        parts.append(f"{spent['seconds']:.1f} s")
+    return ", ".join(parts)
+
+
+_STOPS = {
+    "plateau": "converged (stopped on a validation plateau)",
+    "epochs": "capped by the epoch limit (not converged)",
+    "time budget": "capped by the time budget (not converged)",
+}
+
+
 def final_training_text(final: dict[str, Any]) -> str:
-    """How the final model was trained: plain, or PBT with its figures."""
+    """How the final model was trained (plain, or PBT with its figures), what it spent
+    and whether it converged or hit a cap."""
     pbt = final.get("pbt")
     epochs = final.get("epochs")
+    spend = [f"{final['steps']:,} steps"] if isinstance(final.get("steps"), int) else []
+    if isinstance(final.get("seconds"), int | float):
+        spend.append(f"{final['seconds']:.1f} s")
+    stop = _STOPS.get(str(final.get("stop")))
     if not isinstance(pbt, dict):
-        return "plain" if epochs is None else f"plain, {epochs} epochs"
+        if epochs is None:
+            return "plain"
+        cap = final.get("max_epochs")
+        text = f"plain, {epochs} epochs" + (f" (at most {cap})" if cap is not None else "")
+        text = ", ".join([text, *spend])
+        return f"{text}: {stop}" if stop else text
     hp = pbt.get("hparams") if isinstance(pbt.get("hparams"), dict) else {}
     tuned = ", ".join(
         f"{k} {v:.3g}" if k != "batch_size" else f"batch {v:g}"
         for k, v in hp.items()
         if isinstance(v, int | float)
     )
-    return (
+    text = (
         f"PBT, {pbt.get('copies')} copies x {pbt.get('epochs_per_copy')} epochs "
         f"(= {pbt.get('epochs_total')}), exploit/explore every {pbt.get('ready')}: "
         f"{pbt.get('exploits')} exploit(s), best copy #{pbt.get('best_copy')} ({tuned})"
     )
+    return f"{text}: {stop}" if stop else text
 
 
 def pca_rows(final: dict[str, Any], code_size: Any, unit: str = "") -> list[tuple[str, str]]:

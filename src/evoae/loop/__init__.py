@@ -43,6 +43,7 @@ from evoae.seeds import derive_seed
 from evoae.settings import SearchSettings, StrategySettings
 from evoae.spaces import Space
 from evoae.training import Evaluator
+from evoae.training.budget import honour_counts
 from evoae.training.evaluator import resolve_device
 
 __all__ = ["SearchResult", "SearchSettings", "derive_seed", "runs_root", "search"]
@@ -171,12 +172,9 @@ def _new_settings(
     """A new run's settings from the flat names given."""
     name = strategy_name(strategy)
     default = "digits" if data is None else "<array>"
-    given = {"dataset": dataset if dataset is not None else default, **settings}
-    for count, floor in (("epochs", "min_steps"), ("final_epochs", "final_min_steps")):
-        # An epoch count the user sets is what trains: its step floor is then off
-        # unless the user sets that too.
-        if given.get(count) is not None and given.get(floor) is None:
-            given[floor] = 0
+    # An epoch count the user sets is what trains: its step floor is stored as 0 unless
+    # the user sets that too (training.budget).
+    given = honour_counts({"dataset": dataset if dataset is not None else default, **settings})
     if instance is not None:
         s = SearchSettings.from_flat(given, strategy="", strict=True)
         s.strategy = StrategySettings(name, jsonable(instance.options_dict()))

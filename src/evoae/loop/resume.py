@@ -21,6 +21,7 @@ from evoae.runs import folder as rf
 from evoae.runs.journal import Journal
 from evoae.settings import SECTIONS, SearchSettings
 from evoae.spaces import Space
+from evoae.training.budget import FLOORS, honour_counts
 
 
 def strategy_name(strategy: str | Strategy | None) -> str:
@@ -106,6 +107,9 @@ def resumed_settings(
     if isinstance(strategy, Strategy):  # a user's instance: its options follow the same rules
         given.update(jsonable(strategy.options_dict()))
     rules = _resume_rules(options_cls)
+    # A count given on resume is what trains, as on a new run (see training.budget); a
+    # floor that cannot change on resume (min_steps: candidates) stays as stored.
+    given = honour_counts(given, [(c, f) for c, f in FLOORS if rules.get(f) == "free"])
     for key, value in given.items():
         if value is None:
             continue

@@ -22,6 +22,7 @@ from evoae.runs.journal import Journal
 from evoae.settings import SearchSettings
 from evoae.spaces import Space
 from evoae.training import Evaluator
+from evoae.training.budget import final_deadline, search_seconds
 
 #: errno values that mean the run folder cannot be written: an environment problem.
 _WRITE_ERRNOS = {
@@ -82,7 +83,8 @@ def run(
             if resume:
                 _restore(loop, run_dir)
             _record(loop, space, objective, run_dir, fingerprint, resume)
-            stopped = _search(loop, evaluator, finish)
+            stopped = _search(loop, evaluator, finish, t0)
+            ex = s.execution
             loop.lineage.prune(loop.next_id, everything=True)
             result = retrain_best(
                 s,
@@ -97,6 +99,9 @@ def run(
                 t0=t0,
                 phenotype_key=loop.keys.phenotype_key,
                 reporters=reporters,
+                deadline=final_deadline(
+                    t0, time.perf_counter(), ex.time_budget, ex.final_time_budget
+                ),
             )
             result.stopped = stopped
             result.executor = getattr(evaluator, "choice", "") or s.execution.executor
@@ -143,15 +148,16 @@ def _record(
         r.start(total, done, stored, unit=loop.strategy.unit, evaluations=loop.next_id)
 
 
-def _search(loop: Loop, evaluator: Evaluator, finish: bool) -> str:
-    """Step until the strategy is done, the time budget is spent (after at least one
-    batch: something to retrain) or ``finish`` asks to stop; returns why it stopped."""
-    budget = loop.s.execution.time_budget
-    started = time.monotonic()
+def _search(loop: Loop, evaluator: Evaluator, finish: bool, t0: float) -> str:
+    """Step until the strategy is done, the search's share of the time budget (timed
+    from ``t0``, the run's start) is spent (after at least one batch: something to
+    retrain) or ``finish`` asks to stop; returns why it stopped."""
+    ex = loop.s.execution
+    budget = search_seconds(ex.time_budget, ex.final_time_budget)
     while not loop.strategy.done:
         if finish:
             return "finished early"
-        if budget is not None and time.monotonic() - started >= budget and loop.next_id > 0:
+        if budget is not None and time.perf_counter() - t0 >= budget and loop.next_id > 0:
             return "time budget"
         loop.step(evaluator)
     return "budget"

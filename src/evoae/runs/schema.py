@@ -307,6 +307,8 @@ _SETTINGS_FIELDS: dict[str, Checker] = {
     "workers": integer(1, 10**5, null=True),
     "ray_address": string(1024, null=True),
     "download": boolean(null=True),
+    "time_budget": number(0.0, null=True),
+    "final_time_budget": number(0.0, null=True),
 }
 #: Settings of this evoae are checked field by field; fields of newer versions must be
 #: plain, shallow JSON.
@@ -404,8 +406,23 @@ _FINAL = record(
         "fallback": string(32, null=True),
         "fallback_message": string(4096, null=True),
         "pbt": mapping(anything(3), max_len=64, null=True),
+        # What ended the final training (summaries before issue 19 lack both).
+        "stop": string(32, choices=("plateau", "epochs", "time budget"), null=True),
+        "converged": boolean(null=True),
     },
     extra=number(null=True, inf=True),
+)
+#: What the search spent before the final stage (summaries before issue 19 lack it).
+_SPENT = record(
+    {},
+    {
+        "evaluations": integer(0, 2**62),
+        "trainings": integer(0, 2**62),
+        "epochs": integer(0, 2**62, null=True),
+        "steps": integer(0, 2**62, null=True),
+        "seconds": number(0.0),
+    },
+    null=True,
 )
 SUMMARY = record(
     {},
@@ -420,6 +437,7 @@ SUMMARY = record(
         "seconds": number(0.0, null=True),
         "settings": SETTINGS,
         "history": list_of(_HISTORY_ROW),
+        "spent": _SPENT,
     },
     extra=anything(8),
 )

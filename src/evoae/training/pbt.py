@@ -386,6 +386,7 @@ def pbt_train(
     state_path: str | Path | None = None,
     explore_batch: bool = True,
     on_interval: Callable[[int, list[dict[str, Any]]], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> PBTResult:
     """Train ``copies`` members of ``spec`` with PBT for ``epochs`` epochs each.
 
@@ -407,6 +408,9 @@ def pbt_train(
     on_interval
         Called as ``on_interval(intervals_done, history)`` after each checkpoint
         (progress reports; tests raise from it to simulate a crash).
+    stop
+        Asked after each interval but the last: True ends the training there (a time
+        budget); the history's last ``epoch`` then says how far it went.
 
     Returns
     -------
@@ -449,6 +453,8 @@ def pbt_train(
             _save_state(folder, config, members, k + 1, history)
         if on_interval is not None:
             on_interval(k + 1, history)
+        if stop is not None and k < n_intervals - 1 and stop():
+            break
 
     best = min(range(copies), key=lambda i: (members[i].val_loss, i))
     model = members[best].model.eval()
