@@ -294,7 +294,8 @@ def final_training_text(final: dict[str, Any]) -> str:
         if epochs is None:
             return "plain"
         cap = final.get("max_epochs")
-        text = f"plain, {epochs} epochs" + (f" (at most {cap})" if cap is not None else "")
+        text = f"plain, {epochs} epoch{'' if epochs == 1 else 's'}"
+        text += f" (at most {cap})" if cap is not None else ""
         text = ", ".join([text, *spend])
         return f"{text}: {stop}" if stop else text
     hp = pbt.get("hparams") if isinstance(pbt.get("hparams"), dict) else {}
