@@ -409,8 +409,7 @@ def pbt_train(
         Called as ``on_interval(intervals_done, history)`` after each checkpoint
         (progress reports; tests raise from it to simulate a crash).
     stop
-        Asked after each interval but the last: True ends the training there (a time
-        budget); the history's last ``epoch`` then says how far it went.
+        Asked after each interval but the last: True ends the training (a time budget).
 
     Returns
     -------
