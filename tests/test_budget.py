@@ -236,3 +236,18 @@ def test_old_summaries_stay_readable_and_a_bad_stop_is_refused(tmp_path, capsys)
     bad = {**summary, "final": {**summary["final"], "stop": "whenever"}}
     with pytest.raises(EvoaeError, match="stop"):
         validate_summary(bad, "bad summary")
+
+
+def test_the_estimators_final_epochs_is_what_trains():
+    """``EvolvedAutoencoder(final_epochs=3)`` trains 3 final epochs (the 2,000-step
+    floor is off unless set too, as with ``evoae search --final-epochs 3``)."""
+    import numpy as np
+
+    from evoae import EvolvedAutoencoder
+
+    x = np.random.default_rng(0).random((120, 8))
+    kw = dict(code_size=2, population=2, generations=1, epochs=1, random_state=0)
+    ae = EvolvedAutoencoder(final_epochs=3, **kw).fit(x)
+    assert ae.final_["epochs"] <= 3
+    floored = EvolvedAutoencoder(final_epochs=3, final_min_steps=200, **kw).fit(x)
+    assert floored.final_["epochs"] > 3

@@ -109,13 +109,15 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Training epochs per candidate during the search.
     min_steps : int, default=200
         Optimizer steps each candidate trains at least: small data gets more epochs
-        (``max(epochs, ceil(min_steps / batches per epoch))``).
+        (``max(epochs, ceil(min_steps / batches per epoch))``). An ``epochs`` set away
+        from its default is what trains unless ``min_steps`` is set too.
     final_epochs : int, default=100
         Most epochs to retrain the best architecture on the training split; it stops
         earlier on a validation plateau (5 epochs without improvement, best weights
         kept), and never before ``final_min_steps`` optimizer steps.
     final_min_steps : int, default=2000
-        Optimizer steps the final training takes at least (more epochs on small data).
+        Optimizer steps the final training takes at least (more epochs on small data);
+        like ``min_steps``, off when ``final_epochs`` is set and it is not.
     max_depth : int or None, default=None
         Hidden genes of the space (None: the preset's default).
     max_ratio : float or None, default=None
@@ -288,14 +290,22 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             final_pbt=self.final_pbt,
             strategy=self.strategy,
             **self._strategy_settings(),
-            epochs=self.epochs,
-            min_steps=self.min_steps,
-            final_epochs=self.final_epochs,
-            final_min_steps=self.final_min_steps,
+            **self._counts(),
             seed=seed,
             device=self.device,
             workers=self.n_jobs,
         )
+
+    def _counts(self) -> dict[str, Any]:
+        """Epoch counts and their step floors: a count set away from its default is what
+        trains unless its floor was set too (as ``evoae search --epochs N`` does)."""
+        out: dict[str, Any] = {}
+        for count, floor in (("epochs", "min_steps"), ("final_epochs", "final_min_steps")):
+            out[count] = getattr(self, count)
+            mine = getattr(self, count) != default(count)
+            if not mine or getattr(self, floor) != default(floor):
+                out[floor] = getattr(self, floor)
+        return out
 
     def _adopt(self, result: Any, scaled: np.ndarray) -> None:
         """The fitted attributes from a search's result."""
