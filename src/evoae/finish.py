@@ -122,6 +122,81 @@ def retrain_best(
     model's training ("plateau": ``final["converged"]``; "epochs" or "time budget": a
     cap), beside the epochs, optimizer steps and seconds it spent.
     """
+    best = _best_or_refuse(journal, n_evaluations, run_dir)
+    device = resolve_device(s.execution.device)
+    train, val = as_split(splits.train, device), as_split(splits.val, device)
+    spent = search_spent(s, journal, len(splits.train.x), time.perf_counter() - t0)
+    ctx = _Final(s, space, objective, phenotype_key, train, val, run_dir, deadline)
+    pick = _retrain(ctx, journal, best, reporters)
+    family = get_family(pick.spec["family"])
+    pca_loss = _pca_loss(splits, s.space.code_size) if family.loss_label == "MSE" else None
+    pick, fallback = _pca_if_worse(ctx, journal, pick, pca_loss)
+    final = _final_figures(s, pick, splits, objective, device, pca_loss, family.loss_label)
+    final.update(fallback)
+    model = pick.trained.model.cpu().eval()
+    genome_json = _jsonable(space.to_json(pick.genome))
+    save_model(
+        model,
+        run_dir / rf.MODEL_DIR,
+        space=space.config(),
+        genome=genome_json,
+        metrics={
+            "search_fitness": pick.row.fitness,
+            **{k: v for k, v in final.items() if k != "terms"},
+        },
+        preprocess=splits.train.preprocess,  # also sets model.preprocess
+    )
+    rf.write_json(
+        run_dir / rf.BEST_GENOME,
+        {
+            "genome": genome_json,
+            "spec": pick.spec,
+            "fitness": pick.row.fitness,
+            "evaluation": pick.row.id,
+        },
+    )
+    return SearchResult(
+        run_dir=run_dir,
+        best_genome=genome_json,
+        best_spec=pick.spec,
+        best_fitness=pick.row.fitness,
+        final=final,
+        model=model,
+        history=history,
+        n_evaluations=n_evaluations,
+        n_trainings=n_trainings,
+        seconds=time.perf_counter() - t0,
+        settings=s,
+        spent=spent,
+    )
+
+
+@dataclass
+class _Final:
+    """What every final training of one run shares."""
+
+    s: SearchSettings
+    space: Space
+    objective: Objective
+    phenotype_key: Callable[[dict[str, Any]], str]
+    train: EvalSplit
+    val: EvalSplit
+    run_dir: Path
+    deadline: float | None
+
+
+@dataclass
+class _Pick:
+    """A retrained candidate: its search row, genome, spec and final training."""
+
+    row: Any
+    genome: Any
+    spec: dict[str, Any]
+    trained: Trained
+
+
+def _best_or_refuse(journal: Journal, n_evaluations: int, run_dir: Path) -> Any:
+    """The journal's best row, or a one-line error saying why there is none."""
     best = best_row(list(journal.rows()))
     if best is None and n_evaluations == 0:
         raise EvoaeError(
@@ -133,126 +208,106 @@ def retrain_best(
             "every candidate failed to train: try other settings (e.g. fewer epochs, a lower "
             "learning rate range) or check the data"
         )
-    genome = space.from_json(best.genome)
-    spec = space.decode(genome)
-    device = resolve_device(s.execution.device)
-    train, val = as_split(splits.train, device), as_split(splits.val, device)
-    spent = search_spent(s, journal, len(splits.train.x), time.perf_counter() - t0)
-    searched_from_pca = spec.get("init") is not None
-    scratch = _best_from_scratch(journal) if searched_from_pca else None
-    final_result, model, pbt = _final_training(
-        s,
-        spec,
-        train,
-        val,
-        objective,
-        phenotype_key,
-        reporters,
-        run_dir=run_dir,
-        deadline=_share(deadline, 2 if scratch is not None else 1),
-    )
-    if final_result.status != "ok":  # never save NaN weights as the run's model
+    return best
+
+
+def _retrain(ctx: _Final, journal: Journal, best: Any, reporters: Sequence[Any]) -> _Pick:
+    """The best row's final training; when it started from PCA, also the best candidate
+    trained from scratch (the PCA seed starts where others must train to: on a short
+    candidate budget its fitness is not comparable with theirs), validation deciding."""
+    genome = ctx.space.from_json(best.genome)
+    spec = ctx.space.decode(genome)
+    scratch = _best_from_scratch(journal) if spec.get("init") is not None else None
+    share = _share(ctx.deadline, 2 if scratch is not None else 1)
+    trained = Trained(*_final_training(ctx.s, spec, ctx.train, ctx.val, ctx.objective,
+                                       ctx.phenotype_key, reporters, run_dir=ctx.run_dir,
+                                       deadline=share))  # fmt: skip
+    if trained.result.status != "ok":  # never save NaN weights as the run's model
         raise EvoaeError(
             f"retraining the best candidate (evaluation {best.id}) for "
-            f"{final_result.epochs} epochs failed ({final_result.error}); the search is "
+            f"{trained.result.epochs} epochs failed ({trained.result.error}); the search is "
             "saved: resume with fewer --final-epochs"
         )
+    pick = _Pick(best, genome, spec, trained)
     if scratch is not None:
-        # The PCA seed starts where others must train to: on a short candidate budget its
-        # fitness is not comparable with theirs. The best candidate trained from scratch
-        # gets the same final training, and validation decides.
-        g2 = space.from_json(scratch.genome)
-        spec2 = space.decode(g2)
-        r2, m2, p2 = _final_training(
-            s, spec2, train, val, objective, phenotype_key, run_dir=run_dir, deadline=deadline
-        )
-        if r2.status == "ok" and r2.fitness < final_result.fitness:
-            best, genome, spec, final_result, model, pbt = scratch, g2, spec2, r2, m2, p2
-    family = get_family(spec["family"])
-    pca_loss = _pca_loss(splits, s.space.code_size) if family.loss_label == "MSE" else None
-    fallback: dict[str, Any] = {}
-    linear = family_fallback(space)
+        g2 = ctx.space.from_json(scratch.genome)
+        spec2 = ctx.space.decode(g2)
+        other = Trained(*_final_training(ctx.s, spec2, ctx.train, ctx.val, ctx.objective,
+                                         ctx.phenotype_key, run_dir=ctx.run_dir,
+                                         deadline=ctx.deadline))  # fmt: skip
+        if other.result.status == "ok" and other.result.fitness < trained.result.fitness:
+            pick = _Pick(scratch, g2, spec2, other)
+    return pick
+
+
+def _pca_if_worse(
+    ctx: _Final, journal: Journal, pick: _Pick, pca_loss: float | None
+) -> tuple[_Pick, dict[str, Any]]:
+    """With ``pca_fallback``, a model validating worse than PCA is replaced by the
+    family's linear fallback (dense: the PCA-initialised linear autoencoder)."""
+    linear = family_fallback(ctx.space)
+    worse = pick.trained.result.val_loss
     if (
-        pca_loss is not None
-        and s.training.pca_fallback
-        and objective.model_loss
-        and linear is not None
-        and final_result.val_loss is not None
-        and final_result.val_loss > pca_loss * (1 + FALLBACK_RTOL)
+        pca_loss is None
+        or not ctx.s.training.pca_fallback
+        or not ctx.objective.model_loss
+        or linear is None
+        or worse is None
+        or worse <= pca_loss * (1 + FALLBACK_RTOL)
     ):
-        worse, searched = final_result.val_loss, spec
-        pca_genome, pca_spec = linear
-        done = Trained(final_result, model, pbt) if spec == pca_spec else None
-        final_result, model, pbt = _pca_model(
-            s, pca_spec, train, val, objective, phenotype_key, done, run_dir=run_dir,
-            deadline=deadline,
-        )  # fmt: skip
-        genome = pca_genome
-        spec = pca_spec
-        # The returned model's own search row (the PCA seed's), when the search had one.
-        best = _row_of(journal, pca_spec) or best
-        fallback = {
-            "fallback": "pca",
-            "fallback_message": (
-                f"the retrained best ({describe(searched)}) reconstructs the validation "
-                f"split worse than PCA ({worse:.6g} > {pca_loss:.6g} MSE): returning the "
-                "PCA-initialised linear autoencoder"
-            ),
-            "searched_val_loss": worse,
-        }
-    val_loss = final_result.val_loss
+        return pick, {}
+    pca_genome, pca_spec = linear
+    done = pick.trained if pick.spec == pca_spec else None
+    trained = Trained(*_pca_model(ctx.s, pca_spec, ctx.train, ctx.val, ctx.objective,
+                                  ctx.phenotype_key, done, run_dir=ctx.run_dir,
+                                  deadline=ctx.deadline))  # fmt: skip
+    # The returned model's own search row (the PCA seed's), when the search had one.
+    row = _row_of(journal, pca_spec) or pick.row
+    fallback = {
+        "fallback": "pca",
+        "fallback_message": (
+            f"the retrained best ({describe(pick.spec)}) reconstructs the validation "
+            f"split worse than PCA ({worse:.6g} > {pca_loss:.6g} MSE): returning the "
+            "PCA-initialised linear autoencoder"
+        ),
+        "searched_val_loss": worse,
+    }
+    return _Pick(row, pca_genome, pca_spec, trained), fallback
+
+
+def _final_figures(
+    s: SearchSettings,
+    pick: _Pick,
+    splits: Splits,
+    objective: Objective,
+    device: Any,
+    pca_loss: float | None,
+    label: str,
+) -> dict[str, Any]:
+    """``summary.json``'s ``final``: the kept model's training, losses and PCA figures."""
+    result, model, pbt = pick.trained
+    val_loss = result.val_loss
     if val_loss is None:  # an objective other than the model's loss: measure that too
         val_loss = evaluate(model, as_tensor(splits.val.x, device))["loss"]
     final: dict[str, Any] = {
-        "epochs": final_result.epochs,
-        **_final_spent(s, spec, len(splits.train.x), final_result, pbt),
-        "best_epoch": final_result.best_epoch,
+        "epochs": result.epochs,
+        **_final_spent(s, pick.spec, len(splits.train.x), result, pbt),
+        "best_epoch": result.best_epoch,
         "val_loss": val_loss,
-        "train_loss": final_result.train_loss,
-        "terms": final_result.terms,
-        "params": final_result.params,
-        "seconds": final_result.seconds,
-        "status": final_result.status,
-        **_pca_figures(pca_loss, val_loss, family.loss_label),
-        **fallback,
+        "train_loss": result.train_loss,
+        "terms": result.terms,
+        "params": result.params,
+        "seconds": result.seconds,
+        "status": result.status,
+        **_pca_figures(pca_loss, val_loss, label),
     }
     if pbt is not None:
         final["pbt"] = pbt
     if not objective.model_loss:
-        final["fitness"] = final_result.fitness
+        final["fitness"] = result.fitness
     if splits.test is not None:
         final["test_loss"] = evaluate(model, as_tensor(splits.test.x, device))["loss"]
-    model = model.cpu().eval()
-    genome_json = _jsonable(space.to_json(genome))
-    save_model(
-        model,
-        run_dir / rf.MODEL_DIR,
-        space=space.config(),
-        genome=genome_json,
-        metrics={
-            "search_fitness": best.fitness,
-            **{k: v for k, v in final.items() if k != "terms"},
-        },
-        preprocess=splits.train.preprocess,  # also sets model.preprocess
-    )
-    rf.write_json(
-        run_dir / rf.BEST_GENOME,
-        {"genome": genome_json, "spec": spec, "fitness": best.fitness, "evaluation": best.id},
-    )
-    return SearchResult(
-        run_dir=run_dir,
-        best_genome=genome_json,
-        best_spec=spec,
-        best_fitness=best.fitness,
-        final=final,
-        model=model,
-        history=history,
-        n_evaluations=n_evaluations,
-        n_trainings=n_trainings,
-        seconds=time.perf_counter() - t0,
-        settings=s,
-        spent=spent,
-    )
+    return final
 
 
 def final_epochs(s: SearchSettings, spec: dict[str, Any], n_train: int) -> int:

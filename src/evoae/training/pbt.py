@@ -425,16 +425,8 @@ def pbt_train(
         raise EvoaeError(f"PBT needs at least 2 copies, got {copies}")
     if epochs < 1 or ready < 1:
         raise EvoaeError(f"epochs and ready must be at least 1, got {epochs} and {ready}")
-    config = {
-        "spec": spec,
-        "copies": copies,
-        "epochs": epochs,
-        "ready": ready,
-        "seed": seed,
-        "explore_batch": explore_batch,
-        "n_train": int(xt.shape[0]),
-    }
-    config = json.loads(json.dumps(config))
+    config = dict(spec=spec, copies=copies, epochs=epochs, ready=ready, seed=seed)
+    config = json.loads(json.dumps({**config, "explore_batch": explore_batch, "n_train": len(xt)}))
     members = [_make_member(spec, i, seed, xt) for i in range(copies)]
     folder = Path(state_path) if state_path is not None else None
     done, history = (0, []) if folder is None else _load_state(folder, config, members)
@@ -444,9 +436,8 @@ def pbt_train(
         span = min(ready, epochs - k * ready)
         rows = [_train_member(m, xt, xv, span, k, k * ready + span) for m in members]
         if k < n_intervals - 1:
-            _exploit_explore(
-                members, rows, np.random.default_rng(_derive(seed, k, 2)), explore_batch
-            )
+            rng = np.random.default_rng(_derive(seed, k, 2))
+            _exploit_explore(members, rows, rng, explore_batch)
         history.extend(rows)
         if folder is not None:
             _save_state(folder, config, members, k + 1, history)
