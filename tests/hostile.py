@@ -269,12 +269,15 @@ def _files_with_mtimes(folder: Path) -> dict[str, tuple[str, int]]:
     }
 
 
-def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``evoae ARGV`` in this process: exit status, stdout, stderr."""
+    capsys.readouterr()
     try:
         code = main(argv)
     except SystemExit as e:  # argparse's own usage errors
         code = int(e.code or 0)
-    return code, capsys.readouterr().err
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def check_refused(
@@ -285,13 +288,11 @@ def check_refused(
 ) -> None:
     """Run a ``REFUSED`` case against :func:`hostile_run` and check the first rule."""
     run, data = finished
-    env = Env(tmp_path, run, data)
-    built = case(env)
+    built = case(Env(tmp_path, run, data))
     argv, watched = built if isinstance(built, tuple) else (built, None)
     folders = [run] + ([watched] if watched is not None else [])
     before = [_files_with_mtimes(f) for f in folders]
-    capsys.readouterr()
-    code, err = _run_cli(argv, capsys)
+    code, _, err = _run_cli(argv, capsys)
     assert code == 2, f"exit {code}; stderr: {err}"
     assert "Traceback" not in err
     lines = err.strip().splitlines()
@@ -335,19 +336,37 @@ def check_unchanged(
     argv = case(env)
     watched = [run, *env.watched]
     before = [_entries(p) for p in watched]
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:  # pragma: no cover - argparse errors are not expected here
-        code = int(e.code or 0)
-    captured = capsys.readouterr()
-    err = captured.err
-    assert code == 2, f"exit {code}; stderr: {err}; stdout: {captured.out[-500:]}"
+    code, out, err = _run_cli(argv, capsys)
+    assert code == 2, f"exit {code}; stderr: {err}; stdout: {out[-500:]}"
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     # evoae's own errors read "evoae: error:", argument errors "evoae COMMAND: error:"
     assert len(lines) == 1 and re.match(r"evoae( [a-z]+)?: error: ", lines[0]), err
     assert [_entries(p) for p in watched] == before, "a run folder or user file changed"
+
+
+def refused_test(table: dict[str, Refused]) -> Callable[..., None]:
+    """The parametrized test of a ``REFUSED`` table; bind it to
+    ``test_bad_input_is_refused_with_one_line`` in the table's file."""
+
+    @pytest.mark.parametrize("name", list(table))
+    def test_bad_input_is_refused_with_one_line(name, hostile_run, tmp_path, capsys) -> None:
+        check_refused(table[name], hostile_run, tmp_path, capsys)
+
+    return test_bad_input_is_refused_with_one_line
+
+
+def unchanged_test(table: dict[str, Unchanged]) -> Callable[..., None]:
+    """The parametrized test of an ``UNCHANGED`` table; bind it to
+    ``test_hostile_input_gives_one_line_and_changes_nothing`` in the table's file."""
+
+    @pytest.mark.parametrize("name", list(table))
+    def test_hostile_input_gives_one_line_and_changes_nothing(
+        name, hostile_run_without_pca, tmp_path, capsys
+    ) -> None:
+        check_unchanged(table[name], hostile_run_without_pca, tmp_path, capsys)
+
+    return test_hostile_input_gives_one_line_and_changes_nothing
 
 
 # ------------------------------------------------------------------ all tables together

@@ -4,8 +4,7 @@ changed (rules of the ``UNCHANGED`` table in ``tests/hostile.py``)."""
 
 from __future__ import annotations
 
-import pytest
-from hostile import Env, Unchanged, check_unchanged, registrar, sql
+from hostile import Env, Unchanged, registrar, sql, unchanged_test
 
 from evoae.runs import folder as rf
 
@@ -44,8 +43,4 @@ def _(e: Env) -> list[str]:
     return ["runs", "show", str(run)]
 
 
-@pytest.mark.parametrize("name", list(UNCHANGED))
-def test_hostile_input_gives_one_line_and_changes_nothing(
-    name, hostile_run_without_pca, tmp_path, capsys
-) -> None:
-    check_unchanged(UNCHANGED[name], hostile_run_without_pca, tmp_path, capsys)
+test_hostile_input_gives_one_line_and_changes_nothing = unchanged_test(UNCHANGED)

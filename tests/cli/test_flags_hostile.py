@@ -5,7 +5,7 @@ do nothing, each refused with one line before anything is written (rules of the
 from __future__ import annotations
 
 import pytest
-from hostile import Refused, check_refused, search_argv
+from hostile import Refused, refused_test, search_argv
 
 from evoae.cli import main
 
@@ -33,9 +33,7 @@ REFUSED: dict[str, Refused] = {
 }
 
 
-@pytest.mark.parametrize("name", list(REFUSED))
-def test_bad_input_is_refused_with_one_line(name, hostile_run, tmp_path, capsys) -> None:
-    check_refused(REFUSED[name], hostile_run, tmp_path, capsys)
+test_bad_input_is_refused_with_one_line = refused_test(REFUSED)
 
 
 # ------------------------------------------------------------------ options that would do nothing

@@ -13,16 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pytest
 from hostile import (
     Env,
     Refused,
     Unchanged,
-    check_refused,
-    check_unchanged,
+    refused_test,
     search_argv,
     small_search_argv,
     truncate,
+    unchanged_test,
 )
 
 from evoae.data.idx import write_idx
@@ -264,13 +263,6 @@ for _size in ("1025", "100000", "2147483647"):
     )
 
 
-@pytest.mark.parametrize("name", list(REFUSED))
-def test_bad_input_is_refused_with_one_line(name, hostile_run, tmp_path, capsys) -> None:
-    check_refused(REFUSED[name], hostile_run, tmp_path, capsys)
+test_bad_input_is_refused_with_one_line = refused_test(REFUSED)
 
-
-@pytest.mark.parametrize("name", list(UNCHANGED))
-def test_hostile_input_gives_one_line_and_changes_nothing(
-    name, hostile_run_without_pca, tmp_path, capsys
-) -> None:
-    check_unchanged(UNCHANGED[name], hostile_run_without_pca, tmp_path, capsys)
+test_hostile_input_gives_one_line_and_changes_nothing = unchanged_test(UNCHANGED)

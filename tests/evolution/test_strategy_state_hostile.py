@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-from hostile import Env, Unchanged, check_unchanged, edit_checkpoint
+from hostile import Env, Unchanged, edit_checkpoint, unchanged_test
 
 from evoae.loop import search
 
@@ -61,9 +60,4 @@ UNCHANGED: dict[str, Unchanged] = {
     f"resume: checkpoint {name}": make for name, make in STRATEGY_STATES.items()
 }
 
-
-@pytest.mark.parametrize("name", list(UNCHANGED))
-def test_hostile_input_gives_one_line_and_changes_nothing(
-    name, hostile_run_without_pca, tmp_path, capsys
-) -> None:
-    check_unchanged(UNCHANGED[name], hostile_run_without_pca, tmp_path, capsys)
+test_hostile_input_gives_one_line_and_changes_nothing = unchanged_test(UNCHANGED)

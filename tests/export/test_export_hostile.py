@@ -4,8 +4,7 @@ the ``UNCHANGED`` table in ``tests/hostile.py``)."""
 
 from __future__ import annotations
 
-import pytest
-from hostile import Env, Unchanged, check_unchanged, registrar
+from hostile import Env, Unchanged, registrar, unchanged_test
 
 UNCHANGED: dict[str, Unchanged] = {}
 case = registrar(UNCHANGED)
@@ -40,8 +39,4 @@ def _(e: Env) -> list[str]:
     return ["export", str(e.run), "--format", "torchscript", "--out", str(u1)]
 
 
-@pytest.mark.parametrize("name", list(UNCHANGED))
-def test_hostile_input_gives_one_line_and_changes_nothing(
-    name, hostile_run_without_pca, tmp_path, capsys
-) -> None:
-    check_unchanged(UNCHANGED[name], hostile_run_without_pca, tmp_path, capsys)
+test_hostile_input_gives_one_line_and_changes_nothing = unchanged_test(UNCHANGED)

@@ -10,9 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
-from hostile import Env, Refused, Unchanged, check_refused, check_unchanged, truncate
+from hostile import Env, Refused, Unchanged, refused_test, truncate, unchanged_test
 from safetensors.torch import save
 
 from evoae.runs import folder as rf
@@ -154,13 +153,6 @@ for _name in ("hidden width -5", "unknown activation", "weights all NaN", "weigh
     UNCHANGED[f"sample: {_name}"] = lambda e, d=MODELS[_name]: _model(e, d, "sample")
 
 
-@pytest.mark.parametrize("name", list(REFUSED))
-def test_bad_input_is_refused_with_one_line(name, hostile_run, tmp_path, capsys) -> None:
-    check_refused(REFUSED[name], hostile_run, tmp_path, capsys)
+test_bad_input_is_refused_with_one_line = refused_test(REFUSED)
 
-
-@pytest.mark.parametrize("name", list(UNCHANGED))
-def test_hostile_input_gives_one_line_and_changes_nothing(
-    name, hostile_run_without_pca, tmp_path, capsys
-) -> None:
-    check_unchanged(UNCHANGED[name], hostile_run_without_pca, tmp_path, capsys)
+test_hostile_input_gives_one_line_and_changes_nothing = unchanged_test(UNCHANGED)

@@ -8,8 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
-from hostile import TINY, Env, Refused, check_refused, resume_argv, search_argv
+from hostile import TINY, Env, Refused, refused_test, resume_argv, search_argv
 
 from evoae.loop import search
 
@@ -33,6 +32,4 @@ REFUSED: dict[str, Refused] = {
 }
 
 
-@pytest.mark.parametrize("name", list(REFUSED))
-def test_bad_input_is_refused_with_one_line(name, hostile_run, tmp_path, capsys) -> None:
-    check_refused(REFUSED[name], hostile_run, tmp_path, capsys)
+test_bad_input_is_refused_with_one_line = refused_test(REFUSED)

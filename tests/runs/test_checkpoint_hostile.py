@@ -8,16 +8,15 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from hostile import (
     Refused,
     Unchanged,
-    check_refused,
-    check_unchanged,
     damaged,
     edit_checkpoint,
+    refused_test,
     resume_damaged,
     set_key,
+    unchanged_test,
 )
 
 from evoae.runs import folder as rf
@@ -68,13 +67,6 @@ for _name, _damage in CHECKPOINTS.items():
     UNCHANGED[f"resume: checkpoint {_name}"] = lambda e, d=_damage: resume_damaged(e, d)
 
 
-@pytest.mark.parametrize("name", list(REFUSED))
-def test_bad_input_is_refused_with_one_line(name, hostile_run, tmp_path, capsys) -> None:
-    check_refused(REFUSED[name], hostile_run, tmp_path, capsys)
+test_bad_input_is_refused_with_one_line = refused_test(REFUSED)
 
-
-@pytest.mark.parametrize("name", list(UNCHANGED))
-def test_hostile_input_gives_one_line_and_changes_nothing(
-    name, hostile_run_without_pca, tmp_path, capsys
-) -> None:
-    check_unchanged(UNCHANGED[name], hostile_run_without_pca, tmp_path, capsys)
+test_hostile_input_gives_one_line_and_changes_nothing = unchanged_test(UNCHANGED)

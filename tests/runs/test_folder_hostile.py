@@ -16,12 +16,12 @@ from hostile import (
     Env,
     Refused,
     Unchanged,
-    check_refused,
-    check_unchanged,
+    refused_test,
     registrar,
     resume_argv,
     search_argv,
     small_search_argv,
+    unchanged_test,
 )
 
 from evoae.cli import main
@@ -181,16 +181,9 @@ def _(e: Env) -> list[str]:
     return small_search_argv("--out", e.tmp / ("r" * 300) / "run", "--overwrite")
 
 
-@pytest.mark.parametrize("name", list(REFUSED))
-def test_bad_input_is_refused_with_one_line(name, hostile_run, tmp_path, capsys) -> None:
-    check_refused(REFUSED[name], hostile_run, tmp_path, capsys)
+test_bad_input_is_refused_with_one_line = refused_test(REFUSED)
 
-
-@pytest.mark.parametrize("name", list(UNCHANGED))
-def test_hostile_input_gives_one_line_and_changes_nothing(
-    name, hostile_run_without_pca, tmp_path, capsys
-) -> None:
-    check_unchanged(UNCHANGED[name], hostile_run_without_pca, tmp_path, capsys)
+test_hostile_input_gives_one_line_and_changes_nothing = unchanged_test(UNCHANGED)
 
 
 # ------------------------------------------------------------------ --overwrite and front/

@@ -4,8 +4,7 @@ line, nothing deleted (rules of the ``UNCHANGED`` table in ``tests/hostile.py``)
 
 from __future__ import annotations
 
-import pytest
-from hostile import Env, Unchanged, check_unchanged, registrar, small_search_argv
+from hostile import Env, Unchanged, registrar, small_search_argv, unchanged_test
 
 from evoae.runs.manifest import MANIFEST
 
@@ -44,8 +43,4 @@ def _(e: Env) -> list[str]:
     return small_search_argv("--out", run, "--overwrite")
 
 
-@pytest.mark.parametrize("name", list(UNCHANGED))
-def test_hostile_input_gives_one_line_and_changes_nothing(
-    name, hostile_run_without_pca, tmp_path, capsys
-) -> None:
-    check_unchanged(UNCHANGED[name], hostile_run_without_pca, tmp_path, capsys)
+test_hostile_input_gives_one_line_and_changes_nothing = unchanged_test(UNCHANGED)
