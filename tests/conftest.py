@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+#: Fixtures of the hostile-input tables (shared runs), for every test folder.
+pytest_plugins = ["hostile"]
+
 #: The read-only MNIST / Fashion-MNIST copies next to the repository (never copied into it).
 SHARED_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -185,7 +185,7 @@ def test_pca_example_runs(capsys):
     from sklearn.decomposition import PCA
     from sklearn.model_selection import train_test_split
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "pca_vs_evoae.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / "pca_vs_evoae.py"
     spec = importlib.util.spec_from_file_location("pca_vs_evoae", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)

@@ -1,7 +1,7 @@
 """The open core: strategies, objectives and families plug in without touching the loop.
 
 * the refactored loop writes, row for row, the journals recorded before the change;
-* a user's own strategy class and objective (tests/user_plugins.py, not registered) run,
+* a user's own strategy class and objective (tests/loop/user_plugins.py, not registered) run,
   are journaled, resume after a SIGKILL to the uninterrupted journal, and are reported;
 * random search is one module plus one registration, reachable from the CLI and the
   estimator;
@@ -34,9 +34,9 @@ from evoae.report.html import write_report
 from evoae.runs.journal import Journal
 from evoae.runs.killpoints import ENV
 
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = json.loads((Path(__file__).parent / "data" / "golden_journal.json").read_text())
-sys.path.insert(0, str(Path(__file__).parent / "data"))
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "golden_journal.json").read_text())
+sys.path.insert(0, str(Path(__file__).parent / "golden"))
 from make_golden_journal import journal_rows  # noqa: E402
 
 # ------------------------------------------------------------------ behaviour unchanged

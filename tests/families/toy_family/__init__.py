@@ -2,7 +2,7 @@
 
 ``tied``: a linear autoencoder whose decoder is the transpose of its encoder (tied
 weights), with a learned input offset. Genes: optimizer and learning rate. Everything
-evoae needs of a family is here; ``tests/test_family_contract.py`` registers it with
+evoae needs of a family is here; ``tests/families/test_family_contract.py`` registers it with
 ``evoae.families.register(TIED)`` and drives it through search, resume, ``load_model``,
 export, the report and ``runs show`` like the built-ins.
 """

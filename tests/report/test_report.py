@@ -32,7 +32,7 @@ from evoae.report.html import diagram_layers, pca_comparison, write_report
 from evoae.runs.reader import read_run, top_candidates
 from evoae.settings import SearchSettings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
 
 _PROBE = """<script>

@@ -1,6 +1,6 @@
 """A strategy and an objective written as a user would: outside evoae, not registered.
 
-tests/test_open_core.py passes them to :func:`evoae.search` (in-process and from a child
+tests/loop/test_open_core.py passes them to :func:`evoae.search` (in-process and from a child
 process that is killed mid-search), which must journal, checkpoint, resume and report
 them like built-ins.
 """

@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from conftest import one_line_error
 
 from evoae.data import Dataset
-from evoae.errors import EvoaeError
 from evoae.families import FAMILIES as SPACE_FACTORIES
 from evoae.families import make_space, space_from_config
 from evoae.families.dense.space import (
@@ -21,17 +21,6 @@ from evoae.families.dense.space import (
     dense_preset,
 )
 from evoae.spaces import OPTIMIZERS, spec_key
-
-
-def raises_one_line(fn, *fragments: str) -> str:
-    """Call ``fn``; it must raise EvoaeError with a one-line message holding ``fragments``."""
-    with pytest.raises(EvoaeError) as info:
-        fn()
-    msg = str(info.value)
-    assert msg.strip() and "\n" not in msg, repr(msg)
-    for fragment in fragments:
-        assert fragment in msg, (fragment, msg)
-    return msg
 
 
 def genome(hidden, code="softmax", out="linear", opt="sgd", *extra):
@@ -189,11 +178,11 @@ def test_genome_json_round_trip_restores_tuples():
 
 def test_genome_of_wrong_length_or_missing_genes_is_refused():
     space = DenseSpace(64, 4)
-    raises_one_line(lambda: space.validate(("relu", "relu", "sgd")), "3 genes", "6")
+    one_line_error(lambda: space.validate(("relu", "relu", "sgd")), "3 genes", "6")
     data = space.to_json(space.sample(np.random.default_rng(0)))
     del data["optimizer"]
-    raises_one_line(lambda: space.from_json(data), "optimizer")
-    raises_one_line(lambda: space.decode(("relu",)), "1 genes")
+    one_line_error(lambda: space.from_json(data), "optimizer")
+    one_line_error(lambda: space.decode(("relu",)), "1 genes")
 
 
 def test_config_round_trip_rebuilds_an_equal_space():
@@ -210,7 +199,7 @@ def test_config_round_trip_rebuilds_an_equal_space():
 
 
 def test_space_from_config_unknown_family():
-    raises_one_line(lambda: space_from_config({"family": "nope"}), "nope", "dense")
+    one_line_error(lambda: space_from_config({"family": "nope"}), "nope", "dense")
 
 
 # ------------------------------------------------------------------ presets and factories
@@ -238,7 +227,7 @@ def test_extended_preset_and_overrides():
     assert dense_preset("extended", 256, 4, max_depth=2).n_genes == 2 + 3 + 2
     # None means "not given": the preset's value stays.
     assert dense_preset("seed", 256, 4, max_depth=None).max_depth == 3
-    raises_one_line(lambda: dense_preset("huge", 256, 4), "huge", "seed", "extended")
+    one_line_error(lambda: dense_preset("huge", 256, 4), "huge", "seed", "extended")
 
 
 def test_make_space_sizes_the_space_from_the_data():
@@ -246,7 +235,7 @@ def test_make_space_sizes_the_space_from_the_data():
     space = make_space("dense", "seed", train, 3)
     assert space.input_dim == 36 and space.code_size == 3
     assert "dense" in SPACE_FACTORIES
-    raises_one_line(lambda: make_space("transformer", "seed", train, 3), "transformer")
+    one_line_error(lambda: make_space("transformer", "seed", train, 3), "transformer")
 
 
 # ------------------------------------------------------------------ bad input
@@ -267,7 +256,7 @@ def test_make_space_sizes_the_space_from_the_data():
     ],
 )
 def test_bad_space_options_raise_one_line_errors(kwargs, fragments):
-    raises_one_line(lambda: DenseSpace(64, 4, **kwargs), *fragments)
+    one_line_error(lambda: DenseSpace(64, 4, **kwargs), *fragments)
 
 
 @pytest.mark.parametrize(
@@ -281,12 +270,12 @@ def test_bad_space_options_raise_one_line_errors(kwargs, fragments):
 )
 def test_bad_preset_overrides_raise_one_line_errors(overrides, fragments):
     # The search's space_options arrive here unchecked: mistakes must be EvoaeErrors.
-    raises_one_line(lambda: dense_preset("seed", 64, 4, **overrides), *fragments)
+    one_line_error(lambda: dense_preset("seed", 64, 4, **overrides), *fragments)
 
 
 @pytest.mark.parametrize(("input_dim", "code_size"), [(64, 64), (64, 65), (64, 0), (1, 1)])
 def test_code_size_must_compress_the_input(input_dim, code_size):
-    raises_one_line(lambda: DenseSpace(input_dim, code_size), str(code_size))
+    one_line_error(lambda: DenseSpace(input_dim, code_size), str(code_size))
 
 
 # ------------------------------------------------------------------ spec keys

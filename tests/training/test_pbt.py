@@ -117,7 +117,7 @@ KILL_SCRIPT = """
 import sys, torch
 sys.path.insert(0, "tests")  # test_pbt imports conftest, as pytest's rootdir does
 from evoae.training.pbt import pbt_train
-from tests.test_pbt import SPEC, data
+from tests.training.test_pbt import SPEC, data
 from evoae.runs.killpoints import arm_forward
 torch.set_num_threads(1)
 arm_forward()
@@ -133,7 +133,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, point):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "EVOAE_TEST_KILL_AT": point}
     env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root)])
     proc = subprocess.run(

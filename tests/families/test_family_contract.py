@@ -1,7 +1,7 @@
 """Every registered family, a toy one defined in the tests included, goes through the
 whole life of a run: search, kill-free resume, ``load_model``, export, report, ``runs show``.
 
-The toy family (``tests/toy_family``) is one folder and one ``register`` call; nothing
+The toy family (``tests/families/toy_family``) is one folder and one ``register`` call; nothing
 in ``src/`` names it. Conv families run on 8x8 digits at the smallest size.
 """
 
@@ -20,7 +20,7 @@ from evoae.cli import main
 from evoae.errors import EvoaeError
 from evoae.families import FAMILIES, check_spec, register
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(
     population=2,
     generations=2,
@@ -95,7 +95,7 @@ def test_no_source_file_names_the_toy_family():
 
 
 def test_a_toy_executor_is_one_module_and_one_registration(tmp_path):
-    """``tests/toy_executor.py`` registered under ``backwards`` gives the inline journal."""
+    """``tests/families/toy_executor.py``, registered as ``backwards``, gives the inline journal."""
     from toy_executor import BackwardsEvaluator
 
     from evoae import execution

@@ -32,7 +32,7 @@ from evoae.runs.journal import Journal
 from evoae.runs.manifest import MANIFEST, add_to_manifest, read_manifest
 from evoae.runs.schema import validate_checkpoint
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 TINY: dict[str, Any] = dict(limit=300, population=4, generations=2, epochs=1, final_epochs=1)
 ARGV = ["--limit", "300", "--population", "4", "--generations", "2", "--epochs", "1"]
 ARGV += ["--final-epochs", "1"]

@@ -1,7 +1,7 @@
 """Record the journals of small seeded searches (run with the evoae whose behaviour is kept).
 
-``tests/data/golden_journal.json`` was written by this script with evoae 0.1, before the
-open-core change; tests/test_open_core.py checks that today's code writes the same rows.
+``tests/loop/golden/golden_journal.json`` was written by this script with evoae 0.1, before the
+open-core change; tests/loop/test_open_core.py checks that today's code writes the same rows.
 Since evoae 0.2 the JSON's settings also turn off what later versions do by default and
 0.1 did not (the PCA seed and fallback, the step floors, the final plateau stop):
 ``OFF_SINCE_0_1`` below; the recorded rows are untouched.
