@@ -5,18 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from evoae.families.registry import Family, Stacker
-from evoae.models.conv import ConvAutoencoder
-from evoae.models.stack_conv import ConvStack, conv_stack_bytes, plan_conv_stacks
-from evoae.plots.latent import latent_plots
-from evoae.spaces.conv import ConvSpace, conv_ae_space, conv_vae_space, describe_conv
+from evoae.families.registry import Family, Lazy, Stacker
+
+# Named, not imported: torch, numpy and matplotlib are imported on first use.
+_SPACE = "evoae.spaces.conv:"
+_STACK = "evoae.models.stack_conv:"
+_MODEL = Lazy("evoae.models.conv:ConvAutoencoder")
 
 
 def _plots(model: Any, splits: Any, plots_dir: str | Path) -> list[Path]:
+    from evoae.plots.latent import latent_plots
+
     return latent_plots(model, splits, plots_dir)
 
 
-_STACKER = Stacker(build=ConvStack, plan=plan_conv_stacks, bytes=conv_stack_bytes)
+_STACKER = Stacker(
+    build=Lazy(_STACK + "ConvStack"),
+    plan=Lazy(_STACK + "plan_conv_stacks"),
+    bytes=Lazy(_STACK + "conv_stack_bytes"),
+)
 
 
 def _input_shape(spec: dict[str, Any]) -> tuple[int, ...]:
@@ -25,10 +32,10 @@ def _input_shape(spec: dict[str, Any]) -> tuple[int, ...]:
 
 CONV_VAE = Family(
     name="conv-vae",
-    make_space=conv_vae_space,
-    space_from_config=ConvSpace.from_config,
-    build=ConvAutoencoder,
-    describe=describe_conv,
+    make_space=Lazy(_SPACE + "conv_vae_space"),
+    space_from_config=Lazy(_SPACE + "ConvSpace.from_config"),
+    build=_MODEL,
+    describe=Lazy(_SPACE + "describe_conv"),
     input_shape=_input_shape,
     presets=("seed", "extended"),
     stacker=_STACKER,
@@ -37,10 +44,10 @@ CONV_VAE = Family(
 )
 CONV_AE = Family(
     name="conv-ae",
-    make_space=conv_ae_space,
-    space_from_config=ConvSpace.from_config,
-    build=ConvAutoencoder,
-    describe=describe_conv,
+    make_space=Lazy(_SPACE + "conv_ae_space"),
+    space_from_config=Lazy(_SPACE + "ConvSpace.from_config"),
+    build=_MODEL,
+    describe=Lazy(_SPACE + "describe_conv"),
     input_shape=_input_shape,
     presets=("seed", "extended"),
     stacker=_STACKER,

@@ -10,14 +10,18 @@ so adding a family means writing its space, model and entry, and one
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from evoae.errors import EvoaeError
-from evoae.spaces import Space
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from evoae.spaces import Space
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,30 @@ class Family:
     #: Its space takes ``pca_init=True``: a PCA-initialised seed genome and, after the
     #: search, the PCA fallback (see :mod:`evoae.spaces.dense`).
     pca_init: bool = False
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A callable that stands for ``"package.module:name"`` (``name`` may be dotted, as in
+    ``Class.method``) and imports it on its first call.
+
+    Family entries name their spaces, modules and plots this way, so reading the registry
+    (``evoae runs list`` describing architectures) imports neither torch nor matplotlib.
+    """
+
+    target: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _resolve(self.target)(*args, **kwargs)
+
+
+@cache
+def _resolve(target: str) -> Callable[..., Any]:
+    module, _, name = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 #: name -> Family. Filled by :func:`register` (built-ins in :mod:`evoae.families`).

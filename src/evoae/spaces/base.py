@@ -14,9 +14,10 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy only types the samplers: reading specs stays light
+    import numpy as np
 
 Genome = tuple[Any, ...]
 

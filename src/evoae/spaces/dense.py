@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from evoae.errors import EvoaeError
 from evoae.spaces.base import OPTIMIZERS, Choice, Float, Gene, Genome, Parts, Space
+
+if TYPE_CHECKING:  # numpy only types the samplers: reading specs stays light
+    import numpy as np
 
 SEED_ACTIVATIONS = ("tanh", "softmax", "relu", "sigmoid", "linear")
 EXTRA_ACTIVATIONS = ("elu", "gelu", "leaky_relu")
