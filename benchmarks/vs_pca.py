@@ -8,6 +8,7 @@ errors per value in min-max units; ratio = evoae / PCA (below 1: evoae is better
 
     python benchmarks/vs_pca.py                 # everything; prints a markdown table
     python benchmarks/vs_pca.py --quick         # tabular sets only
+    python benchmarks/vs_pca.py --smoke         # seconds: checks it still runs
 
 One run per row (seed 0), one torch thread.
 """
@@ -34,6 +35,19 @@ from evoae.families import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT.parent / "shared" / "data"
+#: The smoke run reads MNIST too (tests/test_benchmarks_smoke.py skips without it).
+NEEDS_SHARED_DATA = True
+#: ``--smoke``: one tabular set and a small MNIST slice, each fitted with a tiny search,
+#: so a test runs it in seconds (the figures mean nothing).
+SMOKE = {"only": "iris,mnist 16x16", "rows": 300}
+SMOKE_FIT = {
+    "population": 2,
+    "generations": 1,
+    "epochs": 1,
+    "min_steps": 0,
+    "final_epochs": 1,
+    "final_min_steps": 0,
+}
 
 
 def _tabular(name: str) -> np.ndarray:
@@ -59,8 +73,9 @@ def sources(quick: bool, rows: int) -> dict[str, Any]:
 TABULAR = ("wine", "diabetes", "breast_cancer", "iris")
 
 
-def compare(x: np.ndarray, k: int, seed: int = 0) -> dict[str, float]:
-    """PCA and evoae fitted on 75% of ``x``, measured on the other 25% (min-max units)."""
+def compare(x: np.ndarray, k: int, seed: int = 0, **fit: Any) -> dict[str, float]:
+    """PCA and evoae (its defaults, or ``fit``) fitted on 75% of ``x``, measured on the
+    other 25% (min-max units)."""
     tr, te = train_test_split(x, test_size=0.25, random_state=seed)
     lo = tr.min(axis=0)
     span = tr.max(axis=0) - lo
@@ -69,7 +84,7 @@ def compare(x: np.ndarray, k: int, seed: int = 0) -> dict[str, float]:
     pca = PCA(n_components=k, svd_solver="full").fit(tr_s)
     pca_mse = float(np.mean((te_s - pca.inverse_transform(pca.transform(te_s))) ** 2))
     t0 = time.perf_counter()
-    ae = evoae.EvolvedAutoencoder(code_size=k, random_state=seed).fit(tr)
+    ae = evoae.EvolvedAutoencoder(code_size=k, random_state=seed, **fit).fit(tr)
     seconds = time.perf_counter() - t0
     recon = (ae.inverse_transform(ae.transform(te)) - lo) / span
     ae_mse = float(np.mean((te_s - recon) ** 2))
@@ -106,7 +121,10 @@ def main() -> None:
     p.add_argument("--only", default=None, help="comma-separated data set names")
     p.add_argument("--out", default=None, help="also write the table here after every row")
     p.add_argument("--order", default=None, help="comma-separated names: run these first")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     args = p.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     torch.set_num_threads(1)
     results: list[tuple[str, int, dict[str, float]]] = []
     t0 = time.perf_counter()
@@ -121,7 +139,7 @@ def main() -> None:
         for k in (2, 4):
             if k >= x.shape[1]:
                 continue
-            r = compare(x, k)
+            r = compare(x, k, **(SMOKE_FIT if args.smoke else {}))
             results.append((name, k, r))
             print(
                 f"{name:20s} k={k} pca={r['pca']:.5f} evoae={r['evoae']:.5f} "
