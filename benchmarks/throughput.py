@@ -48,7 +48,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NEEDS_SHARED_DATA = True
 #: ``--smoke``: every part at tiny sizes, so a test runs it in seconds (figures mean nothing).
 SMOKE = {
-    "sizes": [1, 3],
+    "sizes": [2],
     "epochs": 1,
     "repeats": 1,
     "conv_sizes": [2],
@@ -57,6 +57,7 @@ SMOKE = {
     "train_rows": 300,
     "val_rows": 100,
     "peak_size": 256,
+    "threads": 1,
 }
 
 

@@ -23,8 +23,9 @@ from conftest import SHARED_DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem[0] != "_")
-#: Seconds one smoke run may take on a busy shared machine (most take a few).
-TIMEOUT = 300
+#: Seconds one smoke run may take on an overloaded shared machine: a guard against hangs
+#: (on two quiet cores each takes seconds).
+TIMEOUT = 900
 
 
 def needs_shared_data(name: str) -> bool:
