@@ -3,9 +3,9 @@
 User mistakes (:class:`~evoae.errors.EvoaeError`) print one line on stderr and exit 2,
 like argparse's own usage errors; no traceback is shown for them.
 
-Only the chosen subcommand's module is imported (and it imports torch and the rest inside
-its handlers, where it can), so ``evoae --help``, ``--version`` and ``runs list`` start
-in a fraction of a second.
+Only the chosen subcommand's module is imported, so ``evoae --help``, ``--version`` and
+``runs list`` (whose module imports the rest in its handlers) start in a fraction of a
+second, without torch.
 """
 
 from __future__ import annotations

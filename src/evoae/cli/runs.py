@@ -17,8 +17,8 @@ from evoae.runs.reader import RunView, pareto_front, read_run, top_candidates
 if TYPE_CHECKING:
     from rich.console import Console
 
-# rich, the families (their spaces need numpy) and the strategies are imported where they
-# are used: ``evoae runs list`` must start at once.
+# rich, the families and the strategies (which need numpy) are imported where they are
+# used: ``evoae runs list`` must start at once.
 
 
 def register(sub: Any) -> None:
