@@ -7,23 +7,24 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-
-from evoae.cli import positive_int
+from evoae.cli import add_command, positive_int
 from evoae.errors import EvoaeError
-from evoae.evolution import STRATEGIES
-from evoae.families.registry import describe as describe_spec
 from evoae.runs import folder as rf
 from evoae.runs.reader import RunView, pareto_front, read_run, top_candidates
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# rich, the families and the strategies (which need numpy) are imported where they are
+# used: ``evoae runs list`` must start at once.
+
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "runs",
-        help="list runs or show one",
         description="List the runs under a folder, or show one run's settings and best "
         "candidates. --json prints machine-readable output instead of tables.",
     )
@@ -59,6 +60,8 @@ def find_runs(folder: str | Path) -> list[Path]:
 
 def run_record(view: RunView) -> dict[str, Any]:
     """One run's headline figures (JSON-able)."""
+    from evoae.families.registry import describe as describe_spec
+
     s = view.settings
     best = view.best()
     summary = view.summary or {}
@@ -117,6 +120,8 @@ def run_list(args: argparse.Namespace) -> int:
     if not records:
         print(f"no runs in {args.folder}")
         return 0
+    from rich.table import Table
+
     table = Table(title=f"evoae runs in {args.folder}")
     head = ["run", "dataset", "model", "code", "evals", "best fitness", "val loss", "test loss"]
     for col in head + ["state"]:
@@ -141,6 +146,11 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from evoae.evolution import STRATEGIES
+    from evoae.families.registry import describe as describe_spec
+
     view = read_run(args.run)
     record = run_record(view)
     top = top_candidates(view.rows, args.top)
@@ -230,6 +240,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 def _console() -> Console:
     """The terminal's width on a terminal; wide enough for whole rows when piped."""
+    from rich.console import Console
+
     console = Console()
     return console if console.is_terminal else Console(width=160)
 

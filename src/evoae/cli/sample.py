@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from evoae.cli import positive_int
+from evoae.cli import add_command, positive_int
 from evoae.errors import EvoaeError
 from evoae.seeds import check_seed
 
@@ -17,9 +17,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "sample",
-        help="draw images from a VAE's prior",
         description="Decode N draws from the standard normal prior with the best model of a "
         "run (a conv-vae) and save them as an image grid.",
     )

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evoae import evolution
+from evoae.cli import add_command
 from evoae.cli.runs import final_training_text, pca_rows, spent_text
 from evoae.errors import EvoaeError
 from evoae.execution import EXECUTOR_HELP
@@ -38,9 +39,9 @@ _TITLES = {
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "search",
-        help="evolve an autoencoder",
         description="Evolve an autoencoder architecture for a dataset, train the candidates, "
         "retrain the best and write journal, model and plots to a run folder.",
     )
@@ -83,9 +84,9 @@ def register(sub: Any) -> None:
     )
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary table")
     p.set_defaults(func=run)
-    f = sub.add_parser(
+    f = add_command(
+        sub,
         "finish",
-        help="end an interrupted run with what it has",
         description="Retrain and save the best candidate of an interrupted run without "
         "evaluating more (the same as search --resume RUN --finish).",
     )

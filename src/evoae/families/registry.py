@@ -11,16 +11,19 @@ writing its folder and one :func:`register` call.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from evoae.errors import EvoaeError
-from evoae.models.base import copy_matching
 from evoae.runs.schema import MAX_PARAMS, Checker, Invalid
-from evoae.spaces import Genome, Space
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from evoae.spaces import Genome, Space
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,30 @@ class Family:
     #: Space options beyond the shared ones that this family's space takes (``--max-ratio``
     #: is refused for a family without ``max_ratio``).
     space_options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A callable that stands for ``"package.module:name"`` (``name`` may be dotted, as in
+    ``Class.method``) and imports it on its first call.
+
+    Family entries name their spaces, modules and plots this way, so reading the registry
+    (``evoae runs list`` describing architectures) imports neither torch nor matplotlib.
+    """
+
+    target: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _resolve(self.target)(*args, **kwargs)
+
+
+@cache
+def _resolve(target: str) -> Callable[..., Any]:
+    module, _, name = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 #: name -> Family. Filled by :func:`register` (built-ins in :mod:`evoae.families`).
@@ -169,6 +196,8 @@ def inherit_state(theirs: dict[str, Any], child: nn.Module, seed: int = 0) -> li
     family = family_of(spec) if isinstance(spec, dict) else None
     if family is not None and family.inherit is not None:
         return family.inherit(theirs, child, seed)
+    from evoae.models.base import copy_matching
+
     return copy_matching(theirs, child)
 
 

@@ -20,10 +20,6 @@ _ACTIVATIONS: dict[str, type[nn.Module] | None] = {
 }
 
 
-#: Every activation name a layer can be built with.
-ACTIVATION_NAMES = (*_ACTIVATIONS, "softmax")
-
-
 def activation(name: str) -> nn.Module:
     """An activation module; ``softmax`` acts over the feature dimension."""
     if name == "softmax":

@@ -7,6 +7,7 @@ A family's own space lives in its folder (:mod:`evoae.families`); which space a
 from __future__ import annotations
 
 from evoae.spaces.base import (
+    ACTIVATION_NAMES,
     OPTIMIZERS,
     Choice,
     Domain,
@@ -21,6 +22,7 @@ from evoae.spaces.base import (
 )
 
 __all__ = [
+    "ACTIVATION_NAMES",
     "OPTIMIZERS",
     "Choice",
     "Domain",

@@ -14,9 +14,10 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy only types the samplers: reading specs stays light
+    import numpy as np
 
 from evoae.errors import EvoaeError
 
@@ -24,6 +25,8 @@ Genome = tuple[Any, ...]
 
 #: Every optimizer a spec may name, the one list (trainers, stackers and help use it).
 OPTIMIZERS = ("sgd", "adam", "adamw")
+#: Every activation a layer can be built with (:func:`evoae.models.layers.activation`).
+ACTIVATION_NAMES = ("linear", "relu", "tanh", "sigmoid", "elu", "gelu", "leaky_relu", "softmax")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from evoae.families.conv.space import RECON_LOSSES
-from evoae.models.layers import ACTIVATION_NAMES
 from evoae.runs.schema import (
     MAX_WIDTH,
     anything,
@@ -17,7 +16,7 @@ from evoae.runs.schema import (
     string,
     tuple_of,
 )
-from evoae.spaces import OPTIMIZERS
+from evoae.spaces import ACTIVATION_NAMES, OPTIMIZERS
 
 _WIDTH = integer(1, MAX_WIDTH)
 _BLOCK = tuple_of(

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from evoae.errors import EvoaeError
 from evoae.spaces.base import (
@@ -49,6 +47,9 @@ from evoae.spaces.base import (
     Space,
     check_names,
 )
+
+if TYPE_CHECKING:  # numpy only types the samplers: reading specs stays light
+    import numpy as np
 
 CONV_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")
 KERNELS = (3, 5)

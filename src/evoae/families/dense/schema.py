@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from evoae.models.layers import ACTIVATION_NAMES
 from evoae.runs.schema import (
     MAX_WIDTH,
     anything,
@@ -15,7 +14,7 @@ from evoae.runs.schema import (
     string,
     tuple_of,
 )
-from evoae.spaces import OPTIMIZERS
+from evoae.spaces import ACTIVATION_NAMES, OPTIMIZERS
 
 _ACT = string(32, choices=ACTIVATION_NAMES)
 _WIDTH = integer(1, MAX_WIDTH)

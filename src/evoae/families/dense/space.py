@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from evoae.errors import EvoaeError
 from evoae.spaces.base import (
@@ -50,6 +48,9 @@ from evoae.spaces.base import (
     Space,
     check_names,
 )
+
+if TYPE_CHECKING:  # numpy only types the samplers: reading specs stays light
+    import numpy as np
 
 SEED_ACTIVATIONS = ("tanh", "softmax", "relu", "sigmoid", "linear")
 EXTRA_ACTIVATIONS = ("elu", "gelu", "leaky_relu")
