@@ -106,7 +106,7 @@ def test_lazy_public_names():
 
 
 def test_family_entries_resolve_and_pickle():
-    from evoae.models.dense import DenseAutoencoder
+    from evoae.families.dense.model import DenseAutoencoder
 
     dense = get_family("dense")
     assert isinstance(dense.build, Lazy)
@@ -115,4 +115,4 @@ def test_family_entries_resolve_and_pickle():
     assert dense.describe(spec).startswith("8 > 6 relu > [2 ")
     assert pickle.loads(pickle.dumps(dense.stacker)) == dense.stacker
     with pytest.raises(AttributeError):
-        Lazy("evoae.models.dense:NoSuchModule")()
+        Lazy("evoae.families.dense.model:NoSuchModule")()

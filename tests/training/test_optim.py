@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import dense_spec
-from evoae.spaces.dense import dense_preset
 
 import evoae.training.trainer as trainer_mod
 from evoae.data import load_dataset
+from evoae.families.dense.space import dense_preset
 from evoae.training.optim import make_optimizer
 from evoae.training.trainer import train_candidate
 
