@@ -322,3 +322,22 @@ def test_tabular_data_with_an_image_size(tmp_path, capsys):
     np.save(table, np.random.default_rng(0).uniform(size=(40, 6)).astype(np.float32))
     argv = ["search", "--dataset", str(table), "--image-size", "4", "--quiet"]
     assert "image" in assert_usage_error(capsys, [*argv, "--out", str(tmp_path / "r")])
+
+
+def test_search_help_shows_each_strategys_own_options_and_defaults(capsys):
+    """``--strategy aging --help`` lists aging's options with aging's defaults; plain
+    ``--help`` lists every strategy's, each under its own name."""
+    from evoae.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "--strategy", "nsga2", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    own = out.split("strategy nsga2 (--strategy nsga2)")[1]
+    assert "children per generation" in own and "[default: 10]" in own
+    assert "--generations" not in out and "strategy microbial (" not in out
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    out = capsys.readouterr().out
+    for name in ("microbial", "random", "aging", "tpe", "nsga2"):
+        assert f"strategy {name} (--strategy {name})" in out

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import textwrap
+from collections.abc import Sequence
 from dataclasses import Field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from evoae import evolution
 from evoae.cli import add_command
 from evoae.cli.runs import final_training_text, pca_rows, spent_text
 from evoae.errors import EvoaeError
+from evoae.evolution import DEFAULT_STRATEGY
 from evoae.execution import EXECUTOR_HELP
 from evoae.families import describe, get_family
 from evoae.finish import SearchResult
@@ -42,9 +45,13 @@ def register(sub: Any) -> None:
     p = add_command(
         sub,
         "search",
-        description="Evolve an autoencoder architecture for a dataset, train the candidates, "
+        description="Evolve an autoencoder architecture for a dataset, train the candidates,\n"
         "retrain the best and write journal, model and plots to a run folder.",
+        add_help=False,
+        epilog=strategy_help(list(evolution.STRATEGIES)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--help", "-h", action=_StrategyHelp, help="show this help and exit")
     for section, cls in SECTIONS.items():
         group = p.add_argument_group(_TITLES[section])
         if section == "execution":
@@ -60,10 +67,11 @@ def register(sub: Any) -> None:
         "-s",
         choices=list(evolution.STRATEGIES),
         default=None,
-        help="search strategy; its own options follow [default: microbial]",
+        help="search strategy; its own options are listed below, each with its own default "
+        f"(--strategy NAME --help: that strategy's alone) [default: {DEFAULT_STRATEGY}]",
     )
-    for fld, owners in _strategy_options().values():
-        _add(s, fld, extra=f" ({', '.join(owners)})")
+    for fld, _owners in _strategy_options().values():
+        _add(s, fld, hidden=True)  # listed per strategy by _StrategyHelp
     r = p.add_argument_group("run")
     r.add_argument("--seed", type=_seed, default=None, help="random seed [default: 0]")
     r.add_argument(
@@ -127,14 +135,47 @@ def _strategy_options() -> dict[str, tuple[Field[Any], list[str]]]:
     return seen
 
 
-def _add(group: Any, f: Any, extra: str = "") -> None:
+class _StrategyHelp(argparse.Action):
+    """``--help``: the parser's help, then each strategy's own options and defaults
+    (only the chosen one's when ``--strategy NAME`` comes before ``--help``)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, **kw)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        chosen = getattr(namespace, "strategy", None)
+        if chosen:
+            parser.epilog = strategy_help([chosen])
+        parser.print_help()
+        parser.exit(0)
+
+
+def strategy_help(names: Sequence[str]) -> str:
+    """Each named strategy's options, with that strategy's own defaults."""
+    out = []
+    for name in names:
+        cls = evolution.STRATEGIES[name]
+        doc = (cls.__doc__ or "").strip().splitlines()[0].replace("``", "") if cls.__doc__ else ""
+        out.append(f"strategy {name} (--strategy {name}): {doc}")
+        for f in options_of(cls.Options):
+            flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+            metavar = "" if f.metadata["kind"] is bool else " " + f.name.upper()
+            body = textwrap.fill(help_text(f), 79, initial_indent=" " * 24,
+                                 subsequent_indent=" " * 24)  # fmt: skip
+            out.append(f"  {flag}{metavar}\n{body}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _add(group: Any, f: Any, extra: str = "", hidden: bool = False) -> None:
     meta = f.metadata
     flag = meta["flag"] or "--" + f.name.replace("_", "-")
     names = [flag] + ([meta["short"]] if meta["short"] else [])
     if f.name == "code_size":
         names.append("--latent-dim")
     kind = meta["kind"]
-    kw: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text(f, extra)}
+    help = argparse.SUPPRESS if hidden else help_text(f, extra)
+    kw: dict[str, Any] = {"dest": f.name, "default": None, "help": help}
     if kind is bool:
         # A setting on by default is turned off with --no-NAME.
         kw["action"] = argparse.BooleanOptionalAction if f.default is True else "store_true"
