@@ -195,7 +195,6 @@ def train_stack(
         raise ValueError("a stack needs one batch size")
     m = len(specs)
     x = x_train
-    n = x.shape[0]
     stacker = family_of(specs[0]).stacker
     if build is None and stacker is None:
         raise ValueError(f"family {specs[0]['family']!r} has no stacker")
@@ -204,48 +203,10 @@ def train_stack(
     opt = StackedOptimizer(
         list(stack.weights), [s["optimizer"] for s in specs], [float(s["lr"]) for s in specs]
     )
-    errors: list[str | None] = [None] * m
-    alive = torch.ones(m, dtype=torch.bool, device=device)
-    orders = [batch_order(n, epochs, seed) for seed in seeds]
-    epoch_losses: list[list[float]] = [[] for _ in range(m)]
-    for e in range(epochs):
-        perms = torch.stack([o[e] for o in orders]).to(device)
-        total = torch.zeros(m, dtype=torch.float64, device=device)
-        for start in range(0, n, batch):
-            idx = perms[:, start : start + batch]
-            xb = x[idx]
-            losses = stack.losses(xb)
-            bad = ~torch.isfinite(losses) & alive
-            if bool(bad.any()):
-                # Freeze the diverged members at zero and redo this batch without them.
-                for i in torch.nonzero(bad).flatten().tolist():
-                    errors[i] = "training loss diverged"
-                    stack.zero_member(i)
-                    opt.reset_member(i)
-                alive &= ~bad
-                losses = stack.losses(xb)
-            opt.zero_grad()
-            torch.where(alive, losses, 0.0).sum().backward()
-            opt.step()
-            total += losses.detach() * idx.shape[1]
-        for i, v in enumerate((total / n).tolist()):
-            if errors[i] is None:
-                epoch_losses[i].append(v)
+    errors, epoch_losses = _fit_stack(stack, opt, x, seeds, epochs, batch)
     stack.eval()
     objective = objective if objective is not None else Reconstruction()
-    if objective.model_loss:
-        scores = []
-        for terms in stack.evaluate(x_val, eval_rows):
-            loss = terms.pop("loss")
-            scores.append(Score(loss, terms))
-    else:
-        split = val_split if val_split is not None else EvalSplit(x_val)
-        scores = [
-            objective.score(stack.member_model(i).to(device).eval(), split)
-            if errors[i] is None
-            else None
-            for i in range(m)
-        ]
+    scores = _score_stack(stack, objective, x_val, eval_rows, val_split, errors)
     seconds = (time.perf_counter() - t0) / m
     results = [
         make_result(
@@ -260,6 +221,72 @@ def train_stack(
     ]
     true, padded = stack.macs()
     return StackRun(results, epoch_losses, stack, time.perf_counter() - t0, true, padded)
+
+
+def _fit_stack(
+    stack: Any,
+    opt: StackedOptimizer,
+    x: torch.Tensor,
+    seeds: Sequence[int],
+    epochs: int,
+    batch: int,
+) -> tuple[list[str | None], list[list[float]]]:
+    """Train every member on its own batch order; a diverged member is frozen at zero
+    (its error recorded) and the batch redone without it. Returns errors and per-epoch
+    training losses, per member."""
+    m, n, device = len(seeds), x.shape[0], x.device
+    errors: list[str | None] = [None] * m
+    alive = torch.ones(m, dtype=torch.bool, device=device)
+    orders = [batch_order(n, epochs, seed) for seed in seeds]
+    epoch_losses: list[list[float]] = [[] for _ in range(m)]
+    for e in range(epochs):
+        perms = torch.stack([o[e] for o in orders]).to(device)
+        total = torch.zeros(m, dtype=torch.float64, device=device)
+        for start in range(0, n, batch):
+            idx = perms[:, start : start + batch]
+            xb = x[idx]
+            losses = stack.losses(xb)
+            bad = ~torch.isfinite(losses) & alive
+            if bool(bad.any()):
+                for i in torch.nonzero(bad).flatten().tolist():
+                    errors[i] = "training loss diverged"
+                    stack.zero_member(i)
+                    opt.reset_member(i)
+                alive &= ~bad
+                losses = stack.losses(xb)
+            opt.zero_grad()
+            torch.where(alive, losses, 0.0).sum().backward()
+            opt.step()
+            total += losses.detach() * idx.shape[1]
+        for i, v in enumerate((total / n).tolist()):
+            if errors[i] is None:
+                epoch_losses[i].append(v)
+    return errors, epoch_losses
+
+
+def _score_stack(
+    stack: Any,
+    objective: Objective,
+    x_val: torch.Tensor,
+    eval_rows: int,
+    val_split: EvalSplit | None,
+    errors: Sequence[str | None],
+) -> list[Score | None]:
+    """Each member's score: in one pass when the objective is the model's own loss, else
+    member by member (None for a diverged member)."""
+    if objective.model_loss:
+        scores: list[Score | None] = []
+        for terms in stack.evaluate(x_val, eval_rows):
+            loss = terms.pop("loss")
+            scores.append(Score(loss, terms))
+        return scores
+    split = val_split if val_split is not None else EvalSplit(x_val)
+    return [
+        objective.score(stack.member_model(i).to(x_val.device).eval(), split)
+        if errors[i] is None
+        else None
+        for i in range(len(errors))
+    ]
 
 
 def default_memory_budget(device: torch.device) -> int:
