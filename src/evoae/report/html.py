@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import html
+import functools
 import io
 import json
 import math
@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
+import markupsafe
 import matplotlib
 
 matplotlib.use("Agg")
@@ -294,61 +296,73 @@ border:1px solid #faebcc;padding:.5rem .8rem;border-radius:4px}code{font-size:.8
 """
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x))
-
-
 def _num(x: Any, digits: int = 5) -> str:
     if x is None:
         return "-"
     if isinstance(x, float):
         return "-" if not math.isfinite(x) else f"{x:.{digits}g}"
-    return _e(x)
+    return str(x)
 
 
-def _img(data: bytes, alt: str) -> str:
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-
-
-def _figure(data: bytes, caption: str) -> str:
-    return f"<figure>{_img(data, caption)}<figcaption>{_e(caption)}</figcaption></figure>"
-
-
-def _table(head: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
-    th = "".join(f"<th>{_e(h)}</th>" for h in head)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
-            for i, c in enumerate(r)
-        )
-        + "</tr>"
-        for r in rows
-    )
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+def _b64(png: bytes) -> str:
+    return base64.b64encode(png).decode()
 
 
 def render(view: RunView) -> str:
-    """The report page of ``view`` as one HTML string."""
+    """The report page of ``view`` as one HTML string (``templates/report.html.j2``)."""
     s = view.settings
     model_dir = view.path / rf.MODEL_DIR
     model = load_model(model_dir) if (model_dir / "model.json").is_file() else None
-    best = view.best()
     final = (view.summary or {}).get("final", {})
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<meta name='viewport' content='width=device-width,initial-scale=1'>",
-        f"<title>evoae report: {_e(view.path.name)}</title><style>{_CSS}</style>",
-        "</head><body><main>",
-        f"<h1>evoae run <code>{_e(view.path.name)}</code></h1>",
-        f"<p class='sub'>{_e(s.get('dataset'))} &middot; model {_e(s.get('model'))} "
-        f"({_e(s.get('preset'))} space) &middot; code size {_e(s.get('code_size'))} &middot; "
-        f"seed {_e(s.get('seed'))} &middot; "
-        f"{'finished' if view.finished else 'unfinished: figures so far'}</p>",
-    ]
-    cards = [
-        ("evaluations", len(view.rows)),
-        ("trainings", len(view.trained)),
+    plots = view.path / rf.PLOTS_DIR
+    recon = plots / "reconstructions.png"
+    notes = []
+    if final.get("fallback") == "pca":
+        notes.append(f"PCA fallback: {final.get('fallback_message')}.")
+    if final.get("pca_note"):
+        notes.append(f"PCA comparison: {final['pca_note']}.")
+    context = {
+        "css": markupsafe.Markup(_CSS),  # our own constant, not user data
+        "name": view.path.name,
+        "path": str(view.path),
+        "s": s,
+        "finished": view.finished,
+        "cards": _cards(view, final),
+        "top": [_candidate_row(i, r) for i, r in enumerate(top_candidates(view.rows))],
+        "fitness_png": _b64(fitness_figure(view)),
+        "recon_png": _b64(recon.read_bytes()) if recon.is_file() else None,
+        "architecture": describe_spec(model.spec) if model is not None else None,
+        "architecture_png": _b64(architecture_figure(model)) if model is not None else None,
+        "extras": [
+            (_b64((plots / name).read_bytes()), caption)
+            for name, caption in EXTRA_PLOTS.items()
+            if (plots / name).is_file()
+        ],
+        "pca_notes": notes,
+        "pca": _pca_context(pca_comparison(view, model)),
+        "settings": [[k, json.dumps(v)] for k, v in sorted(s.items())],
+    }
+    return _template().render(**context)
+
+
+@functools.cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("evoae.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return env.get_template("report.html.j2")
+
+
+def _cards(view: RunView, final: dict[str, Any]) -> list[tuple[str, str]]:
+    """The headline figures at the top of the page."""
+    s = view.settings
+    best = view.best()
+    no_pca = "pca_note" in final
+    return [
+        ("evaluations", str(len(view.rows))),
+        ("trainings", str(len(view.trained))),
         ("best search fitness", _num(best.fitness if best else None)),
         (
             f"retrained val loss ({final.get('epochs', s.get('final_epochs'))} ep.)",
@@ -356,111 +370,33 @@ def render(view: RunView) -> str:
         ),
         (
             f"PCA val loss ({s.get('code_size')} comp.)",
-            _num(final.get("pca_val_loss")) if "pca_note" not in final else "n/a",
+            "n/a" if no_pca else _num(final.get("pca_val_loss")),
         ),
-        ("ratio to PCA", _num(final.get("pca_ratio"), 4) if "pca_note" not in final else "n/a"),
+        ("ratio to PCA", "n/a" if no_pca else _num(final.get("pca_ratio"), 4)),
         ("retrained test loss", _num(final.get("test_loss"))),
         ("parameters", _num(final.get("params"))),
         ("wall time", f"{view.summary['seconds']:.1f} s" if view.summary else "-"),
     ]
-    parts.append(
-        "<div class='cards'>"
-        + "".join(f"<div class='card'>{_e(k)}<b>{v}</b></div>" for k, v in cards)
-        + "</div>"
-    )
-    parts.append("<h2>Best candidates</h2>")
-    top = top_candidates(view.rows)
-    if top:
-        rows = [
-            [
-                str(i + 1),
-                str(r.id),
-                str(r.generation),
-                _num(r.fitness),
-                _num(r.train_loss),
-                str(r.params),
-                f"<code>{_e(describe_spec(r.spec))}</code>",
-                _e(_training(r.spec)),
-                f"{r.seconds:.2f}",
-            ]
-            for i, r in enumerate(top)
-        ]
-        parts.append(
-            _table(
-                [
-                    "#",
-                    "eval",
-                    "gen",
-                    "fitness",
-                    "train loss",
-                    "params",
-                    "architecture",
-                    "training",
-                    "s",
-                ],
-                rows,
-                numeric={0, 1, 2, 3, 4, 5, 8},
-            )
-        )
-    else:
-        parts.append("<p class='note'>No candidate has trained successfully yet.</p>")
-    parts.append("<h2>Fitness over evaluations</h2>")
-    parts.append(
-        _figure(
-            fitness_figure(view),
-            "Each dot is a trained candidate; the red line is the best so far; the band is the "
-            "25-75% spread of the population after each generation.",
-        )
-    )
-    plots = view.path / rf.PLOTS_DIR
-    parts.append("<h2>Originals and reconstructions</h2>")
-    recon = plots / "reconstructions.png"
-    if recon.is_file():
-        parts.append(
-            _figure(
-                recon.read_bytes(),
-                "Held-out originals (top) and the best model's reconstructions (bottom)",
-            )
-        )
-    else:
-        parts.append("<p class='note'>No reconstructions yet: the run has not finished.</p>")
-    parts.append("<h2>Best architecture</h2>")
-    if model is not None:
-        parts.append(f"<p><code>{_e(describe_spec(model.spec))}</code></p>")
-        parts.append(
-            _figure(architecture_figure(model), "Layers of the best model, input to output")
-        )
-    else:
-        parts.append("<p class='note'>No saved model yet.</p>")
-    extras = [(name, cap) for name, cap in EXTRA_PLOTS.items() if (plots / name).is_file()]
-    if extras:
-        parts.append("<h2>Latent space and samples</h2>")
-        parts += [_figure((plots / name).read_bytes(), cap) for name, cap in extras]
-    parts.append("<h2>Against PCA</h2>")
-    if final.get("fallback") == "pca":
-        parts.append(f"<p class='note'>PCA fallback: {_e(final.get('fallback_message'))}.</p>")
-    if final.get("pca_note"):
-        parts.append(f"<p class='note'>PCA comparison: {_e(final['pca_note'])}.</p>")
-    parts.append(_pca_section(pca_comparison(view, model)))
-    parts.append("<h2>Settings</h2>")
-    parts.append(
-        _table(
-            ["setting", "value"],
-            [[_e(k), f"<code>{_e(json.dumps(v))}</code>"] for k, v in sorted(s.items())],
-        )
-    )
-    parts.append(f"<p class='sub'>Generated by evoae from <code>{_e(view.path)}</code>.</p>")
-    parts.append("</main></body></html>")
-    return "\n".join(parts)
 
 
-def _training(spec: dict[str, Any]) -> str:
-    return f"{spec.get('optimizer')} lr={spec.get('lr', 0):.3g} batch={spec.get('batch_size')}"
+def _candidate_row(i: int, r: Any) -> list[str]:
+    return [
+        str(i + 1),
+        str(r.id),
+        str(r.generation),
+        _num(r.fitness),
+        _num(r.train_loss),
+        str(r.params),
+        describe_spec(r.spec),
+        _training(r.spec),
+        f"{r.seconds:.2f}",
+    ]
 
 
-def _pca_section(cmp: dict[str, Any]) -> str:
+def _pca_context(cmp: dict[str, Any]) -> dict[str, Any]:
+    """The PCA table's rows (model, PCA, the mean image) or why there is none."""
     if not cmp["available"]:
-        return f"<p class='note'>PCA comparison unavailable: {_e(cmp['reason'])}.</p>"
+        return {"available": False, "reason": cmp["reason"]}
     k = cmp["code_size"]
     rows = [
         [f"best evolved model (code size {k})", _num(cmp["model_mse"]), _num(cmp["ratio"], 4)],
@@ -471,12 +407,17 @@ def _pca_section(cmp: dict[str, Any]) -> str:
             _num(cmp["mean_mse"] / cmp["pca_mse"], 4),
         ],
     ]
-    return (
-        f"<p>Mean squared reconstruction error per value on the validation split "
-        f"({cmp['n_val']} rows; PCA fit on {cmp['n_train']} training rows, "
-        f"{cmp['explained_variance']:.1%} of the variance explained). Lower is better.</p>"
-        + _table(["method", "validation MSE", "ratio to PCA"], rows, numeric={1, 2})
-    )
+    return {
+        "available": True,
+        "rows": rows,
+        "n_val": cmp["n_val"],
+        "n_train": cmp["n_train"],
+        "explained": f"{cmp['explained_variance']:.1%}",
+    }
+
+
+def _training(spec: dict[str, Any]) -> str:
+    return f"{spec.get('optimizer')} lr={spec.get('lr', 0):.3g} batch={spec.get('batch_size')}"
 
 
 def write_report(run: str | Path, out: str | Path | None = None) -> Path:
