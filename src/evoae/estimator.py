@@ -41,10 +41,15 @@ from evoae.data.preprocess import tabular_record
 from evoae.data.tabular import encode_labels
 from evoae.errors import EvoaeError
 from evoae.evolution import strategy_class
+from evoae.families.io import MAX_DATA_MIN, MIN_DATA_RANGE
 from evoae.loop import search
 from evoae.models.dense import DenseAutoencoder
 from evoae.models.pca import pca_basis
 from evoae.objectives import make_objective
+from evoae.runs import folder as rf
+from evoae.runs import lock as run_lock
+from evoae.runs.manifest import MANIFEST
+from evoae.runs.reader import read_run
 
 #: Fewer rows than this are repeated before the 70/15/15 split (see module docstring).
 MIN_SPLIT_ROWS = 20
@@ -109,8 +114,10 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Seeds the split, the search and every training. An int gives the same model
         on every fit.
     run_dir : str, Path or None, default=None
-        Keep the run folder (journal, model, plots) here, replaced on every fit. None:
-        a temporary folder, removed once the model is in memory.
+        Keep the run folder (journal, model, plots) here, replaced on every fit (never a
+        run the estimator did not make: that is refused). While another process fits
+        into it (a parallel grid search), a fit uses ``run_dir-2``, ``-3``...; ``run_dir_``
+        says which. None: a temporary folder, removed once the model is in memory.
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where candidates are trained. The fitted model always lives on the CPU.
     n_jobs : int or None, default=None
@@ -223,8 +230,14 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         X = validate_data(self, X, dtype=(np.float64, np.float32), ensure_min_samples=2)
         self._check_params(X.shape[1])
         self.data_min_ = X.min(axis=0).astype(np.float64)
-        span = X.max(axis=0).astype(np.float64) - self.data_min_
-        self.data_range_ = np.where(span > 0, span, 1.0)
+        with np.errstate(over="ignore"):
+            span = X.max(axis=0).astype(np.float64) - self.data_min_
+        if not np.all(np.isfinite(span)) or np.any(np.abs(self.data_min_) > MAX_DATA_MIN):
+            raise EvoaeError(
+                "X has a column whose values are too large to scale (a range beyond float64, "
+                "such as -1e308 and 1e308): rescale or drop that column"
+            )
+        self.data_range_ = np.where(span >= MIN_DATA_RANGE, span, 1.0)
         # The model file records this scaling: load_model(...).preprocess applies it.
         record = tabular_record(self.data_min_, self.data_range_)
         scaled = self._scale(X)
@@ -235,34 +248,44 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             labels = None if labels is None else np.tile(labels, reps)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         keep = self.run_dir is not None
-        out = Path(self.run_dir) if keep else Path(tempfile.mkdtemp(prefix="evoae-fit-"))
-        try:
-            result = search(
-                "<array>",
-                data=Dataset(scaled, labels, "<array>", record),
-                objective=self.objective,
-                out=out,
-                overwrite=True,
-                reporters=(),
-                model="dense",
-                preset=self.space,
-                code_size=self.code_size,
-                max_depth=self.max_depth,
-                max_ratio=self.max_ratio,
-                fidelity=self.fidelity,
-                final_pbt=self.final_pbt,
-                strategy=self.strategy,
-                **self._strategy_settings(),
-                epochs=self.epochs,
-                min_steps=self.min_steps,
-                final_epochs=self.final_epochs,
-                final_min_steps=self.final_min_steps,
-                seed=seed,
-                device=self.device,
-                workers=self.n_jobs,
-            )
-        finally:
-            if not keep:
+        settings = dict(
+            data=Dataset(scaled, labels, "<array>", record),
+            objective=self.objective,
+            overwrite=True,
+            reporters=(),
+            model="dense",
+            preset=self.space,
+            code_size=self.code_size,
+            max_depth=self.max_depth,
+            max_ratio=self.max_ratio,
+            fidelity=self.fidelity,
+            final_pbt=self.final_pbt,
+            strategy=self.strategy,
+            **self._strategy_settings(),
+            epochs=self.epochs,
+            min_steps=self.min_steps,
+            final_epochs=self.final_epochs,
+            final_min_steps=self.final_min_steps,
+            seed=seed,
+            device=self.device,
+            workers=self.n_jobs,
+        )
+        if keep:
+            for _ in range(8):  # a parallel fit may take the folder between check and start
+                out = _fit_folder(Path(self.run_dir))
+                try:
+                    result = search("<array>", out=out, **settings)
+                    break
+                except EvoaeError as e:
+                    if "in use by another evoae process" not in str(e):
+                        raise
+            else:
+                raise EvoaeError(f"run_dir {self.run_dir} stayed in use by other fits: retry")
+        else:
+            out = Path(tempfile.mkdtemp(prefix="evoae-fit-"))
+            try:
+                result = search("<array>", out=out, **settings)
+            finally:
                 shutil.rmtree(out, ignore_errors=True)
         self.model_ = result.model.cpu().eval()
         spec = result.best_spec
@@ -404,3 +427,27 @@ def _all_linear(spec: dict[str, Any]) -> bool:
     acts = [a for _, a in spec.get("hidden", [])]
     acts += [spec.get("code_activation"), spec.get("output_activation")]
     return spec.get("family") == "dense" and all(a == "linear" for a in acts)
+
+
+def _fit_folder(run_dir: Path) -> Path:
+    """Where a fit with ``run_dir`` writes: ``run_dir`` itself (an earlier fit's run there
+    is replaced), or, while another process fits into it (parallel fits of a grid search
+    sharing one ``run_dir``), the first free sibling ``run_dir-2``, ``-3``... A run that
+    no estimator made there (a CLI run: its data is a file, not ``<array>``) is refused.
+    """
+    for n in range(1, 65):
+        path = run_dir if n == 1 else run_dir.with_name(f"{run_dir.name}-{n}")
+        if run_lock.is_locked(path):
+            continue  # a parallel fit: each gets its own run folder
+        if rf.is_run(path) or (path / MANIFEST).exists():
+            try:
+                dataset = read_run(path).settings.get("dataset")
+            except EvoaeError:
+                dataset = None
+            if dataset != "<array>":
+                raise EvoaeError(
+                    f"run_dir {path} holds a run this estimator did not make (dataset "
+                    f"{dataset!r}): choose another run_dir, or remove that run yourself"
+                )
+        return path
+    raise EvoaeError(f"run_dir {run_dir} and 63 siblings are in use by other fits: wait for them")

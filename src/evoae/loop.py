@@ -38,6 +38,7 @@ from evoae.report.progress import Reporter
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal, Row
 from evoae.runs.killpoints import arm_forward, kill_point
+from evoae.runs.reader import data_digest
 from evoae.settings import SearchSettings, StrategySettings
 from evoae.spaces import Space, spec_key
 from evoae.training import Evaluator, Result, Task
@@ -118,6 +119,9 @@ class _Loop:
     def restore(self, ckpt: dict[str, Any]) -> None:
         self.strategy.load_state_dict(ckpt["strategy"])
         self.next_id = int(ckpt["next_id"])
+        told = self.strategy.progress()[0]
+        if self.strategy.unit == "evaluations" and told > self.next_id:
+            raise ValueError(f"the strategy counts {told} evaluations, the journal {self.next_id}")
         self.batches = int(ckpt.get("batches", len(ckpt["history"])))
         self.history = [
             {k: math.inf if v is None else v for k, v in row.items()} for row in ckpt["history"]
@@ -199,7 +203,8 @@ class _Loop:
             if m is None or p.is_symlink() or not p.is_file():
                 continue
             n = int(m["id"])
-            if everything or m["tmp"] or (n < self.next_id and n not in keep):
+            mine = m["tmp"] or rf.is_state_file(p)  # by content: a user's 2024.json stays
+            if mine and (everything or m["tmp"] or (n < self.next_id and n not in keep)):
                 p.unlink()
         if everything and not any(folder.iterdir()):
             folder.rmdir()
@@ -719,11 +724,7 @@ def _run(
 
 def _data_fingerprint(splits: Splits) -> str:
     """SHA-256 of the training and validation data: a resume must see the same bytes."""
-    h = hashlib.sha256()
-    for x in (splits.train.x, splits.val.x):
-        h.update(str(x.shape).encode())
-        h.update(np.ascontiguousarray(x).tobytes())
-    return h.hexdigest()
+    return data_digest(splits.train.x, splits.val.x)
 
 
 def _check_resumed_run(run_dir: Path, space: Space, fingerprint: str, obj: Objective) -> None:
