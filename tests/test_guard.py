@@ -436,3 +436,11 @@ def test_a_killed_write_leaves_a_file_whose_content_is_recorded(
     atomic_write_bytes(target, b'{"new": 1}')
     assert is_recorded(run, target)
 
+
+
+def test_resume_removes_only_evoaes_temporary_files(run: Path) -> None:
+    (run / ".checkpoint.json.123.tmp").write_text("x")
+    (run / ".thesis.123.tmp").write_text("mine")
+    removed = rf.remove_stale_temps(run)
+    assert [p.name for p in removed] == [".checkpoint.json.123.tmp"]
+    assert (run / ".thesis.123.tmp").read_text() == "mine"

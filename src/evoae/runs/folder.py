@@ -71,6 +71,8 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
         if pbt.is_dir() and not pbt.is_symlink()
         else []
     )
+    listed = read_manifest(folder)
+    owned = None if listed is None else set(listed) | {MANIFEST}
     for sub in (folder, folder / MODEL_DIR, folder / STATES_DIR, *nested):
         if not sub.is_dir() or (sub != folder and sub.is_symlink()):
             continue
@@ -78,11 +80,13 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
             if p.is_symlink() or not p.is_file():
                 continue
             states_tmp = sub == folder / STATES_DIR and _STATE_TEMP.match(p.name)
-            if (
-                _TEMP.match(p.name)
-                or states_tmp
-                or (sub != folder and p.name.endswith(".safetensors.tmp"))
-            ):
+            m = _TEMP.match(p.name)
+            if sub == folder and m is not None and owned is not None:
+                # Top level: only the temporary file of a name the manifest lists (a
+                # user's ".thesis.123.tmp" is not evoae's).
+                if m.group("name") not in owned:
+                    continue
+            if m or states_tmp or (sub != folder and p.name.endswith(".safetensors.tmp")):
                 p.unlink()
                 removed.append(p)
     return removed
@@ -372,7 +376,7 @@ def _check_by_digest(folder: Path, entry: Path, digests: dict[str, list[str]]) -
         if p.parent == folder and p.name == _PROBE:
             continue
         if digest(p) not in digests.get(rel, []):
-            refuse(p, "is not a file evoae wrote (or it was changed since)")
+            refuse(p, "is not a file evoae writes (not recorded, or changed since evoae wrote it)")
 
 
 def legacy_owned(root: Path, path: Path, files: list[str]) -> bool:

@@ -170,8 +170,8 @@ def forget(root: str | Path, paths: list[Path]) -> None:
 
 def _refuse(path: Path) -> None:
     raise EvoaeError(
-        f"{path} is not a file evoae wrote (or it was changed since): move it away or "
-        "choose another --out; nothing was written"
+        f"{path} is not a file evoae writes (not recorded, or changed since evoae wrote "
+        "it): move it away or choose another --out; nothing was written"
     )
 
 
