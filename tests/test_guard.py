@@ -215,6 +215,15 @@ def test_export_over_a_changed_part_file_is_refused_its_own_export_is_not(
     before = _snapshot(dest)
     _refused(["export", str(run), "--out", str(dest)], capsys, "encoder.safetensors")
     assert _snapshot(dest) == before
+    other = tmp_path / "other"
+    assert main(["export", str(run), "--out", str(other), "--quiet"]) == 0
+    capsys.readouterr()
+    meta = json.loads((other / "export.json").read_text())
+    meta["source"] = "my notes"  # an edited export.json is the user's now
+    (other / "export.json").write_text(json.dumps(meta, indent=2))
+    before = _snapshot(other)
+    _refused(["export", str(run), "--out", str(other)], capsys, "export.json")
+    assert _snapshot(other) == before
 
 
 def test_export_pick_keeps_a_user_model_json_in_front(
@@ -444,3 +453,66 @@ def test_resume_removes_only_evoaes_temporary_files(run: Path) -> None:
     removed = rf.remove_stale_temps(run)
     assert [p.name for p in removed] == [".checkpoint.json.123.tmp"]
     assert (run / ".thesis.123.tmp").read_text() == "mine"
+
+
+def _mount_tmpfs(path: Path) -> bool:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(path)], capture_output=True
+    )
+    return done.returncode == 0
+
+
+def test_a_run_on_a_read_only_medium_is_inspected_reported_and_exported_elsewhere(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real read-only mount (root only; skipped elsewhere), the WAL still pending."""
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        archived = disk / "run"
+        shutil.copytree(run, archived)
+        _leave_a_wal(archived)
+        ro = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True)
+        if ro.returncode != 0:
+            pytest.skip("cannot remount the tmpfs read-only")
+        before = _snapshot(archived)
+        assert main(["runs", "show", str(archived)]) == 0
+        assert main(["runs", "list", str(disk)]) == 0
+        assert "damaged" not in capsys.readouterr().out
+        assert main(["report", str(archived), "-o", str(tmp_path / "r.html"), "-q"]) == 0
+        assert main(["export", str(archived), "--out", str(tmp_path / "exp"), "-q"]) == 0
+        assert (tmp_path / "exp" / "export.json").is_file()
+        capsys.readouterr()
+        assert main(["report", str(archived)]) == 2  # into the run: one line, no traceback
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Read-only" in err, err
+        assert _snapshot(archived) == before
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.slow
+def test_a_grid_search_with_parallel_fits_sharing_a_run_dir_fails_no_fit(tmp_path: Path) -> None:
+    """GridSearchCV(n_jobs=2) with one run_dir used to fail 3 of 4 fits on the run lock
+    and pick an arbitrary best; now every fit succeeds in a run folder of its own."""
+    import warnings
+
+    from sklearn.exceptions import FitFailedWarning
+    from sklearn.model_selection import GridSearchCV
+
+    from evoae import EvolvedAutoencoder
+
+    X = np.random.default_rng(0).random((80, 5))
+    est = EvolvedAutoencoder(
+        code_size=2, population=2, generations=0, epochs=1, final_epochs=1, min_steps=0,
+        final_min_steps=0, random_state=0, n_jobs=1, run_dir=tmp_path / "fits",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FitFailedWarning)
+        grid = GridSearchCV(est, {"code_size": [1, 2]}, cv=2, n_jobs=2).fit(X)
+    assert np.all(np.isfinite(grid.cv_results_["mean_test_score"]))
+    assert grid.best_estimator_.run_dir_ is not None and rf.is_run(grid.best_estimator_.run_dir_)

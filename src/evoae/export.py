@@ -19,6 +19,7 @@ and output names and shapes, and the ``preprocess`` record that turns raw data i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from dataclasses import dataclass
@@ -236,7 +237,8 @@ def export_run(
 
 def _export_digests(path: Path) -> dict[str, str] | None:
     """The ``sha256`` of each file an ``export.json`` evoae wrote lists, or None when
-    ``path`` is not such a manifest (a regular file)."""
+    ``path`` is not such a manifest (a regular file) or was edited since (its
+    ``manifest_sha256``, the digest of the rest of it, no longer matches)."""
     if path.is_symlink() or not path.is_file():
         return None
     try:
@@ -251,6 +253,9 @@ def _export_digests(path: Path) -> dict[str, str] | None:
         and "preprocess_note" in old
         and "source" in old
     ):
+        return None
+    own = old.pop("manifest_sha256", None)
+    if own != _self_digest(old):
         return None
     return {
         f["file"]: f["sha256"]
@@ -373,7 +378,14 @@ def write_manifest(
     }
     if model is not None and is_variational(model):
         manifest["sampling"] = SAMPLING_NOTE
+    manifest["manifest_sha256"] = _self_digest(manifest)
     atomic_write_text(path, json.dumps(manifest, indent=2))
+
+
+def _self_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 of an ``export.json`` without its own digest field (canonical JSON)."""
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def export_part(
