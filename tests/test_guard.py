@@ -152,6 +152,12 @@ def test_states_are_told_apart_by_content_and_pruning_keeps_user_files(tmp_path:
     assert not rf.is_state_file(states / "7.safetensors")
     rf.prune_states(tmp_path, keep=set())
     assert sorted(p.name for p in states.iterdir()) == ["2024.json", "7.safetensors"]
+    # A state is never saved over a user's file of its name; a killed run's own is fine.
+    _save_state(states / "8")
+    assert rf.save_stem(tmp_path, 8) == states / "8"
+    with pytest.raises(EvoaeError, match="not a training state"):
+        rf.save_stem(tmp_path, 7)
+    assert (states / "7.safetensors").read_bytes() == b"my own weights, not a safetensors file"
 
 
 # ------------------------------------------------------------------ links

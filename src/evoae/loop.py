@@ -178,7 +178,8 @@ class _Loop:
                 tasks.append(Task(spec, seed, epochs))
                 continue
             stem = None if parent is None else str(self._stem(parent))
-            tasks.append(Task(spec, seed, epochs, save=str(self._stem(base + i)), inherit=stem))
+            save = rf.save_stem(self.run_dir.resolve(), base + i)
+            tasks.append(Task(spec, seed, epochs, save=str(save), inherit=stem))
         return parents, tasks
 
     def _stem(self, eval_id: int) -> Path:
@@ -333,7 +334,7 @@ class _Loop:
             if not self.states_listed:  # runs whose manifest predates states/
                 rf.add_to_manifest(self.run_dir, rf.STATES_DIR)
                 self.states_listed = True
-            save = str(rf.state_stem(self.run_dir, eval_id))
+            save = str(rf.save_stem(self.run_dir, eval_id))
         return Task(spec, seed, int(plan.epochs), resume=resume, save=save)
 
     def _row(

@@ -167,6 +167,19 @@ def state_stem(run_dir: str | Path, eval_id: int) -> Path:
     return stem
 
 
+def save_stem(run_dir: str | Path, eval_id: int) -> Path:
+    """:func:`state_stem` for a state about to be saved: a file already there must be a
+    training state evoae wrote (a killed run's), never a user's file of that name."""
+    stem = state_stem(run_dir, eval_id)
+    for p in (stem.with_suffix(".json"), stem.with_suffix(".safetensors")):
+        if (p.exists() or p.is_symlink()) and not is_state_file(p):
+            raise EvoaeError(
+                f"{p} is not a training state evoae wrote: move it out of the run folder, "
+                "then resume; nothing was written"
+            )
+    return stem
+
+
 def is_state_file(path: Path) -> bool:
     """Whether ``path`` holds a training state as evoae writes it (by content, not name):
     the JSON of :func:`evoae.training.rungs.save_rung`, or a safetensors file whose
