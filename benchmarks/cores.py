@@ -21,6 +21,7 @@ thread counts differ). Workloads:
 
     python benchmarks/cores.py                                # everything (about 25 min)
     python benchmarks/cores.py --workloads quickstart --loads quiet
+    python benchmarks/cores.py --smoke    # seconds: checks it still runs
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ from pathlib import Path
 
 #: ../shared/data relative to the repository root (never an absolute path).
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: ``--smoke``: the quick start on a quiet machine (no competitor: the test suite is load
+#: enough), one manual setting against auto, a handful of candidates, so a test runs it in
+#: seconds (the figures mean nothing).
+SMOKE = {"workloads": "quickstart", "loads": "quiet", "settings": "OMP_NUM_THREADS=1,auto"}
+SMOKE_FLAGS = ["--population", "4", "--generations", "2", "--epochs", "1", "--final-epochs", "1"]
 
 
 def busy(parent: int) -> None:
@@ -90,7 +96,10 @@ def main() -> None:
         help="which settings to run (comma-separated labels); ratios are to the best "
         "manual setting among them",
     )
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     args = p.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     cores = len(os.sched_getaffinity(0))
     mnist = ["--dataset", "mnist", "--data-dir", args.data_dir]
     mnist += ["--final-epochs", str(args.final_epochs)]
@@ -98,7 +107,7 @@ def main() -> None:
         "quickstart": [],
         "seed": [*mnist, "--generations", str(args.generations)],
     }
-    tmp = Path(tempfile.mkdtemp(prefix="evoae-cores-"))
+    tmp = Path(tempfile.mkdtemp(prefix="evoae-cores-", dir="." if args.smoke else None))
     print(f"cores: {cores}; runs in {tmp}")
     results: list[dict] = []
     for load in args.loads.split(","):
@@ -120,7 +129,8 @@ def main() -> None:
                     if label not in chosen:
                         continue
                     out = tmp / load / name / label.replace(" ", "_").replace("=", "")
-                    sec, summary = run_cli([*workloads[name], *flags], env, out)
+                    extra = SMOKE_FLAGS if args.smoke else []
+                    sec, summary = run_cli([*workloads[name], *flags, *extra], env, out)
                     times[label] = (sec, summary["best_fitness"], summary.get("executor"))
                 best_manual = min(t for label, (t, _, _) in times.items() if label != "auto")
                 for label, (sec, fit, ex) in times.items():

@@ -26,7 +26,8 @@ Data: the published split (rows 0-9,999 of the MNIST training file train, the ne
 
     python benchmarks/hybrid.py --skip pbt probe es   # only (1b), the CNN-VAE PBT study
     python benchmarks/hybrid.py                # full run (~10 min at 1 thread)
-    python benchmarks/hybrid.py --quick        # smoke run (~1 min)
+    python benchmarks/hybrid.py --quick        # a quick look (~1 min)
+    python benchmarks/hybrid.py --smoke        # seconds: checks it still runs
 """
 
 from __future__ import annotations
@@ -45,16 +46,27 @@ import torch
 
 from evoae.data import load_dataset, load_test_dataset, seed_split
 from evoae.families import build_model
+from evoae.families.dense.space import dense_preset
 from evoae.models import count_params
 from evoae.objectives import EvalSplit
 from evoae.objectives.probe import Probe, model_codes
 from evoae.objectives.reconstruction import evaluate
-from evoae.spaces.dense import dense_preset
 from evoae.training.es import fake_quant, openai_es, quantize_model_, quantized_finetune
 from evoae.training.pbt import pbt_train
 from evoae.training.trainer import batch_order, fit, train_candidate
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: The smoke run reads MNIST too (tests/test_benchmarks_smoke.py skips without it).
+NEEDS_SHARED_DATA = True
+#: ``--smoke``: every part on a few hundred images with a handful of steps, so a test runs
+#: it in seconds (the figures mean nothing).
+SMOKE = {
+    "train": 400, "val": 200, "test": 200, "copies": 2, "epochs": 1, "candidates": 2,
+    "search_epochs": 1, "final_epochs": 1, "es_generations": 3, "es_population": 4,
+    "q_generations": 2, "q_population": 4, "q_bits": [8], "vae_copies": 2, "vae_epochs": 1,
+    "vae_train": 200, "vae_val": 100,
+}  # fmt: skip
+
 BASE = {
     "family": "dense",
     "input_dim": 256,
@@ -150,7 +162,7 @@ def part_pbt_vae(a: argparse.Namespace, out: dict) -> None:
     c, e, r = a.vae_copies, a.vae_epochs, a.ready
     n, nv = a.vae_train, a.vae_val
     ds = load_dataset("mnist", data_dir=a.data_dir, image_size=(28, 28), limit=n + nv)
-    test = load_test_dataset("mnist", data_dir=a.data_dir, image_size=(28, 28))
+    test = load_test_dataset("mnist", data_dir=a.data_dir, image_size=(28, 28), limit=a.test)
     xt, xv = torch.from_numpy(ds.x[:n]), torch.from_numpy(ds.x[n : n + nv])
     xs = torch.from_numpy(test.x)
     print(
@@ -364,7 +376,11 @@ def part_quant(
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a quick look")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
+    ap.add_argument("--train", type=int, default=10000, help="training rows of the split")
+    ap.add_argument("--val", type=int, default=5000, help="validation rows of the split")
+    ap.add_argument("--test", type=int, default=None, help="test rows [default: all]")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--copies", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=8)
@@ -395,11 +411,13 @@ def main(argv: list[str] | None = None) -> None:
         a.copies, a.epochs, a.candidates, a.search_epochs, a.final_epochs = 4, 2, 3, 1, 1
         a.es_generations, a.q_generations = 10, 5
         a.vae_copies, a.vae_epochs, a.vae_train, a.vae_val = 2, 1, 500, 200
+    if a.smoke:
+        vars(a).update(SMOKE)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    ds = load_dataset("mnist", data_dir=a.data_dir, image_size=(16, 16), limit=15000)
-    test = load_test_dataset("mnist", data_dir=a.data_dir, image_size=(16, 16))
-    sp = seed_split(ds, n_train=10000, n_val=5000, test=test)
+    ds = load_dataset("mnist", data_dir=a.data_dir, image_size=(16, 16), limit=a.train + a.val)
+    test = load_test_dataset("mnist", data_dir=a.data_dir, image_size=(16, 16), limit=a.test)
+    sp = seed_split(ds, n_train=a.train, n_val=a.val, test=test)
     xt, xv, xs = (torch.from_numpy(d.x).reshape(len(d), -1) for d in (sp.train, sp.val, sp.test))
     print(f"16x16 MNIST: train {len(xt)}, val {len(xv)}, test {len(xs)}; torch threads 1")
     out: dict[str, Any] = {"args": {k: str(v) for k, v in vars(a).items()}}

@@ -13,6 +13,7 @@ a run whose retrained model falls back to PCA is named.
 
     python benchmarks/inheritance.py --data-dir /work/shared/data               # 5 x 120
     nice -n 5 python benchmarks/inheritance.py --seeds 2 --evaluations 40 --workers 1
+    python benchmarks/inheritance.py --smoke     # seconds: checks it still runs
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ import search_quality as sq  # noqa: E402
 PAIRS = {"aging": "aging+inherit", "microbial": "microbial+inherit"}
 for _base, _twin in PAIRS.items():
     sq.STRATEGIES[_twin] = (_base, {"inherit": True})
+#: ``--smoke``: one pair on digits, six one-epoch candidates per search, so a test runs
+#: it in seconds (the figures mean nothing).
+SMOKE = {
+    "dataset": "digits",
+    "strategies": ["aging"],
+    "seeds": 1,
+    "evaluations": 6,
+    "population": 4,
+    "epochs": 1,
+    "final_epochs": 1,
+}
 
 
 def main() -> int:
@@ -49,7 +61,10 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=1, help="searches run at once")
     p.add_argument("--out", default="out/inheritance")
     p.add_argument("--from-results", action="store_true", help="only report OUT/results.json again")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     args = p.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from evoae.settings import SearchSettings

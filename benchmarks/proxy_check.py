@@ -11,6 +11,7 @@ one, and of the top-quartile overlap. Runs candidates in a process pool (``--wor
 
     python benchmarks/proxy_check.py --candidates 40 --budgets 1 2 20
     python benchmarks/proxy_check.py --candidates 40 --budgets 1 2 8   # time-bound
+    python benchmarks/proxy_check.py --smoke     # seconds: checks it still runs
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ import numpy as np
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 _DATA: dict[str, Any] = {}
+#: ``--smoke``: three candidates on digits at 1 and 2 epochs, so a test runs it in
+#: seconds (the figures mean nothing).
+SMOKE = {"dataset": "digits", "candidates": 3, "budgets": [1, 2], "workers": 1}
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -84,8 +88,11 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/proxy_check.json")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     args = p.parse_args()
-    from evoae.spaces import DenseSpace
+    if args.smoke:
+        vars(args).update(SMOKE)
+    from evoae.families.dense.space import DenseSpace
 
     budgets = sorted(args.budgets)
     input_dim = 64 if args.dataset == "digits" else 256

@@ -11,6 +11,7 @@ the best of ``--repeats`` timings:
   above the reference's is what the executor itself costs (transport, scheduling).
 
     .venv/bin/python benchmarks/scaling.py --json /tmp/scaling.json
+    .venv/bin/python benchmarks/scaling.py --smoke    # seconds: checks it still runs
 
 On a cluster the same evaluator joins it with ``ray_address="auto"`` (see
 docs/reliability.md); this script measures one machine.
@@ -32,6 +33,10 @@ import torch
 from evoae.finish import derive_seed
 from evoae.settings import SearchSettings
 from evoae.training import Evaluator, SequentialEvaluator, Task
+
+#: ``--smoke``: two one-epoch tasks per executor of one worker, so a test runs it in
+#: seconds (the figures mean nothing; the pool and Ray still start).
+SMOKE = {"tasks": 2, "epochs": 1, "repeats": 1, "workers": [1]}
 
 SPEC = {
     "family": "dense",
@@ -63,8 +68,12 @@ def main() -> int:
     ap.add_argument("--tasks", type=int, default=24)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="pool sizes")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     args = ap.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     torch.set_num_threads(1)
     splits = SearchSettings.of().load_splits()
     data = {
@@ -76,14 +85,15 @@ def main() -> int:
     from evoae.execution.process import ProcessEvaluator
     from evoae.execution.ray import RayEvaluator
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # A fresh local instance: never join a cluster someone else started on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     makers: dict[str, Callable[[Any, Any], Evaluator]] = {
-        "inline (1 thread, reference)": lambda a, b: SequentialEvaluator(a, b),
-        "process, 1 worker": lambda a, b: ProcessEvaluator(a, b, workers=1),
-        "process, 2 workers": lambda a, b: ProcessEvaluator(a, b, workers=2),
-        "ray, 1 worker": lambda a, b: RayEvaluator(a, b, workers=1),
-        "ray, 2 workers": lambda a, b: RayEvaluator(a, b, workers=2),
+        "inline (1 thread, reference)": lambda a, b: SequentialEvaluator(a, b)
     }
+    for kind, cls in (("process", ProcessEvaluator), ("ray", RayEvaluator)):
+        for w in args.workers:
+            name = f"{kind}, {w} worker{'s' if w > 1 else ''}"
+            makers[name] = lambda a, b, cls=cls, w=w: cls(a, b, workers=w)
     figures: dict[str, dict[str, float]] = {}
     for name, make in makers.items():
         row = {}

@@ -18,6 +18,7 @@ at which 0.0286 (the published GA's best) was first reached, and wall time; writ
 
     python benchmarks/search_quality.py                       # full: 5 seeds, 120 evaluations
     python benchmarks/search_quality.py --seeds 2 --evaluations 60   # reduced
+    python benchmarks/search_quality.py --smoke      # seconds: checks it still runs
 """
 
 from __future__ import annotations
@@ -36,6 +37,18 @@ import numpy as np
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PUBLISHED = 0.0286
+#: ``--smoke``: a plain and an ASHA strategy on digits, four one-epoch candidates each,
+#: so a test runs the race and its report in seconds (the figures mean nothing).
+SMOKE = {
+    "dataset": ["digits"],
+    "strategies": ["microbial", "asha-random"],
+    "seeds": 1,
+    "evaluations": 4,
+    "population": 2,
+    "epochs": 1,
+    "final_epochs": 1,
+    "workers": 1,
+}
 #: Strategy label -> (registered strategy, extra settings); budgets are filled in per run.
 STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
     "microbial": ("microbial", {}),
@@ -142,7 +155,10 @@ def main() -> int:
         metavar="RESULTS",
         help="no search: report the results.json files of earlier runs together (same budget)",
     )
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     args = p.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     if args.combine:
         return combine(args)
     unknown = [s for s in args.strategies if s not in STRATEGIES]

@@ -8,6 +8,7 @@ asked for, with the number of trainings, wall time and the best retrained for
 ``--final-epochs`` epochs.
 
     python benchmarks/seed_protocol.py --preset seed extended
+    python benchmarks/seed_protocol.py --smoke    # seconds: checks it still runs
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ REFERENCE = {
     "batch_size": 32,
 }
 PUBLISHED = 0.0286
+#: The smoke run reads MNIST too (tests/test_benchmarks_smoke.py skips without it).
+NEEDS_SHARED_DATA = True
+#: ``--smoke``: a few candidates on a 600-image random split, one epoch each, so a test
+#: runs every step in seconds (the figures mean nothing).
+SMOKE = {"population": 2, "generations": 2, "final_epochs": 1, "out": "runs/smoke"}
+SMOKE_DATA = {"split": "random", "limit": 600}
+SMOKE_TRAINING = {"epochs": 1, "min_steps": 0, "final_min_steps": 0}
 
 
 def main() -> int:
@@ -53,13 +61,19 @@ def main() -> int:
     p.add_argument("--executor", default="inline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench-seed-protocol")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     args = p.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
+    data = SMOKE_DATA if args.smoke else {}
     if not (Path(args.data_dir) / "mnist").is_dir():
         print(f"MNIST not found under {args.data_dir}: pass --data-dir", file=sys.stderr)
         return 2
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
-    settings = SearchSettings.of(dataset="mnist", data_dir=args.data_dir, code_size=args.code_size)
+    settings = SearchSettings.of(
+        dataset="mnist", data_dir=args.data_dir, code_size=args.code_size, **data
+    )
     splits = settings.load_splits()
     xtr = splits.train.x.reshape(len(splits.train), -1)
     xva = splits.val.x.reshape(len(splits.val), -1)
@@ -95,6 +109,8 @@ def main() -> int:
             seed=args.seed,
             out=f"{args.out}-{preset}",
             overwrite=True,
+            **data,
+            **(SMOKE_TRAINING if args.smoke else {}),
         )
         wall = time.perf_counter() - t0
         best = result.best_spec

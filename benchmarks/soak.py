@@ -8,6 +8,7 @@ RSS relative to it, and the growth per 100 evaluations over the second half (a l
 squares slope). Flat means: end / warm <= 1.10 and a slope under 1 MiB per 100.
 
     .venv/bin/python benchmarks/soak.py --evaluations 500 --json /tmp/soak.json
+    .venv/bin/python benchmarks/soak.py --smoke    # seconds: checks it still runs
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from evoae.runs.journal import Row
 
 TARGET_RATIO = 1.10
 TARGET_SLOPE_MIB = 1.0
+#: ``--smoke``: a handful of evaluations, so a test runs it in seconds; its verdict means
+#: nothing at that size and does not set the exit status.
+SMOKE = {"evaluations": 8, "population": 4, "warmup": 2, "limit": 200}
 
 
 def rss_mib() -> float:
@@ -52,7 +56,10 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--limit", type=int, default=400)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     args = ap.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     sampler = RssSampler()
     start = rss_mib()
     t0 = time.perf_counter()
@@ -92,7 +99,7 @@ def main() -> int:
     print(f"{'flat':>36}: {flat} (targets: ratio <= {TARGET_RATIO}, slope < {TARGET_SLOPE_MIB})")
     if args.json:
         args.json.write_text(json.dumps({**figures, "flat": flat}, indent=2))
-    return 0 if flat else 1
+    return 0 if flat or args.smoke else 1
 
 
 if __name__ == "__main__":

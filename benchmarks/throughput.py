@@ -19,6 +19,7 @@ scoring on the validation set, two FLOPs each: forward plus the two backward pro
 per layer and training row, one forward per validation row.
 
     .venv/bin/python benchmarks/throughput.py --data-dir ../shared/data
+    .venv/bin/python benchmarks/throughput.py --smoke   # seconds: checks it still runs
 """
 
 from __future__ import annotations
@@ -34,14 +35,30 @@ import numpy as np
 import torch
 
 from evoae.data import load_dataset
+from evoae.families.conv.space import CONV_ACTIVATIONS
+from evoae.families.dense.space import dense_preset
+from evoae.families.dense.stack import stack_flops
 from evoae.loop import search
-from evoae.spaces.conv import CONV_ACTIVATIONS
-from evoae.spaces.dense import dense_preset
 from evoae.training.evaluator import Evaluator, SequentialEvaluator, Task
-from evoae.training.population import PopulationEvaluator, stack_flops
+from evoae.training.population import PopulationEvaluator
 
 #: ../shared/data relative to the repository root (never an absolute path).
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: The smoke run reads MNIST too (tests/test_benchmarks_smoke.py skips without it).
+NEEDS_SHARED_DATA = True
+#: ``--smoke``: every part at tiny sizes, so a test runs it in seconds (figures mean nothing).
+SMOKE = {
+    "sizes": [2],
+    "epochs": 1,
+    "repeats": 1,
+    "conv_sizes": [2],
+    "search": True,
+    "concurrent": 2,
+    "train_rows": 300,
+    "val_rows": 100,
+    "peak_size": 256,
+    "threads": 1,
+}
 
 
 def matmul_peak(size: int = 2048, reps: int = 5) -> float:
@@ -90,15 +107,22 @@ def main() -> None:
     ap.add_argument("--concurrent", type=int, default=10)
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--train-rows", type=int, default=10_000, help="training images")
+    ap.add_argument("--val-rows", type=int, default=5_000, help="validation images")
+    ap.add_argument("--peak-size", type=int, default=2048, help="side of the peak's matmul")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     args = ap.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     torch.manual_seed(args.seed)
-    ds = load_dataset("mnist", data_dir=args.data_dir, image_size=(16, 16), limit=15_000)
+    n_train, n_val = args.train_rows, args.val_rows
+    ds = load_dataset("mnist", data_dir=args.data_dir, image_size=(16, 16), limit=n_train + n_val)
     x = ds.x.reshape(len(ds.x), -1)
-    x_train, x_val = x[:10_000], x[10_000:15_000]
-    peak = matmul_peak()
+    x_train, x_val = x[:n_train], x[n_train : n_train + n_val]
+    peak = matmul_peak(args.peak_size)
     print(f"threads {torch.get_num_threads()}  float32 matmul peak {peak:.1f} GFLOP/s")
     space = dense_preset("seed", x.shape[1], 4)
     # Warm-up (thread pools, allocator, lazy initialisation) on a short slice, untimed.
@@ -213,6 +237,10 @@ def run_conv(args: argparse.Namespace, x_train: torch.Tensor, x_val: torch.Tenso
 def run_searches(args: argparse.Namespace) -> list[dict]:
     """The full seed search: K concurrent on the population trainer vs K = 1 inline."""
     rows = []
+    # The smoke run: a few candidates on a slice (the protocol's split needs 15,000 images).
+    small = dict(population=4, generations=2, epochs=1, final_epochs=1, split="random")
+    small.update(min_steps=0, final_min_steps=0)
+    budget = dict(small, limit=args.train_rows + args.val_rows) if args.smoke else {}
     for executor, k in (("population", args.concurrent), ("inline", 1)):
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
@@ -223,6 +251,7 @@ def run_searches(args: argparse.Namespace) -> list[dict]:
                 executor=executor,
                 concurrent=k,
                 seed=args.seed,
+                **budget,
             )
             seconds = time.perf_counter() - t
         row = {

@@ -14,6 +14,7 @@ Prints both test negative ELBOs, their ratio (target <= 0.92), and the search's 
 trainings and wall time (target < 20 minutes on a 2-core CPU).
 
     python benchmarks/vae.py --data-dir ../shared/data
+    python benchmarks/vae.py --smoke    # seconds: checks it still runs
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from torch import nn
 import evoae
 from evoae.data import load_dataset, load_test_dataset
 from evoae.families import build_model
+from evoae.families.conv.model import vae_terms
 from evoae.models import count_params
 from evoae.models.base import ModelOutput
-from evoae.models.conv import vae_terms
 from evoae.training.trainer import evaluate, fit
 
 #: ../shared/data relative to the repository root (never an absolute path).
@@ -41,6 +42,20 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 LATENT = 20
 TARGET_RATIO = 0.92
 TARGET_SEARCH_SECONDS = 20 * 60
+#: The smoke run reads MNIST too (tests/test_benchmarks_smoke.py skips without it).
+NEEDS_SHARED_DATA = True
+#: ``--smoke``: a few hundred images, one epoch, two candidates, so a test runs every step
+#: in seconds (the figures mean nothing).
+SMOKE = {
+    "epochs": 1,
+    "train_limit": 300,
+    "test_limit": 200,
+    "search_limit": 300,
+    "search_epochs": 1,
+    "population": 2,
+    "generations": 1,
+    "out": "runs/smoke-vae",
+}
 
 
 class MLPVAE(nn.Module):
@@ -105,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--data-dir", default=str(SHARED))
     p.add_argument("--epochs", type=int, default=10, help="final epochs of both models")
     p.add_argument("--train-limit", type=int, default=None, help="first N training images")
+    p.add_argument("--test-limit", type=int, default=None, help="first N test images")
     p.add_argument("--search-limit", type=int, default=12000, help="images the search splits")
     p.add_argument("--search-epochs", type=int, default=2, help="epochs per candidate")
     p.add_argument("--population", type=int, default=10)
@@ -118,13 +134,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--out", default="/tmp/evoae-bench-vae", help="the search's run folder")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     args = p.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
     torch.set_num_threads(args.threads)
 
     train = load_dataset(
         "mnist", data_dir=args.data_dir, image_size=(28, 28), limit=args.train_limit
     )
-    test = load_test_dataset("mnist", data_dir=args.data_dir, image_size=(28, 28))
+    test = load_test_dataset(
+        "mnist", data_dir=args.data_dir, image_size=(28, 28), limit=args.test_limit
+    )
     x, x_test = torch.as_tensor(train.x), torch.as_tensor(test.x)
     print(f"MNIST {tuple(x.shape)} train, {tuple(x_test.shape)} test, pixels in [0, 1]")
 
@@ -161,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
         out=args.out,
         overwrite=True,
+        **({"min_steps": 0} if args.smoke else {}),
     )
     search_seconds = time.perf_counter() - t0
     spec = result.best_spec

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+#: Fixtures of the hostile-input tables (shared runs), for every test folder.
+pytest_plugins = ["hostile"]
 
 #: The read-only MNIST / Fashion-MNIST copies next to the repository (never copied into it).
 SHARED_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -73,3 +78,45 @@ TINY_SEARCH = dict(
 def tiny_search() -> dict:
     """A fresh copy of :data:`TINY_SEARCH`."""
     return dict(TINY_SEARCH)
+
+
+def one_line_error(fn, *fragments: str) -> str:
+    """Run ``fn``, expect an EvoaeError with a one-line message holding ``fragments``.
+
+    Import it with ``from conftest import one_line_error``.
+    """
+    from evoae.errors import EvoaeError
+
+    with pytest.raises(EvoaeError) as info:
+        fn()
+    msg = str(info.value)
+    assert msg.strip() and "\n" not in msg, repr(msg)
+    for fragment in fragments:
+        assert fragment in msg, (fragment, msg)
+    return msg
+
+
+def _cli_env(kill: str | None) -> dict[str, str]:
+    from evoae.runs.killpoints import ENV
+
+    env = {k: v for k, v in os.environ.items() if k != ENV}
+    if kill is not None:
+        env[ENV] = kill
+    return env
+
+
+def start_cli(*args: str, kill: str | None = None) -> subprocess.Popen[str]:
+    """``python -m evoae.cli ARGS --quiet`` in a child process (pipes for its output);
+    ``kill`` arms a kill point (``appended:2``: SIGKILL itself after the 2nd row)."""
+    cmd = [sys.executable, "-m", "evoae.cli", *args, "--quiet"]
+    return subprocess.Popen(
+        cmd, env=_cli_env(kill), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def run_cli(
+    *args: str, kill: str | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """:func:`start_cli`, waited for (stdout and stderr captured)."""
+    cmd = [sys.executable, "-m", "evoae.cli", *args, "--quiet"]
+    return subprocess.run(cmd, env=_cli_env(kill), capture_output=True, text=True, timeout=timeout)

@@ -6,11 +6,25 @@
 
 Data handling (documented promises):
 
-* **Scaling.** evoae's models expect features in ``[0, 1]``. ``fit`` learns a per-feature
-  min-max scaling (``data_min_``, ``data_range_``; constant features get a range of 1)
-  and every other method applies it, so any real-valued table works. Values outside the
-  fitted range map outside ``[0, 1]``; they are not clipped. Errors (``score``,
-  ``score_samples``) are measured in the caller's original units, like PCA's.
+* **Units.** ``scale`` says which error the model minimises. evoae's models take
+  features in ``[0, 1]``, so ``fit`` learns one affine map per feature
+  (``x = (raw - data_min_) / data_range_``, recorded in the model file and applied by every
+  other method); how ``data_range_`` is chosen weighs the features in the loss:
+
+  - ``None`` (default): the user's units, like ``PCA``. Every feature is divided by the
+    same number (the widest feature range), so the training loss is the raw squared
+    error times one constant: the model minimises exactly what ``score`` reports, and the
+    "never worse than PCA" check compares with PCA of the same rows in the user's units.
+  - ``"standard"``: every feature counts equally per standard deviation (like
+    ``make_pipeline(StandardScaler(), PCA(k))``): each feature is divided by its standard
+    deviation times one common factor that keeps values in ``[0, 1]``.
+  - ``"minmax"``: every feature counts equally per range (each mapped to ``[0, 1]``;
+    what the estimator did before ``scale`` existed).
+
+  With ``"standard"`` or ``"minmax"`` the search, and the PCA it must not lose to, work in
+  those weighted units. Constant features map to 0. Values outside the fitted
+  range map outside ``[0, 1]``; they are not clipped. ``score`` and ``score_samples``
+  always measure errors in the user's original units, like PCA's.
 * **Splits.** The search splits the rows 70/15/15 (train / validation / test) with
   ``random_state``. With fewer than ``MIN_SPLIT_ROWS`` rows a held-out split would be
   empty or a single row, so the rows are repeated until there are ``MIN_SPLIT_ROWS``:
@@ -40,21 +54,24 @@ from evoae.data import Dataset
 from evoae.data.preprocess import tabular_record
 from evoae.data.tabular import encode_labels
 from evoae.errors import EvoaeError
-from evoae.evolution import strategy_class
+from evoae.evolution import DEFAULT_STRATEGY, strategy_class
+from evoae.families import build_model, get_family
 from evoae.families.io import MAX_DATA_MIN, MIN_DATA_RANGE
 from evoae.loop import search
-from evoae.models.dense import DenseAutoencoder
 from evoae.models.pca import pca_basis
 from evoae.objectives import make_objective
 from evoae.runs import folder as rf
 from evoae.runs import lock as run_lock
 from evoae.runs.manifest import MANIFEST
 from evoae.runs.reader import read_run
+from evoae.settings import default
 
 #: Fewer rows than this are repeated before the 70/15/15 split (see module docstring).
 MIN_SPLIT_ROWS = 20
 #: Search spaces (dense presets) the estimator can use.
 SPACES = ("seed", "extended")
+#: Values of ``scale``: how features are weighed in the loss (see the module docstring).
+SCALES = (None, "standard", "minmax")
 
 #: Conformance checks of ``sklearn.utils.estimator_checks`` this estimator fails by
 #: nature, with the reason. scikit-learn >= 1.6 removed the ``_xfail_checks`` tag; pass
@@ -70,6 +87,11 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     ----------
     code_size : int, default=4
         Width of the code: the number of output features of :meth:`transform`.
+    scale : {None, "standard", "minmax"}, default=None
+        The units the model's error is minimised in. None: the user's own, like ``PCA``
+        (a drop-in: same loss, compared with PCA of the same rows). ``"standard"``: per
+        standard deviation of each feature; ``"minmax"``: per range of each feature.
+        The network always sees values in ``[0, 1]`` (module docstring, "Units").
     space : {"seed", "extended"}, default="seed"
         The dense search space: ``seed`` is the published one, ``extended`` adds
         activations, AdamW, and evolved learning rate and batch size.
@@ -92,13 +114,15 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Training epochs per candidate during the search.
     min_steps : int, default=200
         Optimizer steps each candidate trains at least: small data gets more epochs
-        (``max(epochs, ceil(min_steps / batches per epoch))``).
+        (``max(epochs, ceil(min_steps / batches per epoch))``). An ``epochs`` set away
+        from its default is what trains unless ``min_steps`` is set too.
     final_epochs : int, default=100
         Most epochs to retrain the best architecture on the training split; it stops
         earlier on a validation plateau (5 epochs without improvement, best weights
         kept), and never before ``final_min_steps`` optimizer steps.
     final_min_steps : int, default=2000
-        Optimizer steps the final training takes at least (more epochs on small data).
+        Optimizer steps the final training takes at least (more epochs on small data);
+        like ``min_steps``, off when ``final_epochs`` is set and it is not.
     max_depth : int or None, default=None
         Hidden genes of the space (None: the preset's default).
     max_ratio : float or None, default=None
@@ -155,7 +179,10 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     run_dir_ : Path or None
         The kept run folder (``run_dir``), else None.
     data_min_, data_range_ : ndarray of shape (n_features_in_,)
-        The learned min-max scaling.
+        The learned scaling ``(X - data_min_) / data_range_`` (see ``scale``); the
+        search's losses (``best_fitness_``, ``final_``, ``pca_val_loss_``) are in these
+        units. With ``scale=None`` every ``data_range_`` is the same number ``r`` and a
+        loss times ``r ** 2`` is the raw MSE.
     n_features_in_ : int
         Number of features seen in fit.
 
@@ -172,26 +199,28 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self,
         code_size: int = 4,
         *,
-        space: str = "seed",
-        strategy: str = "microbial",
+        scale: str | None = None,
+        space: str = default("preset"),
+        strategy: str = DEFAULT_STRATEGY,
         strategy_options: dict[str, Any] | None = None,
-        objective: str = "recon",
+        objective: str = default("objective"),
         population: int = 8,
         generations: int = 20,
-        epochs: int = 2,
-        min_steps: int = 200,
-        final_epochs: int = 100,
-        final_min_steps: int = 2000,
+        epochs: int = default("epochs"),
+        min_steps: int = default("min_steps"),
+        final_epochs: int = default("final_epochs"),
+        final_min_steps: int = default("final_min_steps"),
         max_depth: int | None = None,
         max_ratio: float | None = None,
-        fidelity: str = "none",
-        final_pbt: int = 0,
+        fidelity: str = default("fidelity"),
+        final_pbt: int = default("final_pbt"),
         random_state: int | np.random.RandomState | None = None,
         run_dir: str | Path | None = None,
-        device: str = "cpu",
+        device: str = default("device"),
         n_jobs: int | None = None,
     ) -> None:
         self.code_size = code_size
+        self.scale = scale
         self.space = space
         self.strategy = strategy
         self.strategy_options = strategy_options
@@ -229,15 +258,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         """
         X = validate_data(self, X, dtype=(np.float64, np.float32), ensure_min_samples=2)
         self._check_params(X.shape[1])
-        self.data_min_ = X.min(axis=0).astype(np.float64)
-        with np.errstate(over="ignore"):
-            span = X.max(axis=0).astype(np.float64) - self.data_min_
-        if not np.all(np.isfinite(span)) or np.any(np.abs(self.data_min_) > MAX_DATA_MIN):
-            raise EvoaeError(
-                "X has a column whose values are too large to scale (a range beyond float64, "
-                "such as -1e308 and 1e308): rescale or drop that column"
-            )
-        self.data_range_ = np.where(span >= MIN_DATA_RANGE, span, 1.0)
+        self.data_min_, self.data_range_ = _scaling(X, self.scale)
         # The model file records this scaling: load_model(...).preprocess applies it.
         record = tabular_record(self.data_min_, self.data_range_)
         scaled = self._scale(X)
@@ -248,9 +269,35 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             labels = None if labels is None else np.tile(labels, reps)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         keep = self.run_dir is not None
-        settings = dict(
-            data=Dataset(scaled, labels, "<array>", record),
+        data = Dataset(scaled, labels, "<array>", record)
+        if keep:
+            for _ in range(8):  # a parallel fit may take the folder between check and start
+                out = _fit_folder(Path(self.run_dir))
+                try:
+                    result = self._search(data, out, seed)
+                    break
+                except EvoaeError as e:
+                    if "in use by another evoae process" not in str(e):
+                        raise
+            else:
+                raise EvoaeError(f"run_dir {self.run_dir} stayed in use by other fits: retry")
+        else:
+            out = Path(tempfile.mkdtemp(prefix="evoae-fit-"))
+            try:
+                result = self._search(data, out, seed)
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+        self._adopt(result, scaled)
+        self.run_dir_ = out if keep else None
+        return self
+
+    def _search(self, data: Dataset, out: Path, seed: int) -> Any:
+        """The search behind :meth:`fit`, with this estimator's parameters."""
+        return search(
+            "<array>",
+            data=data,
             objective=self.objective,
+            out=out,
             overwrite=True,
             reporters=(),
             model="dense",
@@ -262,42 +309,36 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             final_pbt=self.final_pbt,
             strategy=self.strategy,
             **self._strategy_settings(),
-            epochs=self.epochs,
-            min_steps=self.min_steps,
-            final_epochs=self.final_epochs,
-            final_min_steps=self.final_min_steps,
+            **self._counts(),
             seed=seed,
             device=self.device,
             workers=self.n_jobs,
         )
-        if keep:
-            for _ in range(8):  # a parallel fit may take the folder between check and start
-                out = _fit_folder(Path(self.run_dir))
-                try:
-                    result = search("<array>", out=out, **settings)
-                    break
-                except EvoaeError as e:
-                    if "in use by another evoae process" not in str(e):
-                        raise
-            else:
-                raise EvoaeError(f"run_dir {self.run_dir} stayed in use by other fits: retry")
-        else:
-            out = Path(tempfile.mkdtemp(prefix="evoae-fit-"))
-            try:
-                result = search("<array>", out=out, **settings)
-            finally:
-                shutil.rmtree(out, ignore_errors=True)
+
+    def _counts(self) -> dict[str, Any]:
+        """Epoch counts and their step floors: a count set away from its default is what
+        trains unless its floor was set too (as ``evoae search --epochs N`` does)."""
+        out: dict[str, Any] = {}
+        for count, floor in (("epochs", "min_steps"), ("final_epochs", "final_min_steps")):
+            out[count] = getattr(self, count)
+            mine = getattr(self, count) != default(count)
+            if not mine or getattr(self, floor) != default(floor):
+                out[floor] = getattr(self, floor)
+        return out
+
+    def _adopt(self, result: Any, scaled: np.ndarray) -> None:
+        """The fitted attributes from a search's result."""
         self.model_ = result.model.cpu().eval()
         spec = result.best_spec
         # A linear model (every activation linear) is at best PCA: it becomes PCA fit on
         # every row, as PCA(code_size) would be; the held-out splits only served to choose
         # it (beating PCA on a small validation split is then chance, not structure).
-        self.pca_refit_ = _all_linear(spec)
+        linear = get_family(spec["family"]).is_linear
+        self.pca_refit_ = linear is not None and linear(spec)
         if self.pca_refit_:
             spec = {**spec, "hidden": [], "init": "pca"}
-            self.model_ = DenseAutoencoder(spec)
-            self.model_.init_from_pca(pca_basis(scaled, int(self.code_size)))
-            self.model_.eval()
+            basis = pca_basis(scaled, int(self.code_size))
+            self.model_ = build_model(spec, 0, init=basis).eval()
         self.best_genome_ = result.best_genome
         self.best_spec_ = spec
         self.best_fitness_ = float(result.best_fitness)
@@ -310,10 +351,13 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 {"fallback": self.fallback_, "message": result.final.get("fallback_message")}
             )
         self.n_evaluations_ = int(result.n_evaluations)
-        self.run_dir_ = out if keep else None
-        return self
 
     def _check_params(self, n_features: int) -> None:
+        if self.scale is not None and not (isinstance(self.scale, str) and self.scale in SCALES):
+            raise EvoaeError(
+                f"unknown scale {self.scale!r}: choose None (the user's units, like PCA), "
+                "'standard' or 'minmax'"
+            )
         if self.space not in SPACES:
             raise EvoaeError(f"unknown space {self.space!r}: choose from {', '.join(SPACES)}")
         strategy_class(self.strategy)  # a one-line error for unknown names
@@ -422,11 +466,32 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         return tags
 
 
-def _all_linear(spec: dict[str, Any]) -> bool:
-    """A dense spec whose every activation is linear: an affine map of rank <= code size."""
-    acts = [a for _, a in spec.get("hidden", [])]
-    acts += [spec.get("code_activation"), spec.get("output_activation")]
-    return spec.get("family") == "dense" and all(a == "linear" for a in acts)
+def _scaling(X: np.ndarray, scale: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(data_min, data_range)`` mapping ``X`` into ``[0, 1]`` with ``scale``'s weights.
+
+    A feature's weight in the loss is ``1 / data_range**2``: the per-feature unit
+    (1, the standard deviation or the range) times one common factor, the widest range
+    in those units, which keeps every value in ``[0, 1]`` without reweighing features.
+    """
+    x = X.astype(np.float64)
+    lo = x.min(axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        span = x.max(axis=0) - lo
+    if not np.all(np.isfinite(span)) or np.any(np.abs(lo) > MAX_DATA_MIN):
+        raise EvoaeError(
+            "X has a column whose values are too large to scale (a range beyond float64, "
+            "such as -1e308 and 1e308): rescale or drop that column"
+        )
+    if scale == "standard":
+        unit = x.std(axis=0)
+    elif scale == "minmax":
+        unit = span
+    else:
+        unit = np.ones_like(span)
+    unit = np.where(unit > 0, unit, 1.0)
+    widest = float(np.max(span / unit))
+    rng = unit * (widest if widest > 0 else 1.0)
+    return lo, np.where(rng >= MIN_DATA_RANGE, rng, 1.0)
 
 
 def _fit_folder(run_dir: Path) -> Path:

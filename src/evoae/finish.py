@@ -21,6 +21,7 @@ from torch import nn
 from evoae.data import Splits
 from evoae.errors import EvoaeError
 from evoae.families import describe, get_family, space_from_config
+from evoae.families import fallback as family_fallback
 from evoae.families.io import save_model
 from evoae.models import count_params
 from evoae.models.pca import pca_val_loss
@@ -28,10 +29,11 @@ from evoae.objectives import EvalSplit, Objective, make_objective
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal, Row
 from evoae.runs.reader import best_row, check_data, pareto_front, read_run
+from evoae.seeds import derive_seed
 from evoae.settings import SearchSettings
 from evoae.spaces import Space, spec_key
 from evoae.training import Result, train_candidate
-from evoae.training.budget import epochs_for
+from evoae.training.budget import EPOCH_CAP, PLATEAU, TIME_CAP, epochs_for, steps_per_epoch
 from evoae.training.evaluator import as_tensor, resolve_device
 from evoae.training.pbt import pbt_train
 from evoae.training.threads import torch_threads
@@ -57,6 +59,8 @@ class SearchResult:
     stopped: str = "budget"
     #: The executor used, in words (what ``auto`` chose).
     executor: str = ""
+    #: What the search spent before the final stage (:func:`search_spent`).
+    spent: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -72,13 +76,8 @@ class SearchResult:
             "history": strict_history(self.history),
             "stopped": self.stopped,
             "executor": self.executor,
+            "spent": self.spent,
         }
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from any JSON-able parts; stable across machines and Python runs."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).digest()
-    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
 
 
 def strict_history(history: list[dict[str, float]]) -> list[dict[str, float | None]]:
@@ -104,6 +103,7 @@ def retrain_best(
     t0: float,
     phenotype_key: Callable[[dict[str, Any]], str],
     reporters: Sequence[Any] = (),
+    deadline: float | None = None,
 ) -> SearchResult:
     """Retrain the journal's best candidate, compare it with PCA, test it and save it.
 
@@ -115,7 +115,88 @@ def retrain_best(
     replaced by the PCA-initialised linear autoencoder (``final["fallback"] = "pca"``).
     A diverging retraining is an error (the search itself stays saved): a NaN model is
     never written as the run's model.
+
+    With a ``deadline`` (:func:`time.perf_counter` time; the time budget) every final
+    training stops by it; when two are planned (the PCA seed and the best from scratch)
+    the first gets half the time left. ``final["stop"]`` says what ended the kept
+    model's training ("plateau": ``final["converged"]``; "epochs" or "time budget": a
+    cap), beside the epochs, optimizer steps and seconds it spent.
     """
+    best = _best_or_refuse(journal, n_evaluations, run_dir)
+    device = resolve_device(s.execution.device)
+    train, val = as_split(splits.train, device), as_split(splits.val, device)
+    spent = search_spent(s, journal, len(splits.train.x), time.perf_counter() - t0)
+    ctx = _Final(s, space, objective, phenotype_key, train, val, run_dir, deadline)
+    pick = _retrain(ctx, journal, best, reporters)
+    family = get_family(pick.spec["family"])
+    pca_loss = _pca_loss(splits, s.space.code_size) if family.loss_label == "MSE" else None
+    pick, fallback = _pca_if_worse(ctx, journal, pick, pca_loss)
+    final = _final_figures(s, pick, splits, objective, device, pca_loss, family.loss_label)
+    final.update(fallback)
+    model = pick.trained.model.cpu().eval()
+    genome_json = _jsonable(space.to_json(pick.genome))
+    save_model(
+        model,
+        run_dir / rf.MODEL_DIR,
+        space=space.config(),
+        genome=genome_json,
+        metrics={
+            "search_fitness": pick.row.fitness,
+            **{k: v for k, v in final.items() if k != "terms"},
+        },
+        preprocess=splits.train.preprocess,  # also sets model.preprocess
+    )
+    rf.write_json(
+        run_dir / rf.BEST_GENOME,
+        {
+            "genome": genome_json,
+            "spec": pick.spec,
+            "fitness": pick.row.fitness,
+            "evaluation": pick.row.id,
+        },
+    )
+    return SearchResult(
+        run_dir=run_dir,
+        best_genome=genome_json,
+        best_spec=pick.spec,
+        best_fitness=pick.row.fitness,
+        final=final,
+        model=model,
+        history=history,
+        n_evaluations=n_evaluations,
+        n_trainings=n_trainings,
+        seconds=time.perf_counter() - t0,
+        settings=s,
+        spent=spent,
+    )
+
+
+@dataclass
+class _Final:
+    """What every final training of one run shares."""
+
+    s: SearchSettings
+    space: Space
+    objective: Objective
+    phenotype_key: Callable[[dict[str, Any]], str]
+    train: EvalSplit
+    val: EvalSplit
+    run_dir: Path
+    deadline: float | None
+
+
+@dataclass
+class _Pick:
+    """A retrained candidate: its search row, genome, spec and final training."""
+
+    row: Any
+    genome: Any
+    spec: dict[str, Any]
+    trained: Trained
+
+
+def _best_or_refuse(journal: Journal, n_evaluations: int, run_dir: Path) -> Any:
+    """The journal's best row, or a one-line error saying why there is none."""
     best = best_row(list(journal.rows()))
     if best is None and n_evaluations == 0:
         raise EvoaeError(
@@ -127,113 +208,168 @@ def retrain_best(
             "every candidate failed to train: try other settings (e.g. fewer epochs, a lower "
             "learning rate range) or check the data"
         )
-    genome = space.from_json(best.genome)
-    spec = space.decode(genome)
-    device = resolve_device(s.execution.device)
-    train, val = as_split(splits.train, device), as_split(splits.val, device)
-    final_result, model, pbt = _final_training(
-        s, spec, train, val, objective, phenotype_key, reporters, run_dir=run_dir
-    )
-    if final_result.status != "ok":  # never save NaN weights as the run's model
+    return best
+
+
+def _retrain(ctx: _Final, journal: Journal, best: Any, reporters: Sequence[Any]) -> _Pick:
+    """The best row's final training; when it started from PCA, also the best candidate
+    trained from scratch (the PCA seed starts where others must train to: on a short
+    candidate budget its fitness is not comparable with theirs), validation deciding."""
+    genome = ctx.space.from_json(best.genome)
+    spec = ctx.space.decode(genome)
+    scratch = _best_from_scratch(journal) if spec.get("init") is not None else None
+    share = _share(ctx.deadline, 2 if scratch is not None else 1)
+    trained = Trained(*_final_training(ctx.s, spec, ctx.train, ctx.val, ctx.objective,
+                                       ctx.phenotype_key, reporters, run_dir=ctx.run_dir,
+                                       deadline=share))  # fmt: skip
+    if trained.result.status != "ok":  # never save NaN weights as the run's model
         raise EvoaeError(
             f"retraining the best candidate (evaluation {best.id}) for "
-            f"{final_result.epochs} epochs failed ({final_result.error}); the search is "
+            f"{trained.result.epochs} epochs failed ({trained.result.error}); the search is "
             "saved: resume with fewer --final-epochs"
         )
-    searched_from_pca = spec.get("init") is not None
-    scratch = _best_from_scratch(journal) if searched_from_pca else None
+    pick = _Pick(best, genome, spec, trained)
     if scratch is not None:
-        # The PCA seed starts where others must train to: on a short candidate budget its
-        # fitness is not comparable with theirs. The best candidate trained from scratch
-        # gets the same final training, and validation decides.
-        g2 = space.from_json(scratch.genome)
-        spec2 = space.decode(g2)
-        r2, m2, p2 = _final_training(
-            s, spec2, train, val, objective, phenotype_key, run_dir=run_dir
-        )
-        if r2.status == "ok" and r2.fitness < final_result.fitness:
-            best, genome, spec, final_result, model, pbt = scratch, g2, spec2, r2, m2, p2
-    family = get_family(spec["family"])
-    pca_loss = _pca_loss(splits, s.space.code_size) if family.loss_label == "MSE" else None
-    fallback: dict[str, Any] = {}
+        g2 = ctx.space.from_json(scratch.genome)
+        spec2 = ctx.space.decode(g2)
+        other = Trained(*_final_training(ctx.s, spec2, ctx.train, ctx.val, ctx.objective,
+                                         ctx.phenotype_key, run_dir=ctx.run_dir,
+                                         deadline=ctx.deadline))  # fmt: skip
+        if other.result.status == "ok" and other.result.fitness < trained.result.fitness:
+            pick = _Pick(scratch, g2, spec2, other)
+    return pick
+
+
+def _pca_if_worse(
+    ctx: _Final, journal: Journal, pick: _Pick, pca_loss: float | None
+) -> tuple[_Pick, dict[str, Any]]:
+    """With ``pca_fallback``, a model validating worse than PCA is replaced by the
+    family's linear fallback (dense: the PCA-initialised linear autoencoder)."""
+    linear = family_fallback(ctx.space)
+    worse = pick.trained.result.val_loss
     if (
-        pca_loss is not None
-        and s.training.pca_fallback
-        and objective.model_loss
-        and hasattr(space, "pca_spec")
-        and final_result.val_loss is not None
-        and final_result.val_loss > pca_loss * (1 + FALLBACK_RTOL)
+        pca_loss is None
+        or not ctx.s.training.pca_fallback
+        or not ctx.objective.model_loss
+        or linear is None
+        or worse is None
+        or worse <= pca_loss * (1 + FALLBACK_RTOL)
     ):
-        worse, searched = final_result.val_loss, spec
-        pca_spec = space.pca_spec()  # type: ignore[attr-defined]
-        done = Trained(final_result, model, pbt) if spec == pca_spec else None
-        final_result, model, pbt = _pca_model(
-            s, pca_spec, train, val, objective, phenotype_key, done, run_dir=run_dir
-        )
-        genome = space.pca_genome()  # type: ignore[attr-defined]
-        spec = pca_spec
-        # The returned model's own search row (the PCA seed's), when the search had one.
-        best = _row_of(journal, pca_spec) or best
-        fallback = {
-            "fallback": "pca",
-            "fallback_message": (
-                f"the retrained best ({describe(searched)}) reconstructs the validation "
-                f"split worse than PCA ({worse:.6g} > {pca_loss:.6g} MSE): returning the "
-                "PCA-initialised linear autoencoder"
-            ),
-            "searched_val_loss": worse,
-        }
-    val_loss = final_result.val_loss
+        return pick, {}
+    pca_genome, pca_spec = linear
+    done = pick.trained if pick.spec == pca_spec else None
+    trained = Trained(*_pca_model(ctx.s, pca_spec, ctx.train, ctx.val, ctx.objective,
+                                  ctx.phenotype_key, done, run_dir=ctx.run_dir,
+                                  deadline=ctx.deadline))  # fmt: skip
+    # The returned model's own search row (the PCA seed's), when the search had one.
+    row = _row_of(journal, pca_spec) or pick.row
+    fallback = {
+        "fallback": "pca",
+        "fallback_message": (
+            f"the retrained best ({describe(pick.spec)}) reconstructs the validation "
+            f"split worse than PCA ({worse:.6g} > {pca_loss:.6g} MSE): returning the "
+            "PCA-initialised linear autoencoder"
+        ),
+        "searched_val_loss": worse,
+    }
+    return _Pick(row, pca_genome, pca_spec, trained), fallback
+
+
+def _final_figures(
+    s: SearchSettings,
+    pick: _Pick,
+    splits: Splits,
+    objective: Objective,
+    device: Any,
+    pca_loss: float | None,
+    label: str,
+) -> dict[str, Any]:
+    """``summary.json``'s ``final``: the kept model's training, losses and PCA figures."""
+    result, model, pbt = pick.trained
+    val_loss = result.val_loss
     if val_loss is None:  # an objective other than the model's loss: measure that too
         val_loss = evaluate(model, as_tensor(splits.val.x, device))["loss"]
     final: dict[str, Any] = {
-        "epochs": final_result.epochs,
-        "best_epoch": final_result.best_epoch,
+        "epochs": result.epochs,
+        **_final_spent(s, pick.spec, len(splits.train.x), result, pbt),
+        "best_epoch": result.best_epoch,
         "val_loss": val_loss,
-        "train_loss": final_result.train_loss,
-        "terms": final_result.terms,
-        "params": final_result.params,
-        "seconds": final_result.seconds,
-        "status": final_result.status,
-        **_pca_figures(pca_loss, val_loss, family.loss_label),
-        **fallback,
+        "train_loss": result.train_loss,
+        "terms": result.terms,
+        "params": result.params,
+        "seconds": result.seconds,
+        "status": result.status,
+        **_pca_figures(pca_loss, val_loss, label),
     }
     if pbt is not None:
         final["pbt"] = pbt
     if not objective.model_loss:
-        final["fitness"] = final_result.fitness
+        final["fitness"] = result.fitness
     if splits.test is not None:
         final["test_loss"] = evaluate(model, as_tensor(splits.test.x, device))["loss"]
-    model = model.cpu().eval()
-    genome_json = _jsonable(space.to_json(genome))
-    save_model(
-        model,
-        run_dir / rf.MODEL_DIR,
-        space=space.config(),
-        genome=genome_json,
-        metrics={
-            "search_fitness": best.fitness,
-            **{k: v for k, v in final.items() if k != "terms"},
-        },
-        preprocess=splits.train.preprocess,  # also sets model.preprocess
-    )
-    rf.write_json(
-        run_dir / rf.BEST_GENOME,
-        {"genome": genome_json, "spec": spec, "fitness": best.fitness, "evaluation": best.id},
-    )
-    return SearchResult(
-        run_dir=run_dir,
-        best_genome=genome_json,
-        best_spec=spec,
-        best_fitness=best.fitness,
-        final=final,
-        model=model,
-        history=history,
-        n_evaluations=n_evaluations,
-        n_trainings=n_trainings,
-        seconds=time.perf_counter() - t0,
-        settings=s,
-    )
+    return final
+
+
+def final_epochs(s: SearchSettings, spec: dict[str, Any], n_train: int) -> int:
+    """The final training's epoch cap for ``spec``: ``final_epochs``, raised by the
+    step floor ``final_min_steps`` (0 when the user set ``final_epochs``)."""
+    t = s.training
+    return epochs_for(t.final_epochs, t.final_min_steps, n_train, int(spec["batch_size"]))
+
+
+def search_spent(
+    s: SearchSettings, journal: Journal, n_train: int, seconds: float
+) -> dict[str, Any]:
+    """What the search spent: evaluations, trainings, their epochs and optimizer steps
+    (as planned: a diverging candidate stops early; None with ASHA, whose promotions
+    continue saved trainings), and ``seconds`` of this session before the final stage."""
+    t = s.training
+    rows = list(journal.rows())
+    trained = [r for r in rows if not r.cached]
+    epochs: int | None = 0
+    steps: int | None = 0
+    for r in trained:
+        if "rung" in r.terms or epochs is None or steps is None:
+            epochs = steps = None
+            continue
+        batch = int(r.spec["batch_size"])
+        e = epochs_for(t.epochs, t.min_steps, n_train, batch)
+        epochs += e
+        steps += e * steps_per_epoch(n_train, batch)
+    return {
+        "evaluations": len(rows),
+        "trainings": len(trained),
+        "epochs": epochs,
+        "steps": steps,
+        "seconds": seconds,
+    }
+
+
+def _final_spent(
+    s: SearchSettings,
+    spec: dict[str, Any],
+    n_train: int,
+    result: Result,
+    pbt: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The kept final training's cap, optimizer steps and why it stopped."""
+    epochs = int(result.epochs or 0)
+    steps = None if pbt is not None else epochs * steps_per_epoch(n_train, spec["batch_size"])
+    stop = result.stop or EPOCH_CAP
+    return {
+        "max_epochs": final_epochs(s, spec, n_train),
+        "steps": steps,
+        "stop": stop,
+        "converged": stop == PLATEAU,
+    }
+
+
+def _share(deadline: float | None, parts: int) -> float | None:
+    """The deadline of the first of ``parts`` trainings sharing the time to ``deadline``."""
+    if deadline is None or parts <= 1:
+        return deadline
+    now = time.perf_counter()
+    return now + max(0.0, deadline - now) / parts
 
 
 def phenotype_key(s: SearchSettings, n_train: int, spec: dict[str, Any]) -> str:
@@ -266,14 +402,16 @@ def _final_training(
     reporters: Sequence[Any] = (),
     *,
     run_dir: Path | None = None,
+    deadline: float | None = None,
 ) -> Trained:
     """The final schedule of :func:`retrain_best` for ``spec``, seeded by its phenotype;
     reporters hear of its start (the epoch cap) and of every epoch (PBT: every interval).
+    It stops after the epoch (PBT: the interval) that ends past ``deadline``.
 
     With ``final_pbt`` it is population-based training of that many copies, each for
     the same epochs, checkpointed in ``run_dir/pbt/KEY`` (resumed from there)."""
     t = s.training
-    epochs = epochs_for(t.final_epochs, t.final_min_steps, len(train.x), int(spec["batch_size"]))
+    epochs = final_epochs(s, spec, len(train.x))
     seed = derive_seed(s.seed, "final", phenotype_key(spec))
     for r in reporters:
         r.final_start(epochs)
@@ -284,7 +422,9 @@ def _final_training(
 
     with torch_threads(s.execution.threads or 1):
         if t.final_pbt >= 2 and epochs > 0:
-            return _final_pbt(s, spec, train, val, objective, epochs, seed, run_dir, on_epoch)
+            return _final_pbt(
+                s, spec, train, val, objective, epochs, seed, run_dir, on_epoch, deadline
+            )
         return Trained(
             *train_candidate(
                 spec,
@@ -296,6 +436,7 @@ def _final_training(
                 patience=t.final_patience,
                 min_steps=t.final_min_steps,
                 on_epoch=on_epoch if reporters else None,
+                deadline=deadline,
             )
         )
 
@@ -310,6 +451,7 @@ def _final_pbt(
     seed: int,
     run_dir: Path | None,
     on_epoch: Callable[[int, float], None],
+    deadline: float | None = None,
 ) -> Trained:
     """``final_pbt`` copies of ``spec`` trained ``epochs`` epochs each by PBT; the copy
     with the best final validation loss is kept. Its checkpoint folder is keyed by
@@ -329,6 +471,7 @@ def _final_pbt(
     res = pbt_train(
         spec, train, val, copies=copies, epochs=epochs, ready=ready, seed=seed,
         state_path=state, on_interval=on_interval,
+        stop=None if deadline is None else lambda: time.perf_counter() >= deadline,
     )  # fmt: skip
     last = [r for r in res.history if r["interval"] == res.history[-1]["interval"]]
     train_loss = next(r["train_loss"] for r in last if r["member"] == res.best)
@@ -340,11 +483,13 @@ def _final_pbt(
         time.perf_counter() - t0,
         objective=objective,
     )
-    result.epochs = result.best_epoch = epochs
+    trained = int(res.history[-1]["epoch"])
+    result.epochs = result.best_epoch = trained
+    result.stop = TIME_CAP if trained < epochs else EPOCH_CAP
     figures = {
         "copies": copies,
-        "epochs_per_copy": epochs,
-        "epochs_total": copies * epochs,
+        "epochs_per_copy": trained,
+        "epochs_total": copies * trained,
         "ready": ready,
         "best_copy": res.best,
         "hparams": res.hparams,
@@ -376,12 +521,15 @@ def _pca_model(
     done: Trained | None = None,
     *,
     run_dir: Path | None = None,
+    deadline: float | None = None,
 ) -> Trained:
     """The PCA-initialised linear autoencoder: trained with the final schedule (``done``
     when that was the retrained best) or as initialised, whichever reconstructs the
     validation split better."""
     if done is None:
-        done = _final_training(s, spec, train, val, objective, phenotype_key, run_dir=run_dir)
+        done = _final_training(
+            s, spec, train, val, objective, phenotype_key, run_dir=run_dir, deadline=deadline
+        )
     untrained, plain = train_candidate(spec, train, val, epochs=0, seed=0, objective=objective)
     if done.result.status == "ok" and _loss(done.result) <= _loss(untrained):
         return done

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import KeysView, Sequence
 from dataclasses import MISSING, Field
 from typing import Any
 
@@ -41,13 +41,15 @@ def option(
     ``kind`` is the scalar type for the CLI and checks (default: the type of
     ``default``); ``default_text`` replaces the default in help where it is computed
     (e.g. "1/genes"); ``cli=False`` keeps a setting out of the command line;
-    ``legacy`` is the value of stored settings that lack the field (see the module).
+    ``legacy`` is the value of stored settings that lack the field (see the module);
+    ``choices`` may be a registry's ``keys()``, read when a value is checked.
     """
     meta = {
         "help": help,
         "low": low,
         "high": high,
-        "choices": None if choices is None else tuple(choices),
+        # A registry's keys view stays live: a family registered later is a valid choice.
+        "choices": choices if choices is None or isinstance(choices, KeysView) else tuple(choices),
         "flag": flag,
         "short": short,
         "default_text": default_text,

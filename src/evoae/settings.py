@@ -16,14 +16,16 @@ from typing import Any
 from evoae import evolution
 from evoae.data import load_splits
 from evoae.errors import EvoaeError
+from evoae.evolution import DEFAULT_STRATEGY, LEGACY_STRATEGY
 from evoae.evolution.asha import rung_epochs
 from evoae.execution import EXECUTORS
 from evoae.families import FAMILIES
+from evoae.families.dense.space import MAX_RATIO
 from evoae.objectives import OBJECTIVES
-from evoae.options import build, check, options_of, with_legacy
+from evoae.options import build, check, default_of, options_of, with_legacy
 from evoae.options import option as opt
+from evoae.seeds import check_seed
 from evoae.spaces.base import OPTIMIZERS
-from evoae.spaces.dense import MAX_RATIO
 
 #: Largest side of an image after resizing, and most hidden genes or conv blocks.
 MAX_IMAGE_SIZE = 1024
@@ -94,7 +96,7 @@ class DataSettings:
 class SpaceSettings:
     """Which model family, and the space its genomes live in."""
 
-    model: str = opt("dense", "model family", choices=tuple(FAMILIES), short="-m")
+    model: str = opt("dense", "model family", choices=FAMILIES.keys(), short="-m")
     preset: str = opt(
         "seed", "seed (the published space) or extended", choices=("seed", "extended")
     )
@@ -147,7 +149,7 @@ class SpaceSettings:
         """Keyword options for :func:`evoae.families.make_space`."""
         out = {"max_depth": self.max_depth, **self.options}
         if self.max_ratio is not None:
-            if self.model != "dense":
+            if "max_ratio" not in FAMILIES[self.model].space_options:
                 raise EvoaeError(
                     f"--max-ratio applies to the dense family, not {self.model!r}: leave it out"
                 )
@@ -175,8 +177,8 @@ class TrainingSettings:
     )
     final_epochs: int = opt(
         100,
-        "most epochs to retrain the best (fewer on a validation plateau, more for "
-        "--final-min-steps)",
+        "most epochs to retrain the best (fewer on a validation plateau or at the time "
+        "budget; more for --final-min-steps only while --final-epochs is not set)",
         low=0,
         high=MAX_EPOCHS,
         resumable=True,
@@ -267,7 +269,7 @@ class ExecutionSettings:
     executor: str = opt(
         "auto",
         "how to evaluate candidates",
-        choices=tuple(EXECUTORS),
+        choices=EXECUTORS.keys(),
         resumable=True,
         short="-x",
     )
@@ -291,10 +293,20 @@ class ExecutionSettings:
     )
     time_budget: float | None = opt(
         None,
-        "seconds of search: then stop asking, finish the running batch, retrain and save the best",
+        "seconds for the whole run: the search stops asking after three quarters of it "
+        "(all of it with --final-time-budget) and finishes the running batch; the final "
+        "training stops when it ends (after at least one epoch)",
         low=0.0,
         kind=float,
         default_text="none",
+        resumable=True,
+    )
+    final_time_budget: float | None = opt(
+        None,
+        "seconds for the final training alone (then --time-budget bounds the search only)",
+        low=0.0,
+        kind=float,
+        default_text="the rest of --time-budget",
         resumable=True,
     )
     ray_address: str | None = opt(
@@ -310,7 +322,7 @@ class ExecutionSettings:
 class StrategySettings:
     """The strategy's registered name and its own options (see its ``Options``)."""
 
-    name: str = "microbial"
+    name: str = DEFAULT_STRATEGY
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -340,7 +352,7 @@ class SearchSettings:
         return asdict(self)
 
     @classmethod
-    def of(cls, strategy: str = "microbial", **flat: Any) -> SearchSettings:
+    def of(cls, strategy: str = DEFAULT_STRATEGY, **flat: Any) -> SearchSettings:
         """Settings from flat names, defaults elsewhere: ``SearchSettings.of(limit=300)``."""
         return cls.from_flat(flat, strategy=strategy)
 
@@ -351,10 +363,7 @@ class SearchSettings:
     def validate(self) -> None:
         for name in SECTIONS:
             check(getattr(self, name))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise EvoaeError(f"seed must be an integer, got {self.seed!r}")
-        if not 0 <= self.seed < 2**63:
-            raise EvoaeError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
+        check_seed(self.seed)
         if self.training.final_pbt == 1:
             raise EvoaeError(
                 "final pbt must be 0 (a plain final training) or at least 2 copies, got 1"
@@ -403,7 +412,7 @@ class SearchSettings:
 
     @classmethod
     def from_flat(
-        cls, values: dict[str, Any], *, strategy: str = "microbial", strict: bool = True
+        cls, values: dict[str, Any], *, strategy: str = DEFAULT_STRATEGY, strict: bool = True
     ) -> SearchSettings:
         """Settings from flat names (``code_size=4, population=20``), routed to sections.
 
@@ -477,7 +486,7 @@ class SearchSettings:
         flat.pop("strategy", None)
         for c in SECTIONS.values():
             flat = with_legacy(c, flat)
-        return cls.from_flat(flat, strategy="microbial", strict=False)
+        return cls.from_flat(flat, strategy=LEGACY_STRATEGY, strict=False)
 
 
 def _known(cls: type, values: Any) -> dict[str, Any]:
@@ -500,3 +509,13 @@ def _has_option(cls: type, name: str) -> bool:
 def declared(section: str) -> list[Any]:
     """The declared options of one section (for the CLI)."""
     return options_of(SECTIONS[section])
+
+
+def default(name: str) -> Any:
+    """The declared default of setting ``name`` (any section): one place for the CLI,
+    :func:`evoae.search` and the estimator's parameters."""
+    for cls in SECTIONS.values():
+        for f in options_of(cls):
+            if f.name == name:
+                return default_of(f)
+    raise KeyError(name)

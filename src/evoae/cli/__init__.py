@@ -2,6 +2,10 @@
 
 User mistakes (:class:`~evoae.errors.EvoaeError`) print one line on stderr and exit 2,
 like argparse's own usage errors; no traceback is shown for them.
+
+Only the chosen subcommand's module is imported, so ``evoae --help``, ``--version`` and
+``runs list`` (whose module imports the rest in its handlers) start in a fraction of a
+second, without torch.
 """
 
 from __future__ import annotations
@@ -12,12 +16,20 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from evoae.errors import EvoaeError
 
-#: Modules under evoae.cli that add a subcommand through ``register(subparsers)``.
-COMMANDS = ["search", "export", "sample", "report", "runs"]
+#: Subcommand -> (the module under evoae.cli whose ``register(subparsers)`` adds it, its
+#: line in ``evoae --help``). The top-level help lists them without importing the modules.
+COMMANDS = {
+    "search": ("search", "evolve an autoencoder"),
+    "finish": ("search", "end an interrupted run with what it has"),
+    "export": ("export", "export a run's best model (ONNX, TorchScript, safetensors)"),
+    "sample": ("sample", "draw images from a VAE's prior"),
+    "report": ("report", "write a run's HTML report"),
+    "runs": ("runs", "list runs or show one"),
+}
 #: Exit status after SIGTERM (128 + 15), as shells report it.
 EXIT_TERMINATED = 143
 
@@ -29,16 +41,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``evoae`` parser, every subcommand in full; with ``only`` (a command name, or
+    ``""`` for none), just that command's module is imported and the others are listed by
+    name and help line."""
     parser = _Parser(
         prog="evoae",
         description="Design autoencoders by neuroevolution.",
     )
     parser.add_argument("--version", "-V", action="version", version=f"evoae {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        importlib.import_module(f"evoae.cli.{name}").register(sub)
+    chosen = COMMANDS.get(only, ("",))[0] if only is not None else None
+    for module in dict.fromkeys(m for m, _ in COMMANDS.values()):
+        if chosen is None or module == chosen:
+            importlib.import_module(f"evoae.cli.{module}").register(sub)
+        else:
+            for name, (owner, line) in COMMANDS.items():
+                if owner == module:
+                    sub.add_parser(name, help=line)
     return parser
+
+
+def add_command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` with its help line from :data:`COMMANDS`."""
+    return sub.add_parser(name, help=COMMANDS[name][1], **kwargs)
+
+
+def _command(argv: Sequence[str]) -> str:
+    """The subcommand named on the command line ("" when none): the first word that is
+    not an option, as the top-level parser takes no option with a value."""
+    return next((a for a in argv if not a.startswith("-")), "")
 
 
 class Terminated(KeyboardInterrupt):
@@ -56,7 +88,8 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     previous = None
     if threading.current_thread() is threading.main_thread():

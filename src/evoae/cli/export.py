@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from evoae.cli import positive_int
+from evoae.cli import add_command, positive_int
 from evoae.errors import EvoaeError
 from evoae.export import DEFAULT_FORMAT, EXPORT_DIR, FORMATS, OPSET, OPSET_RANGE, PARTS, export_run
 from evoae.finish import front_member, retrain_row
@@ -19,9 +19,9 @@ from evoae.runs.lock import RunLock
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "export",
-        help="export a run's best model (ONNX, TorchScript, safetensors)",
         description="Export the best model of a run: its encoder (a VAE's mean and log_var), "
         "decoder (a VAE's sampler when fed N(0,1) noise) and whole autoencoder. The batch "
         "dimension is dynamic; export.json lists input and output shapes and how raw data "

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from evoae.cli import add_command
 from evoae.report.html import write_report
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "report",
-        help="write a run's HTML report",
         description="Write one self-contained HTML page about a run (figures embedded, no "
         "network needed): settings, best candidates, fitness over evaluations, "
         "reconstructions, the best architecture, VAE plots and a comparison with PCA.",

@@ -7,23 +7,24 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-
-from evoae.cli import positive_int
+from evoae.cli import add_command, positive_int
 from evoae.errors import EvoaeError
-from evoae.evolution import STRATEGIES
-from evoae.families.registry import describe as describe_spec
 from evoae.runs import folder as rf
 from evoae.runs.reader import RunView, pareto_front, read_run, top_candidates
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# rich, the families and the strategies (which need numpy) are imported where they are
+# used: ``evoae runs list`` must start at once.
+
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "runs",
-        help="list runs or show one",
         description="List the runs under a folder, or show one run's settings and best "
         "candidates. --json prints machine-readable output instead of tables.",
     )
@@ -59,6 +60,8 @@ def find_runs(folder: str | Path) -> list[Path]:
 
 def run_record(view: RunView) -> dict[str, Any]:
     """One run's headline figures (JSON-able)."""
+    from evoae.families.registry import describe as describe_spec
+
     s = view.settings
     best = view.best()
     summary = view.summary or {}
@@ -84,6 +87,9 @@ def run_record(view: RunView) -> dict[str, Any]:
         "pca_ratio": _finite(final.get("pca_ratio")),
         "fallback": final.get("fallback"),
         "final_pbt": final.get("pbt") is not None,
+        # None: a summary written before evoae recorded what ended the final training.
+        "final_stop": final.get("stop"),
+        "converged": final.get("converged"),
         "test_loss": _finite(final.get("test_loss")),
         "params": final.get("params"),
         "seconds": (view.summary or {}).get("seconds"),
@@ -114,6 +120,8 @@ def run_list(args: argparse.Namespace) -> int:
     if not records:
         print(f"no runs in {args.folder}")
         return 0
+    from rich.table import Table
+
     table = Table(title=f"evoae runs in {args.folder}")
     head = ["run", "dataset", "model", "code", "evals", "best fitness", "val loss", "test loss"]
     for col in head + ["state"]:
@@ -138,6 +146,11 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from evoae.evolution import STRATEGIES
+    from evoae.families.registry import describe as describe_spec
+
     view = read_run(args.run)
     record = run_record(view)
     top = top_candidates(view.rows, args.top)
@@ -165,6 +178,9 @@ def run_show(args: argparse.Namespace) -> int:
     info.add_row("retrained val loss", _f(record["val_loss"]))
     final = (view.summary or {}).get("final", {})
     if view.finished:
+        spent = (view.summary or {}).get("spent")
+        if isinstance(spent, dict):
+            info.add_row("search spent", spent_text(spent))
         info.add_row("final training", final_training_text(final))
     if view.finished and "pca_val_loss" in final:
         for key, value in pca_rows(final, record["code_size"]):
@@ -184,7 +200,7 @@ def run_show(args: argparse.Namespace) -> int:
         options = {k: s[k] for k in ("population", "generations", "deme", "concurrent") if k in s}
     strategy = ", ".join(f"{k} {v}" for k, v in options.items() if v is not None)
     info.add_row("strategy", f"{s.get('strategy', 'microbial')} ({strategy})")
-    info.add_row("budget", f"epochs {s.get('epochs')}, final epochs {s.get('final_epochs')}")
+    info.add_row("budget", budget_text(s))
     if s.get("fidelity") == "asha":
         info.add_row(
             "fidelity",
@@ -224,6 +240,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 def _console() -> Console:
     """The terminal's width on a terminal; wide enough for whole rows when piped."""
+    from rich.console import Console
+
     console = Console()
     return console if console.is_terminal else Console(width=160)
 
@@ -242,23 +260,68 @@ def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.5f}"
 
 
+def budget_text(s: dict[str, Any]) -> str:
+    """The run's budgets as set (flat settings): epochs and their step floors, time."""
+    text = f"epochs {s.get('epochs')}"
+    if s.get("min_steps"):
+        text += f" (at least {s.get('min_steps')} steps)"
+    text += f", final epochs {s.get('final_epochs')}"
+    if s.get("final_min_steps"):
+        text += f" (at least {s.get('final_min_steps')} steps)"
+    if s.get("time_budget") is not None:
+        text += f", time budget {s.get('time_budget'):g} s"
+    if s.get("final_time_budget") is not None:
+        text += f", final time budget {s.get('final_time_budget'):g} s"
+    return text
+
+
+def spent_text(spent: dict[str, Any]) -> str:
+    """What the search spent before the final stage, in words."""
+    parts = [f"{spent.get('evaluations')} evaluations", f"{spent.get('trainings')} trainings"]
+    for key in ("epochs", "steps"):
+        if isinstance(spent.get(key), int):
+            parts.append(f"{spent[key]:,} {key}")
+    if isinstance(spent.get("seconds"), int | float):
+        parts.append(f"{spent['seconds']:.1f} s")
+    return ", ".join(parts)
+
+
+_STOPS = {
+    "plateau": "converged (stopped on a validation plateau)",
+    "epochs": "capped by the epoch limit (not converged)",
+    "time budget": "capped by the time budget (not converged)",
+}
+
+
 def final_training_text(final: dict[str, Any]) -> str:
-    """How the final model was trained: plain, or PBT with its figures."""
+    """How the final model was trained (plain, or PBT with its figures), what it spent
+    and whether it converged or hit a cap."""
     pbt = final.get("pbt")
     epochs = final.get("epochs")
+    spend = [f"{final['steps']:,} steps"] if isinstance(final.get("steps"), int) else []
+    if isinstance(final.get("seconds"), int | float):
+        spend.append(f"{final['seconds']:.1f} s")
+    stop = _STOPS.get(str(final.get("stop")))
     if not isinstance(pbt, dict):
-        return "plain" if epochs is None else f"plain, {epochs} epochs"
+        if epochs is None:
+            return "plain"
+        cap = final.get("max_epochs")
+        text = f"plain, {epochs} epoch{'' if epochs == 1 else 's'}"
+        text += f" (at most {cap})" if cap is not None else ""
+        text = ", ".join([text, *spend])
+        return f"{text}: {stop}" if stop else text
     hp = pbt.get("hparams") if isinstance(pbt.get("hparams"), dict) else {}
     tuned = ", ".join(
         f"{k} {v:.3g}" if k != "batch_size" else f"batch {v:g}"
         for k, v in hp.items()
         if isinstance(v, int | float)
     )
-    return (
+    text = (
         f"PBT, {pbt.get('copies')} copies x {pbt.get('epochs_per_copy')} epochs "
         f"(= {pbt.get('epochs_total')}), exploit/explore every {pbt.get('ready')}: "
         f"{pbt.get('exploits')} exploit(s), best copy #{pbt.get('best_copy')} ({tuned})"
     )
+    return f"{text}: {stop}" if stop else text
 
 
 def pca_rows(final: dict[str, Any], code_size: Any, unit: str = "") -> list[tuple[str, str]]:

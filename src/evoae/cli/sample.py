@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from evoae.cli import positive_int
+from evoae.cli import add_command, positive_int
 from evoae.errors import EvoaeError
+from evoae.seeds import check_seed
 
 #: Most images one ``evoae sample`` draws.
 MAX_SAMPLES = 4096
@@ -16,9 +17,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "sample",
-        help="draw images from a VAE's prior",
         description="Decode N draws from the standard normal prior with the best model of a "
         "run (a conv-vae) and save them as an image grid.",
     )
@@ -83,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.n > MAX_SAMPLES:
         raise EvoaeError(f"--n {args.n} is too many samples (at most {MAX_SAMPLES})")
-    if args.seed is not None and not 0 <= args.seed < 2**63:
-        raise EvoaeError(f"--seed must be between 0 and 2**63-1, got {args.seed}")
+    if args.seed is not None:
+        check_seed(args.seed, "--seed")
     images = model.sample(args.n, seed=args.seed).numpy()
     try:
         out = plot_image_grid(

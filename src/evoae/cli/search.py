@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from evoae import evolution
-from evoae.cli.runs import final_training_text, pca_rows
+from evoae.cli import add_command
+from evoae.cli.runs import final_training_text, pca_rows, spent_text
 from evoae.errors import EvoaeError
 from evoae.execution import EXECUTOR_HELP
 from evoae.families import describe, get_family
@@ -25,6 +26,7 @@ from evoae.finish import SearchResult
 from evoae.loop import search
 from evoae.options import help_text, options_of
 from evoae.report.progress import ProgressReporter
+from evoae.seeds import in_range
 from evoae.settings import SECTIONS
 
 _TITLES = {
@@ -37,9 +39,9 @@ _TITLES = {
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "search",
-        help="evolve an autoencoder",
         description="Evolve an autoencoder architecture for a dataset, train the candidates, "
         "retrain the best and write journal, model and plots to a run folder.",
     )
@@ -82,9 +84,9 @@ def register(sub: Any) -> None:
     )
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary table")
     p.set_defaults(func=run)
-    f = sub.add_parser(
+    f = add_command(
+        sub,
         "finish",
-        help="end an interrupted run with what it has",
         description="Retrain and save the best candidate of an interrupted run without "
         "evaluating more (the same as search --resume RUN --finish).",
     )
@@ -101,6 +103,13 @@ def register(sub: Any) -> None:
         default=None,
         metavar="N",
         help="retrain the best with PBT of N copies (0: plain) [default: the run's]",
+    )
+    f.add_argument(
+        "--final-time-budget",
+        type=_parser(_field("execution", "final_time_budget")),
+        default=None,
+        metavar="SECONDS",
+        help="stop the final training after the epoch that ends past SECONDS [default: the run's]",
     )
     f.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary table")
     f.set_defaults(func=run_finish)
@@ -173,7 +182,7 @@ def _seed(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= value < 2**63:
+    if not in_range(value):
         raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
     return value
 
@@ -186,13 +195,16 @@ def _names(text: str) -> list[str]:
 
 
 def _training_field(name: str) -> Field[Any]:
-    return next(f for f in options_of(SECTIONS["training"]) if f.name == name)
+    return _field("training", name)
+
+
+def _field(section: str, name: str) -> Field[Any]:
+    return next(f for f in options_of(SECTIONS[section]) if f.name == name)
 
 
 def run_finish(args: argparse.Namespace) -> int:
-    given = {
-        k: getattr(args, k) for k in ("final_epochs", "final_pbt") if getattr(args, k) is not None
-    }
+    names = ("final_epochs", "final_pbt", "final_time_budget")
+    given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     reporters = [] if args.quiet else [ProgressReporter()]
     result = search(None, out=args.run, resume=True, finish=True, reporters=reporters, **given)
     _report(result, args.quiet)
@@ -280,6 +292,7 @@ def print_summary(result: SearchResult) -> None:
             f"retrained val loss ({_epochs(result.final.get('epochs') or 0)})",
             _f(result.final.get("val_loss"), unit),
         ),
+        *((("search spent", spent_text(result.spent)),) if result.spent else ()),
         ("final training", final_training_text(result.final)),
         *pca_rows(result.final, s.space.code_size, unit),
         ("retrained test loss", _f(result.final.get("test_loss"), unit)),

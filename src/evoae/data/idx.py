@@ -163,6 +163,30 @@ def _open_regular(path: Path, what: str, hint: str) -> tuple[BinaryIO, int]:
         ) from None
 
 
+def _read_bytes(path: Path, what: str, hint: str) -> tuple[bytes, bool, bool, str | None]:
+    """The file's bytes (gunzipped, capped at what the header allows), whether it was
+    compressed, whether the stream was complete, and what to say if it held more."""
+    fh, size = _open_regular(path, what, hint)
+    longer = False
+    try:
+        with fh:
+            magic = fh.read(2)
+            fh.seek(0)
+            compressed = magic == _GZIP_MAGIC
+            if compressed:
+                data, complete, longer = _gunzip(fh, path, what, hint)
+            else:
+                data, complete = _read_raw(fh, size, path, what, hint), True
+    except OSError as exc:
+        raise EvoaeError(
+            f"cannot read {what} {path}: {_one_line(exc.strerror or exc)}; "
+            "check that it exists and is readable"
+        ) from None
+    size_note = " (after gunzip)" if compressed else ""
+    held = f"more than that{size_note}" if longer or len(data) < size and not compressed else None
+    return data, compressed, complete, held
+
+
 def read_idx(path: str | Path, *, what: str = "IDX file", hint: str = _DEFAULT_HINT) -> np.ndarray:
     """Read an IDX file, gzipped or raw.
 
@@ -189,25 +213,8 @@ def read_idx(path: str | Path, *, what: str = "IDX file", hint: str = _DEFAULT_H
         at the size its header implies.
     """
     path = Path(path)
-    fh, size = _open_regular(path, what, hint)
-    longer = False
-    try:
-        with fh:
-            magic = fh.read(2)
-            fh.seek(0)
-            compressed = magic == _GZIP_MAGIC
-            if compressed:
-                data, complete, longer = _gunzip(fh, path, what, hint)
-            else:
-                data, complete = _read_raw(fh, size, path, what, hint), True
-    except OSError as exc:
-        raise EvoaeError(
-            f"cannot read {what} {path}: {_one_line(exc.strerror or exc)}; "
-            "check that it exists and is readable"
-        ) from None
+    data, compressed, complete, held = _read_bytes(path, what, hint)
     size_note = " (after gunzip)" if compressed else ""
-    held = f"more than that{size_note}" if longer or len(data) < size and not compressed else None
-
     if len(data) < 4:
         if compressed and not complete:
             raise EvoaeError(f"{what} {path} is truncated: the gzip stream ends early; {hint}")
@@ -239,7 +246,7 @@ def read_idx(path: str | Path, *, what: str = "IDX file", hint: str = _DEFAULT_H
         )
     if held is not None or len(data) > expected:
         shape = "x".join(str(d) for d in dims)
-        got = held or str(size if not compressed else len(data))
+        got = held or str(len(data))
         raise EvoaeError(
             f"{what} {path} does not match its header: header declares shape {shape} "
             f"({expected} bytes{size_note}) but the file holds {got}; {hint}"

@@ -20,7 +20,7 @@ import numpy as np
 from evoae.data.download import FILES, fetch
 from evoae.data.idx import read_idx
 from evoae.data.preprocess import image_record, tabular_record
-from evoae.data.tabular import encode_labels, select_columns
+from evoae.data.tabular import encode_labels, is_number, select_columns
 from evoae.data.transforms import check_size, minmax_params, minmax_scale, resize_images
 from evoae.errors import EvoaeError
 
@@ -471,14 +471,6 @@ def _load_npz(path: Path, limit: int | None) -> Dataset:
     return Dataset(x, labels, path.stem, record)
 
 
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
-
-
 def _load_csv(
     path: Path, limit: int | None, columns: Any = None, label_column: Any = None
 ) -> Dataset:
@@ -528,7 +520,7 @@ def _load_csv(
         for line, cells in body:
             for col in pick.features:
                 cell = cells[col]
-                if not _is_number(cell) or not math.isfinite(float(cell)):
+                if not is_number(cell) or not math.isfinite(float(cell)):
                     raise EvoaeError(
                         f"CSV file {path}: row {line}, column {col + 1} is {cell!r}, not a finite "
                         "number; every feature cell below the header must be numeric "

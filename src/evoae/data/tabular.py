@@ -24,7 +24,8 @@ class Selection:
     label_name: str | int | None
 
 
-def _is_number(cell: str) -> bool:
+def is_number(cell: str) -> bool:
+    """A CSV cell that parses as a float."""
     try:
         float(cell)
     except ValueError:
@@ -69,7 +70,7 @@ def select_columns(
     ``columns`` in the given order, else every column but the label.
     """
     width = len(first)
-    has_header = not all(_is_number(c) for c in first)
+    has_header = not all(is_number(c) for c in first)
     header = first if has_header else None
     label = None
     if label_column is not None:
@@ -77,7 +78,7 @@ def select_columns(
         by_name = header is not None and str(label_column).strip() in header
         if has_header and not by_name:
             # A text label in the first data row is not a header.
-            has_header = not all(_is_number(c) for i, c in enumerate(first) if i != label)
+            has_header = not all(is_number(c) for i, c in enumerate(first) if i != label)
             header = first if has_header else None
     if columns is None:
         features = [i for i in range(width) if i != label]
@@ -116,7 +117,7 @@ def encode_labels(values: Any, where: str) -> tuple[np.ndarray, list[Any] | None
         empty = sum(1 for t in text if not t)
         if empty:
             raise EvoaeError(f"{where}: {empty} labels are empty; every row needs a label")
-        if all(_is_number(t) for t in text):
+        if all(is_number(t) for t in text):
             arr = np.array([float(t) for t in text]).reshape(arr.shape)
         else:
             classes = sorted(set(text))

@@ -23,6 +23,10 @@ from evoae.spaces import Space
 
 #: name -> Strategy subclass.
 STRATEGIES: dict[str, type[Strategy]] = {}
+#: The strategy ``evoae search``, :func:`evoae.search` and the estimator use unless told.
+DEFAULT_STRATEGY = "microbial"
+#: What runs of evoae 0.1, which stored no strategy, were searched with.
+LEGACY_STRATEGY = "microbial"
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
@@ -56,6 +60,8 @@ for _cls in (MicrobialGA, RandomSearch, AgingEvolution, OptunaSearch, NSGA2):
     register(_cls)
 
 __all__ = [
+    "DEFAULT_STRATEGY",
+    "LEGACY_STRATEGY",
     "NSGA2",
     "Asha",
     "STRATEGIES",

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from evoae.errors import EvoaeError
-from evoae.evolution.base import dec, enc
+from evoae.evolution.base import enc, load_population
 from evoae.evolution.steady import SteadyState
-from evoae.options import check, option
+from evoae.options import option
 from evoae.spaces import Genome, Space
 
 #: Tries to redraw a gene to a different value before accepting an unchanged child.
@@ -74,13 +74,12 @@ class AgingEvolution(SteadyState):
     def __init__(
         self, space: Space, options: AgingOptions | None = None, *, seed: int = 0, **kw: Any
     ) -> None:
-        options = options if options is not None else AgingOptions(**kw)
-        check(options)
+        super().__init__(space, options, seed=seed, **kw)
+        options = self.options
         if options.sample > options.population:
             raise EvoaeError(
                 f"sample ({options.sample}) must be at most the population ({options.population})"
             )
-        super().__init__(space, options, seed=seed)
         #: The fitness of each member.
         self.fitness: list[float] = []
         self._parents: list[Genome] = []  # the tournament winners of the last offspring
@@ -138,6 +137,4 @@ class AgingEvolution(SteadyState):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.fitness = [dec(f) for f in state["fitness"]]
-        if len(self.fitness) != len(self.population):
-            raise ValueError("fitness must hold one value per member of the population")
+        self.population, self.fitness = load_population(self.space, state)

@@ -31,6 +31,7 @@ scratch, as before. :class:`evoae.evolution.asha.Asha` (``--fidelity asha``) use
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -38,6 +39,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from evoae.options import check
 from evoae.spaces import Genome, Space
 
 
@@ -78,9 +80,12 @@ class Strategy(ABC):
     #: What the strategy minimises, in order; one name = a single fitness per genome.
     objectives: ClassVar[tuple[str, ...]] = ("fitness",)
 
-    def __init__(self, space: Space, options: Any = None, *, seed: int = 0) -> None:
+    def __init__(self, space: Space, options: Any = None, *, seed: int = 0, **kw: Any) -> None:
+        """``options`` (else ``Options(**kw)``) is checked against its declarations."""
         self.space = space
-        self.options = options if options is not None else self.Options()
+        self.options = options if options is not None else self.Options(**kw)
+        if dataclasses.is_dataclass(self.options):
+            check(self.options)
         self.rng = np.random.default_rng(int(seed))
         self.seeds: list[Genome] = []
 
@@ -156,3 +161,19 @@ def enc(x: float) -> float | str:
 
 def dec(x: float | str) -> float:
     return float(x)
+
+
+def load_population(space: Space, state: dict[str, Any]) -> tuple[list[Genome], list[float]]:
+    """A checkpoint's ``population`` (genomes of ``space``) and its ``fitness`` (one
+    number or ``"inf"`` each); ``ValueError`` names what does not fit."""
+    pop, fit = state["population"], state["fitness"]
+    if not isinstance(pop, list) or not isinstance(fit, list):
+        raise ValueError("strategy.population and strategy.fitness must be lists")
+    if len(pop) != len(fit):
+        raise ValueError(f"strategy.fitness has {len(fit)} values for {len(pop)} genomes")
+    values = []
+    for i, f in enumerate(fit):
+        if not (isinstance(f, int | float) and not isinstance(f, bool) or f == "inf"):
+            raise ValueError(f"strategy.fitness[{i}] must be a number, got {f!r}")
+        values.append(dec(f))
+    return [space.validate(g) for g in pop], values

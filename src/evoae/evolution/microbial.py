@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from evoae.errors import EvoaeError
-from evoae.evolution.base import Strategy, dec, enc
-from evoae.options import check, option
+from evoae.evolution.base import Strategy, enc, load_population
+from evoae.options import option
 from evoae.spaces import Genome, Space
 
 _PAIR_TRIES = 100
@@ -82,9 +82,8 @@ class MicrobialGA(Strategy):
     def __init__(
         self, space: Space, options: MicrobialOptions | None = None, *, seed: int = 0, **kw: Any
     ) -> None:
-        options = options if options is not None else MicrobialOptions(**kw)
-        check(options)
-        super().__init__(space, options, seed=seed)
+        super().__init__(space, options, seed=seed, **kw)
+        options = self.options
         population, concurrent = options.population, options.concurrent
         if not 1 <= concurrent <= population // 2:
             raise EvoaeError(
@@ -242,8 +241,7 @@ class MicrobialGA(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.population = [self.space.validate(g) for g in state["population"]]
-        self.fitness = [dec(f) for f in state["fitness"]]
+        self.population, self.fitness = load_population(self.space, state)
         self._tournaments = int(state["tournaments"])
         pairs = state.get("reeval_pairs")
         self._reeval_pairs = None if pairs is None else [tuple(p) for p in pairs]

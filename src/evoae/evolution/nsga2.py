@@ -24,7 +24,7 @@ from typing import Any
 
 from evoae.evolution.base import dec, enc
 from evoae.evolution.steady import SteadyState
-from evoae.options import check, option
+from evoae.options import option
 from evoae.spaces import Genome, Space
 
 Point = tuple[float, ...]
@@ -129,9 +129,8 @@ class NSGA2(SteadyState):
     def __init__(
         self, space: Space, options: NSGA2Options | None = None, *, seed: int = 0, **kw: Any
     ) -> None:
-        options = options if options is not None else NSGA2Options(**kw)
-        check(options)
-        super().__init__(space, options, seed=seed)
+        super().__init__(space, options, seed=seed, **kw)
+        options = self.options
         #: The (fitness, params) point of each member.
         self.values: list[Point] = []
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evoae.evolution.base import Strategy
-from evoae.options import check, option
+from evoae.options import option
 from evoae.spaces import Genome, Space
 
 
@@ -42,9 +42,8 @@ class RandomSearch(Strategy):
     def __init__(
         self, space: Space, options: RandomOptions | None = None, *, seed: int = 0, **kw: Any
     ) -> None:
-        options = options if options is not None else RandomOptions(**kw)
-        check(options)
-        super().__init__(space, options, seed=seed)
+        super().__init__(space, options, seed=seed, **kw)
+        options = self.options
         self.told = 0
         self._asked = 0
 

@@ -24,9 +24,10 @@ class SteadyState(Strategy):
 
     unit = "evaluations"
 
-    def __init__(self, space: Space, options: Any, *, seed: int = 0) -> None:
-        super().__init__(space, options, seed=seed)
-        self.mutation = 1.0 / space.n_genes if options.mutation is None else float(options.mutation)
+    def __init__(self, space: Space, options: Any = None, *, seed: int = 0, **kw: Any) -> None:
+        super().__init__(space, options, seed=seed, **kw)
+        mutation = self.options.mutation
+        self.mutation = 1.0 / space.n_genes if mutation is None else float(mutation)
         #: Members, oldest first.
         self.population: list[Genome] = []
         self.told = 0

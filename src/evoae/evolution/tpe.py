@@ -29,7 +29,7 @@ import numpy as np
 
 from evoae.errors import EvoaeError
 from evoae.evolution.base import Strategy, dec, enc
-from evoae.options import check, option
+from evoae.options import option
 from evoae.spaces import Choice, Float, Genome, Int, Parts, Space
 
 #: The samplers of :mod:`optuna.samplers` that ``--optuna-sampler`` accepts (they are
@@ -83,9 +83,8 @@ class OptunaSearch(Strategy):
     def __init__(
         self, space: Space, options: OptunaOptions | None = None, *, seed: int = 0, **kw: Any
     ) -> None:
-        options = options if options is not None else OptunaOptions(**kw)
-        check(options)
-        super().__init__(space, options, seed=seed)
+        super().__init__(space, options, seed=seed, **kw)
+        options = self.options
         self.optuna = _optuna()
         name = options.optuna_sampler
         cls = getattr(self.optuna.samplers, name, None)

@@ -1,8 +1,8 @@
 """Model families and their registry (see :mod:`evoae.families.registry`).
 
-Built-ins: ``dense`` (:mod:`evoae.families.dense`), ``conv-vae`` and ``conv-ae``
-(:mod:`evoae.families.conv`). Model files (:mod:`evoae.families.io`) are rebuilt
-through the registry.
+A family is one folder: built-ins ``dense`` (:mod:`evoae.families.dense`), ``conv-vae``
+and ``conv-ae`` (:mod:`evoae.families.conv`). Model files (:mod:`evoae.families.io`)
+are checked and rebuilt through the registry.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from evoae.families.registry import (
     Family,
     Stacker,
     build_model,
+    check_spec,
     describe,
+    fallback,
     family_of,
     get_family,
+    inherit_state,
     make_space,
     register,
     space_from_config,
@@ -30,9 +33,12 @@ __all__ = [
     "Family",
     "Stacker",
     "build_model",
+    "check_spec",
     "describe",
+    "fallback",
     "family_of",
     "get_family",
+    "inherit_state",
     "make_space",
     "register",
     "space_from_config",

@@ -22,7 +22,7 @@ from torch import nn
 
 from evoae.data.preprocess import Preprocess
 from evoae.errors import EvoaeError
-from evoae.families.registry import build_model, family_of
+from evoae.families.registry import build_model, check_spec, family_of
 from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
 from evoae.runs.schema import MAX_JSON_BYTES, MAX_PARAMS, validate_model_json
 
@@ -71,9 +71,9 @@ def save_model(
 def read_model_json(folder: str | Path) -> dict[str, Any]:
     """The parsed ``model.json`` of a saved model, validated (format, digest, spec).
 
-    Every field is checked before use (:func:`evoae.runs.schema.validate_model_json`):
-    hidden widths are integers in [1, 65536], activations and optimizers come from the
-    known lists, ``input_dim`` is a positive integer, nesting is shallow.
+    Every field is checked before use: the envelope by
+    :func:`evoae.runs.schema.validate_model_json`, the spec by its family's schema
+    (:func:`evoae.families.registry.check_spec`: widths, activations, optimizers, sizes).
     """
     path = Path(folder) / JSON_NAME
     if not path.exists() and not path.is_symlink():
@@ -93,7 +93,9 @@ def read_model_json(folder: str | Path) -> dict[str, Any]:
         raise EvoaeError(f"{path} is not a readable evoae model description ({detail})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "spec" not in meta:
         raise EvoaeError(f"{path} is not an evoae model description")
-    validate_model_json(meta, f"model description {path}")
+    where = f"model description {path}"
+    validate_model_json(meta, where)
+    check_spec(meta["spec"], where)
     return meta
 
 

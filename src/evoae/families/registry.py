@@ -1,23 +1,29 @@
 """The model-family registry: everything evoae knows about one family, in one entry.
 
-A family ties together its search space (how genomes decode into specs), the module a
-spec builds, its population stacker (or none), a one-line describer, the input shape
-a spec takes and the extra plots a run draws. The search loop, trainers, export,
-report, estimator and CLI find all of it here by ``spec["family"]`` (or ``--model``),
-so adding a family means writing its space, model and entry, and one
-:func:`register` call.
+A family is one folder, ``evoae/families/NAME/``: its search space (how genomes decode
+into specs), the module a spec builds, its population stacker (or none), its spec
+schema, a one-line describer, the input shape a spec takes, the extra plots a run draws
+and, optionally, a linear fallback (dense: PCA) and a weight-inheritance rule. The
+search loop, trainers, storage, export, report, estimator and CLI find all of it here by
+``spec["family"]`` (or ``--model``) and name no family, so adding a family means
+writing its folder and one :func:`register` call.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from evoae.errors import EvoaeError
-from evoae.spaces import Space
+from evoae.runs.schema import MAX_PARAMS, Checker, Invalid
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from evoae.spaces import Genome, Space
 
 
 @dataclass(frozen=True)
@@ -62,8 +68,52 @@ class Family:
     #: of the flattened input) makes the run comparable with PCA at the same code size.
     loss_label: str = "MSE"
     #: Its space takes ``pca_init=True``: a PCA-initialised seed genome and, after the
-    #: search, the PCA fallback (see :mod:`evoae.spaces.dense`).
+    #: search, the PCA fallback (see :mod:`evoae.families.dense.space`).
     pca_init: bool = False
+    #: The spec schema of model files (every field typed and bounded): a
+    #: :data:`evoae.runs.schema.Checker`, called as ``check_spec(spec, "")``. Default:
+    #: only ``family`` is checked.
+    check_spec: Checker | None = None
+    #: ``spec_params(spec) -> int``: about how many parameters a checked spec describes
+    #: (an upper estimate: model files describing more than ``MAX_PARAMS`` are refused).
+    spec_params: Callable[[dict[str, Any]], int] | None = None
+    #: ``fallback(space) -> (genome, spec) | None``: the model returned instead of a
+    #: searched one that validates worse (dense: the PCA-initialised linear autoencoder).
+    fallback: Callable[[Space], tuple[Genome, dict[str, Any]] | None] | None = None
+    #: ``inherit(parent_state, child, seed) -> names set``: how an offspring starts from
+    #: its parent's trained state (dense: Net2Net widening). Default: copy every tensor
+    #: whose name and shape match (:func:`evoae.models.base.copy_matching`).
+    inherit: Callable[[dict[str, Any], nn.Module, int], list[str]] | None = None
+    #: ``is_linear(spec) -> bool``: the spec is an affine map of rank <= its code size
+    #: (at best PCA), so the estimator refits it as PCA on every row.
+    is_linear: Callable[[dict[str, Any]], bool] | None = None
+    #: Space options beyond the shared ones that this family's space takes (``--max-ratio``
+    #: is refused for a family without ``max_ratio``).
+    space_options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A callable that stands for ``"package.module:name"`` (``name`` may be dotted, as in
+    ``Class.method``) and imports it on its first call.
+
+    Family entries name their spaces, modules and plots this way, so reading the registry
+    (``evoae runs list`` describing architectures) imports neither torch nor matplotlib.
+    """
+
+    target: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _resolve(self.target)(*args, **kwargs)
+
+
+@cache
+def _resolve(target: str) -> Callable[..., Any]:
+    module, _, name = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 #: name -> Family. Filled by :func:`register` (built-ins in :mod:`evoae.families`).
@@ -106,6 +156,49 @@ def describe(spec: dict[str, Any]) -> str:
         return family_of(spec).describe(spec)
     except (EvoaeError, KeyError, TypeError, ValueError, IndexError):
         return str(spec.get("family", "?")) if isinstance(spec, dict) else "?"
+
+
+def check_spec(spec: Any, where: str) -> dict[str, Any]:
+    """A model spec read back from a file: a known family, every field in its schema and
+    no more parameters than evoae builds; else a one-line :class:`EvoaeError`."""
+    hint = "restore the file or retrain the model"
+    name = spec.get("family") if isinstance(spec, dict) else None
+    if not isinstance(name, str) or name not in FAMILIES:
+        shown = repr(name)[:40]
+        raise EvoaeError(
+            f"{where} is damaged (field spec.family: unknown model family {shown}); {hint}"
+        )
+    family = FAMILIES[name]
+    try:
+        if family.check_spec is not None:
+            family.check_spec(spec, "")
+    except Invalid as e:
+        raise EvoaeError(f"{where} is damaged (field {e}); {hint}") from None
+    params = family.spec_params(spec) if family.spec_params is not None else 0
+    if params > MAX_PARAMS:
+        raise EvoaeError(
+            f"{where} is damaged (field spec: it describes about {params} parameters, more "
+            f"than the {MAX_PARAMS} evoae builds); {hint}"
+        )
+    return spec
+
+
+def fallback(space: Space) -> tuple[Genome, dict[str, Any]] | None:
+    """The family's linear fallback for ``space`` (genome, spec), or None."""
+    family = get_family(space.family)
+    return family.fallback(space) if family.fallback is not None else None
+
+
+def inherit_state(theirs: dict[str, Any], child: nn.Module, seed: int = 0) -> list[str]:
+    """Start ``child`` (a built family module with ``spec``) from a parent's state dict
+    by its family's rule; returns the names of the tensors set."""
+    spec = getattr(child, "spec", None)
+    family = family_of(spec) if isinstance(spec, dict) else None
+    if family is not None and family.inherit is not None:
+        return family.inherit(theirs, child, seed)
+    from evoae.models.base import copy_matching
+
+    return copy_matching(theirs, child)
 
 
 def make_space(model: str, preset: str, train: Any, code_size: int, **options: Any) -> Space:

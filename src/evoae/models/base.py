@@ -48,3 +48,15 @@ class Autoencoder(Protocol):
 def count_params(model: nn.Module) -> int:
     """Number of trainable values (weights and biases) of ``model``."""
     return sum(p.numel() for p in model.parameters())
+
+
+def copy_matching(theirs: dict[str, torch.Tensor], child: nn.Module) -> list[str]:
+    """Copy tensors of a parent's state dict into the child where name and shape match."""
+    copied = []
+    with torch.no_grad():
+        for name, tensor in child.state_dict().items():
+            src = theirs.get(name)
+            if src is not None and src.shape == tensor.shape:
+                tensor.copy_(src.to(tensor.device, tensor.dtype))
+                copied.append(name)
+    return copied

@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: Optimizer order inside a stack, so that each rule owns one contiguous slice (every
+#: name of :data:`evoae.spaces.base.OPTIMIZERS`).
+OPT_ORDER = {"adam": 0, "adamw": 1, "sgd": 2}
+
 _ACTIVATIONS: dict[str, type[nn.Module] | None] = {
     "linear": None,
     "relu": nn.ReLU,

@@ -5,7 +5,8 @@ row), encoder bias ``-V_k @ mean``, decoder ``V_k^T`` and decoder bias ``mean``
 reconstructs exactly as PCA with k components does. :func:`pca_basis` computes that
 basis deterministically (float64 SVD of the centred rows, each direction's sign fixed
 so that its largest entry is positive); :func:`pca_val_loss` is PCA's reconstruction
-MSE of held-out rows, the figure evoae promises never to be worse than.
+MSE of held-out rows, the figure evoae promises never to be worse than. It is evoae's one
+PCA: the report's comparison and the latent maps use it too.
 """
 
 from __future__ import annotations
@@ -19,14 +20,20 @@ import torch
 
 @dataclass(frozen=True)
 class PCABasis:
-    """``mean`` of shape ``(d,)`` and ``components`` of shape ``(k, d)`` (orthonormal rows)."""
+    """``mean`` of shape ``(d,)``, ``components`` of shape ``(k, d)`` (orthonormal rows)
+    and ``explained``, the share of the variance each component holds."""
 
     mean: np.ndarray
     components: np.ndarray
+    explained: np.ndarray | None = None
 
     @property
     def code_size(self) -> int:
         return int(self.components.shape[0])
+
+    def project(self, x: Any) -> np.ndarray:
+        """The rows of ``x`` (flattened) in component coordinates, in float64."""
+        return (_rows(x) - self.mean) @ self.components.T
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """PCA's reconstruction of the rows of ``x`` (flattened), in float64."""
@@ -49,12 +56,14 @@ def pca_basis(x: Any, k: int) -> PCABasis:
         raise ValueError(f"PCA cannot have {k} components on {n} rows of {d} features")
     mean = a.mean(axis=0)
     # torch's LAPACK follows torch's thread setting (numpy's BLAS pool would add threads).
-    _, _, vt = torch.linalg.svd(torch.from_numpy(a - mean), full_matrices=False)
+    _, s, vt = torch.linalg.svd(torch.from_numpy(a - mean), full_matrices=False)
     comps = vt[:k].numpy().copy()
+    var = s.numpy() ** 2
+    explained = var[:k] / max(float(var.sum()), 1e-300)
     # A deterministic sign: each direction's largest-magnitude entry is positive.
     signs = np.sign(comps[np.arange(k), np.argmax(np.abs(comps), axis=1)])
     comps *= np.where(signs == 0, 1.0, signs)[:, None]
-    return PCABasis(mean=mean, components=comps)
+    return PCABasis(mean=mean, components=comps, explained=explained)
 
 
 def pca_val_loss(train: Any, val: Any, k: int) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from evoae.errors import EvoaeError
 from evoae.objectives.base import EvalSplit, Objective, Score
-from evoae.objectives.probe import AUROC, KNN, Mix, Probe, parse_objective
+from evoae.objectives.probe import AUROC, KNN, Mix, Probe
 from evoae.objectives.reconstruction import Reconstruction, evaluate
 
 #: name -> Objective subclass (built with no arguments).
@@ -32,17 +32,27 @@ def make_objective(objective: str | Objective | None) -> Objective:
     if isinstance(objective, Objective):
         return objective
     if isinstance(objective, str) and ":" in objective:
-        return parse_objective(objective)
+        name, _, arg = (part.strip() for part in objective.partition(":"))
+        try:
+            return _registered(name).from_arg(arg)
+        except ValueError as e:
+            if isinstance(e, EvoaeError):
+                raise
+            raise EvoaeError(f"bad argument {arg!r} in objective {objective!r}: {e}") from None
+    return _registered(objective)()
+
+
+def _registered(objective: object) -> type[Objective]:
     if not isinstance(objective, str) or objective not in OBJECTIVES:
         raise EvoaeError(
             f"unknown objective {objective!r}: choose from {', '.join(OBJECTIVES)} "
             "or pass an Objective instance"
         )
-    return OBJECTIVES[objective]()
+    return OBJECTIVES[objective]
 
 
 register(Reconstruction)
-for _hybrid in (Probe, KNN, Mix, AUROC):  # probe.parse_objective reads 'mix:W', 'knn:K'
+for _hybrid in (Probe, KNN, Mix, AUROC):
     register(_hybrid)
 
 __all__ = [

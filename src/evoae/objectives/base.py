@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from evoae.errors import EvoaeError
+
 
 @dataclass(frozen=True)
 class EvalSplit:
@@ -49,6 +51,12 @@ class Objective(ABC):
     @abstractmethod
     def score(self, model: nn.Module, split: EvalSplit) -> Score:
         """Fitness and terms of ``model`` (in eval mode, trained) on ``split``."""
+
+    @classmethod
+    def from_arg(cls, arg: str) -> Objective:
+        """The objective ``NAME:ARG`` names (``knn:10``); objectives taking an argument
+        override this (a ``ValueError`` becomes a one-line error naming the argument)."""
+        raise EvoaeError(f"objective {cls.name!r} takes no argument: pass it as {cls.name}")
 
     def check_labels(self, y: Any) -> None:
         """Refuse, with an :class:`~evoae.errors.EvoaeError`, evaluation labels ``y`` (an

@@ -221,6 +221,11 @@ class KNN(_Sampled):
 
     name: ClassVar[str] = "knn"
 
+    @classmethod
+    def from_arg(cls, arg: str) -> KNN:
+        """``knn:K``."""
+        return cls(k=int(arg))
+
     def __init__(self, k: int = 5, **kw: Any) -> None:
         super().__init__(**kw)
         if int(k) < 1:
@@ -260,6 +265,11 @@ class Mix(_Sampled):
     """``W * normalised MSE + (1 - W) * (1 - linear-probe accuracy)``."""
 
     name: ClassVar[str] = "mix"
+
+    @classmethod
+    def from_arg(cls, arg: str) -> Mix:
+        """``mix:W``."""
+        return cls(weight=float(arg))
 
     def __init__(self, weight: float = 0.5, **kw: Any) -> None:
         super().__init__(**kw)
@@ -317,51 +327,6 @@ class AUROC(_Sampled):
         return "1 - AUROC of reconstruction error (label != 0 is an anomaly)"
 
 
-#: Objectives that take one argument after a colon, and how to build them from it.
-_WITH_ARG = {
-    "mix": lambda a: Mix(weight=float(a)),
-    "knn": lambda a: KNN(k=int(a)),
-}
-
-
-def parse_objective(text: str | Objective | None) -> Objective:
-    """An objective from ``NAME`` or ``NAME:ARG`` (``mix:0.3``, ``knn:10``).
-
-    Plain names go through :func:`evoae.objectives.make_objective` (so ``None`` and
-    ready instances pass through as there).
-    """
-    from evoae.objectives import make_objective
-
-    if isinstance(text, str) and ":" in text:
-        name, _, arg = text.partition(":")
-        name = name.strip()
-        if name not in _WITH_ARG:
-            raise EvoaeError(
-                f"objective {name!r} takes no argument; arguments go with "
-                f"{', '.join(n + ':X' for n in _WITH_ARG)}"
-            )
-        try:
-            return _WITH_ARG[name](arg.strip())
-        except ValueError as e:
-            if isinstance(e, EvoaeError):
-                raise
-            raise EvoaeError(f"bad argument {arg!r} in objective {text!r}: {e}") from None
-    return make_objective(text)
-
-
-def objective_from_config(cfg: dict[str, Any]) -> Objective:
-    """Rebuild an objective from its :meth:`Objective.config` (e.g. on resume)."""
-    from evoae.objectives import OBJECTIVES
-
-    if not isinstance(cfg, dict) or cfg.get("name") not in OBJECTIVES:
-        raise EvoaeError(f"unknown objective configuration {cfg!r}")
-    kwargs = {k: v for k, v in cfg.items() if k != "name"}
-    try:
-        return OBJECTIVES[cfg["name"]](**kwargs)
-    except TypeError as e:
-        raise EvoaeError(f"objective configuration {cfg!r} does not fit ({e})") from None
-
-
 __all__ = [
     "AUROC",
     "KNN",
@@ -371,7 +336,5 @@ __all__ = [
     "cv_accuracy",
     "logistic_probe",
     "model_codes",
-    "objective_from_config",
-    "parse_objective",
     "row_errors",
 ]

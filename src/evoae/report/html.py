@@ -29,7 +29,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import FancyBboxPatch  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
 from torch import nn  # noqa: E402
 
 from evoae.data import load_splits  # noqa: E402
@@ -37,6 +36,7 @@ from evoae.errors import EvoaeError  # noqa: E402
 from evoae.export import CodePart, DecoderPart, example_input, is_variational  # noqa: E402
 from evoae.families import describe as describe_spec  # noqa: E402
 from evoae.families.io import load_model  # noqa: E402
+from evoae.models.pca import pca_basis  # noqa: E402
 from evoae.runs import folder as rf  # noqa: E402
 from evoae.runs.atomic import atomic_write_text  # noqa: E402
 from evoae.runs.guard import check_new_file  # noqa: E402
@@ -253,8 +253,8 @@ def pca_comparison(view: RunView, model: nn.Module | None) -> dict[str, Any]:
     flat = val.reshape(len(val), -1)
     if not 1 <= k <= min(train.shape):
         return {"available": False, "reason": f"PCA cannot have {k} components on this data"}
-    pca = PCA(n_components=k, random_state=0).fit(train)
-    pca_mse = float(np.mean((flat - pca.inverse_transform(pca.transform(flat))) ** 2))
+    pca = pca_basis(train, k)
+    pca_mse = float(np.mean((flat - pca.reconstruct(flat)) ** 2))
     mean_mse = float(np.mean((flat - train.mean(axis=0)) ** 2))
     with torch.no_grad():
         recon = torch.cat(
@@ -273,7 +273,7 @@ def pca_comparison(view: RunView, model: nn.Module | None) -> dict[str, Any]:
         "model_mse": model_mse,
         "mean_mse": mean_mse,
         "ratio": model_mse / pca_mse if pca_mse > 0 else math.inf,
-        "explained_variance": float(np.sum(pca.explained_variance_ratio_)),
+        "explained_variance": float(np.sum(pca.explained)),
     }
 
 

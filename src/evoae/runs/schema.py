@@ -8,9 +8,9 @@ bounds, sizes and nesting depth, and names the file and the field in a one-line
 
 Files: ``settings.json`` and the journal's stored settings (:func:`validate_settings`),
 ``checkpoint.json`` (:func:`validate_checkpoint`), ``summary.json``
-(:func:`validate_summary`), ``model.json`` (:func:`validate_model_json`, its spec by
-:func:`validate_spec`), ``best_genome.json`` and ``export.json``. :func:`load_json`
-reads a file with a size cap and no recursion blow-up.
+(:func:`validate_summary`), ``model.json`` (:func:`validate_model_json`; its spec by
+the family's schema, :func:`evoae.families.check_spec`), ``best_genome.json`` and
+``export.json``. :func:`load_json` reads a file with a size cap and no recursion blow-up.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from evoae.errors import EvoaeError
+from evoae.seeds import MAX_SEED
 
 #: Deepest nesting accepted anywhere (real files nest at most 6 levels).
 MAX_DEPTH = 32
@@ -32,9 +33,6 @@ MAX_WIDTH = 65536
 MAX_LIST = 1_000_000
 #: Largest model a spec may describe (parameters); 2**28 float32 = 1 GiB.
 MAX_PARAMS = 2**28
-ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid", "elu", "gelu", "leaky_relu", "softmax")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-RECON_LOSSES = ("bce", "mse", "gaussian")
 _BIG = 2**63
 
 
@@ -303,12 +301,14 @@ _SETTINGS_FIELDS: dict[str, Checker] = {
     "final_epochs": integer(0, 10**6),
     "final_pbt": integer(0, 10**6),
     "final_pbt_ready": integer(1, 10**6),
-    "seed": integer(0, 2**64 - 1),
+    "seed": integer(0, MAX_SEED),
     "device": string(32),
     "executor": string(64),
     "workers": integer(1, 10**5, null=True),
     "ray_address": string(1024, null=True),
     "download": boolean(null=True),
+    "time_budget": number(0.0, null=True),
+    "final_time_budget": number(0.0, null=True),
 }
 #: Settings of this evoae are checked field by field; fields of newer versions must be
 #: plain, shallow JSON.
@@ -340,7 +340,8 @@ def validate_checkpoint(
     """A ``checkpoint.json`` ready for ``restore``: shape, bounds and consistency.
 
     With ``journal_rows`` (the journal's row count) the checkpoint may not point past the
-    journal: ``next_id <= journal_rows``.
+    journal: ``next_id <= journal_rows``. The strategy's own state is the strategy's to
+    check (its ``load_state_dict`` raises ``ValueError``), whatever keys it names.
     """
     hint = "the run cannot be resumed from it; start a new run"
     validate(data, CHECKPOINT, where, hint)
@@ -354,101 +355,7 @@ def validate_checkpoint(
             f"{where} is damaged (field next_id: {data['next_id']} but the journal holds "
             f"{journal_rows} evaluations); {hint}"
         )
-    strategy = data["strategy"]
-    for key in ("population", "fitness"):
-        if key in strategy and not isinstance(strategy[key], list):
-            raise EvoaeError(f"{where} is damaged (field strategy.{key}: expected a list); {hint}")
-    if isinstance(strategy.get("population"), list) and isinstance(strategy.get("fitness"), list):
-        if len(strategy["population"]) != len(strategy["fitness"]):
-            raise EvoaeError(
-                f"{where} is damaged (field strategy.fitness: {len(strategy['fitness'])} "
-                f"values for {len(strategy['population'])} genomes); {hint}"
-            )
-        for i, f in enumerate(strategy["fitness"]):
-            try:
-                number(null=True, inf=True)(f, f"strategy.fitness[{i}]")
-            except Invalid as e:
-                raise EvoaeError(f"{where} is damaged (field {e}); {hint}") from None
     return data
-
-
-# ------------------------------------------------------------------ specs
-
-_ACT = string(32, choices=ACTIVATIONS)
-_WIDTH = integer(1, MAX_WIDTH)
-_COMMON_SPEC = {
-    "optimizer": string(16, choices=OPTIMIZERS),
-    "lr": number(1e-12, 1e6),
-    "batch_size": integer(1, 2**20),
-}
-DENSE_SPEC = record(
-    {
-        "family": string(16, choices=("dense",)),
-        "input_dim": integer(1, 2**24),
-        "code_size": _WIDTH,
-        "hidden": list_of(tuple_of(_WIDTH, _ACT), max_len=64),
-        "code_activation": _ACT,
-        "output_activation": _ACT,
-        **_COMMON_SPEC,
-    },
-    extra=anything(4),
-)
-_BLOCK = tuple_of(integer(1, 4096), integer(1, 31), integer(1, 8), _ACT, boolean())
-CONV_SPEC = record(
-    {
-        "family": string(16, choices=("conv-vae", "conv-ae")),
-        "input_shape": tuple_of(integer(1, 64), integer(1, 4096), integer(1, 4096)),
-        "code_size": _WIDTH,
-        "blocks": list_of(_BLOCK, min_len=1, max_len=16),
-        **_COMMON_SPEC,
-    },
-    {
-        "dense": integer(0, MAX_WIDTH),
-        "variational": boolean(),
-        "beta": number(0.0, 1e6),
-        "recon_loss": string(16, choices=RECON_LOSSES),
-        "sigma": number(1e-12, 1e6),
-    },
-    extra=anything(4),
-)
-
-
-def spec_params(spec: dict[str, Any]) -> int:
-    """About how many parameters a validated spec describes (an upper estimate)."""
-    if spec["family"] == "dense":
-        widths = [spec["input_dim"], *(w for w, _ in spec["hidden"]), spec["code_size"]]
-        return 2 * sum(a * b + a + b for a, b in zip(widths, widths[1:], strict=False))
-    c, h, w = spec["input_shape"]
-    total, chans = 0, c
-    for filters, kernel, stride, _, _ in spec["blocks"]:
-        total += 2 * (kernel * kernel * chans * filters + chans + filters) + 4 * filters
-        chans = filters
-        h, w = (h - 1) // stride + 1, (w - 1) // stride + 1
-    flat = chans * h * w
-    dense = spec.get("dense", 0)
-    head = dense or flat
-    return total + 2 * (flat * dense + dense) + 3 * (head + 1) * spec["code_size"] + flat * head
-
-
-def validate_spec(spec: Any, where: str) -> dict[str, Any]:
-    """A model spec: known family, every width, activation and size in range."""
-    hint = "restore the file or retrain the model"
-    family = spec.get("family") if isinstance(spec, dict) else None
-    if family == "dense":
-        validate(spec, DENSE_SPEC, where, hint)
-    elif family in ("conv-vae", "conv-ae"):
-        validate(spec, CONV_SPEC, where, hint)
-    else:
-        raise EvoaeError(
-            f"{where} is damaged (field spec.family: unknown model family {_show(family)}); {hint}"
-        )
-    params = spec_params(spec)
-    if params > MAX_PARAMS:
-        raise EvoaeError(
-            f"{where} is damaged (field spec: it describes about {params} parameters, more "
-            f"than the {MAX_PARAMS} evoae builds); {hint}"
-        )
-    return spec
 
 
 # ------------------------------------------------------------------ model.json, summary
@@ -479,12 +386,12 @@ MODEL_JSON = record(
 
 
 def validate_model_json(data: Any, where: str) -> dict[str, Any]:
-    """``model.json``: its format, digest and spec."""
+    """``model.json``: its format and digest, the spec an object (the spec's own schema
+    is its family's: :func:`evoae.families.check_spec`)."""
     if isinstance(data, dict) and data.get("format") != "evoae-model":
         raise EvoaeError(f"{where} is not an evoae model description (field format)")
     validate(data, MODEL_JSON, where, "restore the file or retrain the model")
-    validate_spec(data["spec"], where)
-    if "family" in data and data["family"] != data["spec"]["family"]:
+    if "family" in data and data["family"] != data["spec"].get("family"):
         raise EvoaeError(f"{where} is damaged (field family: differs from spec.family)")
     return data
 
@@ -499,8 +406,23 @@ _FINAL = record(
         "fallback": string(32, null=True),
         "fallback_message": string(4096, null=True),
         "pbt": mapping(anything(3), max_len=64, null=True),
+        # What ended the final training (summaries before issue 19 lack both).
+        "stop": string(32, choices=("plateau", "epochs", "time budget"), null=True),
+        "converged": boolean(null=True),
     },
     extra=number(null=True, inf=True),
+)
+#: What the search spent before the final stage (summaries before issue 19 lack it).
+_SPENT = record(
+    {},
+    {
+        "evaluations": integer(0, 2**62),
+        "trainings": integer(0, 2**62),
+        "epochs": integer(0, 2**62, null=True),
+        "steps": integer(0, 2**62, null=True),
+        "seconds": number(0.0),
+    },
+    null=True,
 )
 SUMMARY = record(
     {},
@@ -515,6 +437,7 @@ SUMMARY = record(
         "seconds": number(0.0, null=True),
         "settings": SETTINGS,
         "history": list_of(_HISTORY_ROW),
+        "spent": _SPENT,
     },
     extra=anything(8),
 )

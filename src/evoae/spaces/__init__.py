@@ -1,21 +1,30 @@
 """Search spaces: genes, genomes and their decoding into specs.
 
-Which space a ``--model`` uses is the family registry's business
-(:func:`evoae.families.make_space`).
+A family's own space lives in its folder (:mod:`evoae.families`); which space a
+``--model`` uses is the family registry's business (:func:`evoae.families.make_space`).
 """
 
 from __future__ import annotations
 
-from evoae.spaces.base import Choice, Domain, Float, Gene, Genome, Int, Parts, Space, spec_key
-from evoae.spaces.conv import ConvSpace, conv_ae_space, conv_vae_space
-from evoae.spaces.dense import ACTIVATIONS, OPTIMIZERS, DenseSpace, dense_preset
+from evoae.spaces.base import (
+    ACTIVATION_NAMES,
+    OPTIMIZERS,
+    Choice,
+    Domain,
+    Float,
+    Gene,
+    Genome,
+    Int,
+    Parts,
+    Space,
+    check_names,
+    spec_key,
+)
 
 __all__ = [
-    "ACTIVATIONS",
+    "ACTIVATION_NAMES",
     "OPTIMIZERS",
     "Choice",
-    "ConvSpace",
-    "DenseSpace",
     "Domain",
     "Float",
     "Gene",
@@ -23,8 +32,6 @@ __all__ = [
     "Int",
     "Parts",
     "Space",
-    "conv_ae_space",
-    "conv_vae_space",
-    "dense_preset",
+    "check_names",
     "spec_key",
 ]

@@ -14,14 +14,19 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy only types the samplers: reading specs stays light
+    import numpy as np
+
+from evoae.errors import EvoaeError
 
 Genome = tuple[Any, ...]
 
 #: Every optimizer a spec may name, the one list (trainers, stackers and help use it).
 OPTIMIZERS = ("sgd", "adam", "adamw")
+#: Every activation a layer can be built with (:func:`evoae.models.layers.activation`).
+ACTIVATION_NAMES = ("linear", "relu", "tanh", "sigmoid", "elu", "gelu", "leaky_relu", "softmax")
 
 
 @dataclass(frozen=True)
@@ -145,3 +150,14 @@ def _tuplify(v: Any) -> Any:
     if isinstance(v, list | tuple):
         return tuple(_tuplify(x) for x in v)
     return v
+
+
+def check_names(kind: str, names: Sequence[str], allowed: Sequence[str]) -> None:
+    """Refuse an empty list, a lone string or a name outside ``allowed`` in one line."""
+    if isinstance(names, str):  # a lone name would be read letter by letter
+        raise EvoaeError(f"{kind}s must be a list of names, got the string {names!r}")
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise EvoaeError(f"unknown {kind} {bad[0]!r}: choose from {', '.join(allowed)}")
+    if not names:
+        raise EvoaeError(f"at least one {kind} is needed")

@@ -1,4 +1,4 @@
-"""Training budgets in compute: a floor in optimizer steps on top of an epoch count.
+"""Training budgets: step floors under epoch counts, and the run's time budget.
 
 An epoch of a few hundred rows is a handful of optimizer steps, so "2 epochs" means
 very different training on small and large data. ``min_steps`` (a training setting)
@@ -6,11 +6,33 @@ puts a floor under it: a candidate trains ``max(epochs, ceil(min_steps / steps p
 epoch))`` epochs, where an epoch takes ``ceil(rows / batch_size)`` steps. With
 ``min_steps=0`` the budget is the epoch count alone (evoae 0.1). Every trainer and
 strategy that needs a budget in steps uses :func:`epochs_for`.
+
+A floor never raises a count the user set (:func:`honour_counts`): a command or call
+that sets ``epochs`` (or ``final_epochs``) without setting its floor stores that floor
+as 0, so the stored settings themselves say "this count is the user's" and every later
+resume, ``finish`` and retraining trains exactly that count. A floor the user sets
+alongside its count is the user's own and applies.
+
+``time_budget`` bounds the whole run: the search stops asking for candidates once
+``1 - FINAL_SHARE`` of it has passed, and the final stage stops after the epoch in
+which the budget ends (at least one epoch). A separate ``final_time_budget`` gives the
+final stage its own seconds and the search all of ``time_budget``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
+
+#: Each epoch count and the step floor that may raise it while the user has not set it.
+FLOORS = (("epochs", "min_steps"), ("final_epochs", "final_min_steps"))
+
+#: The share of ``time_budget`` kept for the final stage when it has no budget of its own.
+FINAL_SHARE = 0.25
+
+#: Why a final training stopped: a validation plateau (converged), or a cap.
+PLATEAU, EPOCH_CAP, TIME_CAP = "plateau", "epochs", "time budget"
 
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:
@@ -23,3 +45,34 @@ def epochs_for(epochs: int, min_steps: int, n_rows: int, batch_size: int) -> int
     if min_steps <= 0:
         return int(epochs)
     return max(int(epochs), math.ceil(int(min_steps) / steps_per_epoch(n_rows, batch_size)))
+
+
+def honour_counts(
+    given: dict[str, Any], floors: Sequence[tuple[str, str]] = FLOORS
+) -> dict[str, Any]:
+    """``given`` (flat settings the user set) with the floor of every epoch count it sets
+    turned off (0), unless it sets that floor too."""
+    out = dict(given)
+    for count, floor in floors:
+        if out.get(count) is not None and out.get(floor) is None:
+            out[floor] = 0
+    return out
+
+
+def search_seconds(time_budget: float | None, final_time_budget: float | None) -> float | None:
+    """Seconds the search may ask for candidates (None: no time limit)."""
+    if time_budget is None:
+        return None
+    return time_budget if final_time_budget is not None else time_budget * (1 - FINAL_SHARE)
+
+
+def final_deadline(
+    start: float, now: float, time_budget: float | None, final_time_budget: float | None
+) -> float | None:
+    """When the final stage must end, on the clock of ``start`` (the run's start) and
+    ``now`` (the final stage's start); None: no time limit."""
+    if final_time_budget is not None:
+        return now + final_time_budget
+    if time_budget is not None:
+        return start + time_budget
+    return None

@@ -216,6 +216,28 @@ def centered_ranks(f: torch.Tensor) -> torch.Tensor:
     return ranks / max(n - 1, 1) - 0.5
 
 
+def _es_step(
+    score: _Scorer,
+    param: torch.Tensor,
+    xb: Any,
+    half: int,
+    sigma: float,
+    weight_decay: float,
+    seed: int,
+) -> torch.Tensor:
+    """One antithetic generation around ``param``: sets ``param.grad`` (the rank-based
+    gradient estimate plus L2) and returns the population's losses."""
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.randn(half, score.wv.dim, generator=g)
+    base = param.detach()
+    pop = torch.cat([base + sigma * eps, base - sigma * eps])
+    f = _finite(score(pop, xb))
+    u = -centered_ranks(f)  # utility: lower loss, higher utility
+    grad_up = ((u[:half] - u[half:]).float() @ eps) / (2 * half * sigma)
+    param.grad = -grad_up + weight_decay * base
+    return f
+
+
 def openai_es(
     model: nn.Module,
     x: torch.Tensor | None = None,
@@ -278,20 +300,14 @@ def openai_es(
             best_theta, best_loss = param.detach().clone(), center
         if gen == generations:
             break
-        g = torch.Generator().manual_seed(_derive(seed, gen))
-        eps = torch.randn(half, score.wv.dim, generator=g)
-        base = param.detach()
-        pop = torch.cat([base + sigma * eps, base - sigma * eps])
-        f = _finite(score(pop, xb))
-        u = -centered_ranks(f)  # utility: lower loss, higher utility
-        grad_up = ((u[:half] - u[half:]).float() @ eps) / (2 * half * sigma)
-        param.grad = -grad_up + weight_decay * base
+        f = _es_step(score, param, xb, half, sigma, weight_decay, _derive(seed, gen))
         opt.step()
+        finite = torch.isfinite(f)
         history.append(
             {
                 "generation": gen,
                 "center": center,
-                "mean": float(f[torch.isfinite(f)].mean()) if torch.isfinite(f).any() else None,
+                "mean": float(f[finite].mean()) if finite.any() else None,
                 "best": float(f.min()),
                 "forwards": score.forwards,
             }

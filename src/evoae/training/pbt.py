@@ -386,6 +386,7 @@ def pbt_train(
     state_path: str | Path | None = None,
     explore_batch: bool = True,
     on_interval: Callable[[int, list[dict[str, Any]]], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> PBTResult:
     """Train ``copies`` members of ``spec`` with PBT for ``epochs`` epochs each.
 
@@ -407,6 +408,8 @@ def pbt_train(
     on_interval
         Called as ``on_interval(intervals_done, history)`` after each checkpoint
         (progress reports; tests raise from it to simulate a crash).
+    stop
+        Asked after each interval but the last: True ends the training (a time budget).
 
     Returns
     -------
@@ -422,62 +425,68 @@ def pbt_train(
         raise EvoaeError(f"PBT needs at least 2 copies, got {copies}")
     if epochs < 1 or ready < 1:
         raise EvoaeError(f"epochs and ready must be at least 1, got {epochs} and {ready}")
-    config = {
-        "spec": spec,
-        "copies": copies,
-        "epochs": epochs,
-        "ready": ready,
-        "seed": seed,
-        "explore_batch": explore_batch,
-        "n_train": int(xt.shape[0]),
-    }
-    config = json.loads(json.dumps(config))
+    config = dict(spec=spec, copies=copies, epochs=epochs, ready=ready, seed=seed)
+    config = json.loads(json.dumps({**config, "explore_batch": explore_batch, "n_train": len(xt)}))
     members = [_make_member(spec, i, seed, xt) for i in range(copies)]
     folder = Path(state_path) if state_path is not None else None
     done, history = (0, []) if folder is None else _load_state(folder, config, members)
     n_intervals = math.ceil(epochs / ready)
-    quarter = max(1, copies // 4)
 
     for k in range(done, n_intervals):
         span = min(ready, epochs - k * ready)
-        rows = []
-        for m in members:
-            used = dict(m.hparams)
-            train_loss = _train_interval(m, xt, span, k)
-            val_loss = evaluate(m.model, xv)["loss"] if math.isfinite(train_loss) else math.inf
-            m.val_loss = val_loss if math.isfinite(val_loss) else math.inf
-            rows.append(
-                {
-                    "interval": k,
-                    "member": m.index,
-                    "epoch": k * ready + span,
-                    "hparams": used,
-                    "train_loss": _finite(train_loss),
-                    "val_loss": _finite(m.val_loss),
-                    "exploit": None,
-                    "new_hparams": None,
-                }
-            )
+        rows = [_train_member(m, xt, xv, span, k, k * ready + span) for m in members]
         if k < n_intervals - 1:
-            order = sorted(range(copies), key=lambda i: (members[i].val_loss, i))
-            top, bottom = order[:quarter], order[-quarter:]
             rng = np.random.default_rng(_derive(seed, k, 2))
-            snap = {i: members[i] for i in top}  # top and bottom are disjoint
-            for i in bottom:
-                src = snap[top[int(rng.integers(len(top)))]]
-                exploit(members[i], src)
-                explore(members[i], rng, batch=explore_batch)
-                rows[i]["exploit"] = src.index
-                rows[i]["new_hparams"] = dict(members[i].hparams)
+            _exploit_explore(members, rows, rng, explore_batch)
         history.extend(rows)
         if folder is not None:
             _save_state(folder, config, members, k + 1, history)
         if on_interval is not None:
             on_interval(k + 1, history)
+        if stop is not None and k < n_intervals - 1 and stop():
+            break
 
     best = min(range(copies), key=lambda i: (members[i].val_loss, i))
     model = members[best].model.eval()
     return PBTResult(model, best, members[best].val_loss, dict(members[best].hparams), history)
+
+
+def _train_member(
+    m: Member, xt: torch.Tensor, xv: torch.Tensor, span: int, k: int, epoch: int
+) -> dict[str, Any]:
+    """Train member ``m`` for interval ``k`` (``span`` epochs) and score it: its row."""
+    used = dict(m.hparams)
+    train_loss = _train_interval(m, xt, span, k)
+    val_loss = evaluate(m.model, xv)["loss"] if math.isfinite(train_loss) else math.inf
+    m.val_loss = val_loss if math.isfinite(val_loss) else math.inf
+    return {
+        "interval": k,
+        "member": m.index,
+        "epoch": epoch,
+        "hparams": used,
+        "train_loss": _finite(train_loss),
+        "val_loss": _finite(m.val_loss),
+        "exploit": None,
+        "new_hparams": None,
+    }
+
+
+def _exploit_explore(
+    members: list[Member], rows: list[dict[str, Any]], rng: np.random.Generator, batch: bool
+) -> None:
+    """The bottom quarter (by validation loss) copies a random member of the top quarter
+    and perturbs its hyperparameters; their rows record both."""
+    copies = len(members)
+    quarter = max(1, copies // 4)
+    order = sorted(range(copies), key=lambda i: (members[i].val_loss, i))
+    top, bottom = order[:quarter], order[-quarter:]
+    snap = {i: members[i] for i in top}  # top and bottom are disjoint
+    for i in bottom:
+        src = snap[top[int(rng.integers(len(top)))]]
+        exploit(members[i], src)
+        explore(members[i], rng, batch=batch)
+        rows[i]["exploit"] = src.index
+        rows[i]["new_hparams"] = dict(members[i].hparams)
 
 
 def _finite(v: float) -> float | None:

@@ -54,8 +54,7 @@ import torch
 
 from evoae.families import FAMILIES, Stacker, build_model, family_of
 from evoae.models import count_params
-from evoae.models.stack_dense import OPT_ORDER as _OPT_ORDER
-from evoae.models.stack_dense import DenseStack
+from evoae.models.layers import OPT_ORDER as _OPT_ORDER
 from evoae.objectives import EvalSplit, Objective, Reconstruction, Score
 from evoae.training.evaluator import Evaluator, Task, resolve_device, train_task
 from evoae.training.optim import ADAM_EPS
@@ -158,7 +157,7 @@ class StackRun:
 
     results: list[Result]
     epoch_losses: list[list[float]]
-    stack: DenseStack
+    stack: Any
     seconds: float
     flops: int = 0
     padded_flops: int = 0
@@ -179,8 +178,8 @@ def train_stack(
     """Train same-batch-size candidates together and score them on ``x_val``.
 
     ``specs`` must be ordered by optimizer and learning rate (see
-    :class:`StackedOptimizer`). ``build(specs, seeds, device)`` makes the stack (default
-    :class:`DenseStack`); a stack provides ``weights`` (member-first parameters),
+    :class:`StackedOptimizer`). ``build(specs, seeds, device)`` makes the stack (default: the
+    family's stacker); a stack provides ``weights`` (member-first parameters),
     ``params_count``, ``losses(xb)`` (per-member training losses of ``[members, batch,
     ...]`` rows), ``evaluate(x, rows)`` (per-member ``{"loss": ..., terms}``),
     ``zero_member(m)`` and ``macs()`` (true and padded multiply-adds per row). Returns
@@ -197,7 +196,10 @@ def train_stack(
     m = len(specs)
     x = x_train
     n = x.shape[0]
-    stack = (build or DenseStack)(specs, seeds, device)
+    stacker = family_of(specs[0]).stacker
+    if build is None and stacker is None:
+        raise ValueError(f"family {specs[0]['family']!r} has no stacker")
+    stack = (build or stacker.build)(specs, seeds, device)  # type: ignore[union-attr]
     stack.train()
     opt = StackedOptimizer(
         list(stack.weights), [s["optimizer"] for s in specs], [float(s["lr"]) for s in specs]
@@ -297,7 +299,7 @@ class PopulationEvaluator(Evaluator):
     """Trains a batch of tasks as stacked populations (see the module docstring).
 
     Dense tasks are stacked (padded, see the module docstring); conv tasks are bucketed
-    by structure (:func:`evoae.models.stack_conv.conv_stack_key`) and each bucket
+    by structure (:func:`evoae.families.conv.stack.conv_stack_key`) and each bucket
     is stacked along channels; tasks of other families are trained one at a time with
     :func:`train_candidate`, as are members initialised from data (PCA-seeded). Results
     come back stack by stack.

@@ -24,10 +24,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from evoae.families import build_model
+from evoae.families import build_model, inherit_state
 from evoae.models import count_params
 from evoae.objectives import EvalSplit, Objective, Reconstruction, Score
-from evoae.training.inherit import inherit_state
 from evoae.training.optim import make_optimizer
 from evoae.training.trainer import Result, as_split, fit, initial_state, make_result
 
@@ -233,8 +232,8 @@ def train_rung(
     (:func:`evoae.training.evaluator.train_task` then trains from scratch to the same
     epochs, which gives the same result). ``inherit`` names a parent's checkpoint: the
     new model starts from the parent's weights wherever
-    :func:`evoae.training.inherit.inherit_state` can carry them over, widened
-    Net2Net-style with replicas drawn from ``seed`` (its optimizer starts fresh).
+    :func:`evoae.families.inherit_state` can carry them over (dense: widened
+    Net2Net-style) with replicas drawn from ``seed`` (its optimizer starts fresh).
     ``result.terms["epochs"]`` records the rung's total epochs.
     """
     t0 = time.perf_counter()

@@ -24,6 +24,7 @@ from evoae.models import count_params
 from evoae.models.pca import PCABasis, pca_basis
 from evoae.objectives import EvalSplit, Objective, Reconstruction, Score, evaluate
 from evoae.objectives.reconstruction import EVAL_BATCH
+from evoae.training.budget import EPOCH_CAP, PLATEAU, TIME_CAP
 from evoae.training.optim import make_optimizer
 
 __all__ = ["EVAL_BATCH", "Result", "as_split", "evaluate", "fit", "make_result", "train_candidate"]
@@ -45,6 +46,9 @@ class Result:
     #: initial weights). Not journaled.
     epochs: int | None = None
     best_epoch: int | None = None
+    #: Why a final training stopped (:mod:`evoae.training.budget`): "plateau"
+    #: (converged), "epochs" or "time budget" (capped); None for a candidate.
+    stop: str | None = None
 
     @classmethod
     def failed(cls, params: int, seconds: float, error: str) -> Result:
@@ -204,6 +208,7 @@ def train_candidate(
     on_epoch: Callable[[int, float], None] | None = None,
     patience: int = 0,
     min_steps: int = 0,
+    deadline: float | None = None,
 ) -> tuple[Result, nn.Module]:
     """Build, train and score one candidate; never raises for a diverging model.
 
@@ -213,6 +218,8 @@ def train_candidate(
     With ``patience > 0`` (the final training) the model is scored on ``val`` after
     every epoch and before the first, the best weights are kept and training stops
     after ``patience`` epochs without improvement once ``min_steps`` steps are done.
+    With a ``deadline`` (a :func:`time.perf_counter` time) it also stops after the epoch
+    that ends past it. ``Result.stop`` says which of these ended it.
     """
     t0 = time.perf_counter()
     objective = objective if objective is not None else Reconstruction()
@@ -223,6 +230,16 @@ def train_candidate(
     score: Score | None = None
     plateau: _Plateau | None = None
     batch = int(spec["batch_size"])
+    stop: str | None = None
+
+    def after_epoch(done: int) -> bool:
+        nonlocal stop
+        if plateau is not None and plateau(done):
+            stop = PLATEAU
+        elif deadline is not None and done < epochs and time.perf_counter() >= deadline:
+            stop = TIME_CAP
+        return stop is not None
+
     try:
         if patience > 0:
             plateau = _Plateau(
@@ -241,7 +258,7 @@ def train_candidate(
             lr=float(spec["lr"]),
             seed=seed,
             on_epoch=on_epoch,
-            after_epoch=plateau,
+            after_epoch=after_epoch if plateau is not None or deadline is not None else None,
         )
         if plateau is not None and (not losses or math.isfinite(losses[-1])):
             plateau.restore()
@@ -253,6 +270,8 @@ def train_candidate(
     result = make_result(score, losses, params, time.perf_counter() - t0, objective=objective)
     result.epochs = len(losses)
     result.best_epoch = plateau.best_epoch if plateau is not None else len(losses)
+    if patience > 0 or deadline is not None:
+        result.stop = stop if stop is not None else EPOCH_CAP
     return result, model
 
 
