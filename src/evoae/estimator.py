@@ -56,9 +56,14 @@ from evoae.data.tabular import encode_labels
 from evoae.errors import EvoaeError
 from evoae.evolution import DEFAULT_STRATEGY, strategy_class
 from evoae.families import build_model, get_family
+from evoae.families.io import MAX_DATA_MIN, MIN_DATA_RANGE
 from evoae.loop import search
 from evoae.models.pca import pca_basis
 from evoae.objectives import make_objective
+from evoae.runs import folder as rf
+from evoae.runs import lock as run_lock
+from evoae.runs.manifest import MANIFEST
+from evoae.runs.reader import read_run
 from evoae.settings import default
 
 #: Fewer rows than this are repeated before the 70/15/15 split (see module docstring).
@@ -133,8 +138,10 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Seeds the split, the search and every training. An int gives the same model
         on every fit.
     run_dir : str, Path or None, default=None
-        Keep the run folder (journal, model, plots) here, replaced on every fit. None:
-        a temporary folder, removed once the model is in memory.
+        Keep the run folder (journal, model, plots) here, replaced on every fit (never a
+        run the estimator did not make: that is refused). While another process fits
+        into it (a parallel grid search), a fit uses ``run_dir-2``, ``-3``...; ``run_dir_``
+        says which. None: a temporary folder, removed once the model is in memory.
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where candidates are trained. The fitted model always lives on the CPU.
     n_jobs : int or None, default=None
@@ -262,11 +269,23 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             labels = None if labels is None else np.tile(labels, reps)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         keep = self.run_dir is not None
-        out = Path(self.run_dir) if keep else Path(tempfile.mkdtemp(prefix="evoae-fit-"))
-        try:
-            result = self._search(Dataset(scaled, labels, "<array>", record), out, seed)
-        finally:
-            if not keep:
+        data = Dataset(scaled, labels, "<array>", record)
+        if keep:
+            for _ in range(8):  # a parallel fit may take the folder between check and start
+                out = _fit_folder(Path(self.run_dir))
+                try:
+                    result = self._search(data, out, seed)
+                    break
+                except EvoaeError as e:
+                    if "in use by another evoae process" not in str(e):
+                        raise
+            else:
+                raise EvoaeError(f"run_dir {self.run_dir} stayed in use by other fits: retry")
+        else:
+            out = Path(tempfile.mkdtemp(prefix="evoae-fit-"))
+            try:
+                result = self._search(data, out, seed)
+            finally:
                 shutil.rmtree(out, ignore_errors=True)
         self._adopt(result, scaled)
         self.run_dir_ = out if keep else None
@@ -456,7 +475,13 @@ def _scaling(X: np.ndarray, scale: str | None) -> tuple[np.ndarray, np.ndarray]:
     """
     x = X.astype(np.float64)
     lo = x.min(axis=0)
-    span = x.max(axis=0) - lo
+    with np.errstate(over="ignore", invalid="ignore"):
+        span = x.max(axis=0) - lo
+    if not np.all(np.isfinite(span)) or np.any(np.abs(lo) > MAX_DATA_MIN):
+        raise EvoaeError(
+            "X has a column whose values are too large to scale (a range beyond float64, "
+            "such as -1e308 and 1e308): rescale or drop that column"
+        )
     if scale == "standard":
         unit = x.std(axis=0)
     elif scale == "minmax":
@@ -465,4 +490,29 @@ def _scaling(X: np.ndarray, scale: str | None) -> tuple[np.ndarray, np.ndarray]:
         unit = np.ones_like(span)
     unit = np.where(unit > 0, unit, 1.0)
     widest = float(np.max(span / unit))
-    return lo, unit * (widest if widest > 0 else 1.0)
+    rng = unit * (widest if widest > 0 else 1.0)
+    return lo, np.where(rng >= MIN_DATA_RANGE, rng, 1.0)
+
+
+def _fit_folder(run_dir: Path) -> Path:
+    """Where a fit with ``run_dir`` writes: ``run_dir`` itself (an earlier fit's run there
+    is replaced), or, while another process fits into it (parallel fits of a grid search
+    sharing one ``run_dir``), the first free sibling ``run_dir-2``, ``-3``... A run that
+    no estimator made there (a CLI run: its data is a file, not ``<array>``) is refused.
+    """
+    for n in range(1, 65):
+        path = run_dir if n == 1 else run_dir.with_name(f"{run_dir.name}-{n}")
+        if run_lock.is_locked(path):
+            continue  # a parallel fit: each gets its own run folder
+        if rf.is_run(path) or (path / MANIFEST).exists():
+            try:
+                dataset = read_run(path).settings.get("dataset")
+            except EvoaeError:
+                dataset = None
+            if dataset != "<array>":
+                raise EvoaeError(
+                    f"run_dir {path} holds a run this estimator did not make (dataset "
+                    f"{dataset!r}): choose another run_dir, or remove that run yourself"
+                )
+        return path
+    raise EvoaeError(f"run_dir {run_dir} and 63 siblings are in use by other fits: wait for them")

@@ -19,6 +19,7 @@ and output names and shapes, and the ``preprocess`` record that turns raw data i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from evoae.errors import EvoaeError
 from evoae.families import family_of
 from evoae.families.io import load_model, read_model_json
 from evoae.runs import folder as rf
+from evoae.runs import guard
 from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
 
 FORMATS = ("onnx", "torchscript", "safetensors")
@@ -233,43 +235,84 @@ def export_run(
     return written
 
 
-def _is_export_manifest(path: Path) -> bool:
-    """Whether ``path`` is an ``export.json`` that evoae wrote (a regular file)."""
+def _export_digests(path: Path) -> dict[str, str] | None:
+    """The ``sha256`` of each file an ``export.json`` evoae wrote lists, or None when
+    ``path`` is not such a manifest (a regular file) or was edited since (its
+    ``manifest_sha256``, the digest of the rest of it, no longer matches)."""
     if path.is_symlink() or not path.is_file():
-        return False
+        return None
     try:
+        if path.stat().st_size > 1 << 20:
+            return None
         old = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return (
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    if not (
         isinstance(old, dict)
         and isinstance(old.get("files"), list)
         and "preprocess_note" in old
         and "source" in old
-    )
+    ):
+        return None
+    own = old.pop("manifest_sha256", None)
+    if own != _self_digest(old):
+        return None
+    return {
+        f["file"]: f["sha256"]
+        for f in old["files"]
+        if isinstance(f, dict)
+        and isinstance(f.get("file"), str)
+        and isinstance(f.get("sha256"), str)
+    }
 
 
 def check_destination(dest: Path, names: list[str]) -> None:
     """Refuse to write over files in ``dest`` that evoae did not write.
 
-    ``names`` are the part files about to be written. An existing ``dest`` may hold them
-    (and ``export.json``) only when its ``export.json`` is an evoae export manifest, i.e.
-    the folder is an earlier export; a symbolic link among them is always refused.
+    ``names`` are the part files about to be written. ``dest`` may not be or pass
+    through a symbolic link inside a run, and may not itself be a link anywhere. In an
+    existing ``dest`` a part file may be replaced only when the folder's ``export.json``
+    (an evoae export manifest) records the SHA-256 of its current content, or, inside a
+    run folder, when the run's manifest does (:mod:`evoae.runs.guard`); a temporary
+    file or a link among them is always refused.
     """
-    if not dest.is_dir() or dest.is_symlink():
-        return  # created below, or refused there with one line
+    root = guard.run_root(dest / MANIFEST)
+    if root is not None:
+        guard.check_inside(root, dest / MANIFEST)
+    if dest.is_symlink():
+        raise EvoaeError(
+            f"export folder {dest} is a symbolic link, which evoae never writes through: "
+            "pass the real folder or choose another --out; nothing was written"
+        )
+    if dest.exists() and not dest.is_dir():
+        raise EvoaeError(f"export folder {dest} exists and is not a folder: choose another --out")
+    if not dest.is_dir():
+        return  # created by the caller
+    recorded = _export_digests(dest / MANIFEST)
     manifest = dest / MANIFEST
-    ours = _is_export_manifest(manifest)
-    ours_names = {f"{p}{s}" for p in PARTS for s in SUFFIX.values()} | {MANIFEST}
-    for name in [*names, MANIFEST]:
-        for candidate in (dest / name, dest / f"{name}.tmp"):
-            if not (candidate.exists() or candidate.is_symlink()):
-                continue
-            if candidate.is_symlink() or not ours or candidate.name not in ours_names:
-                raise EvoaeError(
-                    f"export folder {dest} already holds {candidate.name}, which evoae did "
-                    "not export there: choose an empty or new --out"
-                )
+    if (manifest.exists() or manifest.is_symlink()) and recorded is None:
+        if root is None or not guard.is_recorded(root, manifest):
+            _not_ours(dest, MANIFEST)
+    for name in names:
+        candidate = dest / name
+        temp = dest / f"{name}.tmp"
+        if temp.exists() or temp.is_symlink():
+            _not_ours(dest, temp.name)
+        if not (candidate.exists() or candidate.is_symlink()):
+            continue
+        if candidate.is_symlink() or not candidate.is_file():
+            _not_ours(dest, name)
+        if root is not None and guard.is_recorded(root, candidate):
+            continue
+        if recorded is None or recorded.get(name) != guard.digest(candidate):
+            _not_ours(dest, name)
+
+
+def _not_ours(dest: Path, name: str) -> None:
+    raise EvoaeError(
+        f"export folder {dest} already holds {name}, which evoae did not export there (or "
+        "it was changed since): move it away or choose an empty or new --out"
+    )
 
 
 #: How to use what export.json lists, for readers of the file.
@@ -314,6 +357,7 @@ def write_manifest(
     files += [
         {
             "file": e.path.name,
+            "sha256": guard.digest(e.path),
             "format": fmt,
             "part": e.part,
             "input": {"name": e.input_name, "shape": e.input_shape},
@@ -334,7 +378,14 @@ def write_manifest(
     }
     if model is not None and is_variational(model):
         manifest["sampling"] = SAMPLING_NOTE
+    manifest["manifest_sha256"] = _self_digest(manifest)
     atomic_write_text(path, json.dumps(manifest, indent=2))
+
+
+def _self_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 of an ``export.json`` without its own digest field (canonical JSON)."""
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def export_part(

@@ -28,7 +28,7 @@ from evoae.models.pca import pca_val_loss
 from evoae.objectives import EvalSplit, Objective, make_objective
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal, Row
-from evoae.runs.reader import best_row, pareto_front, read_run
+from evoae.runs.reader import best_row, check_data, pareto_front, read_run
 from evoae.seeds import derive_seed
 from evoae.settings import SearchSettings
 from evoae.spaces import Space, spec_key
@@ -595,6 +595,7 @@ def retrain_row(run_dir: str | Path, row: Row, dest: str | Path) -> Path:
         space = space_from_config(j.get_meta("space"))
     objective = make_objective(s.training.objective)
     splits = s.load_splits()
+    check_data(run_dir, splits.train.x, splits.val.x)  # as a resume: never on other data
     genome = space.from_json(row.genome)
     spec = space.decode(genome)
     device = resolve_device(s.execution.device)

@@ -136,12 +136,13 @@ def test_kill_after_a_promotion_saved_its_state_then_resume(tmp_path):
     source = expected[k]["spec"]
     src_id = next(r["id"] for r in expected if r["spec"] == source)
     (tmp_path / "bad" / rf.STATES_DIR / f"{src_id}.safetensors").write_bytes(b"\0garbage" * 9)
-    for run in ("run", "bad"):
+    for run, left in (("run", []), ("bad", [f"{src_id}.safetensors"])):
         proc = _cli("--resume", str(tmp_path / run))
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
         assert _rows(tmp_path / run) == expected
-        assert list((tmp_path / run / rf.STATES_DIR).iterdir()) == []
+        # A state whose content is no longer evoae's is never deleted (issue 21).
+        assert sorted(p.name for p in (tmp_path / run / rf.STATES_DIR).iterdir()) == left
     best = (tmp_path / "ref" / rf.BEST_GENOME).read_bytes()
     assert (tmp_path / "run" / rf.BEST_GENOME).read_bytes() == best
 

@@ -14,6 +14,8 @@ from evoae.errors import EvoaeError
 from evoae.export import DEFAULT_FORMAT, EXPORT_DIR, FORMATS, OPSET, OPSET_RANGE, PARTS, export_run
 from evoae.finish import front_member, retrain_row
 from evoae.runs import folder as rf
+from evoae.runs.guard import check_inside, claim
+from evoae.runs.lock import RunLock
 
 
 def register(sub: Any) -> None:
@@ -74,24 +76,41 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         rf.check_path(args.out, "--out")
     rf.check_path(args.run, "RUN")
+    inside = args.out is None and rf.is_run(args.run)
+    if not inside and args.pick is None and args.max_params is None:
+        return _export(args, args.run, args.out, inside=False)
+    if not rf.is_run(args.run):
+        raise EvoaeError(
+            f"{args.run} is not an evoae run folder: --pick and --max-params "
+            "choose from a run's journal"
+        )
+    # Writing into the run (its export/ or front/): one writer at a time, as a search.
+    with RunLock(args.run):
+        return _export_in_run(args)
+
+
+def _export_in_run(args: argparse.Namespace) -> int:
     source, out = args.run, args.out
     if args.pick is not None or args.max_params is not None:
-        if not rf.is_run(args.run):
-            raise EvoaeError(
-                f"{args.run} is not an evoae run folder: --pick and --max-params "
-                "choose from a run's journal"
-            )
         n, row = front_member(args.run, pick=args.pick, max_params=args.max_params)
         dest = Path(args.run) / rf.FRONT_DIR / str(n)
-        rf.add_to_manifest(args.run, rf.FRONT_DIR)  # evoae's: --overwrite may remove it
+        # A linked front/ (or front/N, model/) is refused before anything is trained.
+        for name in ("model.json", "model.safetensors"):
+            claim(dest / rf.MODEL_DIR / name)  # a user's file there is refused up front
+        if out is None:
+            check_inside(args.run, dest / EXPORT_DIR / "export.json")
         source = retrain_row(args.run, row, dest)
+        rf.add_to_manifest(args.run, rf.FRONT_DIR)  # evoae's: --overwrite may remove it
         out = out if out is not None else dest / EXPORT_DIR
         if not args.quiet:
             print(
                 f"front member {n}: evaluation {row.id}, {row.params} parameters, "
                 f"search fitness {row.fitness:.5f}; retrained into {source}"
             )
-    inside = args.out is None and rf.is_run(args.run) and source == args.run
+    return _export(args, source, out, inside=args.out is None and source == args.run)
+
+
+def _export(args: argparse.Namespace, source: str | Path, out: str | None, *, inside: bool) -> int:
     try:
         written = export_run(source, fmt=args.fmt, part=args.part, out=out, opset=args.opset)
     except OSError as e:

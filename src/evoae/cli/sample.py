@@ -54,6 +54,7 @@ def model_folder(run: str | Path) -> Path:
 def out_path(out: str) -> Path:
     """The PNG to write: ``out``, or ``out/samples.png`` when ``out`` names a folder."""
     from evoae.runs.folder import check_path
+    from evoae.runs.guard import check_new_file
 
     path = check_path(out, "--out")
     try:
@@ -61,13 +62,13 @@ def out_path(out: str) -> Path:
     except OSError as e:
         raise EvoaeError(f"cannot use --out {out} ({e.strerror}): choose another path") from None
     if is_dir or out.endswith(("/", os.sep)):
-        return path / "samples.png"
+        return check_new_file(path / "samples.png")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise EvoaeError(
             f"--out {out} is not an image file ({', '.join(IMAGE_SUFFIXES)}): name it "
             "NAME.png or pass a folder/"
         )
-    return path
+    return check_new_file(path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
@@ -187,6 +188,12 @@ _SAFE_DTYPES = {
 }
 
 
+#: Bounds of a usable scaling ``x = (raw - data_min) / data_range``: a smaller range
+#: turns any difference into an overflow in float32, a larger offset swamps the data.
+MIN_DATA_RANGE = 1e-30
+MAX_DATA_MIN = 1e300
+
+
 def attach_preprocess(model: nn.Module, record: dict[str, Any] | None) -> Preprocess:
     """Set ``model.preprocess`` (a plain callable, not a submodule) from ``record``.
 
@@ -198,6 +205,11 @@ def attach_preprocess(model: nn.Module, record: dict[str, Any] | None) -> Prepro
         kind = "image" if len(shape) == 3 else "tabular"
         record = {"kind": kind, "raw_shape": list(shape), "data_min": 0.0, "data_range": 1.0}
     pre = Preprocess(record, input_shape=shape)
+    if np.any(pre.data_range < MIN_DATA_RANGE) or np.any(np.abs(pre.data_min) > MAX_DATA_MIN):
+        raise EvoaeError(
+            f"the model's preprocess record is damaged (data_range below {MIN_DATA_RANGE:g} or "
+            f"data_min beyond {MAX_DATA_MIN:g} would saturate every input): restore model.json"
+        )
     model.preprocess = pre
     return pre
 

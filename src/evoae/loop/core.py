@@ -66,6 +66,9 @@ class Loop:
         """Continue from a checkpoint: the strategy's state, the position, the cache."""
         self.strategy.load_state_dict(ckpt["strategy"])
         self.next_id = int(ckpt["next_id"])
+        told = self.strategy.progress()[0]
+        if self.strategy.unit == "evaluations" and told > self.next_id:
+            raise ValueError(f"the strategy counts {told} evaluations, the journal {self.next_id}")
         self.batches = int(ckpt.get("batches", len(ckpt["history"])))
         self.history = [
             {k: math.inf if v is None else v for k, v in row.items()} for row in ckpt["history"]
@@ -132,7 +135,7 @@ class Loop:
             if not self.states_listed:  # runs whose manifest predates states/
                 rf.add_to_manifest(self.run_dir, rf.STATES_DIR)
                 self.states_listed = True
-            save = str(rf.state_stem(self.run_dir, eval_id))
+            save = str(rf.save_stem(self.run_dir, eval_id))
         return Task(spec, seed, int(plan.epochs), resume=resume, save=save)
 
     def row(

@@ -84,7 +84,8 @@ class Lineage:
                 tasks.append(Task(spec, seed, epochs))
                 continue
             stem = None if parent is None else str(self.stem(parent))
-            tasks.append(Task(spec, seed, epochs, save=str(self.stem(base + i)), inherit=stem))
+            save = rf.save_stem(self.run_dir.resolve(), base + i)
+            tasks.append(Task(spec, seed, epochs, save=str(save), inherit=stem))
         return parents, tasks
 
     def stem(self, eval_id: int) -> Path:
@@ -109,7 +110,8 @@ class Lineage:
             if m is None or p.is_symlink() or not p.is_file():
                 continue
             n = int(m["id"])
-            if everything or m["tmp"] or (n < next_id and n not in keep):
+            mine = m["tmp"] or rf.is_state_file(p)  # by content: a user's 2024.json stays
+            if mine and (everything or m["tmp"] or (n < next_id and n not in keep)):
                 p.unlink()
         if everything and not any(folder.iterdir()):
             folder.rmdir()

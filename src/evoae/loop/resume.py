@@ -3,12 +3,9 @@ settings it may change (budgets grow, execution options and final epochs are fre
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from evoae import evolution
 from evoae.data import Splits
@@ -19,6 +16,7 @@ from evoae.objectives import Objective
 from evoae.options import options_of
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal
+from evoae.runs.reader import data_digest
 from evoae.settings import SECTIONS, SearchSettings
 from evoae.spaces import Space
 from evoae.training.budget import FLOORS, honour_counts
@@ -35,11 +33,7 @@ def strategy_name(strategy: str | Strategy | None) -> str:
 
 def data_fingerprint(splits: Splits) -> str:
     """SHA-256 of the training and validation data: a resume must see the same bytes."""
-    h = hashlib.sha256()
-    for x in (splits.train.x, splits.val.x):
-        h.update(str(x.shape).encode())
-        h.update(np.ascontiguousarray(x).tobytes())
-    return h.hexdigest()
+    return data_digest(splits.train.x, splits.val.x)
 
 
 def check_resumed_run(run_dir: Path, space: Space, fingerprint: str, obj: Objective) -> None:

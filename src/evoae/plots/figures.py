@@ -113,8 +113,22 @@ def plot_image_grid(
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
+    """Save through the write guard (:mod:`evoae.runs.guard`): never over a user's file."""
+    import io
+
+    from evoae.runs.atomic import atomic_write_bytes
+    from evoae.runs.guard import check_inside, run_root
+
     path = Path(path)
+    root = run_root(path)
+    if root is not None:
+        check_inside(root, path)  # before mkdir: a linked plots/ is refused, not followed
+    buf = io.BytesIO()
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    try:
+        fig.savefig(buf, format=fmt)
+    finally:
+        plt.close(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
     return path

@@ -41,7 +41,8 @@ from evoae.families.io import load_model  # noqa: E402
 from evoae.models.pca import pca_basis  # noqa: E402
 from evoae.runs import folder as rf  # noqa: E402
 from evoae.runs.atomic import atomic_write_text  # noqa: E402
-from evoae.runs.reader import RunView, read_run, top_candidates  # noqa: E402
+from evoae.runs.guard import check_new_file  # noqa: E402
+from evoae.runs.reader import RunView, check_data, read_run, top_candidates  # noqa: E402
 from evoae.settings import SearchSettings  # noqa: E402
 
 #: Plots a family's hook may leave in ``plots/``, with the caption the report gives them.
@@ -247,6 +248,7 @@ def pca_comparison(view: RunView, model: nn.Module | None) -> dict[str, Any]:
         splits = load_splits(**dataclasses.asdict(st.data), seed=st.seed)
     except EvoaeError as e:
         return {"available": False, "reason": f"the run's data could not be loaded ({e})"}
+    check_data(view.path, splits.train.x, splits.val.x)  # never plot other data as the run's
     k = int(view.settings.get("code_size", 1))
     train = splits.train.x.reshape(len(splits.train), -1)
     val = splits.val.x[:PCA_MAX_ROWS]
@@ -424,6 +426,9 @@ def write_report(run: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of ``run`` to ``out`` (default ``<run>/report.html``)."""
     view = read_run(run)
     path = Path(out) if out is not None else view.path / rf.REPORT
+    if out is not None:
+        rf.check_path(out, "--out")
+    check_new_file(path)  # refused before the (slow) rendering: never over a user's file
     try:
         atomic_write_text(path, render(view))
     except OSError as e:

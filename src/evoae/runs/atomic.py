@@ -13,13 +13,19 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, record: bool = True) ->
 
     The bytes go to a temporary file in the same folder, are fsynced, then renamed over
     the target; the folder is fsynced so the rename itself survives a power loss. With
-    ``record``, a file written into a run folder is added to its manifest
-    (:mod:`evoae.runs.manifest`), so ``--overwrite`` knows it is evoae's.
+    ``record``, the write goes through :func:`evoae.runs.guard.claim` (a file that is
+    not evoae's, or a link on the way, is refused) and a file written into a run folder
+    is recorded in its manifest with its digest, so ``--overwrite`` knows it is evoae's.
     """
     path = Path(path)
+    if record:
+        from evoae.runs.guard import claim
+
+        claim(path, data)  # refuses a file that is not evoae's, or a link on the way
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(tmp, flags, 0o666), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

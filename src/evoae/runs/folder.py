@@ -27,7 +27,13 @@ from typing import Any
 from evoae.errors import EvoaeError
 from evoae.runs.atomic import atomic_write_text
 from evoae.runs.lock import check_free, hold
-from evoae.runs.manifest import MANIFEST, add_to_manifest, read_manifest, write_manifest
+from evoae.runs.manifest import (
+    MANIFEST,
+    add_to_manifest,
+    read_digests,
+    read_manifest,
+    write_manifest,
+)
 from evoae.runs.schema import BY_NAME, load_json, validate_checkpoint
 
 __all__ = ["add_to_manifest", "check_path", "plan_overwrite", "prepare_new", "read_json"]
@@ -65,6 +71,8 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
         if pbt.is_dir() and not pbt.is_symlink()
         else []
     )
+    listed = read_manifest(folder)
+    owned = None if listed is None else set(listed) | {MANIFEST}
     for sub in (folder, folder / MODEL_DIR, folder / STATES_DIR, *nested):
         if not sub.is_dir() or (sub != folder and sub.is_symlink()):
             continue
@@ -72,11 +80,13 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
             if p.is_symlink() or not p.is_file():
                 continue
             states_tmp = sub == folder / STATES_DIR and _STATE_TEMP.match(p.name)
-            if (
-                _TEMP.match(p.name)
-                or states_tmp
-                or (sub != folder and p.name.endswith(".safetensors.tmp"))
-            ):
+            m = _TEMP.match(p.name)
+            if sub == folder and m is not None and owned is not None:
+                # Top level: only the temporary file of a name the manifest lists (a
+                # user's ".thesis.123.tmp" is not evoae's).
+                if m.group("name") not in owned:
+                    continue
+            if m or states_tmp or (sub != folder and p.name.endswith(".safetensors.tmp")):
                 p.unlink()
                 removed.append(p)
     return removed
@@ -148,8 +158,60 @@ def pbt_state(run_dir: str | Path, key: str) -> Path:
 
 
 def state_stem(run_dir: str | Path, eval_id: int) -> Path:
-    """Where the training state of journal row ``eval_id`` is saved (a checkpoint stem)."""
-    return Path(run_dir) / STATES_DIR / str(int(eval_id))
+    """Where the training state of journal row ``eval_id`` is saved (a checkpoint stem);
+    a ``states/`` that is a link (or leads out of the run) is refused."""
+    from evoae.runs.guard import check_inside
+
+    stem = Path(run_dir) / STATES_DIR / str(int(eval_id))
+    check_inside(run_dir, stem)
+    return stem
+
+
+def save_stem(run_dir: str | Path, eval_id: int) -> Path:
+    """:func:`state_stem` for a state about to be saved: a file already there must be a
+    training state evoae wrote (a killed run's), never a user's file of that name."""
+    stem = state_stem(run_dir, eval_id)
+    for p in (stem.with_suffix(".json"), stem.with_suffix(".safetensors")):
+        if (p.exists() or p.is_symlink()) and not is_state_file(p):
+            raise EvoaeError(
+                f"{p} is not a training state evoae wrote: move it out of the run folder, "
+                "then resume; nothing was written"
+            )
+    return stem
+
+
+def is_state_file(path: Path) -> bool:
+    """Whether ``path`` holds a training state as evoae writes it (by content, not name):
+    the JSON of :func:`evoae.training.rungs.save_rung`, or a safetensors file whose
+    tensors are all ``model.*`` / ``opt.*``. A user's ``2024.json`` is neither."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return False
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if path.suffix == ".json":
+                if size > 1 << 20:
+                    return False
+                data = json.loads(f.read().decode("utf-8"))
+                return (
+                    isinstance(data, dict)
+                    and set(data) <= {"epochs", "optimizer_scalars", "seed"}
+                    and isinstance(data.get("epochs"), int)
+                    and isinstance(data.get("optimizer_scalars"), dict)
+                )
+            if path.suffix == ".safetensors":
+                head = f.read(8)
+                n = int.from_bytes(head, "little") if len(head) == 8 else 0
+                if not 2 <= n <= min(size - 8, 1 << 24):
+                    return False
+                header = json.loads(f.read(n).decode("utf-8"))
+                if not isinstance(header, dict):
+                    return False
+                names = [k for k in header if k != "__metadata__"]
+                return bool(names) and all(k.startswith(("model.", "opt.")) for k in names)
+    except (OSError, ValueError, RecursionError):
+        return False
+    return False
 
 
 _STATE_FILE = re.compile(r"^(\d+)\.(safetensors|json)$")
@@ -163,7 +225,7 @@ def prune_states(run_dir: str | Path, keep: set[int]) -> None:
         return
     for p in folder.iterdir():
         m = _STATE_FILE.match(p.name)
-        if m and int(m.group(1)) not in keep and p.is_file() and not p.is_symlink():
+        if m and int(m.group(1)) not in keep and is_state_file(p):
             p.unlink(missing_ok=True)
 
 
@@ -244,10 +306,13 @@ def _check_files(sub: Path, pattern: re.Pattern[str] | None) -> None:
 def plan_overwrite(folder: str | Path) -> list[Path]:
     """The entries of run ``folder`` that ``--overwrite`` removes; refuses if any is unsafe.
 
-    A folder with a manifest owns what the manifest lists; a run written before manifests
-    (a valid ``journal.sqlite``, no manifest) owns the fixed artifact names. Anything
-    else in the folder, a symbolic link or a foreign file inside ``model/``, ``plots/`` or
-    ``export/`` refuses the whole overwrite: nothing is removed.
+    A folder whose manifest records digests owns exactly the files whose content still
+    has a recorded digest (:mod:`evoae.runs.guard`), the journal's SQLite files, its own
+    temporary files and training states (checked by content). Older runs: a manifest
+    without digests owns what it lists, with the names evoae writes in its sub-folders;
+    a run written before manifests (a valid ``journal.sqlite``) the fixed artifact names.
+    Anything else, or a symbolic link anywhere, refuses the whole overwrite: nothing is
+    removed.
     """
     folder = Path(folder)
     listed = read_manifest(folder)
@@ -260,6 +325,7 @@ def plan_overwrite(folder: str | Path) -> list[Path]:
             f"output folder {folder} is not empty and is not an evoae run (no {MANIFEST}): "
             "choose an empty or new --out"
         )
+    digests = read_digests(folder) if listed is not None else None
     names = sorted(p.name for p in folder.iterdir())
     foreign = [n for n in names if n not in owned and not _owned_temp(n, owned)]
     if foreign:
@@ -276,10 +342,73 @@ def plan_overwrite(folder: str | Path) -> list[Path]:
                 f"{p} is a symbolic link, which evoae never writes: remove the link yourself "
                 "or choose another --out; nothing was deleted"
             )
-        if p.is_dir():
+        if digests is not None:
+            _check_by_digest(folder, p, digests)
+        elif p.is_dir():
             _check_subfolder(folder, n)
         remove.append(p)
     return remove
+
+
+#: Top-level files SQLite writes (no digest: they change with every commit).
+_SQLITE_FILES = (JOURNAL, JOURNAL + "-wal", JOURNAL + "-shm")
+
+
+def _check_by_digest(folder: Path, entry: Path, digests: dict[str, list[str]]) -> None:
+    """Refuse ``entry`` (recursively) unless every file in it is evoae's by content."""
+    from evoae.runs.guard import digest
+
+    def refuse(p: Path, why: str) -> None:
+        raise EvoaeError(
+            f"{p} {why}: move it out of the run folder first, or choose another --out; "
+            "nothing was deleted"
+        )
+
+    stack = [entry]
+    while stack:
+        p = stack.pop()
+        rel = p.relative_to(folder).as_posix()
+        if p.is_symlink():
+            refuse(p, "is a symbolic link, which evoae never writes")
+        if p.is_dir():
+            stack.extend(p.iterdir())
+            continue
+        if not p.is_file():
+            refuse(p, "is not a regular file, so not one evoae wrote")
+        if rel in _SQLITE_FILES or rel == MANIFEST:
+            continue
+        m = _TEMP.match(p.name)
+        if m is not None and (p.parent / m.group("name")).relative_to(folder).as_posix() in (
+            digests
+        ):
+            continue  # the temporary file of a write that was recorded, then killed
+        if p.parent == folder / STATES_DIR and (
+            _STATE_TEMP.match(p.name) or (_STATE_FILE.match(p.name) and is_state_file(p))
+        ):
+            continue  # training states are written by workers and checked by content
+        if p.parent == folder and p.name == _PROBE:
+            continue
+        if digest(p) not in digests.get(rel, []):
+            refuse(p, "is not a file evoae writes (not recorded, or changed since evoae wrote it)")
+
+
+def legacy_owned(root: Path, path: Path, files: list[str]) -> bool:
+    """Whether ``path`` in a run made before digests is evoae's by the rules it was made
+    under: a top-level name the manifest lists, or a name evoae writes in a listed
+    sub-folder."""
+    rel = Path(os.path.abspath(path)).relative_to(Path(os.path.abspath(root))).parts
+    if not rel or rel[0] not in files:
+        return False
+    if len(rel) == 1:
+        return True
+    if rel[0] in _NESTED and len(rel) == 3:
+        dirs, names = _NESTED[rel[0]]
+        return bool(dirs.match(rel[1]) and names.match(rel[2]))
+    if rel[0] == FRONT_DIR and len(rel) == 4 and rel[1].isdigit():
+        pattern = _SUBFOLDER_FILES.get(rel[2])
+        return pattern is not None and bool(pattern.match(rel[3]))
+    pattern = _SUBFOLDER_FILES.get(rel[0])
+    return len(rel) == 2 and pattern is not None and bool(pattern.match(rel[1]))
 
 
 def prepare_new(folder: str | Path, *, overwrite: bool) -> Path:
@@ -321,7 +450,7 @@ def prepare_new(folder: str | Path, *, overwrite: bool) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         if not exists:
             hold(folder, handoff=True)
-        write_manifest(folder, RUN_FILES)
+        write_manifest(folder, RUN_FILES, {})
     except OSError as e:
         raise EvoaeError(
             f"cannot write to output folder {folder} ({e.strerror}): choose another --out"

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,18 +81,13 @@ class Journal:
         """
         self.path = Path(path)
         self.run = self.path.parent
+        self.readonly = readonly
         self._locked = False
         self._lock_error: EvoaeError | None = None
         if not create and not self.path.is_file():
             raise EvoaeError(f"{self.path} is missing: this folder is not an evoae run")
         if not create:
             _check_header(self.path)
-            if not readonly:
-                # SQLite checks the file (WAL included) and every row is validated before
-                # anything is written: opening for writing can rewrite the header.
-                with Journal(self.path, readonly=True) as check:
-                    for _ in check.rows():
-                        pass
         if create:
             run_lock.adopt(self.run)  # the hold prepare_new took, or a new one
             self._locked = True
@@ -99,17 +96,16 @@ class Journal:
             # another process, the error is raised by the first write (set_meta, append).
             self._lock_error = run_lock.try_hold(self.run)
             self._locked = self._lock_error is None
+        self._tmp: str | None = None
+        self._rw = create
         try:
-            if readonly:
-                # Without a -wal file the main file is complete: "immutable" then skips
-                # the -shm/-wal files a read-only WAL reader would otherwise create.
-                wal = self.path.with_name(self.path.name + "-wal").exists()
-                uri = f"{self.path.resolve().as_uri()}?mode=ro" + ("" if wal else "&immutable=1")
-                self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+            if create:
+                self._db = _connect_rw(self.path)
             else:
-                self._db = sqlite3.connect(str(self.path), isolation_level=None)
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
+                # Reads never write: the connection that can write (and checkpoints the
+                # WAL into the journal when closed) is opened by the first write, so a
+                # command refused before writing leaves every byte as it found it.
+                self._db, self._tmp = _connect_ro(self.path)
             if create:
                 self._db.executescript(_SCHEMA)
                 self._db.execute(
@@ -125,6 +121,11 @@ class Journal:
                 if check != "ok":
                     raise sqlite3.DatabaseError(check)
                 self._check_ids()
+                if not readonly:
+                    # Every row is validated before anything is written: opening for
+                    # writing can rewrite the header.
+                    for _ in self.rows():
+                        pass
         except sqlite3.DatabaseError as e:
             self.close()
             if create:
@@ -137,6 +138,14 @@ class Journal:
                     f"run {self.run} never started: its journal {self.path.name} was not "
                     "completely created (a full disk?); nothing was evaluated, so start it "
                     "again with --overwrite"
+                ) from None
+            text = str(e)
+            if isinstance(e, sqlite3.OperationalError) and any(
+                w in text for w in ("unable to open", "disk I/O", "full", "readonly", "locked")
+            ):
+                raise EvoaeError(
+                    f"cannot read the run journal {self.path} ({text}): check the disk's free "
+                    "space and the folder's permissions"
                 ) from None
             raise EvoaeError(
                 f"{self.path} is not a usable run journal ({e}); it may be corrupted"
@@ -155,6 +164,11 @@ class Journal:
         db = getattr(self, "_db", None)
         if db is not None:
             db.close()
+            self._db = None  # type: ignore[assignment]
+        tmp = getattr(self, "_tmp", None)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._tmp = None
         self._release()
 
     def _release(self) -> None:
@@ -176,6 +190,21 @@ class Journal:
     def _writable(self) -> sqlite3.Connection:
         if self._lock_error is not None:
             raise self._lock_error
+        if self.readonly:
+            raise EvoaeError(f"the run journal {self.path} was opened read-only")
+        if not self._rw:
+            try:
+                rw = _connect_rw(self.path)
+            except sqlite3.DatabaseError as e:
+                raise EvoaeError(
+                    f"cannot write the run journal {self.path} ({e}): fix the disk or the "
+                    "folder's permissions"
+                ) from None
+            self._db.close()
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                self._tmp = None
+            self._db, self._rw = rw, True
         return self._db
 
     def set_meta(self, key: str, value: Any) -> None:
@@ -345,6 +374,48 @@ def decode_row(r: tuple[Any, ...], run: Path | str = "?") -> Row:
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _connect_rw(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+def _connect_ro(path: Path) -> tuple[sqlite3.Connection, str | None]:
+    """A connection that reads ``path`` and never writes a byte near it.
+
+    Without a non-empty ``-wal`` file the main file is complete and is opened
+    ``immutable`` (SQLite then creates no ``-shm``, takes no lock and checkpoints
+    nothing). With one, even a read-only connection would write the ``-shm`` index (and
+    cannot open at all on a read-only medium), so a private copy of the journal and its
+    WAL is read instead; the copy is deleted on close. Returns the connection and the
+    copy's folder (None when the journal itself is opened).
+    """
+    wal = path.with_name(path.name + "-wal")
+    try:
+        pending = wal.is_file() and wal.stat().st_size > 0
+        if not pending:
+            uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+            return sqlite3.connect(uri, uri=True, isolation_level=None), None
+        tmp = tempfile.mkdtemp(prefix="evoae-journal-")
+        try:
+            copy = Path(tmp) / path.name
+            # The WAL first: a checkpoint by a live writer in between only moves pages
+            # into the main file, whose copy then holds them too.
+            shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+            shutil.copyfile(path, copy)
+            uri = f"{copy.as_uri()}?mode=ro"
+            return sqlite3.connect(uri, uri=True, isolation_level=None), tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except OSError as e:
+        raise EvoaeError(
+            f"cannot read the run journal {path} ({e.strerror or e}): free some space in "
+            f"{tempfile.gettempdir()} or fix the permissions"
+        ) from None
 
 
 def looks_like_journal(path: Path) -> bool:

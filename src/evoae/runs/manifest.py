@@ -4,6 +4,12 @@ Written first when a run folder is prepared, before the journal; every later art
 written into the folder (``report.html``, ``export/``) is added to it. ``--overwrite``
 removes only the entries it lists (and evoae's own temporary files), so files a user
 put into a run folder are never deleted.
+
+Since evoae 0.3 the manifest also holds ``digests``: for every file evoae wrote in the
+run (``plots/fitness.png``, ``export/encoder.onnx``...), the SHA-256 of its content
+(the current one, and the next one while a replacement is in flight). A file is
+evoae's only when its content still has a recorded digest (:mod:`evoae.runs.guard`).
+A manifest without ``digests`` is from an older evoae: its run keeps the older rules.
 """
 
 from __future__ import annotations
@@ -18,9 +24,13 @@ from evoae.errors import EvoaeError
 MANIFEST = "evoae-run.json"
 FORMAT = "evoae-run"
 VERSION = 1
-#: Largest manifest read back (a real one is a few hundred bytes).
-MAX_BYTES = 64 * 1024
+#: Largest manifest read back (a few hundred bytes, plus ~200 per digest entry).
+MAX_BYTES = 4 * 1024 * 1024
 MAX_ENTRIES = 256
+#: Most digest entries (files evoae wrote inside the run folder).
+MAX_DIGESTS = 16384
+DIGESTS = "digests"
+_SHA = re.compile(r"^[0-9a-f]{64}$")
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 
@@ -40,6 +50,18 @@ def _check_name(name: object, where: str) -> str:
 
 def read_manifest(folder: str | Path) -> list[str] | None:
     """The entries ``folder``'s manifest lists, None when it has none; damage is an error."""
+    data = _read(folder)
+    return None if data is None else data["files"]
+
+
+def read_digests(folder: str | Path) -> dict[str, list[str]] | None:
+    """The recorded digests by relative path; None without a manifest or for an older
+    manifest that records none."""
+    data = _read(folder)
+    return None if data is None else data[DIGESTS]
+
+
+def _read(folder: str | Path) -> dict[str, Any] | None:
     path = manifest_path(folder)
     if not path.exists() and not path.is_symlink():
         return None
@@ -66,16 +88,61 @@ def read_manifest(folder: str | Path) -> list[str] | None:
     files = data.get("files")
     if not isinstance(files, list) or len(files) > MAX_ENTRIES:
         raise EvoaeError(f"{where} is damaged (field files is not a list of names)")
-    return [_check_name(n, where) for n in files]
+    names = [_check_name(n, where) for n in files]
+    digests = data.get(DIGESTS)
+    if digests is not None:
+        if not isinstance(digests, dict) or len(digests) > MAX_DIGESTS:
+            raise EvoaeError(f"{where} is damaged (field digests is not a mapping)")
+        for rel, shas in digests.items():
+            for part in str(rel).split("/"):
+                _check_name(part, where)
+            if (
+                not isinstance(shas, list)
+                or not 1 <= len(shas) <= 2
+                or not all(isinstance(h, str) and _SHA.match(h) for h in shas)
+            ):
+                raise EvoaeError(f"{where} is damaged (digests of {rel!r} are not SHA-256)")
+    return {"files": names, DIGESTS: digests}
 
 
-def write_manifest(folder: str | Path, files: list[str] | tuple[str, ...]) -> None:
-    """Write ``folder``'s manifest listing ``files`` (atomically)."""
+def write_manifest(
+    folder: str | Path,
+    files: list[str] | tuple[str, ...],
+    digests: dict[str, list[str]] | None = None,
+) -> None:
+    """Write ``folder``'s manifest listing ``files`` (atomically); ``digests`` None
+    writes an older-format manifest (a run made before digests keeps its rules)."""
     from evoae.runs.atomic import atomic_write_text
 
     names = sorted({_check_name(n, "manifest entry") for n in files})
-    text = json.dumps({"format": FORMAT, "version": VERSION, "files": names}, indent=2)
+    data: dict[str, Any] = {"format": FORMAT, "version": VERSION, "files": names}
+    if digests is not None:
+        data[DIGESTS] = {k: digests[k] for k in sorted(digests)}
+    text = json.dumps(data, indent=1)
     atomic_write_text(manifest_path(folder), text, record=False)
+
+
+def set_digests(folder: str | Path, changes: dict[str, list[str] | None]) -> None:
+    """Record (a list) or forget (None) the digests of paths relative to ``folder``; a
+    recorded top-level file also joins ``files``. An older manifest (no digests) is
+    left as it is."""
+    data = _read(folder)
+    if data is None or data[DIGESTS] is None:
+        return
+    digests = dict(data[DIGESTS])
+    files = list(data["files"])
+    for rel, shas in changes.items():
+        if shas is None:
+            digests.pop(rel, None)
+        else:
+            digests[rel] = shas
+            top = rel.split("/")[0]
+            if top not in files:
+                files.append(top)
+    if len(digests) > MAX_DIGESTS // 4:  # forget files that are gone (old PBT weights)
+        digests = {k: v for k, v in digests.items() if (Path(folder) / k).exists()}
+    if digests != data[DIGESTS] or files != data["files"]:
+        write_manifest(folder, files, digests)
 
 
 def add_to_manifest(folder: str | Path, name: str) -> bool:
@@ -83,11 +150,11 @@ def add_to_manifest(folder: str | Path, name: str) -> bool:
 
     A folder without a manifest (a pre-manifest run, or not a run) is left alone.
     """
-    files = read_manifest(folder)
-    if files is None:
+    data = _read(folder)
+    if data is None:
         return False
-    if name not in files:
-        write_manifest(folder, [*files, name])
+    if name not in data["files"]:
+        write_manifest(folder, [*data["files"], name], data[DIGESTS])
     return True
 
 

@@ -45,7 +45,7 @@ def read_run(folder: str | Path) -> RunView:
     path = Path(folder)
     if not rf.is_run(path):
         raise EvoaeError(f"{path} is not an evoae run folder (no {rf.JOURNAL})")
-    with Journal(path / rf.JOURNAL) as j:
+    with Journal(path / rf.JOURNAL, readonly=True) as j:
         rows = list(j.rows())
         settings = j.get_meta("settings")
     if (path / rf.SETTINGS).is_file():
@@ -69,6 +69,32 @@ def read_run(folder: str | Path) -> RunView:
         history=history,
         raw_settings=settings,
     )
+
+
+def data_digest(train_x: Any, val_x: Any) -> str:
+    """SHA-256 of the training and validation inputs, as a run records it at its start."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for x in (train_x, val_x):
+        h.update(str(x.shape).encode())
+        h.update(np.ascontiguousarray(x).tobytes())
+    return h.hexdigest()
+
+
+def check_data(run_dir: str | Path, train_x: Any, val_x: Any) -> None:
+    """Refuse data whose digest differs from the one run ``run_dir`` recorded (runs made
+    before evoae recorded one pass)."""
+    run_dir = Path(run_dir)
+    with Journal(run_dir / rf.JOURNAL, readonly=True) as j:
+        stored = j.get_meta("data_sha256")
+    if stored is not None and stored != data_digest(train_x, val_x):
+        raise EvoaeError(
+            f"the data of run {run_dir} changed since it started (its SHA-256 differs): "
+            "restore the original data or start a new run"
+        )
 
 
 def best_row(rows: list[Row]) -> Row | None:
