@@ -108,11 +108,6 @@ def _quiet_driver() -> None:
         ray_worker.print_to_stdstream = _to_log
 
 
-def check_reachable(address: str, timeout: float = raycluster.HANDSHAKE_S) -> None:
-    """Fail fast, with one line, when nothing at ``address`` answers as a Ray cluster."""
-    raycluster.check_cluster(address, timeout)
-
-
 class RayEvaluator(Evaluator):
     """Trains tasks as Ray tasks, at most ``workers`` in flight (default: the cluster's CPUs).
 
