@@ -10,6 +10,7 @@ so what a user's script would capture on stdout and stderr is what is checked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -326,3 +327,42 @@ def test_sigterm_ends_a_driver_whose_main_thread_cannot_act() -> None:
         proc.kill()
     assert proc.returncode == 143
     assert err.strip().splitlines() == ["evoae: terminated while joining the Ray cluster"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_mid_search_shuts_down_the_local_ray_evoae_started(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "evoae.cli", "search", "--quiet", *ARGV, "--executor", "ray"]
+    cmd += ["--workers", "1", "--out", str(run)]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
+    started: set[int] = set()
+    try:
+        deadline = time.monotonic() + HANG_S
+        while _finished(run) < 1 and proc.poll() is None and time.monotonic() < deadline:
+            started |= _descendants(proc.pid)
+            time.sleep(0.2)
+        started |= _descendants(proc.pid)
+        assert proc.poll() is None and started, "the search ended before it was signalled"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=HANG_S)
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [p for p in started if _alive(p)]
+    finally:
+        proc.kill()
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 143
+    assert err.strip().splitlines()[-1].startswith("evoae: terminated;"), err
+    assert not left, f"processes of the local Ray outlived evoae: {left}"

@@ -183,8 +183,9 @@ class RayEvaluator(Evaluator):
             ):
                 if ray_address:
                     ray.init(address=ray_address, **options)
-                else:
-                    ray.init(num_cpus=workers or os.cpu_count() or 1, **options)
+                else:  # "local": a new instance, never a cluster ray start left running
+                    cpus = workers or os.cpu_count() or 1
+                    ray.init(address="local", num_cpus=cpus, **options)
             if not verbose:
                 _quiet_driver()
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
