@@ -69,15 +69,31 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
+@contextlib.contextmanager
+def _address_file_untouched() -> Iterator[None]:
+    import ray._common.utils
+    import ray._private.utils
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ray._private.utils, "write_ray_address", lambda *a, **k: None)
+        mp.setattr(ray._common.utils, "reset_ray_address", lambda *a, **k: None)
+        yield
+
+
 class LocalCluster:
     """A head and two workers on 127.0.0.1; every process it started is remembered, so
     the ones a killed raylet orphans (its agents, idle workers) are ended too."""
 
     def __init__(self) -> None:
-        self.cluster = Cluster(
-            initialize_head=True,
-            head_node_args=dict(num_cpus=1, node_ip_address="127.0.0.1", include_dashboard=False),
-        )
+        # Not recorded as this machine's current cluster (/tmp/ray/ray_current_cluster):
+        # a plain ray.init() elsewhere on a shared machine would join it.
+        with _address_file_untouched():
+            self.cluster = Cluster(
+                initialize_head=True,
+                head_node_args=dict(
+                    num_cpus=1, node_ip_address="127.0.0.1", include_dashboard=False
+                ),
+            )
         self.workers = [self.cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")]
         self.workers.append(self.cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1"))
         self.started: set[int] = set()
@@ -100,7 +116,8 @@ class LocalCluster:
     def shutdown(self) -> None:
         self.remember()
         try:
-            self.cluster.shutdown()
+            with _address_file_untouched():
+                self.cluster.shutdown()
         finally:
             for pid in self.started:
                 try:
@@ -156,7 +173,13 @@ def _search_killing(
         deadline = time.monotonic() + HANG_S
         while proc.poll() is None and time.monotonic() < deadline:
             if not killed and _finished(run) >= at_rows:
-                kill()
+                # The driver is stopped while the nodes die, so the rest of its search
+                # cannot finish before they do (its tasks take well under a second).
+                os.kill(proc.pid, signal.SIGSTOP)
+                try:
+                    kill()
+                finally:
+                    os.kill(proc.pid, signal.SIGCONT)
                 killed = True
             time.sleep(0.2)
         out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
@@ -363,6 +386,6 @@ def test_sigterm_mid_search_shuts_down_the_local_ray_evoae_started(tmp_path: Pat
         for pid in started:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    assert proc.returncode == 143
+    assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1].startswith("evoae: terminated;"), err
     assert not left, f"processes of the local Ray outlived evoae: {left}"
