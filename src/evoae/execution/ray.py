@@ -212,7 +212,9 @@ class RayEvaluator(Evaluator):
         finally:
             if not self._lost:  # the consumer stopped early (an error, a kill)
                 for ref in in_flight:
-                    ray.cancel(ref, force=True)
+                    # Cleanup must not replace the exception that got us here.
+                    with contextlib.suppress(Exception):
+                        ray.cancel(ref, force=True)
 
     def _wait(self, refs: list[ray.ObjectRef]) -> ray.ObjectRef:
         """The next finished task; raises :class:`ExecutorLost` once the head is gone.
