@@ -3,9 +3,9 @@
 ``ray.init`` on a bad address can block for minutes in Ray's C++ client, deaf to
 SIGTERM: an open port that is not Ray, or a cluster that listens on 127.0.0.1 only while
 Ray rewrites ``127.0.0.1`` to the machine's network address. So evoae first asks the
-head's GCS, over gRPC with a deadline, for its cluster id and its nodes, and checks that
-one of them runs on this machine (a driver attaches to a local raylet); a loopback
-address pins the driver's node IP to 127.0.0.1. While ``ray.init`` runs, a watchdog
+head's GCS, over gRPC with a deadline, for its cluster id and its nodes; a loopback
+address pins the driver's node IP to it, and one of the nodes must run there (a driver
+attaches to a local raylet). While ``ray.init`` runs, a watchdog
 thread ends the process on SIGTERM / SIGINT if the main thread cannot.
 """
 
@@ -166,7 +166,7 @@ def check_cluster(address: str, timeout: float = HANDSHAKE_S) -> tuple[str, str 
 
     The node IP is the loopback address given (None otherwise: Ray's choice).
     Raises :class:`EvoaeError` when nothing answers as Ray within ``timeout`` seconds,
-    or when no live node of the cluster runs on this machine to attach the driver to.
+    or, for a loopback address, when no live node runs at it to attach the driver to.
     """
     original = address
     if address == "auto":
@@ -182,9 +182,10 @@ def check_cluster(address: str, timeout: float = HANDSHAKE_S) -> tuple[str, str 
         nodes = gcs_nodes(target, timeout)
     except grpc.RpcError as e:
         raise _unreachable(original, _why(e, timeout)) from None
-    node_ip = parsed.node_ip or _this_node_ip(target)
-    here = [ip for ip, alive in nodes if alive and ip == node_ip]
-    if not here:
+    # Only a pinned node IP is known for sure; elsewhere Ray picks the driver's node (a
+    # machine with several addresses may have registered under any of them).
+    node_ip = parsed.node_ip
+    if node_ip is not None and not any(alive and ip == node_ip for ip, alive in nodes):
         ips = sorted({ip for ip, alive in nodes if alive}) or ["none alive"]
         raise EvoaeError(
             f"the Ray cluster at {original} has no node on this machine at {node_ip} (its "
@@ -192,12 +193,6 @@ def check_cluster(address: str, timeout: float = HANDSHAKE_S) -> tuple[str, str 
             f"--node-ip-address={node_ip}, or run evoae on a node of the cluster"
         )
     return target, parsed.node_ip
-
-
-def _this_node_ip(target: str) -> str:
-    from ray._private import services
-
-    return str(services.get_node_ip_address(target))
 
 
 @contextlib.contextmanager
