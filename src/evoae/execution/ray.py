@@ -39,8 +39,9 @@ HEAD_POLL_S = 2.0
 #: Seconds without an answer from the head before the search is stopped (well under
 #: the 60 s after which Ray's own client kills the driver with its own message).
 HEAD_LOST_S = 10.0
-#: Seconds ``close`` waits for Ray to let go of a cluster whose head is gone.
-SHUTDOWN_S = 3.0
+#: Seconds ``close`` waits for Ray to let go of a cluster whose head is gone (it takes
+#: 10-20 s; a process that exits while Ray's C++ client still shuts down can abort).
+SHUTDOWN_S = 30.0
 
 _data_key: str | None = None
 _lock = threading.Lock()
