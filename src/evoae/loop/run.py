@@ -23,6 +23,7 @@ from evoae.settings import SearchSettings
 from evoae.spaces import Space
 from evoae.training import Evaluator
 from evoae.training.budget import final_deadline, search_seconds
+from evoae.training.evaluator import ExecutorLost
 
 #: errno values that mean the run folder cannot be written: an environment problem.
 _WRITE_ERRNOS = {
@@ -41,9 +42,16 @@ def write_errors(run_dir: Path) -> Iterator[None]:
     """A full disk (or a folder gone read-only) becomes an :class:`EvoaeError`: every
     evaluation committed so far stays in the journal (SQLite rolls back a write it could
     not finish) and the checkpoint is the last one fully renamed, so the run can be
-    resumed once there is room."""
+    resumed once there is room. An executor lost mid-search (a Ray cluster's head) ends
+    it the same way, with the command that continues it."""
     try:
         yield
+    except ExecutorLost as e:
+        raise EvoaeError(
+            f"{e}; finished evaluations are safe in the journal: continue with evoae search "
+            f"--resume {run_dir} (on a running cluster, or with --executor inline), or end "
+            f"it now with evoae finish {run_dir}"
+        ) from None
     except OSError as e:
         if e.errno not in _WRITE_ERRNOS:
             raise

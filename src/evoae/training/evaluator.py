@@ -72,6 +72,11 @@ def train_task(task: Task, train: EvalSplit, val: EvalSplit, objective: Objectiv
     return result
 
 
+class ExecutorLost(EvoaeError):
+    """The executor itself is gone mid-search (a Ray cluster's head died): nothing more
+    can be evaluated with it. The search loop adds how to continue the run."""
+
+
 class Evaluator(ABC):
     """Trains and scores candidates on the data it was built with."""
 
