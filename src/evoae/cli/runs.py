@@ -145,29 +145,10 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_show(args: argparse.Namespace) -> int:
+def _info_table(view: Any, record: dict[str, Any]) -> Any:
+    """The run's figures and settings, one row each."""
     from rich.table import Table
 
-    from evoae.evolution import STRATEGIES
-    from evoae.families.registry import describe as describe_spec
-
-    view = read_run(args.run)
-    record = run_record(view)
-    top = top_candidates(view.rows, args.top)
-    front = pareto_front(view.rows)
-    strategy = STRATEGIES.get(str(view.settings.get("strategy")))
-    show_front = args.front or (strategy is not None and "params" in strategy.objectives)
-    if args.json:
-        out = {
-            **record,
-            "settings": view.settings,
-            "final": (view.summary or {}).get("final"),
-            "top": [_row_json(r) for r in top],
-            "front": [_row_json(r) for r in front],
-        }
-        print(json.dumps(out, indent=2))
-        return 0
-    console = _console()
     info = Table(title=f"evoae run {view.path.name}", show_header=False)
     info.add_column(style="bold")
     info.add_column(overflow="fold")
@@ -207,7 +188,15 @@ def run_show(args: argparse.Namespace) -> int:
             f"asha: rungs of {s.get('min_epochs')} to {s.get('max_epochs')} epochs, eta "
             f"{s.get('eta')}; the best is the best at the highest rung reached",
         )
-    console.print(info)
+    return info
+
+
+def _candidates_table(top: list[Any]) -> Any:
+    """The best candidates, one row each (with epochs when rows differ in them)."""
+    from rich.table import Table
+
+    from evoae.families.registry import describe as describe_spec
+
     cand = Table(title=f"best {len(top)} candidates")
     rungs = any("rung" in r.terms for r in top)  # multi-fidelity: rows differ in epochs
     cols = ("eval", "gen", "fitness", *(("epochs",) if rungs else ()), "params", "architecture")
@@ -226,7 +215,34 @@ def run_show(args: argparse.Namespace) -> int:
             f"{r.spec.get('lr', 0):.3g}",
             str(r.spec.get("batch_size")),
         )
-    console.print(cand)
+    return cand
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from evoae.evolution import STRATEGIES
+    from evoae.families.registry import describe as describe_spec
+
+    view = read_run(args.run)
+    record = run_record(view)
+    top = top_candidates(view.rows, args.top)
+    front = pareto_front(view.rows)
+    strategy = STRATEGIES.get(str(view.settings.get("strategy")))
+    show_front = args.front or (strategy is not None and "params" in strategy.objectives)
+    if args.json:
+        out = {
+            **record,
+            "settings": view.settings,
+            "final": (view.summary or {}).get("final"),
+            "top": [_row_json(r) for r in top],
+            "front": [_row_json(r) for r in front],
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    console = _console()
+    console.print(_info_table(view, record))
+    console.print(_candidates_table(top))
     if show_front:
         pf = Table(title=f"Pareto front of (fitness, params): {len(front)} members")
         for col in ("#", "eval", "fitness", "params", "architecture"):
