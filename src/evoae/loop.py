@@ -68,6 +68,7 @@ class _Loop:
         self.s, self.space, self.strategy, self.journal = s, space, strategy, journal
         self.n_train = int(n_train)
         self.objective = objective
+        self.trainer = s.training.trainer
         self.run_dir = run_dir
         self.reporters = reporters
         self.next_id = 0
@@ -171,10 +172,19 @@ class _Loop:
         for i, (spec, parent) in enumerate(zip(specs, parents, strict=True)):
             seed, epochs = self.seed_for(spec, base + i, parent), self.epochs_for(spec)
             if not self.inherit:
-                tasks.append(Task(spec, seed, epochs))
+                tasks.append(Task(spec, seed, epochs, trainer=self.trainer))
                 continue
             stem = None if parent is None else str(self._stem(parent))
-            tasks.append(Task(spec, seed, epochs, save=str(self._stem(base + i)), inherit=stem))
+            tasks.append(
+                Task(
+                    spec,
+                    seed,
+                    epochs,
+                    save=str(self._stem(base + i)),
+                    inherit=stem,
+                    trainer=self.trainer,
+                )
+            )
         return parents, tasks
 
     def _stem(self, eval_id: int) -> Path:
@@ -321,7 +331,7 @@ class _Loop:
         the plan, so a promotion continues with the seed of its first rung."""
         seed = self.seed_for(spec, eval_id)
         if plan is None:
-            return Task(spec, seed, self.epochs_for(spec))
+            return Task(spec, seed, self.epochs_for(spec), trainer=self.trainer)
         resume = None if plan.resume is None else str(rf.state_stem(self.run_dir, plan.resume))
         save = None
         if plan.save:
@@ -329,7 +339,7 @@ class _Loop:
                 rf.add_to_manifest(self.run_dir, rf.STATES_DIR)
                 self.states_listed = True
             save = str(rf.state_stem(self.run_dir, eval_id))
-        return Task(spec, seed, int(plan.epochs), resume=resume, save=save)
+        return Task(spec, seed, int(plan.epochs), resume=resume, save=save, trainer=self.trainer)
 
     def _row(
         self,

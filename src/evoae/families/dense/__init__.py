@@ -2,8 +2,8 @@
 
 The folder holds the whole family: :mod:`.space` (genes, decoding, presets, the PCA
 seed), :mod:`.model` (the torch module), :mod:`.stack` (its stacked population form),
-:mod:`.schema` (what a model file's spec may say) and :mod:`.inherit` (Net2Net
-widening for weight inheritance).
+:mod:`.schema` (what a model file's spec may say), :mod:`.inherit` (Net2Net
+widening for weight inheritance) and :mod:`.kernel` (its hand-written training step).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from evoae.families.dense.inherit import inherit_state
+from evoae.families.dense.kernel import dense_kernel
 from evoae.families.dense.model import DenseAutoencoder
 from evoae.families.dense.schema import DENSE_SPEC, dense_params
 from evoae.families.dense.space import OPTIONS, DenseSpace, dense_preset, describe_dense
@@ -54,4 +55,5 @@ DENSE = Family(
     inherit=inherit_state,
     is_linear=_is_linear,
     space_options=OPTIONS,
+    kernel=dense_kernel,
 )
