@@ -263,10 +263,12 @@ class DenseKernel:
         return loss
 
     def epoch(self, x: torch.Tensor, perm: torch.Tensor) -> float:
-        """Train one epoch over ``x`` in the row order ``perm``; returns the mean loss
-        over rows, summed as :func:`evoae.training.trainer.fit` sums it."""
-        if x.dtype != self.dtype or x.device != self.device or x.dim() != 2:
-            raise ValueError("the kernel trains on 2-D inputs of its parameters' dtype and device")
+        """Train one epoch over ``x`` (rows of any shape, flattened as the model does)
+        in the row order ``perm``; returns the mean loss over rows, summed as
+        :func:`evoae.training.trainer.fit` sums it."""
+        x = x.reshape(x.shape[0], -1)  # the model flattens its inputs (a view for most)
+        if x.dtype != self.dtype or x.device != self.device or x.shape[1] != self.x.shape[1]:
+            raise ValueError("the kernel trains on inputs of its model's width, dtype and device")
         perm = perm.to(self.device)
         n = x.shape[0]
         total = torch.zeros((), dtype=torch.float64, device=self.device)
