@@ -6,8 +6,10 @@ backward pass and the optimizer step of one batch are a fixed list of tensor cal
 buffers allocated once per training (``torch.addmm`` / ``torch.mm`` with ``out=``,
 activation gradients in place), then one fused optimizer call. The backward formulas
 are the ones autograd itself calls (``aten.*_backward``), so a kernel epoch equals an
-autograd epoch of :func:`evoae.training.trainer.fit` to float32 rounding (the GEMM
-summation order and the fused Adam differ in the last bits).
+autograd epoch of :func:`evoae.training.trainer.fit` to float32 rounding: SGD's
+weights bit for bit, the loss (summed by one dot product) and fused Adam's update in
+the last bits. Non-finite losses, the batch order and the per-epoch mean loss are
+``fit``'s.
 
 The parameters trained are the model's own ``nn.Linear`` tensors and the optimizer
 state lives in the ``torch.optim`` optimizer passed in (the keys and shapes PyTorch's
