@@ -437,6 +437,7 @@ def _final_training(
                 min_steps=t.final_min_steps,
                 on_epoch=on_epoch if reporters else None,
                 deadline=deadline,
+                trainer=t.trainer,
             )
         )
 
@@ -460,6 +461,8 @@ def _final_pbt(
     t0 = time.perf_counter()
     copies, ready = t.final_pbt, t.final_pbt_ready
     config = {"spec": spec, "copies": copies, "epochs": epochs, "ready": ready, "seed": seed}
+    if t.trainer != "autograd":  # the key of runs made before the kernel stays the same
+        config["trainer"] = t.trainer
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     state = rf.pbt_state(run_dir, key) if run_dir is not None else None
 
@@ -470,7 +473,7 @@ def _final_pbt(
 
     res = pbt_train(
         spec, train, val, copies=copies, epochs=epochs, ready=ready, seed=seed,
-        state_path=state, on_interval=on_interval,
+        state_path=state, on_interval=on_interval, trainer=t.trainer,
         stop=None if deadline is None else lambda: time.perf_counter() >= deadline,
     )  # fmt: skip
     last = [r for r in res.history if r["interval"] == res.history[-1]["interval"]]

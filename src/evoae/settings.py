@@ -227,6 +227,14 @@ class TrainingSettings:
         high=MAX_EPOCHS,
         resumable=True,
     )
+    trainer: str = opt(
+        "kernel",
+        "kernel: a hand-written training step (dense family; others use autograd); "
+        "autograd: PyTorch's backward and optimizer, the reference (runs made before "
+        "the kernel read as autograd)",
+        choices=("kernel", "autograd"),  # evoae.training.trainer.TRAINERS
+        legacy="autograd",
+    )
     objective: str = opt(
         "recon",
         f"what candidates are scored on, always minimised ({', '.join(OBJECTIVES)}; "

@@ -23,6 +23,7 @@ from evoae.families.registry import (
     make_space,
     register,
     space_from_config,
+    training_kernel,
 )
 
 for _family in (DENSE, CONV_VAE, CONV_AE):
@@ -42,4 +43,5 @@ __all__ = [
     "make_space",
     "register",
     "space_from_config",
+    "training_kernel",
 ]

@@ -90,6 +90,11 @@ class Family:
     #: Space options beyond the shared ones that this family's space takes (``--max-ratio``
     #: is refused for a family without ``max_ratio``).
     space_options: tuple[str, ...] = ()
+    #: ``kernel(model, opt, batch_size) -> obj | None``: a hand-written training step for
+    #: the model and its ``torch.optim`` optimizer (``obj.epoch(x, perm) -> mean loss``,
+    #: as :func:`evoae.training.trainer.epoch_runner`), or None where it does not cover
+    #: them (then autograd trains). Dense: :mod:`evoae.families.dense.kernel`.
+    kernel: Callable[[nn.Module, Any, int], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,16 @@ def inherit_state(theirs: dict[str, Any], child: nn.Module, seed: int = 0) -> li
     from evoae.models.base import copy_matching
 
     return copy_matching(theirs, child)
+
+
+def training_kernel(model: nn.Module, opt: Any, batch_size: int) -> Any:
+    """The family's training kernel for ``model`` (a built family module with ``spec``)
+    trained by ``opt`` at ``batch_size``, or None (train with autograd)."""
+    spec = getattr(model, "spec", None)
+    family = FAMILIES.get(spec.get("family")) if isinstance(spec, dict) else None
+    if family is None or family.kernel is None:
+        return None
+    return family.kernel(model, opt, batch_size)
 
 
 def make_space(model: str, preset: str, train: Any, code_size: int, **options: Any) -> Space:

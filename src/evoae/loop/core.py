@@ -136,7 +136,8 @@ class Loop:
                 rf.add_to_manifest(self.run_dir, rf.STATES_DIR)
                 self.states_listed = True
             save = str(rf.save_stem(self.run_dir, eval_id))
-        return Task(spec, seed, int(plan.epochs), resume=resume, save=save)
+        trainer = self.s.training.trainer
+        return Task(spec, seed, int(plan.epochs), resume=resume, save=save, trainer=trainer)
 
     def row(
         self,

@@ -80,12 +80,13 @@ class Lineage:
         for i, (spec, parent) in enumerate(zip(specs, parents, strict=True)):
             seed = self.keys.seed_for(spec, base + i, parent)
             epochs = self.keys.epochs_for(spec)
+            trainer = self.keys.s.training.trainer
             if not self.on:
-                tasks.append(Task(spec, seed, epochs))
+                tasks.append(Task(spec, seed, epochs, trainer=trainer))
                 continue
             stem = None if parent is None else str(self.stem(parent))
-            save = rf.save_stem(self.run_dir.resolve(), base + i)
-            tasks.append(Task(spec, seed, epochs, save=str(save), inherit=stem))
+            save = str(rf.save_stem(self.run_dir.resolve(), base + i))
+            tasks.append(Task(spec, seed, epochs, save=save, inherit=stem, trainer=trainer))
         return parents, tasks
 
     def stem(self, eval_id: int) -> Path:

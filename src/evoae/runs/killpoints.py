@@ -11,7 +11,8 @@ that gets there (it creates ``PATH``), so a retried worker survives.
 Points used by evoae: ``trained`` (a result arrived, not yet journaled), ``appended``
 (a row was committed, the strategy not yet told), ``before_rename:FILE`` (an atomic
 write's temporary file is complete but not yet renamed over ``FILE``) and ``forward``
-(every ``nn.Module`` forward call once :func:`arm_forward` ran: mid-training).
+(every ``nn.Module`` forward call once :func:`arm_forward` ran: mid-training; the
+dense kernel counts the calls its step stands for, :func:`forward_calls`).
 """
 
 from __future__ import annotations
@@ -61,3 +62,11 @@ def arm_forward() -> None:
 
     torch.nn.modules.module.register_module_forward_hook(lambda *_: kill_point("forward"))
     _armed = True
+
+
+def forward_calls(n: int) -> None:
+    """Count ``n`` module forward calls at once, once :func:`arm_forward` ran: a training
+    step that calls no module (the dense kernel) stands for the calls autograd makes."""
+    if _armed:
+        for _ in range(n):
+            kill_point("forward")

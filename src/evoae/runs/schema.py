@@ -301,6 +301,7 @@ _SETTINGS_FIELDS: dict[str, Checker] = {
     "final_epochs": integer(0, 10**6),
     "final_pbt": integer(0, 10**6),
     "final_pbt_ready": integer(1, 10**6),
+    "trainer": string(16, choices=("kernel", "autograd")),
     "seed": integer(0, MAX_SEED),
     "device": string(32),
     "executor": string(64),

@@ -32,6 +32,7 @@ class Task:
     ``resume`` continues a training saved there (multi-fidelity promotion), ``save``
     keeps the trained state there, ``inherit`` starts from a parent's saved weights
     where the shapes allow (weight inheritance). A task with none of them is *plain*.
+    ``trainer`` picks the training step (:data:`evoae.training.trainer.TRAINERS`).
     """
 
     spec: dict[str, Any]
@@ -40,6 +41,7 @@ class Task:
     resume: str | None = None
     save: str | None = None
     inherit: str | None = None
+    trainer: str = "autograd"
 
     @property
     def plain(self) -> bool:
@@ -51,7 +53,13 @@ def train_task(task: Task, train: EvalSplit, val: EvalSplit, objective: Objectiv
     """Train and score one task: every evaluator's single-candidate path."""
     if task.plain:
         result, _ = train_candidate(
-            task.spec, train, val, epochs=task.epochs, seed=task.seed, objective=objective
+            task.spec,
+            train,
+            val,
+            epochs=task.epochs,
+            seed=task.seed,
+            objective=objective,
+            trainer=task.trainer,
         )
         return result
     common: dict[str, Any] = dict(
@@ -60,6 +68,7 @@ def train_task(task: Task, train: EvalSplit, val: EvalSplit, objective: Objectiv
         objective=objective,
         save=task.save,
         inherit=task.inherit,
+        trainer=task.trainer,
     )
     try:
         result, _ = train_rung(task.spec, train, val, resume=task.resume, **common)

@@ -54,7 +54,7 @@ from evoae.objectives.reconstruction import evaluate
 from evoae.runs import schema
 from evoae.runs.atomic import atomic_write_bytes, atomic_write_text
 from evoae.training.optim import make_optimizer
-from evoae.training.trainer import batch_order, initial_state
+from evoae.training.trainer import batch_order, epoch_runner, initial_state
 
 FORMAT = "evoae-pbt"
 VERSION = 1
@@ -129,21 +129,16 @@ def _apply_hparams(m: Member) -> None:
         m.model.beta = m.hparams["beta"]
 
 
-def _train_interval(m: Member, x: torch.Tensor, epochs: int, interval: int) -> float:
+def _train_interval(
+    m: Member, x: torch.Tensor, epochs: int, interval: int, trainer: str = "autograd"
+) -> float:
     """Train ``m`` for ``epochs`` epochs; returns the last epoch's mean training loss."""
-    bs = int(m.hparams["batch_size"])
     m.model.train()
+    # Built per interval: exploit and explore replace the optimizer state, lr and batch size.
+    run = epoch_runner(m.model, m.optimizer, int(m.hparams["batch_size"]), trainer)
     loss = math.nan
     for perm in batch_order(x.shape[0], epochs, _derive(m.seed, interval, 1)):
-        total = torch.zeros((), dtype=torch.float64)
-        for start in range(0, x.shape[0], bs):
-            xb = x[perm[start : start + bs]]
-            out = m.model(xb)
-            m.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            m.optimizer.step()
-            total += out.loss.detach() * xb.shape[0]
-        loss = float(total) / x.shape[0]
+        loss = run(x, perm)
         if not math.isfinite(loss):
             break
     return loss
@@ -387,6 +382,7 @@ def pbt_train(
     explore_batch: bool = True,
     on_interval: Callable[[int, list[dict[str, Any]]], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    trainer: str = "autograd",
 ) -> PBTResult:
     """Train ``copies`` members of ``spec`` with PBT for ``epochs`` epochs each.
 
@@ -410,6 +406,8 @@ def pbt_train(
         (progress reports; tests raise from it to simulate a crash).
     stop
         Asked after each interval but the last: True ends the training (a time budget).
+    trainer
+        The training step (:data:`evoae.training.trainer.TRAINERS`).
 
     Returns
     -------
@@ -426,7 +424,10 @@ def pbt_train(
     if epochs < 1 or ready < 1:
         raise EvoaeError(f"epochs and ready must be at least 1, got {epochs} and {ready}")
     config = dict(spec=spec, copies=copies, epochs=epochs, ready=ready, seed=seed)
-    config = json.loads(json.dumps({**config, "explore_batch": explore_batch, "n_train": len(xt)}))
+    config.update(explore_batch=explore_batch, n_train=len(xt))
+    if trainer != "autograd":  # checkpoints made before the kernel keep their config
+        config["trainer"] = trainer
+    config = json.loads(json.dumps(config))
     members = [_make_member(spec, i, seed, xt) for i in range(copies)]
     folder = Path(state_path) if state_path is not None else None
     done, history = (0, []) if folder is None else _load_state(folder, config, members)
@@ -434,7 +435,7 @@ def pbt_train(
 
     for k in range(done, n_intervals):
         span = min(ready, epochs - k * ready)
-        rows = [_train_member(m, xt, xv, span, k, k * ready + span) for m in members]
+        rows = [_train_member(m, xt, xv, span, k, k * ready + span, trainer) for m in members]
         if k < n_intervals - 1:
             rng = np.random.default_rng(_derive(seed, k, 2))
             _exploit_explore(members, rows, rng, explore_batch)
@@ -452,11 +453,11 @@ def pbt_train(
 
 
 def _train_member(
-    m: Member, xt: torch.Tensor, xv: torch.Tensor, span: int, k: int, epoch: int
+    m: Member, xt: torch.Tensor, xv: torch.Tensor, span: int, k: int, epoch: int, trainer: str
 ) -> dict[str, Any]:
     """Train member ``m`` for interval ``k`` (``span`` epochs) and score it: its row."""
     used = dict(m.hparams)
-    train_loss = _train_interval(m, xt, span, k)
+    train_loss = _train_interval(m, xt, span, k, trainer)
     val_loss = evaluate(m.model, xv)["loss"] if math.isfinite(train_loss) else math.inf
     m.val_loss = val_loss if math.isfinite(val_loss) else math.inf
     return {

@@ -224,6 +224,7 @@ def train_rung(
     resume: str | Path | None = None,
     save: str | Path | None = None,
     inherit: str | Path | None = None,
+    trainer: str = "autograd",
 ) -> tuple[Result, torch.nn.Module]:
     """Train ``spec`` up to ``epochs`` epochs in total, from ``resume``'s checkpoint when
     given (else from scratch), score it, and save the checkpoint to ``save`` when given.
@@ -234,7 +235,9 @@ def train_rung(
     new model starts from the parent's weights wherever
     :func:`evoae.families.inherit_state` can carry them over (dense: widened
     Net2Net-style) with replicas drawn from ``seed`` (its optimizer starts fresh).
-    ``result.terms["epochs"]`` records the rung's total epochs.
+    ``result.terms["epochs"]`` records the rung's total epochs. ``trainer`` picks the
+    training step (:data:`evoae.training.trainer.TRAINERS`); both keep the same
+    ``torch.optim`` state, so a rung saved by one continues under the other.
     """
     t0 = time.perf_counter()
     objective = objective if objective is not None else Reconstruction()
@@ -258,6 +261,7 @@ def train_rung(
         seed=seed,
         start_epoch=start,
         opt=opt,
+        trainer=trainer,
     )
     score: Score | None = None
     if not losses or torch.isfinite(torch.tensor(losses[-1])):

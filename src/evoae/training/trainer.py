@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from evoae.families import build_model
+from evoae.families import build_model, training_kernel
 from evoae.models import count_params
 from evoae.models.pca import PCABasis, pca_basis
 from evoae.objectives import EvalSplit, Objective, Reconstruction, Score, evaluate
@@ -27,7 +27,17 @@ from evoae.objectives.reconstruction import EVAL_BATCH
 from evoae.training.budget import EPOCH_CAP, PLATEAU, TIME_CAP
 from evoae.training.optim import make_optimizer
 
-__all__ = ["EVAL_BATCH", "Result", "as_split", "evaluate", "fit", "make_result", "train_candidate"]
+__all__ = [
+    "EVAL_BATCH",
+    "TRAINERS",
+    "Result",
+    "as_split",
+    "epoch_runner",
+    "evaluate",
+    "fit",
+    "make_result",
+    "train_candidate",
+]
 
 
 @dataclass
@@ -111,6 +121,38 @@ def batch_order(n: int, epochs: int, seed: int) -> list[torch.Tensor]:
     return [torch.randperm(n, generator=g) for _ in range(epochs)]
 
 
+#: How a candidate is trained: ``kernel`` (the family's hand-written training step where
+#: it covers the model, e.g. :mod:`evoae.families.dense.kernel`; autograd otherwise) or
+#: ``autograd`` (the reference path: ``loss.backward()`` and a ``torch.optim`` step).
+TRAINERS = ("kernel", "autograd")
+
+
+def epoch_runner(
+    model: nn.Module, opt: torch.optim.Optimizer, batch_size: int, trainer: str = "autograd"
+) -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """``run(x, perm) -> mean loss``: one training epoch over ``x`` in the row order
+    ``perm`` at ``batch_size``, by ``trainer`` (see :data:`TRAINERS`). The loss is summed
+    over rows in float64 and divided by the row count, the same for every trainer."""
+    if trainer not in TRAINERS:
+        raise ValueError(f"unknown trainer {trainer!r}: choose from {', '.join(TRAINERS)}")
+    kernel = training_kernel(model, opt, batch_size) if trainer == "kernel" else None
+    if kernel is not None:
+        return kernel.epoch
+
+    def run(x: torch.Tensor, perm: torch.Tensor) -> float:
+        total = torch.zeros((), dtype=torch.float64)
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[perm[start : start + batch_size]]
+            out = model(xb)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            opt.step()
+            total += out.loss.detach() * xb.shape[0]
+        return float(total) / x.shape[0]
+
+    return run
+
+
 def fit(
     model: nn.Module,
     x: torch.Tensor,
@@ -124,6 +166,7 @@ def fit(
     after_epoch: Callable[[int], bool] | None = None,
     start_epoch: int = 0,
     opt: torch.optim.Optimizer | None = None,
+    trainer: str = "autograd",
 ) -> list[float]:
     """Train in place; returns the mean training loss of each epoch.
 
@@ -133,21 +176,16 @@ def fit(
     becomes NaN or infinite, or when ``after_epoch(epochs_done)`` returns True.
     ``start_epoch`` and ``opt`` continue a training stopped after ``start_epoch`` epochs
     (with its optimizer): epochs ``start_epoch..epochs-1`` then see exactly the batches
-    an uninterrupted run would (multi-fidelity rungs).
+    an uninterrupted run would (multi-fidelity rungs). ``trainer`` picks the training
+    step (:data:`TRAINERS`); the optimizer state is the same ``torch.optim`` state
+    either way, so a training may continue with the other trainer.
     """
     opt = opt if opt is not None else make_optimizer(optimizer, model.parameters(), lr)
     model.train()
+    run = epoch_runner(model, opt, batch_size, trainer)
     losses: list[float] = []
     for perm in batch_order(x.shape[0], epochs, seed)[start_epoch:]:
-        total = torch.zeros((), dtype=torch.float64)
-        for start in range(0, x.shape[0], batch_size):
-            xb = x[perm[start : start + batch_size]]
-            out = model(xb)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            opt.step()
-            total += out.loss.detach() * xb.shape[0]
-        epoch_loss = float(total) / x.shape[0]
+        epoch_loss = run(x, perm)
         losses.append(epoch_loss)
         if on_epoch is not None:
             on_epoch(len(losses), epoch_loss)
@@ -209,6 +247,7 @@ def train_candidate(
     patience: int = 0,
     min_steps: int = 0,
     deadline: float | None = None,
+    trainer: str = "autograd",
 ) -> tuple[Result, nn.Module]:
     """Build, train and score one candidate; never raises for a diverging model.
 
@@ -259,6 +298,7 @@ def train_candidate(
             seed=seed,
             on_epoch=on_epoch,
             after_epoch=after_epoch if plateau is not None or deadline is not None else None,
+            trainer=trainer,
         )
         if plateau is not None and (not losses or math.isfinite(losses[-1])):
             plateau.restore()

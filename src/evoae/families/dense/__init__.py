@@ -2,9 +2,9 @@
 
 The folder holds the whole family: :mod:`.space` (genes, decoding, presets, the PCA
 seed), :mod:`.model` (the torch module), :mod:`.stack` (its stacked population form),
-:mod:`.schema` (what a model file's spec may say) and :mod:`.inherit` (Net2Net
-widening for weight inheritance). The entry names its heavy parts (``Lazy``): torch and
-numpy are imported on first use.
+:mod:`.schema` (what a model file's spec may say), :mod:`.inherit` (Net2Net
+widening for weight inheritance) and :mod:`.kernel` (its hand-written training step).
+The entry names its heavy parts (``Lazy``): torch and numpy are imported on first use.
 """
 
 from __future__ import annotations
@@ -66,4 +66,5 @@ DENSE = Family(
     inherit=Lazy("evoae.families.dense.inherit:inherit_state"),
     is_linear=_is_linear,
     space_options=OPTIONS,
+    kernel=Lazy("evoae.families.dense.kernel:dense_kernel"),
 )
