@@ -15,8 +15,8 @@ from conftest import TINY_SEARCH, dense_spec
 import evoae
 from evoae.families import build_model, training_kernel
 from evoae.families.dense.kernel import dense_kernel
-from evoae.models.layers import ACTIVATION_NAMES
 from evoae.settings import SearchSettings
+from evoae.spaces import ACTIVATION_NAMES
 from evoae.spaces.base import OPTIMIZERS
 from evoae.training.optim import make_optimizer
 from evoae.training.pbt import pbt_train
@@ -201,7 +201,7 @@ def test_a_seed_preset_search_finds_the_same_best_with_either_trainer(tmp_path):
 
 def test_kernel_benchmark_smoke_runs():
     """benchmarks/kernel.py --smoke: an API change that breaks the benchmark fails here."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
     proc = subprocess.run(
         [sys.executable, str(root / "benchmarks" / "kernel.py"), "--smoke"],

@@ -48,8 +48,24 @@ def test_journal_equals_the_one_recorded_before_the_open_core_change(tmp_path, c
     # Recorded with autograd, before the dense kernel (which agrees to float rounding).
     settings = {"trainer": "autograd", **recorded["settings"]}
     result = evoae.search("digits", out=tmp_path / case, **settings)
-    assert journal_rows(str(tmp_path / case)) == recorded["rows"]
-    assert result.final["val_loss"] == recorded["final_val"]
+    _same_rows(journal_rows(str(tmp_path / case)), recorded["rows"])
+    assert result.final["val_loss"] == pytest.approx(recorded["final_val"], rel=1e-4)
+
+
+def _same_rows(got: list[dict], want: list[dict]) -> None:
+    """Equal journals: the same candidates, seeds and statuses; losses and terms equal
+    to float tolerance (fused optimizers and other machines round differently)."""
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        floats = ("fitness", "train_loss", "val_loss", "terms")
+        assert {k: v for k, v in a.items() if k not in floats} == {
+            k: v for k, v in b.items() if k not in floats
+        }
+        for k in ("fitness", "train_loss", "val_loss"):
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-7), (a["id"], k)
+        ta, tb = json.loads(a["terms"]), json.loads(b["terms"])
+        assert ta.keys() == tb.keys()
+        assert all(ta[k] == pytest.approx(tb[k], rel=1e-4, abs=1e-7) for k in ta), a["id"]
 
 
 # ------------------------------------------------------------------ a user's strategy
