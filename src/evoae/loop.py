@@ -527,7 +527,7 @@ def search(
         s.space.preset,
         splits.train,
         s.space.code_size,
-        **s.space.space_options(),
+        **s.space_options(),
     )
     strat = (
         instance

@@ -18,6 +18,7 @@ from evoae.evolution import STRATEGIES
 from evoae.families.registry import describe as describe_spec
 from evoae.runs import folder as rf
 from evoae.runs.reader import RunView, pareto_front, read_run, top_candidates
+from evoae.runs.vae_text import summary_rows
 
 
 def register(sub: Any) -> None:
@@ -85,6 +86,8 @@ def run_record(view: RunView) -> dict[str, Any]:
         "fallback": final.get("fallback"),
         "final_pbt": final.get("pbt") is not None,
         "test_loss": _finite(final.get("test_loss")),
+        "collapsed": (final.get("vae") or {}).get("collapsed"),
+        "test_nll": _finite((final.get("vae") or {}).get("test_nll")),
         "params": final.get("params"),
         "seconds": (view.summary or {}).get("seconds"),
     }
@@ -175,6 +178,8 @@ def run_show(args: argparse.Namespace) -> int:
         info.add_row(f"PCA val loss ({record['code_size']} components)", "-")
         info.add_row("ratio to PCA", "-")
     info.add_row("retrained test loss", _f(record["test_loss"]))
+    for key, value in summary_rows(final.get("vae")):  # a VAE: collapse and likelihood
+        info.add_row(key, value)
     info.add_row("parameters", str(record["params"] if record["params"] is not None else "-"))
     s = view.settings
     raw = view.raw_settings

@@ -40,6 +40,7 @@ from evoae.families.io import load_model  # noqa: E402
 from evoae.runs import folder as rf  # noqa: E402
 from evoae.runs.atomic import atomic_write_text  # noqa: E402
 from evoae.runs.reader import RunView, read_run, top_candidates  # noqa: E402
+from evoae.runs.vae_text import summary_rows  # noqa: E402
 from evoae.settings import SearchSettings  # noqa: E402
 
 #: Plots a family's hook may leave in ``plots/``, with the caption the report gives them.
@@ -360,6 +361,7 @@ def render(view: RunView) -> str:
         ),
         ("ratio to PCA", _num(final.get("pca_ratio"), 4) if "pca_note" not in final else "n/a"),
         ("retrained test loss", _num(final.get("test_loss"))),
+        *((k, _e(v)) for k, v in summary_rows(final.get("vae"))),  # a VAE: collapse, NLL
         ("parameters", _num(final.get("params"))),
         ("wall time", f"{view.summary['seconds']:.1f} s" if view.summary else "-"),
     ]
@@ -368,6 +370,11 @@ def render(view: RunView) -> str:
         + "".join(f"<div class='card'>{_e(k)}<b>{v}</b></div>" for k, v in cards)
         + "</div>"
     )
+    if (final.get("vae") or {}).get("collapsed"):
+        parts.append(
+            f"<p class='note'>Posterior collapse: {_e(final['vae'].get('collapse_reason'))}: "
+            "samples and interpolations below barely depend on the code.</p>"
+        )
     parts.append("<h2>Best candidates</h2>")
     top = top_candidates(view.rows)
     if top:

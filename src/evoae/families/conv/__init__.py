@@ -42,6 +42,7 @@ CONV_VAE = Family(
     loss_label="negative ELBO, nats per image",
     check_spec=CONV_SPEC,
     spec_params=conv_params,
+    space_options=("free_bits", "kl_warmup", "collapse_penalty", "binarize"),
 )
 CONV_AE = Family(
     name="conv-ae",
