@@ -341,5 +341,8 @@ def test_collapsed_final_model_is_flagged_in_summary_and_runs_show(tmp_path, cap
     assert "COLLAPSED" in text and "active latent units" in text and "IWAE, k=8" in text
     assert cli_main(["runs", "show", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["collapsed"] is True
+    assert cli_main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "Posterior collapse" in page and "active latent units" in page
     old = {k: v for k, v in summary["final"].items() if k != "vae"}
     validate_summary({**summary, "final": old}, "summary.json")  # summaries before it
