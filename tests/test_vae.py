@@ -28,6 +28,7 @@ from evoae.models.vae import (
     training_kl,
 )
 from evoae.objectives import EvalSplit, Reconstruction
+from evoae.runs.journal import Journal
 from evoae.runs.schema import validate_summary
 from evoae.settings import SearchSettings
 from evoae.training.population import train_stack
@@ -346,3 +347,33 @@ def test_collapsed_final_model_is_flagged_in_summary_and_runs_show(tmp_path, cap
     assert "Posterior collapse" in page and "active latent units" in page
     old = {k: v for k, v in summary["final"].items() if k != "vae"}
     validate_summary({**summary, "final": old}, "summary.json")  # summaries before it
+
+
+def test_a_run_stored_before_the_vae_settings_resumes_as_it_ran(tmp_path):
+    off = {"free_bits": 0.0, "kl_warmup": 0, "collapse_penalty": 0.0}
+    tiny = {
+        "limit": 300,
+        "model": "conv-vae",
+        "code_size": 2,
+        "max_depth": 1,
+        "space_options": {"filters_range": [2, 4], "dense_range": [4, 8]},
+        "population": 2,
+        "epochs": 1,
+        "final_epochs": 1,
+        "seed": 4,
+    }
+    whole = search("digits", out=tmp_path / "whole", generations=2, **tiny, **off)
+    run = tmp_path / "old"
+    search("digits", out=run, generations=1, **tiny, **off)
+    with Journal(run / "journal.sqlite") as j:  # as evoae stored it before these settings
+        stored = j.get_meta("settings")
+        for name in off:
+            del stored["space"][name]
+        del stored["data"]["binarize"], stored["training"]["nll_samples"]
+        j.set_meta("settings", stored)
+        assert not set(off) & set(j.get_meta("space"))
+    resumed = search("digits", out=run, resume=True, generations=2)
+    with Journal(run / "journal.sqlite") as a, Journal(tmp_path / "whole" / "journal.sqlite") as b:
+        assert [(r.spec, r.fitness) for r in a.rows()] == [(r.spec, r.fitness) for r in b.rows()]
+    assert resumed.best_fitness == whole.best_fitness
+    assert not {"free_bits", "kl_warmup", "collapse_penalty", "binarize"} & set(resumed.best_spec)

@@ -302,7 +302,8 @@ class ConvSpace(Space):
             "batch_gene": self.batch_gene,
             "batch_choices": list(self.batch_choices),
             "batch_size": self.batch_size,
-            **{key: getattr(self, key) for key in LEGACY},
+            # Only when on: a space stored before them compares equal on resume.
+            **{key: getattr(self, key) for key in LEGACY if getattr(self, key) != LEGACY[key]},
         }
 
     @classmethod
