@@ -129,9 +129,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Its search fitness (validation MSE in scaled units after ``epochs`` epochs).
     history_ : list of dict
         One row per generation: evaluations, best so far, population quantiles; a last
-        row ``{"fallback": "pca", ...}`` when the PCA fallback engaged, and
-        ``{"collapsed": True, "message": ...}`` when a VAE's final model collapsed
-        (``final_["vae"]`` holds its active units and test NLL).
+        row ``{"fallback": "pca", ...}`` when the PCA fallback engaged.
     final_ : dict
         The final training: ``val_loss``, ``pca_val_loss`` (PCA's validation MSE at the
         same code size, scaled units), ``pca_ratio``, ``epochs``, ``fallback``...
@@ -288,9 +286,6 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             self.history_.append(
                 {"fallback": self.fallback_, "message": result.final.get("fallback_message")}
             )
-        vae = result.final.get("vae") or {}
-        if vae.get("collapsed"):  # a VAE whose final model ignores its code
-            self.history_.append({"collapsed": True, "message": vae.get("collapse_reason")})
         self.n_evaluations_ = int(result.n_evaluations)
         self.run_dir_ = out if keep else None
         return self
