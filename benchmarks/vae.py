@@ -52,6 +52,7 @@ from evoae.data import load_dataset, load_test_dataset
 from evoae.data.protocol import BINARIZE_SEEDS, binarized
 from evoae.families import build_model
 from evoae.families.conv.model import recon_nats, vae_terms
+from evoae.families.conv.space import COLLAPSE_PENALTY, FREE_BITS, KL_WARMUP
 from evoae.models import count_params
 from evoae.models.base import ModelOutput
 from evoae.models.vae import iwae_nll, latent_health, neg_elbo
@@ -217,6 +218,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--nll-k", type=int, default=None, help="importance samples per image")
     p.add_argument("--nll-images", type=int, default=None, help="test images for the NLL")
     p.add_argument("--hand-designed", action="store_true", help="also train model (c)")
+    p.add_argument(
+        "--only-hand",
+        action="store_true",
+        help="train and score model (c) alone (with the space's default collapse settings)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads",
@@ -248,6 +254,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"MNIST {tuple(x.shape)} train, {tuple(x_test.shape)} test, {how}")
     score = {"nll_k": args.nll_k, "nll_images": args.nll_images}
 
+    if args.only_hand:
+        spec = {**HAND_SPEC, "free_bits": FREE_BITS, "kl_warmup": KL_WARMUP,
+                "collapse_penalty": COLLAPSE_PENALTY}  # fmt: skip
+        if dynamic:
+            spec["binarize"] = "dynamic"
+        hand = train_and_test(
+            build_model(spec, args.seed), x, x_test, epochs=args.epochs,
+            optimizer="adam", lr=1e-3, seed=args.seed, **score,
+        )  # fmt: skip
+        print(_line("(c) hand-designed conv VAE", hand, how, args))
+        return {"hand_designed": hand, "settings": vars(args)}
     ref = train_and_test(
         MLPVAE(args.seed, binarize=args.protocol if dynamic else "none"),
         x, x_test, epochs=args.epochs, optimizer="adam", lr=1e-3, seed=args.seed, **score,
