@@ -32,6 +32,7 @@ a failed benchmark); the evolved model's prior samples go to ``--samples``.
     python benchmarks/vae.py --data-dir ../shared/data            # full size (long)
     python benchmarks/vae.py --data-dir ../shared/data --quick    # about an hour on 2 cores
     python benchmarks/vae.py --data-dir ../shared/data --smoke    # seconds
+    python benchmarks/vae.py --data-dir ../shared/data --quick --only-hand   # (c) alone
 """
 
 from __future__ import annotations
