@@ -25,6 +25,7 @@ from evoae.families import fallback as family_fallback
 from evoae.families.io import save_model
 from evoae.models import count_params
 from evoae.models.pca import pca_val_loss
+from evoae.models.vae import final_figures
 from evoae.objectives import EvalSplit, Objective, make_objective
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal, Row
@@ -307,6 +308,16 @@ def _final_figures(
         final["fitness"] = result.fitness
     if splits.test is not None:
         final["test_loss"] = evaluate(model, as_tensor(splits.test.x, device))["loss"]
+    vae = final_figures(
+        model,
+        as_tensor(splits.val.x, device),
+        None if splits.test is None else as_tensor(splits.test.x, device),
+        nll_samples=s.nll_samples(),
+        binarize=s.data.binarize,
+        seed=derive_seed(s.seed, "vae figures"),
+    )
+    if vae is not None:  # a VAE: collapse verdict, active units, test NLL
+        final["vae"] = vae
     return final
 
 

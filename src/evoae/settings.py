@@ -33,6 +33,8 @@ MAX_DEPTH = 64
 MAX_CODE_SIZE = 65_536
 #: Most epochs a candidate or the final training may ask for.
 MAX_EPOCHS = 100_000
+#: Space settings of VAE families (a family declares them in ``Family.space_options``).
+VAE_OPTIONS = ("free_bits", "kl_warmup", "collapse_penalty")
 #: Most copies --final-pbt trains.
 MAX_PBT_COPIES = 1024
 
@@ -90,6 +92,14 @@ class DataSettings:
         "never trained on",
         kind=str,
     )
+    binarize: str = opt(
+        "none",
+        "dynamic: a VAE trains on a fresh Bernoulli draw of each training image every "
+        "epoch (seeded), validation and test images are binarised once with a fixed seed "
+        "(the likelihood protocol of VAE papers; needs --model conv-vae)",
+        choices=("none", "dynamic"),
+        legacy="none",
+    )
 
 
 @dataclass
@@ -143,6 +153,35 @@ class SpaceSettings:
         default_text="1, the published space",
         kind=float,
     )
+    free_bits: float | None = opt(
+        None,
+        "conv-vae: each latent dimension's KL counts as at least this many nats in the "
+        "training loss (free bits against posterior collapse; 0: off)",
+        low=0.0,
+        high=100.0,
+        default_text="0.1",
+        kind=float,
+        legacy=0.0,
+    )
+    kl_warmup: int | None = opt(
+        None,
+        "conv-vae: optimizer steps over which the KL weight rises from 0 to beta (0: off)",
+        low=0,
+        high=10**9,
+        default_text="100",
+        kind=int,
+        legacy=0,
+    )
+    collapse_penalty: float | None = opt(
+        None,
+        "conv-vae: nats added to the fitness of a candidate with fewer than half its "
+        "latent units active, so the search ranks collapsed VAEs last (0: off)",
+        low=0.0,
+        high=1e9,
+        default_text="1000",
+        kind=float,
+        legacy=0.0,
+    )
     options: dict[str, Any] = opt({}, "other options of the space", cli=False, kind=dict)
 
     def space_options(self) -> dict[str, Any]:
@@ -154,6 +193,16 @@ class SpaceSettings:
                     f"--max-ratio applies to the dense family, not {self.model!r}: leave it out"
                 )
             out["max_ratio"] = float(self.max_ratio)
+        for name in VAE_OPTIONS:
+            value = getattr(self, name)
+            if value is None or name not in FAMILIES[self.model].space_options:
+                if value:  # 0 (off, or a stored run's legacy value) applies to every family
+                    raise EvoaeError(
+                        f"--{name.replace('_', '-')} applies to VAE families, not "
+                        f"{self.model!r}: leave it out"
+                    )
+                continue
+            out[name] = value
         if self.pca_seed and FAMILIES[self.model].pca_init:
             out["pca_init"] = True
         for name in ("activations", "optimizers"):
@@ -234,6 +283,17 @@ class TrainingSettings:
         "the kernel read as autograd)",
         choices=("kernel", "autograd"),  # evoae.training.trainer.TRAINERS
         legacy="autograd",
+    )
+    nll_samples: int | None = opt(
+        None,
+        "importance samples per test image for the final VAE's test NLL (the IWAE bound, "
+        "reported beside the ELBO; 0: off)",
+        low=0,
+        high=1_000_000,
+        default_text="100 with --binarize dynamic, else 0",
+        kind=int,
+        resumable=True,
+        legacy=0,
     )
     objective: str = opt(
         "recon",
@@ -367,6 +427,25 @@ class SearchSettings:
     def load_splits(self, data: Any = None) -> Any:
         """The run's train / validation / test splits (:func:`evoae.data.load_splits`)."""
         return load_splits(**asdict(self.data), seed=self.seed, data=data)
+
+    def space_options(self) -> dict[str, Any]:
+        """Keyword options for :func:`evoae.families.make_space`, ``binarize`` included."""
+        out = self.space.space_options()
+        if self.data.binarize != "none":
+            if "binarize" not in FAMILIES[self.space.model].space_options:
+                raise EvoaeError(
+                    f"--binarize {self.data.binarize} needs a VAE with a Bernoulli decoder, "
+                    f"not {self.space.model!r}: use --model conv-vae or leave it out"
+                )
+            out["binarize"] = self.data.binarize
+        return out
+
+    def nll_samples(self) -> int:
+        """Importance samples for the final test NLL (the default follows ``binarize``)."""
+        k = self.training.nll_samples
+        if k is None:
+            return 100 if self.data.binarize == "dynamic" else 0
+        return int(k)
 
     def validate(self) -> None:
         for name in SECTIONS:

@@ -266,7 +266,9 @@ def test_tiny_cnn_vae_search_writes_every_artifact(tmp_path, shared_data_dir):
         rows = [r for r in j.rows() if r.status == "ok"]
     assert rows and all({"recon", "kl", "neg_elbo"} <= set(r.terms) for r in rows)
     for r in rows:
-        assert math.isclose(r.fitness, r.terms["recon"] + r.terms["kl"], rel_tol=1e-4)
+        # The negative ELBO, plus the collapse penalty for a candidate that ignores its code.
+        elbo = r.terms["recon"] + r.terms["kl"]
+        assert math.isclose(r.fitness, elbo + r.terms["collapse_penalty"], rel_tol=1e-4)
     loaded = load_model(run / "model")
     x = torch.as_tensor(
         load_dataset("mnist", data_dir=str(shared_data_dir), image_size=(12, 12), limit=8).x

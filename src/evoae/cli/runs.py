@@ -13,6 +13,7 @@ from evoae.cli import add_command, positive_int
 from evoae.errors import EvoaeError
 from evoae.runs import folder as rf
 from evoae.runs.reader import RunView, pareto_front, read_run, top_candidates
+from evoae.runs.vae_text import summary_rows
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -91,6 +92,8 @@ def run_record(view: RunView) -> dict[str, Any]:
         "final_stop": final.get("stop"),
         "converged": final.get("converged"),
         "test_loss": _finite(final.get("test_loss")),
+        "collapsed": (final.get("vae") or {}).get("collapsed"),
+        "test_nll": _finite((final.get("vae") or {}).get("test_nll")),
         "params": final.get("params"),
         "seconds": (view.summary or {}).get("seconds"),
     }
@@ -172,6 +175,8 @@ def _info_table(view: Any, record: dict[str, Any]) -> Any:
         info.add_row(f"PCA val loss ({record['code_size']} components)", "-")
         info.add_row("ratio to PCA", "-")
     info.add_row("retrained test loss", _f(record["test_loss"]))
+    for key, value in summary_rows(final.get("vae")):  # a VAE: collapse and likelihood
+        info.add_row(key, value)
     info.add_row("parameters", str(record["params"] if record["params"] is not None else "-"))
     s = view.settings
     raw = view.raw_settings

@@ -29,6 +29,7 @@ from evoae.finish import SearchResult
 from evoae.loop import search
 from evoae.options import help_text, options_of
 from evoae.report.progress import ProgressReporter
+from evoae.runs.vae_text import summary_rows
 from evoae.seeds import in_range
 from evoae.settings import SECTIONS
 
@@ -337,6 +338,7 @@ def print_summary(result: SearchResult) -> None:
         ("final training", final_training_text(result.final)),
         *pca_rows(result.final, s.space.code_size, unit),
         ("retrained test loss", _f(result.final.get("test_loss"), unit)),
+        *summary_rows(result.final.get("vae")),
         ("best architecture", describe(result.best_spec)),
         ("parameters", str(result.final.get("params"))),
         ("executor", result.executor or s.execution.executor),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
+
+import numpy as np
 
 from evoae.data.arrays import as_dataset
 from evoae.data.sources import load_dataset, load_test_dataset
@@ -11,6 +14,9 @@ from evoae.errors import EvoaeError
 
 #: Datasets whose ``auto`` split is the published one.
 MNIST_LIKE = ("mnist", "fashion-mnist")
+#: Seeds of the one-off Bernoulli draw of the validation and test images under
+#: ``binarize="dynamic"``: fixed, so every run sees the same binary test set.
+BINARIZE_SEEDS = {"val": 1, "test": 0}
 
 
 def load_splits(
@@ -25,6 +31,7 @@ def load_splits(
     data: Any = None,
     columns: list[str] | None = None,
     label_column: str | None = None,
+    binarize: str = "none",
 ) -> Splits:
     """The train / validation / test splits a search uses.
 
@@ -33,7 +40,42 @@ def load_splits(
     official test set as test) and a seeded 70/15/15 split for everything else. In-memory
     ``data`` (a Dataset, an array or ``(X, y)``: :func:`evoae.data.arrays.as_dataset`) is
     split 70/15/15 with ``seed``. ``columns`` and ``label_column`` pick a CSV file's columns.
+    ``binarize="dynamic"`` draws the validation and test images once from Bernoulli
+    distributions with the grey levels as probabilities (fixed seeds,
+    :data:`BINARIZE_SEEDS`); the training images stay grey, to be drawn afresh by the
+    model at every pass (dynamic binarisation).
     """
+    splits = _splits(dataset, data_dir, image_size, limit, split, download, seed, data, columns,
+                     label_column)  # fmt: skip
+    if binarize == "none":
+        return splits
+    if binarize != "dynamic":
+        raise EvoaeError(f"unknown binarize {binarize!r}: choose none or dynamic")
+    return Splits(
+        train=splits.train,
+        val=binarized(splits.val, BINARIZE_SEEDS["val"]),
+        test=None if splits.test is None else binarized(splits.test, BINARIZE_SEEDS["test"]),
+    )
+
+
+def binarized(ds: Any, seed: int) -> Any:
+    """``ds`` with each value replaced by one Bernoulli draw (the value as probability)."""
+    draw = np.random.default_rng(seed).random(ds.x.shape, dtype=np.float32)
+    return dataclasses.replace(ds, x=(draw < ds.x).astype(np.float32))
+
+
+def _splits(
+    dataset: str,
+    data_dir: str | None,
+    image_size: int | None,
+    limit: int | None,
+    split: str,
+    download: bool,
+    seed: int,
+    data: Any,
+    columns: list[str] | None,
+    label_column: str | None,
+) -> Splits:
     if data is not None:
         if columns is not None or label_column is not None:
             raise EvoaeError(

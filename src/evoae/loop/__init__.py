@@ -109,7 +109,7 @@ def search(
     _check(s, settings, resume and data is None, out)
     obj = obj_instance if obj_instance is not None else make_objective(s.training.objective)
     splits = _splits(s, obj, data)
-    opts = s.space.space_options()
+    opts = s.space_options()
     space = make_space(s.space.model, s.space.preset, splits.train, s.space.code_size, **opts)
     strat = _strategy(s, space, instance)
     fingerprint = data_fingerprint(splits)

@@ -43,6 +43,7 @@ from evoae.runs import folder as rf  # noqa: E402
 from evoae.runs.atomic import atomic_write_text  # noqa: E402
 from evoae.runs.guard import check_new_file  # noqa: E402
 from evoae.runs.reader import RunView, check_data, read_run, top_candidates  # noqa: E402
+from evoae.runs.vae_text import summary_rows  # noqa: E402
 from evoae.settings import SearchSettings  # noqa: E402
 
 #: Plots a family's hook may leave in ``plots/``, with the caption the report gives them.
@@ -341,6 +342,7 @@ def render(view: RunView) -> str:
             if (plots / name).is_file()
         ],
         "pca_notes": notes,
+        "collapse": _collapse_note(final),
         "pca": _pca_context(pca_comparison(view, model)),
         "settings": [[k, json.dumps(v)] for k, v in sorted(s.items())],
     }
@@ -355,6 +357,17 @@ def _template() -> jinja2.Template:
         undefined=jinja2.StrictUndefined,
     )
     return env.get_template("report.html.j2")
+
+
+def _collapse_note(final: dict[str, Any]) -> str | None:
+    """A VAE whose posterior collapsed: what the report says above everything else."""
+    vae = final.get("vae") or {}
+    if not vae.get("collapsed"):
+        return None
+    return (
+        f"Posterior collapse: {vae.get('collapse_reason')}: samples and interpolations "
+        "below barely depend on the code."
+    )
 
 
 def _cards(view: RunView, final: dict[str, Any]) -> list[tuple[str, str]]:
@@ -376,6 +389,7 @@ def _cards(view: RunView, final: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         ("ratio to PCA", "n/a" if no_pca else _num(final.get("pca_ratio"), 4)),
         ("retrained test loss", _num(final.get("test_loss"))),
+        *((k, str(v)) for k, v in summary_rows(final.get("vae"))),  # a VAE: collapse, NLL
         ("parameters", _num(final.get("params"))),
         ("wall time", f"{view.summary['seconds']:.1f} s" if view.summary else "-"),
     ]

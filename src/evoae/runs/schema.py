@@ -397,6 +397,24 @@ def validate_model_json(data: Any, where: str) -> dict[str, Any]:
     return data
 
 
+#: ``final["vae"]``: a final VAE's collapse verdict and likelihood figures.
+_VAE = record(
+    {},
+    {
+        "active_units": integer(0, 2**31),
+        "code_size": integer(1, 2**31),
+        "sample_spread": number(0.0, 1e6),
+        "collapsed": boolean(),
+        "collapse_reason": string(4096, null=True),
+        "health_split": string(32),
+        "binarize": string(32),
+        "nll_samples": integer(0, 2**31),
+        "test_nll": number(null=True),
+        "test_neg_elbo": number(null=True),
+    },
+    extra=anything(2),
+    null=True,
+)
 _FINAL = record(
     {},
     {
@@ -410,6 +428,7 @@ _FINAL = record(
         # What ended the final training (summaries before issue 19 lack both).
         "stop": string(32, choices=("plateau", "epochs", "time budget"), null=True),
         "converged": boolean(null=True),
+        "vae": _VAE,
     },
     extra=number(null=True, inf=True),
 )

@@ -78,7 +78,8 @@ def make_result(
 
     A diverged training (``error``) or a non-finite score is a failed result; otherwise
     ``fitness`` is the objective's score, ``val_loss`` the model's validation loss when
-    the objective is that loss (else the ``loss`` term if the objective reports one).
+    the objective is that loss (less a VAE's ``collapse_penalty`` term; else the ``loss``
+    term if the objective reports one).
     """
     if error is None and train_losses and not math.isfinite(train_losses[-1]):
         error = "training loss diverged"
@@ -90,7 +91,10 @@ def make_result(
         )
     if error is not None or score is None:
         return Result.failed(params, seconds, error or "no score")
-    val = score.fitness if objective.model_loss else score.terms.get("loss")
+    val = score.terms.get("loss")
+    if objective.model_loss:  # the model's loss, without a collapse penalty on the fitness
+        penalty = score.terms.get("collapse_penalty", 0.0)
+        val = score.fitness - penalty if penalty else score.fitness
     return Result(
         fitness=float(score.fitness),
         train_loss=train_losses[-1] if train_losses else None,
@@ -318,6 +322,9 @@ def train_candidate(
 def _val_score(model: nn.Module, val: EvalSplit, objective: Objective) -> float:
     model.eval()
     try:
-        return float(objective.score(model, val).fitness)
+        # A collapse penalty ranks search candidates; the final training keeps the weights
+        # with the best loss (a collapsed final model is flagged, not swapped for another).
+        score = objective.score(model, val)
+        return float(score.fitness - score.terms.get("collapse_penalty", 0.0))
     finally:
         model.train()

@@ -46,6 +46,7 @@ CONV_VAE = Family(
     loss_label="negative ELBO, nats per image",
     check_spec=CONV_SPEC,
     spec_params=conv_params,
+    space_options=("free_bits", "kl_warmup", "collapse_penalty", "binarize"),
 )
 CONV_AE = replace(
     CONV_VAE, name="conv-ae", make_space=Lazy(_SPACE + "conv_ae_space"), loss_label="MSE"

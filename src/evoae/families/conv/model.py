@@ -38,9 +38,12 @@ from torch.nn import functional as F
 from evoae.errors import EvoaeError
 from evoae.models.base import ModelOutput
 from evoae.models.layers import activation, glorot_
+from evoae.models.vae import kl_dims, training_kl, warmup_scale
 
 #: |log-variance| stays below this (exp(10) ~ 2e4: no overflow, ample range).
 LOGVAR_BOUND = 10.0
+#: What a spec without the collapse settings means (specs of runs before them).
+LEGACY_VAE = {"free_bits": 0.0, "kl_warmup": 0, "collapse_penalty": 0.0, "binarize": "none"}
 
 
 def conv_out_side(side: int, stride: int) -> int:
@@ -62,14 +65,20 @@ def vae_terms(
     ``logits`` are pre-sigmoid decoder outputs; ``mse`` scores ``sigmoid(logits)`` under a
     Gaussian of standard deviation ``sigma`` (its full log-density, constant included).
     """
+    return recon_nats(logits, x, recon_loss=recon_loss, sigma=sigma), kl_dims(mean, logvar).sum(1)
+
+
+def recon_nats(
+    logits: torch.Tensor, x: torch.Tensor, *, recon_loss: str = "bce", sigma: float = 0.1
+) -> torch.Tensor:
+    """``-log p(x | z)`` per image ``(N,)`` from decoder ``logits`` (see :func:`vae_terms`)."""
     n = x.shape[0]
     if recon_loss == "bce":
         rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
     else:
         err = (torch.sigmoid(logits) - x) ** 2
         rec = 0.5 * err / sigma**2 + 0.5 * math.log(2 * math.pi * sigma**2)
-    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)
-    return rec.reshape(n, -1).sum(1), kl.sum(1)
+    return rec.reshape(n, -1).sum(1)
 
 
 def soft_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
@@ -94,6 +103,11 @@ class ConvAutoencoder(nn.Module):
         self.beta = float(spec.get("beta", 1.0))
         self.recon_loss = spec.get("recon_loss", "bce")
         self.sigma = float(spec.get("sigma", 0.1))
+        vae = {key: spec.get(key, value) for key, value in LEGACY_VAE.items()}
+        self.free_bits = float(vae["free_bits"])
+        self.kl_warmup = int(vae["kl_warmup"])
+        self.collapse_penalty = float(vae["collapse_penalty"])
+        self.binarize = str(vae["binarize"])
         blocks = spec["blocks"]
         dense = int(spec.get("dense", 0))
 
@@ -148,6 +162,9 @@ class ConvAutoencoder(nn.Module):
         # A buffer, so the noise seed travels with the weights through safetensors.
         self.register_buffer("noise_seed", torch.tensor(int(seed) & ((1 << 62) - 1)))
         self._train_noise: torch.Generator | None = None
+        self._binarize_noise: torch.Generator | None = None
+        if self.kl_warmup > 0:  # saved with the weights: a continued training resumes it
+            self.register_buffer("kl_steps", torch.tensor(0, dtype=torch.int64))
 
     # ---------------------------------------------------------------- public API
 
@@ -194,7 +211,14 @@ class ConvAutoencoder(nn.Module):
         z = torch.randn(n, self.code_size, generator=g, device=device)
         return self.decode(z)
 
+    def log_px_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``log p(x | z)`` per image ``(N,)``: the decoder's likelihood, in nats."""
+        logits = self.decoder(z).reshape(x.shape)
+        return -recon_nats(logits, x, recon_loss=self.recon_loss, sigma=self.sigma)
+
     def forward(self, x: torch.Tensor) -> ModelOutput:
+        if self.training and self.binarize == "dynamic":
+            x = self._binarized(x)
         mean, logvar = self.posterior(x)
         if logvar is None:
             recon = torch.sigmoid(self.decoder(mean))
@@ -203,15 +227,20 @@ class ConvAutoencoder(nn.Module):
         eps = torch.randn(mean.shape, generator=self._noise(mean.device), device=mean.device)
         logits = self.decoder(mean + torch.exp(0.5 * logvar) * eps)
         recon = torch.sigmoid(logits)
-        rec, kl = vae_terms(logits, x, mean, logvar, recon_loss=self.recon_loss, sigma=self.sigma)
-        beta = self.beta if self.training else 1.0
+        rec = recon_nats(logits, x, recon_loss=self.recon_loss, sigma=self.sigma)
+        dims = kl_dims(mean, logvar)
+        kl = dims.sum(1)
         terms = {
             "neg_elbo": (rec + kl).mean(),
             "recon": rec.mean(),
             "kl": kl.mean(),
             "mse": F.mse_loss(recon.detach(), x),
         }
-        return ModelOutput(recon=recon, loss=(rec + beta * kl).mean(), terms=terms)
+        if not self.training:  # the validation loss is the negative ELBO
+            return ModelOutput(recon=recon, loss=(rec + kl).mean(), terms=terms)
+        beta = self.beta * self._warmup()
+        loss = (rec + beta * training_kl(dims, self.free_bits)).mean()
+        return ModelOutput(recon=recon, loss=loss, terms=terms)
 
     # ---------------------------------------------------------------- helpers
 
@@ -222,6 +251,22 @@ class ConvAutoencoder(nn.Module):
         if self._train_noise is None or self._train_noise.device != device:
             self._train_noise = torch.Generator(device=device).manual_seed(int(self.noise_seed))
         return self._train_noise
+
+    def _warmup(self) -> float:
+        """The KL weight's warm-up fraction at this training step (then one step on)."""
+        if self.kl_warmup <= 0 or not torch.is_grad_enabled():
+            return 1.0
+        step = int(self.kl_steps)
+        self.kl_steps.add_(1)
+        return warmup_scale(step, self.kl_warmup)
+
+    def _binarized(self, x: torch.Tensor) -> torch.Tensor:
+        """A fresh Bernoulli draw of ``x`` (grey levels as probabilities), seeded."""
+        g = self._binarize_noise
+        if g is None or g.device != x.device:
+            g = torch.Generator(device=x.device).manual_seed(int(self.noise_seed) + 3)
+            self._binarize_noise = g
+        return (torch.rand(x.shape, generator=g, device=x.device) < x).to(x.dtype)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if tuple(x.shape[1:]) != self.input_shape:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evoae.families.conv.space import RECON_LOSSES
+from evoae.families.conv.space import BINARIZE, RECON_LOSSES
 from evoae.runs.schema import (
     MAX_WIDTH,
     anything,
@@ -38,6 +38,10 @@ CONV_SPEC = record(
         "beta": number(0.0, 1e6),
         "recon_loss": string(16, choices=RECON_LOSSES),
         "sigma": number(1e-12, 1e6),
+        "free_bits": number(0.0, 1e6),
+        "kl_warmup": integer(0, 10**12),
+        "collapse_penalty": number(0.0, 1e12),
+        "binarize": string(16, choices=BINARIZE),
     },
     extra=anything(4),
 )

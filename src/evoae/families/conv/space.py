@@ -25,6 +25,14 @@ undoes each block with a transposed convolution whose ``output_padding`` restore
 exact side (28 -> 14 -> 7 -> 4 is inverted as 4 -> 7 -> 14 -> 28), so the output shape
 always equals the input shape.
 
+Collapse settings (VAE only, fixed for a run, written into each spec when on; see
+:mod:`evoae.models.vae`): ``free_bits`` (nats per latent dimension, default
+:data:`FREE_BITS`), ``kl_warmup`` (optimizer steps, default :data:`KL_WARMUP`),
+``collapse_penalty`` (nats added to the fitness of a candidate with fewer than half its
+latents active, default :data:`COLLAPSE_PENALTY`) and ``binarize`` (``dynamic``: the
+model draws a fresh Bernoulli image from each training image's grey levels every time it
+sees it). Spaces stored before these settings read them as off (``LEGACY``).
+
 Presets: ``seed`` and ``extended`` both name this default space (there is no published
 conv space to reproduce); ``--max-depth`` sets the most blocks.
 """
@@ -36,6 +44,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from evoae.errors import EvoaeError
+from evoae.families.conv.model import LEGACY_VAE as LEGACY
 from evoae.spaces.base import (
     OPTIMIZERS,
     Choice,
@@ -60,6 +69,11 @@ MIN_SIDE = 4
 #: A stride-2 block needs an input map of at least this side (else it decodes as stride 1).
 MIN_DOWNSAMPLE_SIDE = 4
 MAX_BLOCKS = 4
+#: Defaults of the collapse settings for new runs (see the module docstring).
+FREE_BITS = 0.1
+KL_WARMUP = 100
+COLLAPSE_PENALTY = 1000.0
+BINARIZE = ("none", "dynamic")
 
 
 class ConvSpace(Space):
@@ -92,6 +106,9 @@ class ConvSpace(Space):
         the VAE's reconstruction term in nats per image.
     batch_gene, batch_choices, batch_size
         Evolve the batch size among ``batch_choices``; else use ``batch_size``.
+    free_bits, kl_warmup, collapse_penalty, binarize
+        The VAE's collapse prevention, collapse penalty and dynamic binarisation (see the
+        module docstring); ignored by the plain conv AE.
     """
 
     def __init__(
@@ -115,6 +132,10 @@ class ConvSpace(Space):
         batch_gene: bool = False,
         batch_choices: Sequence[int] = (32, 64, 128, 256),
         batch_size: int = 128,
+        free_bits: float = FREE_BITS,
+        kl_warmup: int = KL_WARMUP,
+        collapse_penalty: float = COLLAPSE_PENALTY,
+        binarize: str = "none",
     ) -> None:
         shape = tuple(int(v) for v in input_shape)
         if len(shape) != 3:
@@ -144,6 +165,14 @@ class ConvSpace(Space):
             raise EvoaeError(f"beta ({beta}) and sigma ({sigma}) must be positive")
         if batch_size < 1 or not batch_choices or any(b < 1 for b in batch_choices):
             raise EvoaeError("batch sizes must be positive integers")
+        _check_collapse(free_bits, kl_warmup, collapse_penalty)
+        if binarize not in BINARIZE:
+            raise EvoaeError(f"unknown binarize {binarize!r}: choose none or dynamic")
+        if binarize == "dynamic" and not (variational and recon_loss == "bce"):
+            raise EvoaeError(
+                "dynamic binarisation needs a Bernoulli decoder: use --model conv-vae with "
+                "the bce reconstruction loss"
+            )
         self.family = "conv-vae" if variational else "conv-ae"
         self.input_shape = (c, h, w)
         self.code_size = int(code_size)
@@ -163,6 +192,10 @@ class ConvSpace(Space):
         self.batch_gene = bool(batch_gene)
         self.batch_choices = tuple(int(b) for b in batch_choices)
         self.batch_size = int(batch_size)
+        self.free_bits = float(free_bits)
+        self.kl_warmup = int(kl_warmup)
+        self.collapse_penalty = float(collapse_penalty)
+        self.binarize = str(binarize)
         self._genes = self._make_genes()
 
     def _make_genes(self) -> list[Gene]:
@@ -244,6 +277,9 @@ class ConvSpace(Space):
             spec["recon_loss"] = self.recon_loss
             if self.recon_loss == "mse":
                 spec["sigma"] = self.sigma
+            for key, off in LEGACY.items():  # specs of runs before them stay as they were
+                if getattr(self, key) != off:
+                    spec[key] = getattr(self, key)
         return spec
 
     def config(self) -> dict[str, Any]:
@@ -267,11 +303,13 @@ class ConvSpace(Space):
             "batch_gene": self.batch_gene,
             "batch_choices": list(self.batch_choices),
             "batch_size": self.batch_size,
+            # Only when on: a space stored before them compares equal on resume.
+            **{key: getattr(self, key) for key in LEGACY if getattr(self, key) != LEGACY[key]},
         }
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> ConvSpace:
-        kw = {k: v for k, v in cfg.items() if k != "family"}
+        kw = {**LEGACY, **{k: v for k, v in cfg.items() if k != "family"}}
         for key in ("filters_range", "dense_range", "lr_range", "beta_range"):
             if key in kw:
                 kw[key] = tuple(kw[key])
@@ -317,6 +355,18 @@ def _log_int(rng: np.random.Generator, lo: int, hi: int) -> int:
 def _log_float(lo: float, hi: float):
     a, b = math.log(lo), math.log(hi)
     return lambda rng: float(math.exp(rng.uniform(a, b)))
+
+
+def _check_collapse(free_bits: Any, kl_warmup: Any, penalty: Any) -> None:
+    for name, value, integer in (
+        ("free bits", free_bits, False),
+        ("KL warm-up", kl_warmup, True),
+        ("collapse penalty", penalty, False),
+    ):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or value < 0 or (integer and value != int(value)):
+            kind = "a whole number of steps" if integer else "a number of nats"
+            raise EvoaeError(f"{name} must be {kind} >= 0, got {value!r}")
 
 
 def _check_range(kind: str, r: Sequence[float], *, integer: bool = False) -> None:

@@ -29,14 +29,23 @@ from torch import nn
 from torch.nn import functional as F
 
 from evoae.families.conv.model import (
+    LEGACY_VAE,
     LOGVAR_BOUND,
     ConvAutoencoder,
     conv_out_side,
+    recon_nats,
     soft_clamp,
-    vae_terms,
 )
 from evoae.models.base import count_params
 from evoae.models.layers import OPT_ORDER
+from evoae.models.vae import (
+    HEALTH_ROWS,
+    MeanStats,
+    collapse_penalty,
+    kl_dims,
+    training_kl,
+    warmup_scale,
+)
 
 
 def conv_stack_key(spec: dict[str, Any]) -> tuple[Any, ...]:
@@ -51,6 +60,7 @@ def conv_stack_key(spec: dict[str, Any]) -> tuple[Any, ...]:
         spec.get("recon_loss", "bce"),
         float(spec.get("sigma", 0.1)),
         int(spec["batch_size"]),
+        *(spec.get(key, value) for key, value in LEGACY_VAE.items()),
     )
 
 
@@ -123,6 +133,11 @@ class ConvStack(nn.Module):
         self.recon_loss, self.sigma = first.recon_loss, first.sigma
         self.input_shape = first.input_shape
         self.betas = torch.tensor([x.beta for x in models], device=device)
+        self.free_bits, self.kl_warmup = first.free_bits, first.kl_warmup
+        self.collapse_penalty, self.binarize = first.collapse_penalty, first.binarize
+        self.code_size = first.code_size
+        self.kl_steps = 0
+        self._binarize_noise: list[torch.Generator] | None = None
         self.noise_seeds = [int(x.noise_seed) for x in models]
         self._train_noise: list[torch.Generator] | None = None
         self.weights = nn.ParameterList()
@@ -224,12 +239,20 @@ class ConvStack(nn.Module):
             gens = [torch.Generator(device=device).manual_seed(s + 1) for s in self.noise_seeds]
         return torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
 
-    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Per-member ``(loss [M], terms {name: [M]})`` for images ``x`` ``[M, B, C, H, W]``."""
+    def outputs(
+        self, x: torch.Tensor, stats: list[MeanStats] | None = None, take: int = 0
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-member ``(loss [M], terms {name: [M]})`` for images ``x`` ``[M, B, C, H, W]``;
+        ``stats`` (one per member) collect the posterior means of the first ``take`` rows."""
         m, b = x.shape[:2]
+        if self.training and self.binarize == "dynamic":
+            x = self._binarized(x)
         stacked = x.transpose(0, 1).reshape(b, m * self.input_shape[0], *self.input_shape[1:])
         hidden = self._apply(self.enc_ops, stacked)
         mean = torch.baddbmm(self.mean_b, hidden, self.mean_w)
+        if stats is not None:
+            for i, st in enumerate(stats):
+                st.add(mean[i, :take])
         flat_x = x.reshape(m * b, -1)
         if not self.variational:
             recon = torch.sigmoid(self._logits(mean, b))
@@ -238,19 +261,32 @@ class ConvStack(nn.Module):
         logvar = soft_clamp(torch.baddbmm(self.logvar_b, hidden, self.logvar_w), LOGVAR_BOUND)
         eps = self._noise(tuple(mean.shape[1:]), x.device)
         logits = self._logits(mean + torch.exp(0.5 * logvar) * eps, b)
-        rec, kl = vae_terms(
-            logits,
-            flat_x,
-            mean.reshape(m * b, -1),
-            logvar.reshape(m * b, -1),
-            recon_loss=self.recon_loss,
-            sigma=self.sigma,
-        )
-        rec, kl = rec.view(m, b), kl.view(m, b)
-        beta = self.betas if self.training else torch.ones_like(self.betas)
+        rec = recon_nats(logits, flat_x, recon_loss=self.recon_loss, sigma=self.sigma).view(m, b)
+        dims = kl_dims(mean, logvar)  # [M, B, k]
+        kl = dims.sum(-1)
         mse = (torch.sigmoid(logits).detach() - flat_x).square().reshape(m, -1).mean(1)
         terms = {"neg_elbo": (rec + kl).mean(1), "recon": rec.mean(1), "kl": kl.mean(1), "mse": mse}
-        return (rec + beta.unsqueeze(1) * kl).mean(1), terms
+        if not self.training:
+            return (rec + kl).mean(1), terms
+        beta = self.betas * self._warmup()
+        return (rec + beta.unsqueeze(1) * training_kl(dims, self.free_bits)).mean(1), terms
+
+    def _warmup(self) -> float:
+        if self.kl_warmup <= 0 or not torch.is_grad_enabled():
+            return 1.0
+        self.kl_steps += 1
+        return warmup_scale(self.kl_steps - 1, self.kl_warmup)
+
+    def _binarized(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member's own fresh Bernoulli draw, seeded as its model's."""
+        if self._binarize_noise is None:
+            self._binarize_noise = [
+                torch.Generator(device=x.device).manual_seed(s + 3) for s in self.noise_seeds
+            ]
+        draws = [
+            torch.rand(x.shape[1:], generator=g, device=x.device) for g in self._binarize_noise
+        ]
+        return (torch.stack(draws) < x).to(x.dtype)
 
     def _logits(self, z: torch.Tensor, b: int) -> torch.Tensor:
         """Decoder logits ``[M * B, C * H * W]`` (member-major rows) from latents ``[M, B, k]``."""
@@ -262,16 +298,30 @@ class ConvStack(nn.Module):
 
     @torch.no_grad()
     def evaluate(self, x_val: torch.Tensor, rows: int) -> list[dict[str, float]]:
-        """Per-member loss and terms over ``x_val``, batch-weighted as ``evaluate`` is."""
+        """Per-member loss and terms over ``x_val``, batch-weighted as ``evaluate`` is;
+        with a collapse penalty, each member's active units and penalty as
+        :class:`evoae.objectives.Reconstruction` scores them."""
         sums: dict[str, torch.Tensor] = {}
+        judge = self.variational and self.collapse_penalty > 0
+        stats = [MeanStats() for _ in range(self.m)] if judge else None
         for start in range(0, x_val.shape[0], rows):
             xb = x_val[start : start + rows]
-            loss, terms = self.outputs(xb.unsqueeze(0).expand(self.m, *xb.shape))
+            take = min(xb.shape[0], HEALTH_ROWS - start) if stats is not None else 0
+            loss, terms = self.outputs(self._rows(xb), stats if take > 0 else None, take)
             for k, v in {"loss": loss, **terms}.items():
                 sums[k] = sums.get(k, 0) + v.double() * xb.shape[0]
         n = x_val.shape[0]
         cols = {k: (v / n).tolist() for k, v in sums.items()}
-        return [{k: cols[k][i] for k in cols} for i in range(self.m)]
+        out = [{k: cols[k][i] for k in cols} for i in range(self.m)]
+        for i, st in enumerate(stats or []):
+            active = st.active()
+            penalty = collapse_penalty(active, self.code_size, self.collapse_penalty)
+            out[i]["loss"] += penalty
+            out[i].update(active_units=float(active), collapse_penalty=penalty)
+        return out
+
+    def _rows(self, xb: torch.Tensor) -> torch.Tensor:
+        return xb.unsqueeze(0).expand(self.m, *xb.shape)
 
     @torch.no_grad()
     def zero_member(self, i: int) -> None:
@@ -310,6 +360,8 @@ class ConvStack(nn.Module):
         out["mean.weight"], out["mean.bias"] = self.mean_w[i].T, self.mean_b[i, 0]
         if self.variational:
             out["logvar.weight"], out["logvar.bias"] = self.logvar_w[i].T, self.logvar_b[i, 0]
+        if self.kl_warmup > 0:
+            out["kl_steps"] = torch.tensor(self.kl_steps, dtype=torch.int64)
         return {k: v.detach().cpu() for k, v in out.items()}
 
 
