@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from evoae.errors import EvoaeError
+from evoae.families.conv.space import LEGACY as LEGACY_VAE
 from evoae.models.base import ModelOutput
 from evoae.models.layers import activation, glorot_
 from evoae.models.vae import kl_dims, training_kl, warmup_scale
@@ -43,7 +44,6 @@ from evoae.models.vae import kl_dims, training_kl, warmup_scale
 #: |log-variance| stays below this (exp(10) ~ 2e4: no overflow, ample range).
 LOGVAR_BOUND = 10.0
 #: What a spec without the collapse settings means (specs of runs before them).
-LEGACY_VAE = {"free_bits": 0.0, "kl_warmup": 0, "collapse_penalty": 0.0, "binarize": "none"}
 
 
 def conv_out_side(side: int, stride: int) -> int:

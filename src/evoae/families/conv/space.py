@@ -44,7 +44,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from evoae.errors import EvoaeError
-from evoae.families.conv.model import LEGACY_VAE as LEGACY
 from evoae.spaces.base import (
     OPTIMIZERS,
     Choice,
@@ -64,6 +63,8 @@ CONV_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")
 KERNELS = (3, 5)
 STRIDES = (1, 2)
 RECON_LOSSES = ("bce", "mse")
+#: The VAE settings as runs made before them had them (off): specs and spaces without them.
+LEGACY = {"free_bits": 0.0, "kl_warmup": 0, "collapse_penalty": 0.0, "binarize": "none"}
 #: Smallest image side a conv model accepts.
 MIN_SIDE = 4
 #: A stride-2 block needs an input map of at least this side (else it decodes as stride 1).
