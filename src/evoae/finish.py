@@ -141,12 +141,12 @@ def retrain_best(
             f"{final_result.epochs} epochs failed ({final_result.error}); the search is "
             "saved: resume with fewer --final-epochs"
         )
-    searched_from_pca = spec.get("init") is not None
-    scratch = _best_from_scratch(journal) if searched_from_pca else None
+    scratch = _best_not_pca(journal) if spec.get("init") == "pca" else None
     if scratch is not None:
         # The PCA seed starts where others must train to: on a short candidate budget its
-        # fitness is not comparable with theirs. The best candidate trained from scratch
-        # gets the same final training, and validation decides.
+        # fitness is not comparable with theirs. The best other candidate (trained from
+        # scratch, or PCA-residual: initialised from PCA again by its final training) gets
+        # the same final training, and validation decides.
         g2 = space.from_json(scratch.genome)
         spec2 = space.decode(g2)
         r2, m2, p2 = _final_training(
@@ -363,9 +363,10 @@ def _row_of(journal: Journal, spec: dict[str, Any]) -> Any:
     return next(rows, None)
 
 
-def _best_from_scratch(journal: Journal) -> Any:
-    """The best successful row whose spec is not initialised from data, or None."""
-    return best_row([r for r in journal.rows() if r.spec.get("init") is None])
+def _best_not_pca(journal: Journal) -> Any:
+    """The best successful row whose spec is not the PCA-initialised linear one (from
+    scratch or PCA-residual), or None."""
+    return best_row([r for r in journal.rows() if r.spec.get("init") != "pca"])
 
 
 def _pca_model(

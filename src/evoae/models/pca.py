@@ -10,11 +10,18 @@ MSE of held-out rows, the figure evoae promises never to be worse than.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+#: The ``"init"`` of a spec whose linear path starts as PCA and whose evolved layers are
+#: zero-started branches beside it (dense: :mod:`evoae.families.dense.model`).
+PCA_RESIDUAL = "pca-residual"
+#: Every ``"init"`` a trainer initialises from PCA of the training split.
+PCA_INITS = ("pca", PCA_RESIDUAL)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,26 @@ def pca_basis(x: Any, k: int) -> PCABasis:
     signs = np.sign(comps[np.arange(k), np.argmax(np.abs(comps), axis=1)])
     comps *= np.where(signs == 0, 1.0, signs)[:, None]
     return PCABasis(mean=mean, components=comps)
+
+
+#: (id of a tensor, k) -> (a weak reference to it, its version, its basis).
+_BASES: dict[tuple[int, int], tuple[weakref.ref[torch.Tensor], int, PCABasis]] = {}
+_MAX_BASES = 8
+
+
+def cached_pca_basis(x: torch.Tensor, k: int) -> PCABasis:
+    """:func:`pca_basis` of the tensor ``x``, computed once per tensor and ``k``: every
+    PCA-initialised candidate of a split shares it. An in-place change of ``x`` (its
+    version) or another tensor at the same address computes it afresh."""
+    key = (id(x), int(k))
+    hit = _BASES.get(key)
+    if hit is not None and hit[0]() is x and hit[1] == x._version:
+        return hit[2]
+    basis = pca_basis(x, k)
+    if len(_BASES) >= _MAX_BASES:
+        _BASES.pop(next(iter(_BASES)))
+    _BASES[key] = (weakref.ref(x), x._version, basis)
+    return basis
 
 
 def pca_val_loss(train: Any, val: Any, k: int) -> float:
