@@ -99,7 +99,7 @@ def test_a_saved_residual_model_reproduces_its_outputs(tmp_path):
     genome = space.to_json(space.pca_genome())
     save_model(model, tmp_path / "m", space=space.config(), genome=genome)
     loaded = load_model(tmp_path / "m")
-    assert {"lin_encoder.weight", "lin_decoder.bias"} <= set(loaded.state_dict())
+    assert {"lin_encoder_weight", "lin_decoder_bias"} <= set(loaded.state_dict())
     with torch.no_grad():
         assert torch.equal(loaded.reconstruct(val), model.reconstruct(val))
         assert torch.equal(loaded.encode(val), model.encode(val))
@@ -128,7 +128,7 @@ def test_widening_a_residual_parent_keeps_its_function():
     _, parent = train_candidate(parent_spec, train, val, epochs=2, seed=2)
     child = build_model(child_spec, 9)
     names = inherit_state(parent.state_dict(), child, seed=4)
-    assert {"lin_encoder.weight", "lin_decoder.weight", "encoder.2.weight"} <= set(names)
+    assert {"lin_encoder_weight", "lin_decoder_weight", "encoder.2.weight"} <= set(names)
     with torch.no_grad():
         diff = (child.reconstruct(val) - parent.reconstruct(val)).abs().max()
     assert float(diff) < 1e-5

@@ -24,13 +24,17 @@ class DenseAutoencoder(nn.Module):
     weights) it is drawn like any other.
 
     A spec with ``"init": "pca-residual"`` adds a linear path to the evolved layers:
-    ``encode(x) = lin_encoder(x) + encoder(x)`` and ``decode(z) = lin_decoder(z) +
-    decoder(z)``, where ``encoder`` / ``decoder`` are the hidden layers (the branches
-    e and d) ending in a linear layer whose weights and bias start at zero. Built with
+    ``encode(x) = x @ lin_encoder_weight.T + lin_encoder_bias + encoder(x)`` and
+    ``decode(z) = z @ lin_decoder_weight.T + lin_decoder_bias + decoder(z)``, where
+    ``encoder`` / ``decoder`` are the hidden layers (the branches e and d) ending in a
+    linear layer whose weights and bias start at zero. Built with
     ``init``, the linear path is PCA's (``P^T (x - mu)`` and ``mu + P z``), so the
     untrained model reconstructs exactly as PCA does; every tensor, the linear path
-    included, is trained and saved in the state dict. Its code and output are linear
-    (the schema refuses anything else): the branches' activations are the evolved ones.
+    included, is trained and saved in the state dict. The linear path is held by the
+    model itself rather than by layer modules, so layer-by-layer views (the report's
+    diagram) show the evolved architecture, ending in the code. Its code and output are
+    linear (the schema refuses anything else): the branches' activations are the evolved
+    ones.
     """
 
     #: Deterministic: the code is a point, there is no posterior to sample.
@@ -61,20 +65,22 @@ class DenseAutoencoder(nn.Module):
             dec.append(activation(spec["output_activation"]))
         self.encoder = nn.Sequential(*enc)
         self.decoder = nn.Sequential(*dec)
-        if self.residual:
-            self.lin_encoder = nn.Linear(d, k)
-            self.lin_decoder = nn.Linear(k, d)
         g = torch.Generator().manual_seed(int(seed))
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 glorot_(m, g)
         if self.residual:
+            lin_enc, lin_dec = nn.Linear(d, k), nn.Linear(k, d)
+            glorot_(lin_enc, g)
+            glorot_(lin_dec, g)
+            if init is not None:
+                _set_pca(lin_enc, lin_dec, init, self.code_size)
+            self.lin_encoder_weight, self.lin_encoder_bias = lin_enc.weight, lin_enc.bias
+            self.lin_decoder_weight, self.lin_decoder_bias = lin_dec.weight, lin_dec.bias
             # The branches start at zero: the model is its linear path until trained.
             for last in (self.encoder[-1], self.decoder[-1]):
                 nn.init.zeros_(last.weight)
                 nn.init.zeros_(last.bias)
-            if init is not None:
-                _set_pca(self.lin_encoder, self.lin_decoder, init, self.code_size)
         elif init is not None and spec.get("init") == "pca":
             self.init_from_pca(init)
 
@@ -90,12 +96,14 @@ class DenseAutoencoder(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(x.shape[0], -1)
         if self.residual:
-            return self.lin_encoder(flat) + self.encoder(flat)
+            return F.linear(flat, self.lin_encoder_weight, self.lin_encoder_bias) + self.encoder(
+                flat
+            )
         return self.encoder(flat)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         if self.residual:
-            return self.lin_decoder(z) + self.decoder(z)
+            return F.linear(z, self.lin_decoder_weight, self.lin_decoder_bias) + self.decoder(z)
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
