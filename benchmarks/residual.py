@@ -114,6 +114,7 @@ def digits(k: int, smoke: bool, residual: bool) -> dict[str, Any]:
         "hand_epochs": epochs,
         "seconds": seconds,
         "cpu": cpu,
+        "final": f"{ae.final_['epochs']} epochs, best {ae.final_['best_epoch']}",
         "model": "PCA fallback" if ae.fallback_ else describe(ae.best_spec_),
     }
 
@@ -151,6 +152,7 @@ def mnist(k: int, smoke: bool, residual: bool, limit: int, budget: str) -> dict[
         "hand_epochs": epochs,
         "seconds": seconds,
         "cpu": cpu,
+        "final": f"{f['epochs']} epochs, best {f['best_epoch']}",
         "model": "PCA fallback" if f.get("fallback") else describe(res.best_spec),
         "command": cli,
     }
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"digits k={k}: PCA {r['pca']:.5f}  evoae {r['evoae']:.5f}  ratio {r['ratio']:.3f}  "
             f"hand {r['hand']:.3f} ({r['hand_epochs']} epochs)  fit {r['seconds']:.1f} s "
-            f"({r['cpu']:.1f} s CPU)  "
+            f"({r['cpu']:.1f} s CPU)  final training {r['final']}  "
             f"model {r['model']}",
             flush=True,
         )
@@ -198,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"mnist 16x16 k=4 ({limit} rows): PCA {r['pca']:.5f}  evoae {r['evoae']:.5f}  "
             f"ratio {r['ratio']:.3f}  hand {r['hand']:.3f} ({r['hand_epochs']} epochs)  "
-            f"search {r['seconds']:.1f} s ({r['cpu']:.1f} s CPU)  model {r['model']}\n"
+            f"search {r['seconds']:.1f} s ({r['cpu']:.1f} s CPU)  final training {r['final']}  "
+            f"model {r['model']}\n"
             f"  = {r['command']}",
             flush=True,
         )

@@ -60,9 +60,13 @@ def test_the_space_decodes_residual_specs():
     specs = [space.decode(space.sample(rng)) for _ in range(40)]
     deep = [s for s in specs if s["hidden"]]
     assert deep and all(is_residual(s) for s in deep)
-    assert all(s["code_activation"] == s["output_activation"] == "linear" for s in specs)
-    # Without hidden layers a genome is PCA's shape: the PCA seed, not a residual.
+    assert all(s["code_activation"] == s["output_activation"] == "linear" for s in deep)
+    # Without hidden layers a genome decodes as before: the PCA seed stays the PCA seed.
     assert space.decode(space.pca_genome())["init"] == "pca"
+    off = dense_preset("seed", 64, 4, pca_init=True)
+    for g in [space.sample(rng) for _ in range(40)]:
+        if not space.decode(g)["hidden"]:
+            assert space.decode(g) == off.decode(g)
     assert "PCA residual" in describe(deep[0])
     assert DenseSpace.from_config(space.config()).decode(space.sample(rng)) is not None
 
@@ -150,7 +154,7 @@ def test_a_residual_search_is_never_worse_than_pca(tmp_path):
     )  # fmt: skip
     with Journal(tmp_path / "run" / "journal.sqlite", readonly=True) as j:
         inits = {row.spec.get("init") for row in j.rows()}
-    assert "pca-residual" in inits and None not in inits
+    assert "pca-residual" in inits
     assert r.final["val_loss"] <= r.final["pca_val_loss"] * (1 + 1e-6)
     model = load_model(tmp_path / "run" / "model")
     stored = json.loads((tmp_path / "run" / "model" / "model.json").read_text())["spec"]

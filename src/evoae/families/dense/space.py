@@ -35,8 +35,8 @@ candidate starts at PCA's reconstruction error, so short trainings rank improvem
 over PCA rather than distances from a random start. The code and output of a residual
 model are linear (an activation there would bend PCA's path: ``sigmoid(P^T x)`` is not
 PCA), so its spec says ``linear`` for both whatever those genes hold; the evolved
-activations act inside the branches. A genome without hidden layers is then PCA's shape
-(the ``"init": "pca"`` spec with ``pca_init``).
+activations act inside the branches. A genome without hidden layers has no branch: it
+decodes as without the option.
 
 Where the published notebook differs from the paper, evoae follows the paper: every
 hidden gene's ratio is used (the notebook ignores the first), and the code layer uses
@@ -112,8 +112,8 @@ class DenseSpace(Space):
         every layer at most as wide as the one before; 2.0 allows doubling.
     residual
         Genomes with hidden layers decode to PCA-residual specs (``"init":
-        "pca-residual"``, linear code and output) and those without to PCA's shape
-        (see the module docstring).
+        "pca-residual"``, linear code and output); those without decode as before (see
+        the module docstring).
     """
 
     family = "dense"
@@ -230,11 +230,10 @@ class DenseSpace(Space):
             "lr": float(g["learning_rate"]) if self.lr_gene else DEFAULT_LR[optimizer],
             "batch_size": int(g["batch_size"]) if self.batch_gene else self.batch_size,
         }
-        if self.residual:
+        if self.residual and hidden:
             spec["code_activation"] = spec["output_activation"] = "linear"
-            if hidden:
-                spec["init"] = PCA_RESIDUAL
-        if self.pca_init and is_pca_shape(spec):
+            spec["init"] = PCA_RESIDUAL
+        elif self.pca_init and is_pca_shape(spec):
             spec["init"] = "pca"
         return spec
 
