@@ -90,7 +90,7 @@ def hand_mse(net: nn.Module, te: np.ndarray) -> float:
         return mse(te, net(torch.as_tensor(te, dtype=torch.float32)).numpy())
 
 
-def digits(k: int, smoke: bool, residual: bool) -> dict[str, Any]:
+def digits(k: int, smoke: bool, residual: bool, seed: int = 0) -> dict[str, Any]:
     """Estimator defaults (or a tiny budget with ``smoke``) on digits / 16, code ``k``."""
     x = load_digits().data / 16.0
     if smoke:
@@ -99,7 +99,7 @@ def digits(k: int, smoke: bool, residual: bool) -> dict[str, Any]:
     pca = PCA(n_components=k, svd_solver="full").fit(tr)
     pca_mse = mse(te, pca.inverse_transform(pca.transform(te)))
     budget = dict(population=4, generations=2, final_epochs=3, final_min_steps=0) if smoke else {}
-    ae = evoae.EvolvedAutoencoder(code_size=k, random_state=0, **budget)
+    ae = evoae.EvolvedAutoencoder(code_size=k, random_state=seed, **budget)
     t0, c0 = time.perf_counter(), cpu_seconds()
     with _residual(residual):
         ae.fit(tr)
@@ -119,12 +119,14 @@ def digits(k: int, smoke: bool, residual: bool) -> dict[str, Any]:
     }
 
 
-def mnist(k: int, smoke: bool, residual: bool, limit: int, budget: str) -> dict[str, Any]:
+def mnist(
+    k: int, smoke: bool, residual: bool, limit: int, budget: str, seed: int = 0
+) -> dict[str, Any]:
     """A short search on 16x16 MNIST; the retrained best against PCA and the hand design."""
     pop, gens, final = (4, 2, 3) if smoke else (int(v) for v in budget.split(","))
     settings = dict(
         dataset="mnist", data_dir=str(DATA_DIR), image_size=16, limit=limit, code_size=k,
-        population=pop, generations=gens, final_epochs=final, seed=0, threads=1,
+        population=pop, generations=gens, final_epochs=final, seed=seed, threads=1,
     )  # fmt: skip
     if not residual:
         settings["residual"] = False
@@ -141,7 +143,7 @@ def mnist(k: int, smoke: bool, residual: bool, limit: int, budget: str) -> dict[
     f = res.final
     cli = (
         f"evoae search --dataset mnist --data-dir {DATA_DIR} --image-size 16 --limit {limit} "
-        f"-k {k} --population {pop} --generations {gens} --final-epochs {final} --seed 0"
+        f"-k {k} --population {pop} --generations {gens} --final-epochs {final} --seed {seed}"
         + ("" if residual else " --no-residual")
     )
     return {
@@ -179,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-residual", action="store_true", help="turn PCA-residual candidates off")
     p.add_argument("--codes", default="4,2", help="digits code sizes, comma-separated ('': none)")
     p.add_argument("--skip-mnist", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="the estimator's and search's seed")
     p.add_argument("--mnist-limit", type=int, default=3000, help="MNIST training rows")
     p.add_argument("--mnist-budget", default="8,12,100", help="population,generations,final epochs")
     args = p.parse_args(argv)
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     limit = 600 if args.smoke else args.mnist_limit
     print(f"residual candidates: {'on' if residual else 'off'}")
     for k in (int(c) for c in args.codes.split(",") if c):
-        r = digits(k, args.smoke, residual)
+        r = digits(k, args.smoke, residual, args.seed)
         print(
             f"digits k={k}: PCA {r['pca']:.5f}  evoae {r['evoae']:.5f}  ratio {r['ratio']:.3f}  "
             f"hand {r['hand']:.3f} ({r['hand_epochs']} epochs)  fit {r['seconds']:.1f} s "
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
     if not args.skip_mnist and (DATA_DIR / "mnist").is_dir():
-        r = mnist(4, args.smoke, residual, limit, args.mnist_budget)
+        r = mnist(4, args.smoke, residual, limit, args.mnist_budget, args.seed)
         print(
             f"mnist 16x16 k=4 ({limit} rows): PCA {r['pca']:.5f}  evoae {r['evoae']:.5f}  "
             f"ratio {r['ratio']:.3f}  hand {r['hand']:.3f} ({r['hand_epochs']} epochs)  "
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     print(
         f"Python {platform.python_version()}, torch {torch.__version__}, {sys.platform}; "
-        "one torch thread, seed 0; ratios are MSE / PCA's MSE on the same held-out rows"
+        f"one torch thread, seed {args.seed}; ratios are MSE / PCA's MSE on the same held-out rows"
     )
 
 
