@@ -77,7 +77,13 @@ SCALES = (None, "standard", "minmax")
 #: nature, with the reason. scikit-learn >= 1.6 removed the ``_xfail_checks`` tag; pass
 #: this to ``check_estimator(expected_failed_checks=...)`` or
 #: ``parametrize_with_checks(expected_failed_checks=...)``.
-EXPECTED_FAILED_CHECKS: dict[str, str] = {}
+EXPECTED_FAILED_CHECKS: dict[str, str] = {
+    "check_methods_subset_invariance": (
+        "a nonlinear model computes in float32: one row and a batch take different BLAS "
+        "kernels, whose results differ by float rounding (about 1e-7), above the check's "
+        "1e-7 tolerance"
+    ),
+}
 
 
 class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):

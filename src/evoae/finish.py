@@ -213,12 +213,13 @@ def _best_or_refuse(journal: Journal, n_evaluations: int, run_dir: Path) -> Any:
 
 
 def _retrain(ctx: _Final, journal: Journal, best: Any, reporters: Sequence[Any]) -> _Pick:
-    """The best row's final training; when it started from PCA, also the best candidate
-    trained from scratch (the PCA seed starts where others must train to: on a short
-    candidate budget its fitness is not comparable with theirs), validation deciding."""
+    """The best row's final training; when it is the PCA seed, also the best other
+    candidate (from scratch, or PCA-residual: initialised from PCA again by its final
+    training), validation deciding: the PCA seed starts where others must train to, so
+    on a short candidate budget its fitness is not comparable with theirs."""
     genome = ctx.space.from_json(best.genome)
     spec = ctx.space.decode(genome)
-    scratch = _best_from_scratch(journal) if spec.get("init") is not None else None
+    scratch = _best_not_pca(journal) if spec.get("init") == "pca" else None
     share = _share(ctx.deadline, 2 if scratch is not None else 1)
     trained = Trained(*_final_training(ctx.s, spec, ctx.train, ctx.val, ctx.objective,
                                        ctx.phenotype_key, reporters, run_dir=ctx.run_dir,
@@ -520,9 +521,10 @@ def _row_of(journal: Journal, spec: dict[str, Any]) -> Any:
     return next(rows, None)
 
 
-def _best_from_scratch(journal: Journal) -> Any:
-    """The best successful row whose spec is not initialised from data, or None."""
-    return best_row([r for r in journal.rows() if r.spec.get("init") is None])
+def _best_not_pca(journal: Journal) -> Any:
+    """The best successful row whose spec is not the PCA-initialised linear one (from
+    scratch or PCA-residual), or None."""
+    return best_row([r for r in journal.rows() if r.spec.get("init") != "pca"])
 
 
 def _pca_model(

@@ -144,6 +144,13 @@ class SpaceSettings:
         "split (dense family; --no-pca-seed to leave it out)",
         legacy=False,
     )
+    residual: bool = opt(
+        True,
+        "dense: candidates with hidden layers are PCA-residual: a linear path initialised "
+        "from PCA of the training split plus the evolved layers as zero-started branches, "
+        "so every candidate starts at PCA's error (--no-residual: train them from scratch)",
+        legacy=False,
+    )
     max_ratio: float | None = opt(
         None,
         "dense: widest hidden layer relative to the one before (above 1: overcomplete "
@@ -205,6 +212,8 @@ class SpaceSettings:
             out[name] = value
         if self.pca_seed and FAMILIES[self.model].pca_init:
             out["pca_init"] = True
+        if self.residual and "residual" in FAMILIES[self.model].space_options:
+            out["residual"] = True
         for name in ("activations", "optimizers"):
             if getattr(self, name) is not None:
                 out[name] = list(getattr(self, name))

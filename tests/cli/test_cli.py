@@ -224,8 +224,13 @@ def test_activation_and_optimizer_choices_restrict_the_space(tmp_path, capsys):
     with Journal(out / "journal.sqlite") as j:
         specs = [r.spec for r in j.rows()]
     acts = {a for s in specs for _, a in s["hidden"]}
-    acts |= {s["code_activation"] for s in specs} | {s["output_activation"] for s in specs}
+    # PCA-residual candidates' code and output are their linear path, not an evolved choice.
+    plain = [s for s in specs if s.get("init") != "pca-residual"]
+    acts |= {s["code_activation"] for s in plain} | {s["output_activation"] for s in plain}
     assert acts <= {"relu", "tanh"} and {s["optimizer"] for s in specs} == {"adam"}
+    assert all(
+        s["code_activation"] == s["output_activation"] == "linear" for s in specs if s not in plain
+    )
 
 
 def test_code_size_not_below_input_size(tmp_path, capsys):

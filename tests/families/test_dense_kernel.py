@@ -218,3 +218,15 @@ def test_kernel_benchmark_smoke_runs():
         "kernel",
         "GEMMs",
     }
+
+
+def test_a_pca_residual_model_trains_with_autograd():
+    """The kernel covers plain dense stacks only: a PCA-residual model (its linear path
+    beside the branches) gets None, so autograd trains every one of its parameters."""
+    from evoae.models.pca import pca_basis
+
+    spec = dense_spec(init="pca-residual", code_activation="linear", output_activation="linear")
+    x = torch.rand(64, 64)
+    model = build_model(spec, 0, init=pca_basis(x, 4))
+    opt = make_optimizer("adam", model.parameters(), 1e-3)
+    assert training_kernel(model, opt, 32) is None

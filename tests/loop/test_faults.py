@@ -70,7 +70,10 @@ def test_a_really_diverging_learning_rate_is_a_failed_row(tmp_path: Path) -> Non
     rows = _rows(r.run_dir)
     failed = [row for row in rows if row["status"] == "failed"]
     assert failed and len(failed) < len(rows) == r.n_evaluations
-    assert all(row["error"] == "training loss diverged" for row in failed)
+    # Diverged in training, or in its last steps (a PCA-residual candidate whose epoch
+    # mean stayed finite): the validation loss then says so.
+    diverged = ("training loss diverged", "validation loss diverged")
+    assert all(row["error"] in diverged for row in failed)
     assert all(row["spec"]["lr"] > 1.0 for row in failed)
     assert (r.run_dir / rf.BEST_GENOME).is_file()
 

@@ -115,8 +115,9 @@ def test_cnn_vae_final_pbt_explores_beta(tmp_path: Path) -> None:
 
 
 def test_final_pbt_with_the_pca_fallback(tmp_path: Path) -> None:
-    # No PCA seed and one short epoch: the retrained best loses to PCA and the fallback
-    # (the PCA-initialised linear AE, trained by the same PBT or kept as initialised) wins.
+    # No PCA seed, no PCA-residual candidates and one short epoch: the retrained best
+    # loses to PCA and the fallback (the PCA-initialised linear AE, trained by the same
+    # PBT or kept as initialised) wins.
     result = search(
         "digits",
         out=tmp_path / "fb",
@@ -128,6 +129,7 @@ def test_final_pbt_with_the_pca_fallback(tmp_path: Path) -> None:
         final_epochs=1,
         final_pbt=2,
         pca_seed=False,
+        residual=False,
         executor="inline",
     )
     assert result.final["fallback"] == "pca"

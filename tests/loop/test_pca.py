@@ -183,13 +183,15 @@ def test_a_search_on_linear_data_returns_pca_within_one_percent(tmp_path):
 def test_the_fallback_engages_when_the_evolved_models_are_worse(tmp_path, capsys):
     x = _curved()
     out = tmp_path / "fb"
-    # No PCA seed, no linear activation, one short epoch: every model is worse than PCA.
+    # No PCA seed, no PCA-residual candidates, no linear activation, one short epoch:
+    # every model is worse than PCA.
     r = evoae.search(
         "<x>",
         data=_data(x),
         out=out,
         code_size=2,
         pca_seed=False,
+        residual=False,
         activations=["sigmoid", "relu"],
         final_epochs=1,
         final_patience=0,
@@ -277,9 +279,9 @@ def test_cli_turns_the_pca_seed_off(tmp_path):
     out = tmp_path / "cli"
     args = ["search", "--limit", "200", "--population", "3", "--generations", "1", "--epochs", "1"]
     args += ["--min-steps", "0", "--final-epochs", "1", "--final-min-steps", "0"]
-    assert main([*args, "--no-pca-seed", "--out", str(out), "--quiet"]) == 0
+    assert main([*args, "--no-pca-seed", "--no-residual", "--out", str(out), "--quiet"]) == 0
     stored = json.loads((out / "settings.json").read_text())
-    assert stored["space"]["pca_seed"] is False
+    assert stored["space"]["pca_seed"] is False and stored["space"]["residual"] is False
     with Journal(out / "journal.sqlite", readonly=True) as j:
         assert all("init" not in r.spec for r in j.rows())
 

@@ -11,11 +11,14 @@ PCA: the report's comparison and the latent maps use it too.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from evoae.spaces.base import PCA_INITS, PCA_RESIDUAL  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,26 @@ def pca_basis(x: Any, k: int) -> PCABasis:
     signs = np.sign(comps[np.arange(k), np.argmax(np.abs(comps), axis=1)])
     comps *= np.where(signs == 0, 1.0, signs)[:, None]
     return PCABasis(mean=mean, components=comps, explained=explained)
+
+
+#: (id of a tensor, k) -> (a weak reference to it, its version, its basis).
+_BASES: dict[tuple[int, int], tuple[weakref.ref[torch.Tensor], int, PCABasis]] = {}
+_MAX_BASES = 8
+
+
+def cached_pca_basis(x: torch.Tensor, k: int) -> PCABasis:
+    """:func:`pca_basis` of the tensor ``x``, computed once per tensor and ``k``: every
+    PCA-initialised candidate of a split shares it. An in-place change of ``x`` (its
+    version) or another tensor at the same address computes it afresh."""
+    key = (id(x), int(k))
+    hit = _BASES.get(key)
+    if hit is not None and hit[0]() is x and hit[1] == x._version:
+        return hit[2]
+    basis = pca_basis(x, k)
+    if len(_BASES) >= _MAX_BASES:
+        _BASES.pop(next(iter(_BASES)))
+    _BASES[key] = (weakref.ref(x), x._version, basis)
+    return basis
 
 
 def pca_val_loss(train: Any, val: Any, k: int) -> float:

@@ -26,6 +26,12 @@ Genome = tuple[Any, ...]
 #: Every optimizer a spec may name, the one list (trainers, stackers and help use it).
 OPTIMIZERS = ("sgd", "adam", "adamw")
 #: Every activation a layer can be built with (:func:`evoae.models.layers.activation`).
+#: The ``"init"`` of a spec whose linear path starts as PCA and whose evolved layers are
+#: zero-started branches beside it (dense: :mod:`evoae.families.dense.model`).
+PCA_RESIDUAL = "pca-residual"
+#: Every ``"init"`` a trainer initialises from PCA of the training split.
+PCA_INITS = ("pca", PCA_RESIDUAL)
+#: Every activation a layer can be built with (see evoae.models.layers.activation).
 ACTIVATION_NAMES = ("linear", "relu", "tanh", "sigmoid", "elu", "gelu", "leaky_relu", "softmax")
 
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from evoae.families import build_model, training_kernel
 from evoae.models import count_params
-from evoae.models.pca import PCABasis, pca_basis
+from evoae.models.pca import PCA_INITS, PCABasis, cached_pca_basis
 from evoae.objectives import EvalSplit, Objective, Reconstruction, Score, evaluate
 from evoae.objectives.reconstruction import EVAL_BATCH
 from evoae.training.budget import EPOCH_CAP, PLATEAU, TIME_CAP
@@ -202,9 +202,10 @@ def fit(
 
 def initial_state(spec: dict[str, Any], train_x: torch.Tensor) -> PCABasis | None:
     """What a spec is initialised from besides its seed: PCA of the training rows for
-    ``"init": "pca"`` (computed here, from the split every executor trains on)."""
-    if spec.get("init") == "pca":
-        return pca_basis(train_x, int(spec["code_size"]))
+    ``"init": "pca"`` and ``"pca-residual"`` (computed here, from the split every
+    executor trains on, once per split and code size)."""
+    if spec.get("init") in PCA_INITS:
+        return cached_pca_basis(train_x, int(spec["code_size"]))
     return None
 
 
@@ -257,7 +258,7 @@ def train_candidate(
 
     ``train`` and ``val`` are tensors or :class:`EvalSplit` (inputs plus labels);
     ``objective`` scores the trained model on ``val`` (default: reconstruction loss).
-    A spec with ``"init": "pca"`` starts from PCA of ``train`` (:func:`initial_state`).
+    A spec with an ``"init"`` starts from PCA of ``train`` (:func:`initial_state`).
     With ``patience > 0`` (the final training) the model is scored on ``val`` after
     every epoch and before the first, the best weights are kept and training stops
     after ``patience`` epochs without improvement once ``min_steps`` steps are done.

@@ -41,9 +41,12 @@ def inherit_state(theirs: dict[str, torch.Tensor], child: nn.Module, seed: int =
     """Start ``child`` from a parent's state dict: Net2Net widening for a dense child of
     the parent's depth, else the same-name same-shape copy. ``seed`` draws the replicas."""
     if isinstance(child, DenseAutoencoder):
-        widened = widen_dense(theirs, child, seed)
+        # A PCA-residual model's linear path (``lin_*``) is copied; its branches widen.
+        branches = {k: v for k, v in theirs.items() if k.startswith(("encoder.", "decoder."))}
+        widened = widen_dense(branches, child, seed)
         if widened is not None:
-            return widened
+            rest = {k: v for k, v in theirs.items() if k not in branches}
+            return widened + copy_matching(rest, child)
     return copy_matching(theirs, child)
 
 

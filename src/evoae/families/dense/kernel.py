@@ -115,8 +115,8 @@ def _activation(mod: nn.Module) -> _Act | None:
 
 def _layers(model: nn.Module) -> list[tuple[nn.Linear, _Act]] | None:
     """(linear, activation) pairs of a plain :class:`DenseAutoencoder`, or None."""
-    if type(model) is not DenseAutoencoder:
-        return None
+    if type(model) is not DenseAutoencoder or getattr(model, "residual", False):
+        return None  # a PCA-residual model's linear path is not in the kernel
     mods = [*model.encoder, *model.decoder]
     if len(mods) % 2:
         return None

@@ -26,6 +26,18 @@ from PCA of the training split, so it starts at PCA's reconstruction error.
 :meth:`DenseSpace.seed_genomes` offers one such genome (all hidden ratios 0, Adam) for
 the strategies' first batch.
 
+PCA-residual candidates (``residual=True``, the default of new searches): a genome with
+hidden layers decodes to a spec with ``"init": "pca-residual"``: the model adds a linear
+path initialised from PCA of the training split to the evolved layers, which become
+branches whose last layer starts at zero (encoder ``z = P^T (x - mu) + e(x)``, decoder
+``x_hat = mu + P z + d(z)``, see :mod:`evoae.families.dense.model`). Every such
+candidate starts at PCA's reconstruction error, so short trainings rank improvements
+over PCA rather than distances from a random start. The code and output of a residual
+model are linear (an activation there would bend PCA's path: ``sigmoid(P^T x)`` is not
+PCA), so its spec says ``linear`` for both whatever those genes hold; the evolved
+activations act inside the branches. A genome without hidden layers has no branch: it
+decodes as without the option.
+
 Where the published notebook differs from the paper, evoae follows the paper: every
 hidden gene's ratio is used (the notebook ignores the first), and the code layer uses
 the code gene's activation (the notebook reuses the last hidden activation).
@@ -40,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from evoae.errors import EvoaeError
 from evoae.spaces.base import (
     OPTIMIZERS,
+    PCA_RESIDUAL,
     Choice,
     Float,
     Gene,
@@ -68,7 +81,9 @@ OPTIONS = (
     "batch_size",
     "pca_init",
     "max_ratio",
+    "residual",
 )
+
 #: Largest ``max_ratio``: a hidden layer at most this many times wider than the one before.
 MAX_RATIO = 8.0
 #: Keras defaults, which the published code used.
@@ -96,6 +111,10 @@ class DenseSpace(Space):
     max_ratio
         Hidden ratios are drawn in ``[0, max_ratio)``: 1.0 (the published space) keeps
         every layer at most as wide as the one before; 2.0 allows doubling.
+    residual
+        Genomes with hidden layers decode to PCA-residual specs (``"init":
+        "pca-residual"``, linear code and output); those without decode as before (see
+        the module docstring).
     """
 
     family = "dense"
@@ -115,6 +134,7 @@ class DenseSpace(Space):
         batch_size: int = 32,
         pca_init: bool = False,
         max_ratio: float = 1.0,
+        residual: bool = False,
     ) -> None:
         if input_dim < 2:
             raise EvoaeError(
@@ -153,6 +173,7 @@ class DenseSpace(Space):
         self.batch_choices = tuple(int(b) for b in batch_choices)
         self.batch_size = int(batch_size)
         self.pca_init = bool(pca_init)
+        self.residual = bool(residual)
         self._genes = self._make_genes()
 
     def _make_genes(self) -> list[Gene]:
@@ -210,7 +231,10 @@ class DenseSpace(Space):
             "lr": float(g["learning_rate"]) if self.lr_gene else DEFAULT_LR[optimizer],
             "batch_size": int(g["batch_size"]) if self.batch_gene else self.batch_size,
         }
-        if self.pca_init and is_pca_shape(spec):
+        if self.residual and hidden:
+            spec["code_activation"] = spec["output_activation"] = "linear"
+            spec["init"] = PCA_RESIDUAL
+        elif self.pca_init and is_pca_shape(spec):
             spec["init"] = "pca"
         return spec
 
@@ -255,6 +279,8 @@ class DenseSpace(Space):
         }
         if self.max_ratio != 1.0:  # absent for the published space: older runs still match
             cfg["max_ratio"] = self.max_ratio
+        if self.residual:  # likewise: runs made before the option decode as they did
+            cfg["residual"] = True
         return cfg
 
     @classmethod
@@ -293,12 +319,18 @@ def is_pca_shape(spec: dict[str, Any]) -> bool:
     return not spec["hidden"] and linear
 
 
+def is_residual(spec: dict[str, Any]) -> bool:
+    """A PCA-residual spec: a linear path from PCA plus evolved branches (the module
+    docstring); trainers that only know the plain form must leave it to autograd."""
+    return spec.get("init") == PCA_RESIDUAL
+
+
 def describe_dense(spec: dict[str, Any]) -> str:
     """``64 > 55 relu > 40 tanh > [4 linear] mirrored, out sigmoid``: the encoder's widths
     and activations, the code in brackets; the decoder mirrors the encoder."""
     enc = [f"{w} {a}" for w, a in spec["hidden"]]
     code = f"[{spec['code_size']} {spec['code_activation']}]"
-    init = ", PCA init" if spec.get("init") == "pca" else ""
+    init = {"pca": ", PCA init", PCA_RESIDUAL: ", PCA residual"}.get(spec.get("init"), "")
     return " > ".join([str(spec["input_dim"]), *enc, code]) + (
         f" mirrored, out {spec['output_activation']}{init}"
     )
