@@ -423,11 +423,7 @@ def pbt_train(
         raise EvoaeError(f"PBT needs at least 2 copies, got {copies}")
     if epochs < 1 or ready < 1:
         raise EvoaeError(f"epochs and ready must be at least 1, got {epochs} and {ready}")
-    config = dict(spec=spec, copies=copies, epochs=epochs, ready=ready, seed=seed)
-    config.update(explore_batch=explore_batch, n_train=len(xt))
-    if trainer != "autograd":  # checkpoints made before the kernel keep their config
-        config["trainer"] = trainer
-    config = json.loads(json.dumps(config))
+    config = _config(spec, copies, epochs, ready, seed, explore_batch, len(xt), trainer)
     members = [_make_member(spec, i, seed, xt) for i in range(copies)]
     folder = Path(state_path) if state_path is not None else None
     done, history = (0, []) if folder is None else _load_state(folder, config, members)
@@ -450,6 +446,24 @@ def pbt_train(
     best = min(range(copies), key=lambda i: (members[i].val_loss, i))
     model = members[best].model.eval()
     return PBTResult(model, best, members[best].val_loss, dict(members[best].hparams), history)
+
+
+def _config(
+    spec: dict[str, Any],
+    copies: int,
+    epochs: int,
+    ready: int,
+    seed: int,
+    explore_batch: bool,
+    n_train: int,
+    trainer: str,
+) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed (JSON-normalised)."""
+    config = dict(spec=spec, copies=copies, epochs=epochs, ready=ready, seed=seed)
+    config.update(explore_batch=explore_batch, n_train=n_train)
+    if trainer != "autograd":  # checkpoints made before the kernel keep their config
+        config["trainer"] = trainer
+    return json.loads(json.dumps(config))
 
 
 def _train_member(

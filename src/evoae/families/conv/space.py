@@ -158,22 +158,10 @@ class ConvSpace(Space):
         check_names("activation", activations, CONV_ACTIVATIONS)
         check_names("optimizer", optimizers, OPTIMIZERS)
         check_names("stride", [str(s) for s in strides], [str(s) for s in STRIDES])
-        if recon_loss not in RECON_LOSSES:
-            raise EvoaeError(
-                f"unknown reconstruction loss {recon_loss!r}: choose {' or '.join(RECON_LOSSES)}"
-            )
-        if not beta > 0 or not sigma > 0:
-            raise EvoaeError(f"beta ({beta}) and sigma ({sigma}) must be positive")
+        _check_vae(variational, recon_loss, beta, sigma, binarize)
         if batch_size < 1 or not batch_choices or any(b < 1 for b in batch_choices):
             raise EvoaeError("batch sizes must be positive integers")
         _check_collapse(free_bits, kl_warmup, collapse_penalty)
-        if binarize not in BINARIZE:
-            raise EvoaeError(f"unknown binarize {binarize!r}: choose none or dynamic")
-        if binarize == "dynamic" and not (variational and recon_loss == "bce"):
-            raise EvoaeError(
-                "dynamic binarisation needs a Bernoulli decoder: use --model conv-vae with "
-                "the bce reconstruction loss"
-            )
         self.family = "conv-vae" if variational else "conv-ae"
         self.input_shape = (c, h, w)
         self.code_size = int(code_size)
@@ -356,6 +344,25 @@ def _log_int(rng: np.random.Generator, lo: int, hi: int) -> int:
 def _log_float(lo: float, hi: float):
     a, b = math.log(lo), math.log(hi)
     return lambda rng: float(math.exp(rng.uniform(a, b)))
+
+
+def _check_vae(
+    variational: bool, recon_loss: str, beta: float, sigma: float, binarize: str
+) -> None:
+    """The decoder's loss, its scales and the binarisation fit together."""
+    if recon_loss not in RECON_LOSSES:
+        raise EvoaeError(
+            f"unknown reconstruction loss {recon_loss!r}: choose {' or '.join(RECON_LOSSES)}"
+        )
+    if not beta > 0 or not sigma > 0:
+        raise EvoaeError(f"beta ({beta}) and sigma ({sigma}) must be positive")
+    if binarize not in BINARIZE:
+        raise EvoaeError(f"unknown binarize {binarize!r}: choose none or dynamic")
+    if binarize == "dynamic" and not (variational and recon_loss == "bce"):
+        raise EvoaeError(
+            "dynamic binarisation needs a Bernoulli decoder: use --model conv-vae with "
+            "the bce reconstruction loss"
+        )
 
 
 def _check_collapse(free_bits: Any, kl_warmup: Any, penalty: Any) -> None:
