@@ -37,11 +37,12 @@ from evoae.runs.journal import Journal  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 SEARCH: dict[str, Any] = dict(
-    limit=300, strategy="aging", evaluations=8, population=4, sample=2, batch=3, epochs=1,
+    limit=300, strategy="aging", evaluations=20, population=4, sample=2, batch=3, epochs=3,
     final_epochs=1, seed=3,
 )  # fmt: skip
-ARGV = ["--limit", "300", "--strategy", "aging", "--evaluations", "8", "--population", "4"]
-ARGV += ["--sample", "2", "--batch", "3", "--epochs", "1", "--final-epochs", "1", "--seed", "3"]
+# Enough batches that the kill lands mid-search on a fast machine too (it is checked).
+ARGV = ["--limit", "300", "--strategy", "aging", "--evaluations", "20", "--population", "4"]
+ARGV += ["--sample", "2", "--batch", "3", "--epochs", "3", "--final-epochs", "1", "--seed", "3"]
 #: A hang fails the test instead of blocking the suite (not a speed claim).
 HANG_S = 120
 

@@ -271,5 +271,5 @@ def test_used_state_follows_the_forward(tmp_path):
     # The encoder part gives the log-variance too, so its head is kept.
     assert any(k.startswith("logvar.") for k in keys)
     decoder_keys = used_state(model, part_module(model, "decoder"), torch.zeros(2, 4))
-    # Root-level tensors (the VAE's noise seed buffer) always travel along.
-    assert {k.split(".")[0] for k in decoder_keys} == {"decoder", "noise_seed"}
+    # Root-level tensors (the VAE's noise seed and KL warm-up step buffers) travel along.
+    assert {k.split(".")[0] for k in decoder_keys} == {"decoder", "noise_seed", "kl_steps"}
