@@ -66,6 +66,8 @@ from evoae.runs.manifest import MANIFEST
 from evoae.runs.reader import read_run
 from evoae.settings import default
 
+#: The data name of the runs a fit makes: only those are replaced by a later fit.
+ESTIMATOR_DATA = "<EvolvedAutoencoder>"
 #: Fewer rows than this are repeated before the 70/15/15 split (see module docstring).
 MIN_SPLIT_ROWS = 20
 #: Search spaces (dense presets) the estimator can use.
@@ -275,7 +277,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             labels = None if labels is None else np.tile(labels, reps)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         keep = self.run_dir is not None
-        data = Dataset(scaled, labels, "<array>", record)
+        data = Dataset(scaled, labels, ESTIMATOR_DATA, record)
         if keep:
             for _ in range(8):  # a parallel fit may take the folder between check and start
                 out = _fit_folder(Path(self.run_dir))
@@ -300,7 +302,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def _search(self, data: Dataset, out: Path, seed: int) -> Any:
         """The search behind :meth:`fit`, with this estimator's parameters."""
         return search(
-            "<array>",
+            ESTIMATOR_DATA,
             data=data,
             objective=self.objective,
             out=out,
@@ -504,7 +506,8 @@ def _fit_folder(run_dir: Path) -> Path:
     """Where a fit with ``run_dir`` writes: ``run_dir`` itself (an earlier fit's run there
     is replaced), or, while another process fits into it (parallel fits of a grid search
     sharing one ``run_dir``), the first free sibling ``run_dir-2``, ``-3``... A run that
-    no estimator made there (a CLI run: its data is a file, not ``<array>``) is refused.
+    no estimator made there (a CLI or :func:`evoae.search` run: its data is not named
+    :data:`ESTIMATOR_DATA`) is refused.
     """
     for n in range(1, 65):
         path = run_dir if n == 1 else run_dir.with_name(f"{run_dir.name}-{n}")
@@ -515,7 +518,7 @@ def _fit_folder(run_dir: Path) -> Path:
                 dataset = read_run(path).settings.get("dataset")
             except EvoaeError:
                 dataset = None
-            if dataset != "<array>":
+            if dataset != ESTIMATOR_DATA:
                 raise EvoaeError(
                     f"run_dir {path} holds a run this estimator did not make (dataset "
                     f"{dataset!r}): choose another run_dir, or remove that run yourself"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import KeysView, Sequence
 from dataclasses import MISSING, Field
 from typing import Any
@@ -90,15 +91,16 @@ def check_value(f: Field[Any], value: Any, where: str = "") -> Any:
             raise EvoaeError(f"{label} must be true or false, got {value!r}")
         return value
     if kind is int:
+        # numbers.Integral: numpy integers too (a grid search's np.arange of code sizes).
         if (
             isinstance(value, bool)
-            or not isinstance(value, int)
+            or not isinstance(value, numbers.Integral)
             and not (isinstance(value, float) and value.is_integer())
         ):
             raise EvoaeError(f"{label} must be an integer, got {value!r}")
         value = int(value)
     elif kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise EvoaeError(f"{label} must be a number, got {value!r}")
         value = float(value)
         if not math.isfinite(value):

@@ -472,8 +472,9 @@ class SearchSettings:
     def refuse_ignored(self, given: dict[str, Any]) -> None:
         """Refuse options the user set (``given``, flat names) that these settings would
         silently ignore: ASHA's without ``--fidelity asha``, ``--final-pbt-ready``
-        without ``--final-pbt``. Turning the switch off explicitly (``--fidelity none``,
-        ``--final-pbt 0``) keeps the rest of a command line usable."""
+        without ``--final-pbt``, ``--ray-address`` without ``--executor ray``. Turning the
+        switch off explicitly (``--fidelity none``, ``--final-pbt 0``) keeps the rest of a
+        command line usable."""
         if self.fidelity.fidelity != "asha" and given.get("fidelity") is None:
             for key in ("min_epochs", "eta", "max_epochs", "epoch_budget"):
                 if given.get(key) is not None:
@@ -481,6 +482,14 @@ class SearchSettings:
                         f"--{key.replace('_', '-')} only applies with --fidelity asha: add "
                         "--fidelity asha or leave it out"
                     )
+        address = given.get("ray_address")
+        if address is not None and self.execution.executor != "ray":
+            raise EvoaeError(
+                "--ray-address only applies with --executor ray: add --executor ray or leave "
+                "it out"
+            )
+        if address is not None and not str(address).strip():
+            raise EvoaeError("--ray-address is empty: pass HOST:PORT of the cluster's head")
         ready = given.get("final_pbt_ready") is not None
         if self.training.final_pbt == 0 and ready and given.get("final_pbt") is None:
             raise EvoaeError(

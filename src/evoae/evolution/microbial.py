@@ -242,7 +242,17 @@ class MicrobialGA(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.population, self.fitness = load_population(self.space, state)
-        self._tournaments = int(state["tournaments"])
+        if self.population and len(self.population) != self.n:
+            raise ValueError(f"population has {len(self.population)} members, not {self.n}")
+        done = state["tournaments"]
+        if isinstance(done, bool) or not isinstance(done, int) or not 0 <= done <= self.generations:
+            raise ValueError(f"tournaments must be between 0 and {self.generations}, got {done!r}")
+        self._tournaments = done
         pairs = state.get("reeval_pairs")
         self._reeval_pairs = None if pairs is None else [tuple(p) for p in pairs]
+        n = len(self.population)
+        for pair in self._reeval_pairs or ():
+            ok = len(pair) == 2 and all(isinstance(i, int) and 0 <= i < n for i in pair)
+            if not ok:
+                raise ValueError(f"reeval_pairs names members outside the population: {pair}")
         self._pending = None

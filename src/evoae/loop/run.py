@@ -18,6 +18,7 @@ from evoae.loop.core import Loop
 from evoae.objectives import Objective
 from evoae.report.progress import Reporter
 from evoae.runs import folder as rf
+from evoae.runs import guard
 from evoae.runs.journal import Journal
 from evoae.settings import SearchSettings
 from evoae.spaces import Space
@@ -89,6 +90,7 @@ def run(
                 s, space, strategy, objective, journal, run_dir, reporters, len(splits.train)
             )
             if resume:
+                check_rewritable(run_dir)
                 _restore(loop, run_dir)
             _record(loop, space, objective, run_dir, fingerprint, resume)
             stopped = _search(loop, evaluator, finish, t0)
@@ -121,6 +123,30 @@ def run(
         journal.close()
         for r in reporters:
             r.end()
+
+
+#: What a resumed run rewrites: checked to be evoae's own before anything is evaluated.
+_REWRITTEN = (
+    rf.CHECKPOINT,
+    rf.SETTINGS,
+    rf.SUMMARY,
+    rf.BEST_GENOME,
+    f"{rf.MODEL_DIR}/model.json",
+    f"{rf.MODEL_DIR}/model.safetensors",
+)
+
+
+def check_rewritable(run_dir: Path) -> None:
+    """Refuse a resume (before any evaluation or journal row) whose run folder holds a
+    file evoae would rewrite but did not write, or a linked folder it writes into."""
+    for name in (rf.MODEL_DIR, rf.PLOTS_DIR):
+        if (run_dir / name).is_symlink():
+            raise EvoaeError(
+                f"{run_dir / name} is a symbolic link, which evoae never writes through: "
+                "replace it with a folder to continue the run; nothing was written"
+            )
+    for name in _REWRITTEN:
+        guard.claim(run_dir / name)
 
 
 def _restore(loop: Loop, run_dir: Path) -> None:

@@ -439,6 +439,7 @@ def prepare_new(folder: str | Path, *, overwrite: bool) -> Path:
                 f"output folder {folder} already holds a run: pass --overwrite to replace it, "
                 "--resume to continue it, or choose another --out"
             )
+        check_free(folder)  # a live run is "in use", not a folder of foreign files
         remove = plan_overwrite(folder)
     try:
         if exists:
