@@ -163,30 +163,40 @@ def _finished(run: Path) -> int:
 def _search_killing(
     run: Path, address: str, at_rows: int, kill: Any
 ) -> tuple[subprocess.CompletedProcess[str], bool]:
-    """``evoae search --quiet`` on the cluster; ``kill()`` once ``at_rows`` rows are in."""
+    """``evoae search --quiet`` on the cluster; ``kill()`` once ``at_rows`` rows are in.
+
+    The driver stops itself (SIGSTOP) right after committing row ``at_rows``
+    (``EVOAE_TEST_KILL_AT=appended:N``), the nodes die while it is stopped, then it
+    continues: the kill always lands mid-search, however fast the machine."""
     cmd = [sys.executable, "-m", "evoae.cli", "search", "--quiet", *ARGV, "--executor", "ray"]
     cmd += ["--ray-address", address, "--out", str(run)]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
-    )
+    env = {**_env(), "EVOAE_TEST_KILL_AT": f"appended:{at_rows}"}
+    env["EVOAE_TEST_KILL_SIGNAL"] = "SIGSTOP"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     killed = False
     try:
         deadline = time.monotonic() + HANG_S
         while proc.poll() is None and time.monotonic() < deadline:
-            if not killed and _finished(run) >= at_rows:
-                # The driver is stopped while the nodes die, so the rest of its search
-                # cannot finish before they do (its tasks take well under a second).
-                os.kill(proc.pid, signal.SIGSTOP)
+            if not killed and _stopped(proc.pid):
                 try:
                     kill()
                 finally:
                     os.kill(proc.pid, signal.SIGCONT)
                 killed = True
-            time.sleep(0.2)
+            time.sleep(0.1)
         out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         proc.kill()
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), killed
+
+
+def _stopped(pid: int) -> bool:
+    """The process is stopped (state T in /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "T"
 
 
 def test_a_worker_node_lost_mid_search_changes_nothing_and_prints_nothing(

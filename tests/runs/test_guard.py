@@ -24,6 +24,7 @@ from evoae.cli import main
 from evoae.errors import EvoaeError
 from evoae.loop import search
 from evoae.runs import folder as rf
+from evoae.runs import guard
 from evoae.runs import lock as run_lock
 from evoae.runs.atomic import atomic_write_bytes
 from evoae.runs.guard import check_new_file, claim, is_recorded
@@ -390,6 +391,7 @@ def test_a_refused_resume_leaves_the_journal_and_its_wal_alone(tmp_path: Path) -
     ckpt = json.loads((out / rf.CHECKPOINT).read_text())
     ckpt["strategy"]["trials"] = ckpt["strategy"]["trials"] * 5  # 20 trials, 4 rows
     (out / rf.CHECKPOINT).write_text(json.dumps(ckpt))
+    guard.record(out / rf.CHECKPOINT)  # as evoae's: the counters refuse it
     _leave_a_wal(out)
     before = _snapshot(out)
     with pytest.raises(EvoaeError, match="corrupted") as info:

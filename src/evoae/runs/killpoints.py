@@ -7,6 +7,8 @@ Timing a ``kill`` from outside hits random places; these hooks hit chosen ones. 
 power cut or the OOM killer would. Unset (always, outside tests), a call is one
 environment lookup. ``EVOAE_TEST_KILL_ONCE=PATH`` limits the kill to the first process
 that gets there (it creates ``PATH``), so a retried worker survives.
+``EVOAE_TEST_KILL_SIGNAL=SIGSTOP`` stops the process there instead (a test then acts on
+the world, e.g. kills a Ray node, and sends SIGCONT).
 
 Points used by evoae: ``trained`` (a result arrived, not yet journaled), ``appended``
 (a row was committed, the strategy not yet told), ``before_rename:FILE`` (an atomic
@@ -22,6 +24,7 @@ import signal
 
 ENV = "EVOAE_TEST_KILL_AT"
 ONCE_ENV = "EVOAE_TEST_KILL_ONCE"
+SIGNAL_ENV = "EVOAE_TEST_KILL_SIGNAL"
 
 _counts: dict[str, int] = {}
 _armed = False
@@ -49,7 +52,8 @@ def kill_point(name: str) -> None:
             os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             return
-    os.kill(os.getpid(), signal.SIGKILL)
+    stop = os.environ.get(SIGNAL_ENV) == "SIGSTOP"
+    os.kill(os.getpid(), signal.SIGSTOP if stop else signal.SIGKILL)
 
 
 def arm_forward() -> None:
