@@ -485,8 +485,7 @@ class SearchSettings:
         address = given.get("ray_address")
         if address is not None and self.execution.executor != "ray":
             raise EvoaeError(
-                "--ray-address only applies with --executor ray: add --executor ray or leave "
-                "it out"
+                "--ray-address only applies with --executor ray: add --executor ray or leave it out"
             )
         if address is not None and not str(address).strip():
             raise EvoaeError("--ray-address is empty: pass HOST:PORT of the cluster's head")

@@ -76,9 +76,18 @@ def _refused(argv: list[str], capsys: pytest.CaptureFixture[str], match: str) ->
 def test_every_file_evoae_wrote_in_a_run_has_its_digest(run: Path) -> None:
     digests = read_digests(run)
     assert digests is not None
-    for rel in ("checkpoint.json", "settings.json", "summary.json", "best_genome.json",
-                "model/model.json", "model/model.safetensors", "plots/fitness.png",
-                "plots/reconstructions.png", "report.html", "export/export.json"):
+    for rel in (
+        "checkpoint.json",
+        "settings.json",
+        "summary.json",
+        "best_genome.json",
+        "model/model.json",
+        "model/model.safetensors",
+        "plots/fitness.png",
+        "plots/reconstructions.png",
+        "report.html",
+        "export/export.json",
+    ):
         assert rel in digests, rel
         assert is_recorded(run, run / rel), rel
 
@@ -386,8 +395,15 @@ def test_a_refused_resume_leaves_the_journal_and_its_wal_alone(tmp_path: Path) -
     """A tpe checkpoint claiming more trials than the journal holds is refused, and the
     refusal writes nothing (it used to truncate the search, and to rewrite the meta)."""
     out = tmp_path / "tpe"
-    search("digits", out=out, seed=0, strategy="tpe", evaluations=4, batch=2,
-           **{k: v for k, v in TINY.items() if k not in ("population", "generations")})
+    search(
+        "digits",
+        out=out,
+        seed=0,
+        strategy="tpe",
+        evaluations=4,
+        batch=2,
+        **{k: v for k, v in TINY.items() if k not in ("population", "generations")},
+    )
     ckpt = json.loads((out / rf.CHECKPOINT).read_text())
     ckpt["strategy"]["trials"] = ckpt["strategy"]["trials"] * 5  # 20 trials, 4 rows
     (out / rf.CHECKPOINT).write_text(json.dumps(ckpt))
@@ -453,7 +469,6 @@ def test_a_killed_write_leaves_a_file_whose_content_is_recorded(
     assert is_recorded(run, target)
 
 
-
 def test_resume_removes_only_evoaes_temporary_files(run: Path) -> None:
     (run / ".checkpoint.json.123.tmp").write_text("x")
     (run / ".thesis.123.tmp").write_text("mine")
@@ -515,8 +530,16 @@ def test_a_grid_search_with_parallel_fits_sharing_a_run_dir_fails_no_fit(tmp_pat
 
     X = np.random.default_rng(0).random((80, 5))
     est = EvolvedAutoencoder(
-        code_size=2, population=2, generations=0, epochs=1, final_epochs=1, min_steps=0,
-        final_min_steps=0, random_state=0, n_jobs=1, run_dir=tmp_path / "fits",
+        code_size=2,
+        population=2,
+        generations=0,
+        epochs=1,
+        final_epochs=1,
+        min_steps=0,
+        final_min_steps=0,
+        random_state=0,
+        n_jobs=1,
+        run_dir=tmp_path / "fits",
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error", FitFailedWarning)

@@ -34,7 +34,11 @@ CASES = {
 
 #: Added to every case's settings in the JSON: evoae 0.1's behaviour with today's code.
 OFF_SINCE_0_1 = dict(
-    pca_seed=False, pca_fallback=False, min_steps=0, final_min_steps=0, final_patience=0,
+    pca_seed=False,
+    pca_fallback=False,
+    min_steps=0,
+    final_min_steps=0,
+    final_patience=0,
     residual=False,
 )
 
