@@ -69,6 +69,19 @@ def dense_spec(**over: object) -> dict:
 
 #: The smallest search that exercises the whole loop (settings by flat name); no step
 #: floors, so "1 epoch" stays one epoch on small data.
+#: Every file a finished run folder holds.
+RUN_FILES = (
+    "journal.sqlite",
+    "checkpoint.json",
+    "settings.json",
+    "best_genome.json",
+    "model/model.json",
+    "model/model.safetensors",
+    "plots/fitness.png",
+    "plots/reconstructions.png",
+    "summary.json",
+)
+
 TINY_SEARCH = dict(
     population=4, generations=4, epochs=1, final_epochs=1, min_steps=0, final_min_steps=0
 )

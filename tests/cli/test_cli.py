@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import RUN_FILES
 
 import evoae
 import evoae.training.evaluator as evaluator_mod
@@ -22,17 +23,6 @@ from evoae.training import evaluate
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 TINY = ["--population", "4", "--generations", "4", "--epochs", "1", "--final-epochs", "1"]
-RUN_FILES = (
-    "journal.sqlite",
-    "checkpoint.json",
-    "settings.json",
-    "best_genome.json",
-    "model/model.json",
-    "model/model.safetensors",
-    "plots/fitness.png",
-    "plots/reconstructions.png",
-    "summary.json",
-)
 
 
 def search(*args: str) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SEARCH
+from conftest import RUN_FILES, TINY_SEARCH
 
 import evoae
 import evoae.training.evaluator as evaluator_mod
@@ -26,18 +26,7 @@ pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 #: A tiny budget: 4 initial candidates and 4 tournaments of one epoch each.
 TINY = TINY_SEARCH
-#: Every file a finished run folder holds.
-ARTIFACTS = (
-    "journal.sqlite",
-    "checkpoint.json",
-    "settings.json",
-    "best_genome.json",
-    "model/model.json",
-    "model/model.safetensors",
-    "plots/fitness.png",
-    "plots/reconstructions.png",
-    "summary.json",
-)
+ARTIFACTS = RUN_FILES
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

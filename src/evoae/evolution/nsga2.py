@@ -130,7 +130,6 @@ class NSGA2(SteadyState):
         self, space: Space, options: NSGA2Options | None = None, *, seed: int = 0, **kw: Any
     ) -> None:
         super().__init__(space, options, seed=seed, **kw)
-        options = self.options
         #: The (fitness, params) point of each member.
         self.values: list[Point] = []
 

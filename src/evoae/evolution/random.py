@@ -43,7 +43,6 @@ class RandomSearch(Strategy):
         self, space: Space, options: RandomOptions | None = None, *, seed: int = 0, **kw: Any
     ) -> None:
         super().__init__(space, options, seed=seed, **kw)
-        options = self.options
         self.told = 0
         self._asked = 0
 
