@@ -62,6 +62,8 @@ class SearchResult:
     executor: str = ""
     #: What the search spent before the final stage (:func:`search_spent`).
     spent: dict[str, Any] | None = None
+    #: The journal id of the returned model's candidate (:mod:`evoae.runs.best`).
+    best_evaluation: int | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -69,6 +71,7 @@ class SearchResult:
             "best_genome": self.best_genome,
             "best_spec": self.best_spec,
             "best_fitness": self.best_fitness,
+            "best_evaluation": self.best_evaluation,
             "final": self.final,
             "n_evaluations": self.n_evaluations,
             "n_trainings": self.n_trainings,
@@ -169,6 +172,7 @@ def retrain_best(
         seconds=time.perf_counter() - t0,
         settings=s,
         spent=spent,
+        best_evaluation=pick.row.id,
     )
 
 

@@ -58,29 +58,6 @@ window.addEventListener('load', function () {
 </script>"""
 
 
-@pytest.fixture(scope="module")
-def dense_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("report") / "dense"
-    evoae.search("digits", out=out, population=3, generations=3, epochs=1, final_epochs=2)
-    return out
-
-
-@pytest.fixture(scope="module")
-def vae_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("report") / "vae"
-    evoae.search(
-        "digits",
-        model="conv-vae",
-        out=out,
-        limit=300,
-        population=2,
-        generations=1,
-        epochs=1,
-        final_epochs=1,
-    )
-    return out
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
@@ -183,6 +160,14 @@ def test_vae_report_in_chromium(chromium, vae_run, tmp_path):
     verdict = check_in_browser(chromium, report, tmp_path)
     assert verdict == {"images": 6, "broken": [], "errors": [], "uncaught": []}
     screenshot(chromium, report, tmp_path, "report-vae.png")
+
+
+def test_nsga2_report_in_chromium(chromium, nsga2_run, tmp_path):
+    report = write_report(nsga2_run, tmp_path / "nsga2.html")
+    verdict = check_in_browser(chromium, report, tmp_path)
+    # fitness curve, Pareto front, reconstructions, architecture
+    assert verdict == {"images": 4, "broken": [], "errors": [], "uncaught": []}
+    screenshot(chromium, report, tmp_path, "report-nsga2.png")
 
 
 def test_diagram_layers(dense_run, vae_run):
@@ -294,7 +279,7 @@ def test_runs_list_and_show(dense_run, vae_run, capsys):
     assert shown["top"][0]["fitness"] == pytest.approx(shown["best_fitness"])
     assert main(["runs", "show", str(dense_run)]) == 0
     out = capsys.readouterr().out
-    assert "best search fitness" in out and f"{summary['best_fitness']:.5f}" in out
+    assert "best candidate" in out and f"{summary['best_fitness']:.5f}" in out
 
 
 @pytest.mark.parametrize(

@@ -81,9 +81,27 @@ def plot_reconstructions(
 
     Tabular rows are drawn as heat-map strips, one row per sample.
     """
+    fig = reconstruction_figure(
+        originals, {"reconstruction": recons}, image_shape=image_shape, title=title
+    )
+    return _save(fig, path)
+
+
+def reconstruction_figure(
+    originals: np.ndarray,
+    recons: dict[str, np.ndarray],
+    *,
+    image_shape: tuple[int, int, int] | None,
+    title: str = "",
+) -> plt.Figure:
+    """Originals in the top row, then one row per labelled reconstruction (e.g. the
+    model's and PCA's). Tabular rows are drawn as heat-map strips, one row per sample."""
     n = len(originals)
-    fig, axes = plt.subplots(2, 1, figsize=(max(4, n * 0.9), 3.2), dpi=110)
-    for ax, data, label in ((axes[0], originals, "original"), (axes[1], recons, "reconstruction")):
+    panels = [("original", originals), *recons.items()]
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(max(4, n * 0.9), 1.1 + 1.05 * len(panels)), dpi=110
+    )
+    for ax, (label, data) in zip(np.atleast_1d(axes), panels, strict=True):
         if image_shape is not None:
             show_grid(ax, np.asarray(data).reshape(n, *image_shape), ncols=n)
         else:
@@ -96,7 +114,7 @@ def plot_reconstructions(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def plot_image_grid(
