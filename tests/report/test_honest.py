@@ -19,6 +19,7 @@ from evoae.cli.search import print_summary
 from evoae.models.vae import KL_DIM_MIN, final_figures, kl_per_dim, kl_verdict
 from evoae.report.html import fitness_axes, render, settings_sections, write_report
 from evoae.runs.best import best_of
+from evoae.runs.journal import Journal
 from evoae.runs.reader import RunView, read_run
 from evoae.settings import SearchSettings
 from evoae.training import train_candidate
@@ -199,7 +200,8 @@ def test_settings_grouped_and_defaults_folded(dense_run, tmp_path):
 def test_nsga2_report_draws_the_front(nsga2_run, dense_run, tmp_path):
     text = _report(nsga2_run, tmp_path)
     assert "<h2>Pareto front</h2>" in text
-    assert text.count('src="data:image/png;base64,') == 4  # fitness, front, recon, layers
+    curves = int(getattr(Journal, "curves", None) is not None)
+    assert text.count('src="data:image/png;base64,') == 4 + curves  # fitness, front, recon, layers
     assert "<h2>Pareto front</h2>" not in _report(dense_run, tmp_path)
 
 
@@ -217,3 +219,38 @@ def test_unfinished_view_names_the_journal_best(dense_run):
     best = best_of(unfinished)
     assert best.row.fitness == min(r.fitness for r in view.rows if r.status != "failed")
     assert best.final_text() == "-" and best.leader is None
+
+
+def test_learning_curves_in_the_report(dense_run, tmp_path):
+    """Once the journal records learning curves (``Journal.curves``), the report plots
+    the final training's and the best candidates' curves."""
+    if getattr(Journal, "curves", None) is None:
+        pytest.skip("this journal records no learning curves yet (Journal.curves)")
+    with Journal(dense_run / "journal.sqlite", readonly=True) as j:
+        final = j.curves(stage="final")
+    text = _report(dense_run, tmp_path)
+    assert final, "a finished run records its final training's curve"
+    assert "<h2>Learning curves</h2>" in text
+    assert text.count('src="data:image/png;base64,') == 4  # fitness, curves, recon, layers
+
+
+@pytest.mark.parametrize("bad", ["7", True, -1, 1.5])
+def test_a_damaged_best_evaluation_is_refused_in_one_line(dense_run, tmp_path, bad):
+    run = tmp_path / "damaged"
+    shutil.copytree(dense_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["best_evaluation"] = bad
+    (run / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(evoae.EvoaeError, match="best_evaluation") as e:
+        read_run(run)
+    assert "\n" not in str(e.value)
+
+
+def test_an_unknown_best_evaluation_falls_back_to_best_genome(dense_run, tmp_path):
+    run = tmp_path / "unknown"
+    shutil.copytree(dense_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    expected = summary.pop("best_evaluation")
+    summary["best_evaluation"] = 10**6  # no such row: best_genome.json decides
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert best_of(read_run(run)).evaluation == expected

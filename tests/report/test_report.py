@@ -29,10 +29,13 @@ from sklearn.decomposition import PCA
 import evoae
 from evoae.cli import main
 from evoae.report.html import diagram_layers, pca_comparison, write_report
+from evoae.runs.journal import Journal
 from evoae.runs.reader import read_run, top_candidates
 from evoae.settings import SearchSettings
 
 REPO = Path(__file__).resolve().parents[2]
+#: One more figure on every page once the journal records learning curves.
+CURVES = int(getattr(Journal, "curves", None) is not None)
 ARTIFACTS = REPO / "artifacts"
 
 _PROBE = """<script>
@@ -146,7 +149,7 @@ def test_dense_report_in_chromium(chromium, dense_run, tmp_path):
     report = dense_run / "report.html"
     verdict = check_in_browser(chromium, report, tmp_path)
     # fitness curve, reconstructions, architecture
-    assert verdict == {"images": 3, "broken": [], "errors": [], "uncaught": []}
+    assert verdict == {"images": 3 + CURVES, "broken": [], "errors": [], "uncaught": []}
     shot = screenshot(chromium, report, tmp_path, "report-dense.png")
     pixels = __import__("matplotlib.image", fromlist=["imread"]).imread(shot)
     assert pixels.std() > 0.05  # a rendered page, not a blank one
@@ -158,7 +161,7 @@ def test_vae_report_in_chromium(chromium, vae_run, tmp_path):
     for caption in ("Samples from the prior", "Latent map", "Latent interpolation"):
         assert caption in text
     verdict = check_in_browser(chromium, report, tmp_path)
-    assert verdict == {"images": 6, "broken": [], "errors": [], "uncaught": []}
+    assert verdict == {"images": 6 + CURVES, "broken": [], "errors": [], "uncaught": []}
     screenshot(chromium, report, tmp_path, "report-vae.png")
 
 
@@ -166,7 +169,7 @@ def test_nsga2_report_in_chromium(chromium, nsga2_run, tmp_path):
     report = write_report(nsga2_run, tmp_path / "nsga2.html")
     verdict = check_in_browser(chromium, report, tmp_path)
     # fitness curve, Pareto front, reconstructions, architecture
-    assert verdict == {"images": 4, "broken": [], "errors": [], "uncaught": []}
+    assert verdict == {"images": 4 + CURVES, "broken": [], "errors": [], "uncaught": []}
     screenshot(chromium, report, tmp_path, "report-nsga2.png")
 
 
@@ -192,7 +195,7 @@ def test_report_is_self_contained(dense_run):
     assert "<script" not in text.lower()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
     assert "url(" not in text and "@import" not in text
-    assert text.count('src="data:image/png;base64,') == 3
+    assert text.count('src="data:image/png;base64,') == 3 + CURVES
     for heading in (
         "Best candidates",
         "Fitness over evaluations",
@@ -257,7 +260,9 @@ def test_unfinished_run_still_reports(dense_run, tmp_path):
     text = write_report(run).read_text()
     assert "unfinished: figures so far" in text
     assert "No saved model yet" in text and "PCA comparison unavailable" in text
-    assert text.count("data:image/png;base64,") == 1  # the fitness curve from the checkpoint
+    assert (
+        text.count("data:image/png;base64,") == 1 + CURVES
+    )  # the fitness curve from the checkpoint
 
 
 def test_runs_list_and_show(dense_run, vae_run, capsys):

@@ -103,7 +103,7 @@ def _returned_row(view: RunView) -> Row | None:
     """The journal row of the model a finished run returns."""
     summary = view.summary or {}
     by_id = {r.id: r for r in view.rows}
-    ev = summary.get("best_evaluation")
+    ev = summary.get("best_evaluation")  # validated by the summary's schema
     if isinstance(ev, int) and ev in by_id:
         return by_id[ev]
     path = view.path / rf.BEST_GENOME
