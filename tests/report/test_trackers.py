@@ -155,6 +155,14 @@ def test_cli_refuses_a_missing_extra_before_the_run_starts(flag, tmp_path, monke
     assert not (tmp_path / "r").exists() and not (tmp_path / "tb").exists()
 
 
+def test_an_unusable_tracking_uri_or_logdir_is_one_line(tmp_path, capsys):
+    code = main(["search", "--out", str(tmp_path / "r"), "--quiet", "--mlflow", "bogus://x"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "MLflow cannot use tracking URI bogus://x" in err
+    (tmp_path / "f").write_text("")
+    one_line_error(lambda: TensorBoardReporter(tmp_path / "f"), "is a file")
+
+
 def test_store_uri_and_flattened_params(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert store_uri(None) == store_uri("") == (tmp_path / "mlruns").as_uri()

@@ -118,6 +118,8 @@ class TensorBoardReporter(Reporter):
     def __init__(self, logdir: str | Path, *, flush_secs: float = 5.0) -> None:
         _require("tensorboard", "tensorboard")
         self.logdir = Path(logdir)
+        if self.logdir.exists() and not self.logdir.is_dir():
+            raise EvoaeError(f"{self.logdir} is a file: give TensorBoard a folder to log to")
         self.flush_secs = flush_secs
         self.path: Path | None = None
         self._run_dir: Path | None = None
@@ -245,10 +247,19 @@ class MLflowReporter(Reporter):
         unit: str = "generations",
         evaluations: int = 0,
     ) -> None:
-        self._client = client = self._mlflow.MlflowClient(tracking_uri=self.tracking_uri)
-        exp = client.get_experiment_by_name(self.experiment)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(self.experiment)
-        run = self._earlier_run(exp_id) if self._resumed else None
+        try:
+            self._client = client = self._mlflow.MlflowClient(tracking_uri=self.tracking_uri)
+            exp = client.get_experiment_by_name(self.experiment)
+            exp_id = (
+                exp.experiment_id if exp is not None else client.create_experiment(self.experiment)
+            )
+            run = self._earlier_run(exp_id) if self._resumed else None
+        except Exception as e:  # MLflow's errors name no common base: any is the store's
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise EvoaeError(
+                f"MLflow cannot use tracking URI {self.tracking_uri} ({type(e).__name__}: "
+                f"{first}): give a folder, a file: URI or a tracking server's http: URI"
+            ) from None
         if run is None:
             name = self._run_dir.name if self._run_dir is not None else "evoae"
             tags = {RUN_DIR_TAG: str(self._run_dir)} if self._run_dir is not None else {}
