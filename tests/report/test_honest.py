@@ -57,6 +57,7 @@ def test_one_best_in_summary_runs_show_and_report(dense_result, tmp_path, capsys
         assert best.final_text() in " ".join(text.split())
     assert record["best_evaluation"] == best.evaluation
     assert record["best_fitness"] == pytest.approx(summary["best_fitness"])
+    assert f'<td class="num">{best.evaluation} \u2605</td>' in page  # starred in the table
     header = re.search(r"<p id='best'>(.*?)</p>", page, re.S).group(1)
     assert line in header and "final training, 2 epochs" in header
 

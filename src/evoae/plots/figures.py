@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 
 def plot_fitness(
@@ -39,8 +40,11 @@ def plot_fitness(
     ax.set_xlabel("generation (tournaments)")
     ax.set_ylabel(ylabel)
     finite = [h["best"] for h in history if math.isfinite(h["best"])]
-    if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
+    if finite and min(finite) > 0:  # a log axis: a few bad generations squash nothing
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _pos: f"{v:.4g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain if max(finite) / min(finite) < 10 else NullFormatter())
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -485,7 +485,10 @@ def render(view: RunView) -> str:
         "finished": view.finished,
         "cards": _cards(view, final, best, cmp),
         "best": _best_context(best),
-        "top": [_candidate_row(i, r) for i, r in enumerate(top_candidates(view.rows))],
+        "top": [
+            _candidate_row(i, r, best.evaluation if view.finished else None)
+            for i, r in enumerate(top_candidates(view.rows))
+        ],
         "fitness_png": _b64(fitness_figure(view, best)),
         "fitness_caption": _fitness_caption(view, best),
         "front_png": _b64(front_png) if front_png is not None else None,
@@ -522,6 +525,7 @@ def _best_context(best: Best) -> dict[str, Any]:
     return {
         "search": best.search_text(),
         "final": best.final_text(),
+        "fidelity": best.search_fidelity,
         "architecture": describe_spec(row.spec) if row is not None else None,
         "leader": best.leader_note,
     }
@@ -610,10 +614,11 @@ def _cards(
     ]
 
 
-def _candidate_row(i: int, r: Any) -> list[str]:
+def _candidate_row(i: int, r: Any, returned: int | None) -> list[str]:
+    """One row of the best-candidates table; the returned model's candidate is starred."""
     return [
         str(i + 1),
-        str(r.id),
+        f"{r.id} \u2605" if r.id == returned else str(r.id),
         str(r.generation),
         _num(r.fitness),
         _num(r.train_loss),
