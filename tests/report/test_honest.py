@@ -176,6 +176,8 @@ def test_collapse_is_one_sentence_in_summary_runs_show_and_report(vae_result, tm
     # The VAE's PCA section: the report's own MSE comparison, no "n/a" beside it.
     assert "PCA comparison: n/a" not in text
     assert "ratio to PCA" in text and "PCA, 4 components" in text
+    # Its table shows it worse than the mean image (0.14 against 0.07 MSE): said in words.
+    assert "The model reconstructs worse than the mean training image" in text
 
 
 def test_settings_grouped_and_defaults_folded(dense_run, tmp_path):

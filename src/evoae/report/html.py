@@ -469,8 +469,8 @@ def render(view: RunView) -> str:
         )
     if cmp["available"] and cmp["model_mse"] > cmp["mean_mse"]:
         notes.append(
-            "The model reconstructs worse than the mean training image: its code carries "
-            "less than nothing useful about the input."
+            "The model reconstructs worse than the mean training image: predicting that "
+            "one image for every input would do better than its code."
         )
     strategy = STRATEGIES.get(str(s.get("strategy")))
     front_png = None
