@@ -132,7 +132,12 @@ def fitness_axes(view: RunView, best: Best | None = None) -> tuple[plt.Figure, p
                    label=f"failed ({len(failed)}, not on the fitness scale)")  # fmt: skip
     _log_axis(ax.yaxis, [r.fitness for r in ok] + [h[k] for h in hist for k in ("q25", "q75")])
     ax.set_xlabel("evaluations")
-    ax.set_ylabel(f"search fitness ({best.search_fidelity})")
+    rungs = any("rung" in r.terms for r in ok)  # ASHA: rows trained different epochs
+    ax.set_ylabel(
+        "search fitness (each at its rung's epochs)"
+        if rungs
+        else f"search fitness ({best.search_fidelity})"
+    )
     ax.grid(alpha=0.3, which="both")
     if ok or hist or failed:
         _legend(ax)
