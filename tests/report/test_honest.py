@@ -257,3 +257,21 @@ def test_an_unknown_best_evaluation_falls_back_to_best_genome(dense_run, tmp_pat
     summary["best_evaluation"] = 10**6  # no such row: best_genome.json decides
     (run / "summary.json").write_text(json.dumps(summary))
     assert best_of(read_run(run)).evaluation == expected
+
+
+def test_learning_curves_are_drawn_from_the_journal_api(dense_run, tmp_path, monkeypatch):
+    """The report's side of ``Journal.curves(stage)``: the final stage's curve and the
+    best candidates' search curves become one figure (the journal's side is stubbed
+    with the documented shape, epoch -> (train, val) with gaps as None)."""
+    view = read_run(dense_run)
+    ids = [r.id for r in view.rows]
+    curves = {
+        "final": {ids[-1]: [(0, None, 0.09), (1, 0.06, 0.05), (2, 0.04, 0.041)]},
+        "search": {i: [(1, 0.05 + i / 100, 0.06 + i / 100)] for i in ids},
+    }
+    monkeypatch.setattr(Journal, "curves", lambda self, stage=None: curves[stage], raising=False)
+    text = _report(dense_run, tmp_path)
+    assert "<h2>Learning curves</h2>" in text
+    assert text.count('src="data:image/png;base64,') == 4  # fitness, curves, recon, layers
+    curves["final"], curves["search"] = {}, {}
+    assert "<h2>Learning curves</h2>" not in render(view)

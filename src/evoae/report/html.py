@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import FancyBboxPatch  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
 from torch import nn  # noqa: E402
 
 from evoae.data import load_splits  # noqa: E402
@@ -240,6 +240,7 @@ def curves_figure(view: RunView, best: Best, n: int = 3) -> bytes | None:
                                     label=f"{label} {what}", **kw)  # fmt: skip
             line = line or drawn_line
     _log_axis(ax.yaxis, values)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3, which="both")
