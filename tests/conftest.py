@@ -139,12 +139,17 @@ def run_cli(
 # Searched once per session (only when a test asks); tests add report.html at most.
 
 
-@pytest.fixture(scope="session")
-def dense_result(tmp_path_factory) -> object:
+def _report_search(factory: pytest.TempPathFactory, name: str, **kw: object) -> object:
     import evoae
 
-    out = tmp_path_factory.mktemp("report") / "dense"
-    return evoae.search("digits", out=out, population=3, generations=3, epochs=1, final_epochs=2)
+    return evoae.search("digits", out=factory.mktemp("report") / name, **kw)
+
+
+@pytest.fixture(scope="session")
+def dense_result(tmp_path_factory) -> object:
+    return _report_search(
+        tmp_path_factory, "dense", population=3, generations=3, epochs=1, final_epochs=2
+    )
 
 
 @pytest.fixture(scope="session")
@@ -154,19 +159,10 @@ def dense_run(dense_result) -> Path:
 
 @pytest.fixture(scope="session")
 def vae_result(tmp_path_factory) -> object:
-    import evoae
-
-    out = tmp_path_factory.mktemp("report") / "vae"
-    return evoae.search(
-        "digits",
-        model="conv-vae",
-        out=out,
-        limit=300,
-        population=2,
-        generations=1,
-        epochs=1,
-        final_epochs=1,
-    )
+    return _report_search(
+        tmp_path_factory, "vae", model="conv-vae", limit=300, population=2, generations=1,
+        epochs=1, final_epochs=1,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -176,18 +172,7 @@ def vae_run(vae_result) -> Path:
 
 @pytest.fixture(scope="session")
 def nsga2_run(tmp_path_factory) -> Path:
-    import evoae
-
-    out = tmp_path_factory.mktemp("report") / "nsga2"
-    result = evoae.search(
-        "digits",
-        strategy="nsga2",
-        out=out,
-        limit=400,
-        population=4,
-        batch=4,
-        evaluations=8,
-        epochs=1,
-        final_epochs=1,
-    )
-    return result.run_dir
+    return _report_search(
+        tmp_path_factory, "nsga2", strategy="nsga2", limit=400, population=4, batch=4,
+        evaluations=8, epochs=1, final_epochs=1,
+    ).run_dir  # fmt: skip
