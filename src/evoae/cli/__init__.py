@@ -37,8 +37,9 @@ COMMANDS = {
 }
 #: Exit status after SIGTERM (128 + 15), as shells report it.
 EXIT_TERMINATED = 143
-#: Exit status when the reader of stdout went away (128 + SIGPIPE), as shells report it.
-EXIT_BROKEN_PIPE = 141
+#: Exit status when the reader of stdout went away: 1, as in the recipe of Python's
+#: ``signal`` documentation and as rich's console (tables) exits on a closed pipe.
+EXIT_BROKEN_PIPE = 1
 _UNRECOGNIZED = "unrecognized arguments: "
 
 

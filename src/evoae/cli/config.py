@@ -51,7 +51,7 @@ def read_config(path: str | Path) -> tuple[dict[str, Any], str | None]:
         if value is None:
             continue
         if key == "seed":
-            flat["seed"] = _checked(where, "seed", lambda: check_seed(value))
+            flat["seed"] = _checked(where, "seed", lambda v=value: check_seed(v))
         elif key == "strategy":
             strategy, options = _strategy(where, value)
             flat.update(options)
