@@ -138,8 +138,10 @@ def search(
         if resume:
             run_dir = Path(out)  # type: ignore[arg-type]
         else:
-            root = Path(runs_dir) if runs_dir is not None else runs_root()
-            target = out if out is not None else rf.default_out(root, _run_name(s))
+            target = out
+            if target is None:
+                root = Path(runs_dir) if runs_dir is not None else runs_root()
+                target = rf.default_out(root, _run_name(s))
             run_dir = rf.prepare_new(target, overwrite=overwrite)
         args = (s, space, strat, obj, evaluator, splits, run_dir, resume, fingerprint)
         return run(*args, [*reporters, PlotReporter()], t0, finish=finish)
