@@ -138,6 +138,9 @@ BAD = {
     "JSON NaN": ("q.json", '{"seed": NaN}\n', "unreadable or corrupted"),
     "JSON summary, not settings": ("r.json", '{"best_fitness": 0.1}\n', "unknown key"),
     "neither TOML nor JSON": ("s.yaml", "seed: 1\n", "give a .toml file"),
+    "nested too deeply": ("u.toml", "seed = " + "[" * 100_000 + "]" * 100_000, "too deeply"),
+    "a list for a number": ("v.toml", "[training]\nepochs = [1]\n", "must be an integer"),
+    "quoted key with a newline": ("w.toml", '[space]\n"a\\nb" = 1\n', "unknown key 'space.a\\nb'"),
     "space options not plain": (
         "t.toml",
         "[space.options]\nx = {y = 1}\n",
