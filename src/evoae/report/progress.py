@@ -6,6 +6,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -25,6 +26,9 @@ from evoae.runs.journal import Row
 
 class Reporter:
     """Hooks called by the search loop; every hook is optional."""
+
+    def opened(self, run_dir: Path, resumed: bool) -> None:
+        """The run folder is ready (``resumed``: an earlier run continues); before start."""
 
     def start(
         self,
