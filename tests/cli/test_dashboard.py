@@ -47,8 +47,10 @@ REAL_CURVES = hasattr(Journal, "curves")
 
 def _fake_curves(self: Journal, stage: object = None) -> dict:
     """Two epochs per trained row, ending at its recorded losses (until the journal
-    records real curves)."""
-    out = {}
+    records real curves); none for the final stage."""
+    out: dict = {}
+    if stage == "final":
+        return out
     for r in self.rows():
         if r.status == "ok" and r.val_loss is not None:
             out[r.id] = [
@@ -92,7 +94,7 @@ def tree(folder: Path) -> dict[str, str]:
 
 def journal(run: Path) -> tuple[list[Row], dict]:
     with Journal(run / rf.JOURNAL, readonly=True) as j:
-        return list(j.rows()), j.curves()
+        return list(j.rows()), j.curves("search")
 
 
 def flat(genome: dict) -> dict:
@@ -337,9 +339,9 @@ def test_dashboard_follows_a_running_nsga2_search_in_chromium(tmp_path, browser,
     out = tmp_path / "runs" / "live"
     monkeypatch.setenv(SIGNAL_ENV, "SIGSTOP")  # the search stops itself after row 3
     proc = start_cli(
-        "search", "--dataset", "digits", "--out", str(out), "--strategy", "nsga2", "--population", "4",
-        "--evaluations", "8", "--epochs", "1", "--final-epochs", "1", "--min-steps", "0",
-        "--final-min-steps", "0", kill="appended:3",
+        "search", "--dataset", "digits", "--out", str(out), "--strategy", "nsga2",
+        "--population", "4", "--evaluations", "8", "--epochs", "1", "--final-epochs", "1",
+        "--min-steps", "0", "--final-min-steps", "0", kill="appended:3",
     )  # fmt: skip
     served = None
     try:

@@ -11,7 +11,8 @@ it is missing or stale. One study per run, one trial per evaluation:
   fitness and parameter count) one value per objective, so the dashboard draws the
   Pareto front; a failed evaluation is a ``FAIL`` trial;
 * intermediate values: the per-epoch validation loss, when the journal records learning
-  curves (``Journal.curves``); the training loss is the user attribute ``train_curve``;
+  curves (``Journal.curves("search")``); the training loss is the user attribute
+  ``train_curve``; the final training's curves are the study attribute ``final_curves``;
 * user attributes: ``eval_id``, ``generation``, ``terms`` (the validation loss among
   them), ``status``, ``seconds``, ``spec``, ``params``, ``cached``, ``train_loss`` and,
   for a failed one, ``error`` (each costs a database row per trial: few are kept).
@@ -79,7 +80,10 @@ class Snapshot:
     rows: list[Row]
     settings: dict[str, Any]
     space: dict[str, Any] | None
+    #: Per-epoch (epoch, train loss, validation loss) of each evaluation's training...
     curves: dict[int, list[tuple[int, float | None, float | None]]]
+    #: ... and of the final training(s), by the id of the evaluation retrained (-1: none).
+    final_curves: dict[int, list[tuple[int, float | None, float | None]]]
     fingerprint: dict[str, Any]
 
 
@@ -110,8 +114,8 @@ def read_snapshot(run: str | Path) -> Snapshot:
         rows = list(j.rows())
         settings = j.get_meta("settings")
         space = j.get_meta("space")
-        curves_of = getattr(j, "curves", None)
-        curves = _checked_curves(curves_of()) if callable(curves_of) else {}
+        curves = _read_curves(j, "search")
+        final = _read_curves(j, "final")
     if (run / rf.SETTINGS).is_file():
         settings = rf.read_json(run / rf.SETTINGS, "run settings")
     if not isinstance(settings, dict):
@@ -120,7 +124,7 @@ def read_snapshot(run: str | Path) -> Snapshot:
         "format": FORMAT,
         "rows": len(rows),
         "last_id": rows[-1].id if rows else -1,
-        "curves": sum(len(c) for c in curves.values()),
+        "curves": [sum(len(c) for c in curves.values()), sum(len(c) for c in final.values())],
         "files": stats,
     }
     return Snapshot(
@@ -129,8 +133,15 @@ def read_snapshot(run: str | Path) -> Snapshot:
         settings=flat_settings(settings),
         space=space if isinstance(space, dict) else None,
         curves=curves,
+        final_curves=final,
         fingerprint=fingerprint,
     )
+
+
+def _read_curves(j: Journal, stage: str) -> dict[int, list[tuple[int, float | None, float | None]]]:
+    """``Journal.curves(stage)`` where the journal records learning curves, else none."""
+    curves_of = getattr(j, "curves", None)
+    return _checked_curves(curves_of(stage)) if callable(curves_of) else {}
 
 
 def _checked_curves(curves: Any) -> dict[int, list[tuple[int, float | None, float | None]]]:
@@ -324,6 +335,9 @@ def _study_attrs(snap: Snapshot, dists: dict[str, Any]) -> dict[str, Any]:
         "dataset": s.get("dataset"),
         "seed": s.get("seed"),
         "objectives": list(objectives(s)),
+        "final_curves": {
+            str(k): [list(p) for p in v] for k, v in sorted(snap.final_curves.items())
+        },
     }
 
 
