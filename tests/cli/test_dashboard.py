@@ -157,6 +157,9 @@ def test_mirror_has_one_trial_per_evaluation(run, capsys):
     before = tree(run)
     assert main(["dashboard", str(run), "--mirror-only"]) == 0
     assert capsys.readouterr().out.strip() == f"{mirror}  (up to date)"
+    # The mirror changes nothing for the read-only commands, which still write nothing.
+    assert main(["runs", "show", str(run)]) == 0 and main(["runs", "list", str(run.parent)]) == 0
+    assert "tiny" in capsys.readouterr().out
     assert tree(run) == before
 
 
@@ -239,6 +242,28 @@ def test_cli_errors_are_one_line(tmp_path, finished, monkeypatch, capsys):
     assert main(["dashboard", str(finished)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "pip install 'evoae[dashboard]'" in err, err
+
+
+def test_the_command_serves_until_terminated(run):
+    proc = start_cli("dashboard", str(run), "--port", "0")
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/dashboard/"), (
+            url,
+            proc.stderr.read() if proc.poll() is not None else "",
+        )
+        api = url.replace("/dashboard/", "/api/studies")
+        with urllib.request.urlopen(api, timeout=60) as r:
+            studies = json.loads(r.read())["study_summaries"]
+        assert [s["study_name"] for s in studies] == ["tiny"]
+        assert (run / om.MIRROR).is_file()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and err == "", err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 # ---------------------------------------------------------------- the browser

@@ -505,8 +505,9 @@ def ensure_mirror(run: str | Path) -> tuple[Path, Snapshot, bool]:
 
 def _write_mirror(snap: Snapshot, path: Path, *, in_run: bool) -> None:
     """Build the study in a private temporary file, then put it in place atomically."""
-    tmp = Path(tempfile.mkdtemp(prefix="evoae-mirror-"))
+    tmp: Path | None = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix="evoae-mirror-"))
         built = tmp / MIRROR
         storage = storage_for(built)
         try:
@@ -529,7 +530,8 @@ def _write_mirror(snap: Snapshot, path: Path, *, in_run: bool) -> None:
             "or fix the folder's permissions"
         ) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def unique_names(runs: Sequence[Path]) -> list[str]:
