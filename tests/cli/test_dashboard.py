@@ -119,6 +119,7 @@ def check_study(study, rows: list[Row], curves: dict) -> None:
         assert t.user_attrs["status"] == r.status and t.user_attrs["spec"] == r.spec
         assert t.user_attrs["params"] == r.params and t.user_attrs["terms"] == r.terms
         assert t.user_attrs["seconds"] == pytest.approx(r.seconds)
+        assert t.duration.total_seconds() == pytest.approx(r.seconds, abs=1e-3)
         if r.status == "failed":
             assert t.state == optuna.trial.TrialState.FAIL and t.values is None
         else:

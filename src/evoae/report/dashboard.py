@@ -13,6 +13,7 @@ dashboard's own polling shows them.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -104,11 +105,23 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+def _server_class(host: str) -> type[WSGIServer]:
+    if ":" not in host:
+        return WSGIServer
+
+    class V6(WSGIServer):
+        address_family = socket.AF_INET6
+
+    return V6
+
+
 def make(live: Live, host: str, port: int) -> WSGIServer:
     """A WSGI server for ``live`` bound to ``host:port`` (0: a free port)."""
     host = check_host(host)
     try:
-        return make_server(host, port, live.app(), handler_class=_QuietHandler)
+        return make_server(
+            host, port, live.app(), server_class=_server_class(host), handler_class=_QuietHandler
+        )
     except OSError as e:
         raise EvoaeError(
             f"cannot listen on {host}:{port} ({e.strerror or e}): pass another --port "

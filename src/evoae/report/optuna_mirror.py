@@ -43,6 +43,7 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,18 @@ class Snapshot:
     #: ... and of the final training(s), by the id of the evaluation retrained (-1: none).
     final_curves: dict[int, list[tuple[int, float | None, float | None]]]
     fingerprint: dict[str, Any]
+    #: When the run started, as near as the folder tells (its settings file's time).
+    started: float = 0.0
+
+    def times(self) -> dict[int, tuple[datetime, datetime]]:
+        """Each evaluation's start and end for Optuna (which needs both): the run's start
+        plus the seconds of the evaluations before it, so durations are the journal's
+        and the order is the journal's; wall-clock times only for a serial executor."""
+        out, t = {}, self.started
+        for row in self.rows:
+            out[row.id] = (datetime.fromtimestamp(t), datetime.fromtimestamp(t + row.seconds))
+            t += row.seconds
+        return out
 
 
 def _stat(path: Path) -> list[int]:
@@ -135,7 +148,17 @@ def read_snapshot(run: str | Path) -> Snapshot:
         curves=curves,
         final_curves=final,
         fingerprint=fingerprint,
+        started=_started(run),
     )
+
+
+def _started(run: Path) -> float:
+    for name in (rf.SETTINGS, rf.JOURNAL):
+        try:
+            return (run / name).stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
 
 
 def _read_curves(j: Journal, stage: str) -> dict[int, list[tuple[int, float | None, float | None]]]:
@@ -289,7 +312,13 @@ def _row_digest(row: Row) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _trial(snap: Snapshot, row: Row, dists: dict[str, Any], parts: dict[str, int]) -> Any:
+def _trial(
+    snap: Snapshot,
+    row: Row,
+    dists: dict[str, Any],
+    parts: dict[str, int],
+    times: dict[int, tuple[datetime, datetime]],
+) -> Any:
     optuna = optuna_module()
     names = objectives(snap.settings)
     values = [_objective_value(row, n) for n in names]
@@ -312,7 +341,7 @@ def _trial(snap: Snapshot, row: Row, dists: dict[str, Any], parts: dict[str, int
         attrs["train_curve"] = [[e, t] for e, t, _ in curve]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return optuna.trial.create_trial(
+        trial = optuna.trial.create_trial(
             state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE,
             values=None if failed else values,
             params=_flat_params(row.genome, parts),
@@ -320,6 +349,8 @@ def _trial(snap: Snapshot, row: Row, dists: dict[str, Any], parts: dict[str, int
             user_attrs=attrs,
             intermediate_values={e: v for e, _, v in curve if v is not None},
         )
+    trial.datetime_start, trial.datetime_complete = times[row.id]
+    return trial
 
 
 def _study_attrs(snap: Snapshot, dists: dict[str, Any]) -> dict[str, Any]:
@@ -335,6 +366,8 @@ def _study_attrs(snap: Snapshot, dists: dict[str, Any]) -> dict[str, Any]:
         "dataset": s.get("dataset"),
         "seed": s.get("seed"),
         "objectives": list(objectives(s)),
+        "times": "run start + the seconds of the evaluations before (exact for a serial "
+        "executor; durations always the journal's)",
         "final_curves": {
             str(k): [list(p) for p in v] for k, v in sorted(snap.final_curves.items())
         },
@@ -362,7 +395,8 @@ def build_study(storage: Any, snap: Snapshot, name: str) -> Any:
         study.set_metric_names(list(names))
     for key, value in _study_attrs(snap, dists).items():
         study.set_user_attr(key, value)
-    study.add_trials([_trial(snap, row, dists, parts) for row in snap.rows])
+    times = snap.times()
+    study.add_trials([_trial(snap, row, dists, parts, times) for row in snap.rows])
     study.set_user_attr(FINGERPRINT_ATTR, snap.fingerprint)
     return study
 
@@ -392,7 +426,8 @@ def sync_study(storage: Any, snap: Snapshot, name: str) -> str:
         optuna.delete_study(study_name=name, storage=storage)
         build_study(storage, snap, name)
         return "rebuilt"
-    study.add_trials([_trial(snap, row, dists, parts) for row in snap.rows[n:]])
+    times = snap.times()
+    study.add_trials([_trial(snap, row, dists, parts, times) for row in snap.rows[n:]])
     for key, value in _study_attrs(snap, dists).items():
         study.set_user_attr(key, value)
     study.set_user_attr(FINGERPRINT_ATTR, snap.fingerprint)
