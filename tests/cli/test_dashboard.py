@@ -183,6 +183,24 @@ def test_stale_mirror_is_rebuilt_with_the_new_and_failed_evaluations(run):
     assert om.ensure_mirror(run)[2] is False  # fresh now
 
 
+def test_a_served_study_grows_with_the_journal_and_is_rebuilt_when_it_changed(finished):
+    import dataclasses
+
+    storage = optuna.storages.InMemoryStorage()
+    snap = om.read_snapshot(finished)
+    rows, curves = journal(finished)
+    early = dataclasses.replace(snap, rows=snap.rows[:3], fingerprint={"rows": 3})
+    assert om.sync_study(storage, early, "s") == "rebuilt"  # created
+    assert om.sync_study(storage, snap, "s") == "extended"
+    assert om.sync_study(storage, snap, "s") == "fresh"
+    check_study(optuna.load_study(study_name="s", storage=storage), rows, curves)
+    # A mirrored row that differs (a journal replaced by --overwrite): built afresh.
+    changed = [dataclasses.replace(rows[0], fitness=rows[0].fitness * 2), *rows[1:]]
+    other = dataclasses.replace(snap, rows=changed, fingerprint={"rows": "changed"})
+    assert om.sync_study(storage, other, "s") == "rebuilt"
+    check_study(optuna.load_study(study_name="s", storage=storage), changed, curves)
+
+
 def test_a_mirror_that_is_not_evoaes_is_never_replaced(run):
     mirror = run / om.MIRROR
     mirror.write_bytes(b"my own notes")
@@ -391,8 +409,10 @@ def test_dashboard_follows_a_running_nsga2_search_in_chromium(tmp_path, browser,
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
         rows, curves = journal(out)
+        first = study["study_id"]
         study = served.study("live")  # this request brings the new rows in
         assert len(study["trials"]) == len(rows) == 8
+        assert study["study_id"] == first  # extended in place: an open page stays valid
         trials = {t["number"]: t for t in study["trials"]}
         for r in rows:
             assert trials[r.id]["values"] == pytest.approx([r.fitness, r.params])

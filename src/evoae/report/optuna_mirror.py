@@ -307,9 +307,12 @@ def _objective_value(row: Row, name: str) -> float | None:
     return _finite(v)
 
 
-def _row_digest(row: Row) -> str:
-    text = json.dumps(row.comparable(), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def _rows_digest(rows: Sequence[Row]) -> str:
+    """One digest of the rows as mirrored (wall-clock seconds included: they are shown)."""
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(json.dumps(row.__dict__, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
 
 
 def _trial(
@@ -358,8 +361,8 @@ def _study_attrs(snap: Snapshot, dists: dict[str, Any]) -> dict[str, Any]:
     return {
         "evoae_run": str(snap.run.resolve()),
         "evoae_distributions": _dists_key(dists),
-        "evoae_last_row": _row_digest(snap.rows[-1]) if snap.rows else "",
-        "evoae_curved": sorted(snap.curves),
+        "evoae_rows": _rows_digest(snap.rows),
+        "evoae_curved": sum(1 for i in snap.curves if i < len(snap.rows)),
         "strategy": s.get("strategy"),
         "model": s.get("model"),
         "code_size": s.get("code_size"),
@@ -418,9 +421,10 @@ def sync_study(storage: Any, snap: Snapshot, name: str) -> str:
     dists, parts = distributions(snap)
     grew = (
         0 < n <= len(snap.rows)
-        and attrs.get("evoae_last_row") == _row_digest(snap.rows[n - 1])
+        and attrs.get("evoae_rows") == _rows_digest(snap.rows[:n])
         and attrs.get("evoae_distributions") == _dists_key(dists)
-        and attrs.get("evoae_curved") == sorted(i for i in snap.curves if i < n)
+        # a curve recorded late for a mirrored row: intermediate values cannot be added
+        and attrs.get("evoae_curved") == sum(1 for i in snap.curves if i < n)
     )
     if not grew:
         optuna.delete_study(study_name=name, storage=storage)
