@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from evoae.cli import add_command, nonneg_int
@@ -69,7 +70,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"optuna-dashboard on {url}  (Ctrl-C to stop)", flush=True)
 
-    dashboard.serve(
-        args.runs, host=args.host, port=args.port, refresh=args.refresh, announce=announce
-    )
+    try:
+        dashboard.serve(
+            args.runs, host=args.host, port=args.port, refresh=args.refresh, announce=announce
+        )
+    except KeyboardInterrupt as e:  # while the mirrors were built (each is written whole)
+        from evoae.cli import EXIT_TERMINATED, Terminated
+
+        print("evoae: dashboard stopped before it started", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(e, Terminated) else 130
     return 0

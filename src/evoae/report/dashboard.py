@@ -12,11 +12,14 @@ dashboard's own polling shows them.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import signal
 import socket
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -147,9 +150,26 @@ def serve(
     check_host(host)
     _dashboard_module()
     server = make(Live(runs, refresh), host, port)
-    with server:
+    with server, _stop_on_signals() as stop:
         announce(url(server))
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
+        server.timeout = 0.5
+        while not stop.is_set():
+            server.handle_request()
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """Ctrl-C and SIGTERM end the server between requests: raised inside one, they
+    would be caught by wsgiref's error handler (a traceback, and the server goes on)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, lambda signum, frame: stop.set())
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
