@@ -28,7 +28,7 @@ from evoae.families import describe, get_family
 from evoae.finish import SearchResult
 from evoae.loop import search
 from evoae.options import help_text, options_of
-from evoae.report.progress import ProgressReporter
+from evoae.report.progress import ProgressReporter, Reporter
 from evoae.runs.vae_text import summary_rows
 from evoae.seeds import in_range
 from evoae.settings import SECTIONS
@@ -92,6 +92,7 @@ def register(sub: Any) -> None:
         help="with --resume: evaluate nothing more, retrain and save the best found so far",
     )
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary table")
+    _add_trackers(p)
     p.set_defaults(func=run)
     f = add_command(
         sub,
@@ -121,7 +122,52 @@ def register(sub: Any) -> None:
         help="stop the final training after the epoch that ends past SECONDS [default: the run's]",
     )
     f.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary table")
+    _add_trackers(f)
     f.set_defaults(func=run_finish)
+
+
+def _add_trackers(p: argparse.ArgumentParser) -> None:
+    """Reporting flags: they log the run elsewhere and change nothing in it."""
+    t = p.add_argument_group("logging (optional extras; the run and its settings are unchanged)")
+    t.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        default=None,
+        help="log scalars for TensorBoard under DIR/<run folder name> (tensorboard --logdir "
+        "DIR); pip install 'evoae[tensorboard]'",
+    )
+    t.add_argument(
+        "--mlflow",
+        metavar="URI",
+        nargs="?",
+        const="",
+        default=None,
+        help="log params, metrics and the model to MLflow: a tracking URI or folder "
+        "[default: the file store ./mlruns]; pip install 'evoae[mlflow]'",
+    )
+    t.add_argument(
+        "--mlflow-experiment",
+        metavar="NAME",
+        default="evoae",
+        help="MLflow experiment to log to [default: evoae]",
+    )
+
+
+def _reporters(args: argparse.Namespace) -> list[Reporter]:
+    """The progress bar (unless --quiet) and the trackers asked for; a tracker whose
+    package is missing is refused here, before the run folder is touched."""
+    reporters: list[Reporter] = [] if args.quiet else [ProgressReporter()]
+    if args.tensorboard is not None:
+        from evoae.report.trackers import TensorBoardReporter
+
+        if not args.tensorboard.strip():
+            raise EvoaeError("--tensorboard needs a folder: --tensorboard DIR")
+        reporters.append(TensorBoardReporter(args.tensorboard))
+    if args.mlflow is not None:
+        from evoae.report.trackers import MLflowReporter
+
+        reporters.append(MLflowReporter(args.mlflow or None, experiment=args.mlflow_experiment))
+    return reporters
 
 
 def _strategy_options() -> dict[str, tuple[Field[Any], list[str]]]:
@@ -247,7 +293,7 @@ def _field(section: str, name: str) -> Field[Any]:
 def run_finish(args: argparse.Namespace) -> int:
     names = ("final_epochs", "final_pbt", "final_time_budget")
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    reporters = [] if args.quiet else [ProgressReporter()]
+    reporters = _reporters(args)
     result = search(None, out=args.run, resume=True, finish=True, reporters=reporters, **given)
     _report(result, args.quiet)
     return 0
@@ -271,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
         raise EvoaeError(
             f"--resume continues the run in {args.resume} itself: drop --out {args.out}"
         )
-    reporters = [] if args.quiet else [ProgressReporter()]
+    reporters = _reporters(args)
     if args.resume:
         result = search(
             args.dataset,

@@ -1,4 +1,5 @@
-"""Reporting on runs: progress reporters, the plot reporter and the HTML report.
+"""Reporting on runs: progress reporters, the plot reporter, TensorBoard and MLflow
+reporters (their packages imported when one is made) and the HTML report.
 
 The reporters are imported on first use, so a light submodule (the dashboard mirror)
 does not bring matplotlib and torch with it.
@@ -9,12 +10,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["PlotReporter", "ProgressReporter", "Reporter"]
+__all__ = ["MLflowReporter", "PlotReporter", "ProgressReporter", "Reporter", "TensorBoardReporter"]
 
 _LAZY = {
+    "MLflowReporter": "evoae.report.trackers",
     "PlotReporter": "evoae.report.plotting",
     "ProgressReporter": "evoae.report.progress",
     "Reporter": "evoae.report.progress",
+    "TensorBoardReporter": "evoae.report.trackers",
 }
 
 

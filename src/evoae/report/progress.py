@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -15,6 +16,9 @@ from evoae.runs.journal import Row
 
 class Reporter:
     """Hooks called by the search loop; every hook is optional."""
+
+    def opened(self, run_dir: Path, resumed: bool) -> None:
+        """The run folder is ready (``resumed``: an earlier run continues); before start."""
 
     def start(
         self,
