@@ -201,11 +201,34 @@ def test_a_served_study_grows_with_the_journal_and_is_rebuilt_when_it_changed(fi
     check_study(optuna.load_study(study_name="s", storage=storage), changed, curves)
 
 
-def test_a_mirror_that_is_not_evoaes_is_never_replaced(run):
+def test_a_mirror_that_is_not_evoaes_is_never_replaced(run, tmp_path):
     mirror = run / om.MIRROR
     mirror.write_bytes(b"my own notes")
     one_line_error(lambda: om.ensure_mirror(run), str(mirror), "not a file evoae writes")
     assert mirror.read_bytes() == b"my own notes"
+    # A link in its place: refused, and the file it points to untouched.
+    mirror.unlink()
+    target = tmp_path / "elsewhere.sqlite3"
+    target.write_bytes(b"not yours")
+    mirror.symlink_to(target)
+    one_line_error(lambda: om.ensure_mirror(run), "symbolic link")
+    assert target.read_bytes() == b"not yours" and mirror.is_symlink()
+
+
+def test_damaged_curves_are_left_out_point_by_point(run, monkeypatch):
+    def curves(self, stage=None):
+        if stage == "final":
+            return [1, 2]  # not a mapping: no final curves
+        bad = [(1, "x", None), (1.5, 0.2, 0.2), (2, math.nan, 0.1), (3, 0.1, math.inf), "?"]
+        return {"0": [(1, 0.1, 0.2)], 1: bad, 2: "not a list"}
+
+    monkeypatch.setattr(Journal, "curves", curves, raising=False)
+    mirror, snap, _ = om.ensure_mirror(run)
+    trials = load(mirror, "tiny").trials
+    assert trials[0].intermediate_values == {} and trials[2].intermediate_values == {}
+    assert trials[1].intermediate_values == {2: 0.1}
+    assert trials[1].user_attrs["train_curve"] == [[1, None], [2, None], [3, 0.1]]
+    assert snap.final_curves == {}
 
 
 def test_runs_evoae_may_not_write_get_their_mirror_in_the_cache(run, tmp_path, monkeypatch):
