@@ -1,10 +1,11 @@
 """``evoae dashboard``: optuna-dashboard on one or several runs, on the loopback only.
 
-Each run's mirror (:mod:`evoae.report.optuna_mirror`) is built or refreshed first, so
-``optuna-dashboard sqlite:///RUN/optuna.sqlite3`` works afterwards too. The server then
-reads a private copy: one in-memory Optuna storage holding one study per run, built
-from the same journal snapshots, so what the dashboard lets a user do (notes, renaming,
-deleting a study) never touches a run or its mirror.
+The server reads a private copy: one in-memory Optuna storage holding one study per
+run, built from the journals in a moment, so what the dashboard lets a user do (notes,
+renaming, deleting a study) never touches a run. Meanwhile a thread builds or refreshes
+each run's file mirror (:mod:`evoae.report.optuna_mirror`, slower: Optuna's SQLite
+storage writes one trial at a time), so ``optuna-dashboard sqlite:///RUN/optuna.sqlite3``
+works afterwards too.
 Every API request checks, at most once per ``refresh`` seconds, whether a run's journal
 changed (a search still running); a changed run's study gets its new trials, and the
 dashboard's own polling shows them.
@@ -62,13 +63,11 @@ class Live:
         self.runs = [Path(r) for r in runs]
         self.names = om.unique_names(self.runs)
         self.refresh = refresh
-        self.mirrors: list[Path] = []
         self._seen: list[Any] = []
         self._checked = 0.0
         self.storage = om.optuna_module().storages.InMemoryStorage()
         for run, name in zip(self.runs, self.names, strict=True):
-            mirror, snap, _ = om.ensure_mirror(run)
-            self.mirrors.append(mirror)
+            snap = om.read_snapshot(run)
             om.sync_study(self.storage, snap, name)
             self._seen.append(snap.fingerprint["files"])
 
@@ -152,9 +151,25 @@ def serve(
     server = make(Live(runs, refresh), host, port)
     with server, _stop_on_signals() as stop:
         announce(url(server))
+        writer = threading.Thread(target=write_mirrors, args=(runs, stop), daemon=True)
+        writer.start()
         server.timeout = 0.5
         while not stop.is_set():
             server.handle_request()
+        writer.join()
+
+
+def write_mirrors(runs: Sequence[str | Path], stop: threading.Event) -> None:
+    """Build or refresh each run's file mirror (slow for long runs: Optuna's SQLite
+    storage writes a trial at a time), while the in-memory copy is already served; a
+    failure is one line on stderr, a shutdown abandons the build."""
+    for run in runs:
+        try:
+            om.ensure_mirror(run, stop)
+        except om.Stopped:
+            return
+        except EvoaeError as e:
+            print(f"evoae: dashboard: {e}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

@@ -40,6 +40,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -385,8 +386,11 @@ def _dists_key(dists: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def build_study(storage: Any, snap: Snapshot, name: str) -> Any:
-    """Create study ``name`` in ``storage`` holding every evaluation of ``snap``."""
+def build_study(
+    storage: Any, snap: Snapshot, name: str, stop: threading.Event | None = None
+) -> Any:
+    """Create study ``name`` in ``storage`` holding every evaluation of ``snap``
+    (``stop``: checked between chunks of trials, see :func:`ensure_mirror`)."""
     optuna = optuna_module()
     dists, parts = distributions(snap)
     names = objectives(snap.settings)
@@ -399,7 +403,11 @@ def build_study(storage: Any, snap: Snapshot, name: str) -> Any:
     for key, value in _study_attrs(snap, dists).items():
         study.set_user_attr(key, value)
     times = snap.times()
-    study.add_trials([_trial(snap, row, dists, parts, times) for row in snap.rows])
+    for i in range(0, len(snap.rows), 32):
+        if stop is not None and stop.is_set():
+            raise Stopped()
+        chunk = snap.rows[i : i + 32]
+        study.add_trials([_trial(snap, row, dists, parts, times) for row in chunk])
     study.set_user_attr(FINGERPRINT_ATTR, snap.fingerprint)
     return study
 
@@ -519,50 +527,48 @@ def study_name(run: Path) -> str:
     return run.resolve().name or "run"
 
 
-def ensure_mirror(run: str | Path) -> tuple[Path, Snapshot, bool]:
+class Stopped(Exception):
+    """A mirror build abandoned on request (the server is shutting down)."""
+
+
+def ensure_mirror(
+    run: str | Path, stop: threading.Event | None = None
+) -> tuple[Path, Snapshot, bool]:
     """Build ``run``'s mirror when missing or stale. Returns its path, the snapshot it
-    reflects and whether it was (re)built."""
+    reflects and whether it was (re)built. ``stop``, once set, abandons the build
+    (:class:`Stopped`) and leaves the previous mirror in place."""
     run = Path(run)
     snap = read_snapshot(run)
     path = mirror_path(run)
     if stored_fingerprint(path) == snap.fingerprint:
         return path, snap, False
-    if path.parent == run:
-        # Hold the run's lock: no search may start (and rewrite the manifest) meanwhile.
-        if run_lock.try_hold(run) is None:
-            try:
-                _write_mirror(snap, path, in_run=True)
-            finally:
-                run_lock.release_hold(run)
-            return path, snap, True
-        path = _cached_path(run)  # a search started since: leave the run alone
-        if stored_fingerprint(path) == snap.fingerprint:
-            return path, snap, False
-    _write_mirror(snap, path, in_run=False)
-    return path, snap, True
-
-
-def _write_mirror(snap: Snapshot, path: Path, *, in_run: bool) -> None:
-    """Build the study in a private temporary file, then put it in place atomically."""
     tmp: Path | None = None
     try:
+        # Built in a private folder, without the run's lock (a search may start meanwhile)
         tmp = Path(tempfile.mkdtemp(prefix="evoae-mirror-"))
         built = tmp / MIRROR
         storage = storage_for(built)
         try:
-            build_study(storage, snap, study_name(snap.run))
+            build_study(storage, snap, study_name(run), stop)
         finally:
             close_storage(storage)
-        if in_run:
-            from evoae.runs.atomic import atomic_write_bytes
+        # ... and put in place whole: in the run while holding its lock, so no search
+        # starts (and rewrites the manifest) during the write; else in the cache.
+        if path.parent == run:
+            if run_lock.try_hold(run) is None:
+                try:
+                    from evoae.runs.atomic import atomic_write_bytes
 
-            # claim: a file of that name the user put there, or edited, is refused
-            atomic_write_bytes(path, built.read_bytes())
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            part = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            shutil.copyfile(built, part)
-            os.replace(part, path)
+                    # claim: a file of that name the user put there, or edited, is refused
+                    atomic_write_bytes(path, built.read_bytes())
+                finally:
+                    run_lock.release_hold(run)
+                return path, snap, True
+            path = _cached_path(run)  # a search started meanwhile: leave the run alone
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.copyfile(built, part)
+        os.replace(part, path)
     except OSError as e:
         raise EvoaeError(
             f"cannot write the dashboard mirror {path} ({e.strerror or e}): free some space "
@@ -571,6 +577,7 @@ def _write_mirror(snap: Snapshot, path: Path, *, in_run: bool) -> None:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+    return path, snap, True
 
 
 def unique_names(runs: Sequence[Path]) -> list[str]:
