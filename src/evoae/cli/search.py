@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import textwrap
 from collections.abc import Sequence
 from dataclasses import Field
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from evoae import evolution
 from evoae.cli import add_command
+from evoae.cli.config import apply_config
 from evoae.cli.runs import final_training_text, pca_rows, spent_text
 from evoae.errors import EvoaeError
 from evoae.evolution import DEFAULT_STRATEGY
@@ -74,6 +76,14 @@ def register(sub: Any) -> None:
     for fld, _owners in _strategy_options().values():
         _add(s, fld, hidden=True)  # listed per strategy by _StrategyHelp
     r = p.add_argument_group("run")
+    r.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="settings from a TOML file or an earlier run's settings.json, in the nested "
+        "layout of settings.json ([data], [space], [strategy] name and options, ...); "
+        "flags given here override it",
+    )
     r.add_argument("--seed", type=_seed, default=None, help="random seed [default: 0]")
     r.add_argument(
         "--out", "-o", default=None, help="run folder [default: a new folder under runs/]"
@@ -309,6 +319,14 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     given = _given(args)
+    dataset, strategy = args.dataset, args.strategy
+    if args.config and args.resume:
+        raise EvoaeError(
+            "--config starts a new run and --resume continues one with its own settings: "
+            "pass only one"
+        )
+    if args.config:
+        given, dataset, strategy = apply_config(args.config, given, dataset, strategy)
     if args.finish and not args.resume:
         raise EvoaeError("--finish ends an existing run: pass it with --resume RUN")
     if args.resume and args.overwrite:
@@ -320,25 +338,32 @@ def run(args: argparse.Namespace) -> int:
     reporters = _reporters(args)
     if args.resume:
         result = search(
-            args.dataset,
+            dataset,
             out=args.resume,
             resume=True,
             reporters=reporters,
-            strategy=args.strategy,
+            strategy=strategy,
             finish=args.finish,
             **given,
         )
     else:
         result = search(
-            args.dataset if args.dataset is not None else "digits",
+            dataset if dataset is not None else "digits",
             out=args.out,
+            runs_dir=cli_runs_dir(),
             overwrite=args.overwrite,
             reporters=reporters,
-            strategy=args.strategy,
+            strategy=strategy,
             **given,
         )
     _report(result, args.quiet)
     return 0
+
+
+def cli_runs_dir() -> Path:
+    """Where ``evoae search`` puts a run without ``--out``: ``$EVOAE_RUNS``, else
+    ``./runs`` (the Python API's default is a temporary folder instead)."""
+    return Path(os.environ.get("EVOAE_RUNS") or "runs")
 
 
 def _report(result: SearchResult, quiet: bool) -> None:
@@ -364,7 +389,7 @@ def print_summary(result: SearchResult) -> None:
     unit = get_family(result.best_spec["family"]).loss_label
     table = Table(title="evoae search", show_header=False)
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # a long run folder wraps instead of being cut
     rows = [
         ("run folder", str(result.run_dir)),
         ("dataset", f"{s.data.dataset} (code size {s.space.code_size})"),
