@@ -71,7 +71,7 @@ def curves_and_cache(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dash") / "finished"
-    evoae.search("digits", out=out, **TINY_SEARCH)
+    evoae.search("digits", out=out, **{**TINY_SEARCH, "epochs": 3})  # curves of 3 points
     return out
 
 
@@ -377,6 +377,7 @@ def test_dashboard_on_a_finished_run_in_chromium(run, browser):
     try:
         study = served.study("tiny")
         assert len(study["trials"]) == len(rows) and study["has_intermediate_values"]
+        assert max(len(t["intermediate_values"]) for t in study["trials"]) >= 2
         assert [t["number"] for t in study["trials"]] == [r.id for r in rows]
         browser.get(served.url)
         browser.wait_text("tiny", "MINIMIZE")
