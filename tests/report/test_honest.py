@@ -269,6 +269,7 @@ def test_learning_curves_are_drawn_from_the_journal_api(dense_run, tmp_path, mon
         "final": {ids[-1]: [(0, None, 0.09), (1, 0.06, 0.05), (2, 0.04, 0.041)]},
         "search": {i: [(1, 0.05 + i / 100, 0.06 + i / 100)] for i in ids},
     }
+    curves["search"][ids[0]] += [("x", 1, 2), (3, float("nan"), "0.1"), None]  # left out
     monkeypatch.setattr(Journal, "curves", lambda self, stage=None: curves[stage], raising=False)
     text = _report(dense_run, tmp_path)
     assert "<h2>Learning curves</h2>" in text

@@ -259,11 +259,28 @@ def read_curves(run: Path) -> tuple[dict[int, Any], dict[int, Any]] | None:
             final, search = j.curves(stage="final"), j.curves(stage="search")
     except (EvoaeError, ValueError, TypeError):
         return None
-    if not isinstance(final, dict) or not isinstance(search, dict):
-        return None
-    if not final and not search:
-        return None
-    return final, search
+    final, search = _points(final), _points(search)
+    return (final, search) if final or search else None
+
+
+def _points(curves: Any) -> dict[int, list[tuple[int, float | None, float | None]]]:
+    """Curves as the journal hands them, with any malformed point left out."""
+    if not isinstance(curves, dict):
+        return {}
+
+    def loss(x: Any) -> float | None:
+        ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+        return float(x) if ok else None
+
+    return {
+        key: [
+            (p[0], loss(p[1]), loss(p[2]))
+            for p in points
+            if isinstance(p, list | tuple) and len(p) == 3 and isinstance(p[0], int)
+        ]
+        for key, points in curves.items()
+        if isinstance(key, int) and isinstance(points, list | tuple)
+    }
 
 
 @dataclass
