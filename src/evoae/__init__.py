@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from evoae.families.io import load_model, save_model
     from evoae.finish import SearchResult
     from evoae.loop import search
+    from evoae.runs.reader import read_run
     from evoae.settings import SearchSettings
 
 __version__ = "0.2.0"
@@ -27,6 +28,7 @@ _LAZY = {
     "SearchSettings": "evoae.settings",
     "load_model": "evoae.families.io",
     "save_model": "evoae.families.io",
+    "read_run": "evoae.runs.reader",
     "search": "evoae.loop",
 }
 
@@ -37,6 +39,7 @@ __all__ = [
     "SearchSettings",
     "__version__",
     "load_model",
+    "read_run",
     "save_model",
     "search",
 ]
