@@ -66,6 +66,13 @@ def test_runs_show_names_the_final_curve(run: Path, capsys: pytest.CaptureFixtur
     assert main(["runs", "show", str(run)]) == 0
     out = capsys.readouterr().out
     assert "final learning curve" in out and "points (epochs 0 to" in out
+    assert main(["runs", "show", str(run), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    view = read_run(run)
+    assert shown["top"] and all(
+        r["curve"] == [list(p) for p in view.curves[r["id"]]] for r in shown["top"]
+    )
+    assert shown["final_curve"]["evaluation"] == view.final_curve[0]  # type: ignore[index]
 
 
 def _copy(run: Path, dest: Path) -> Path:

@@ -256,8 +256,11 @@ def run_show(args: argparse.Namespace) -> int:
             **record,
             "settings": view.settings,
             "final": (view.summary or {}).get("final"),
-            "top": [_row_json(r) for r in top],
-            "front": [_row_json(r) for r in front],
+            "top": [_row_json(r, view.curves) for r in top],
+            "front": [_row_json(r, view.curves) for r in front],
+            "final_curve": None
+            if view.final_curve is None
+            else {"evaluation": view.final_curve[0], "curve": view.final_curve[1]},
         }
         print(json.dumps(out, indent=2))
         return 0
@@ -283,9 +286,11 @@ def _console() -> Console:
     return console if console.is_terminal else Console(width=160)
 
 
-def _row_json(row: Any) -> dict[str, Any]:
+def _row_json(row: Any, curves: dict[int, Any]) -> dict[str, Any]:
+    """A row as JSON, with its learning curve ``[[epoch, train, val], ...]``."""
     d = asdict(row)
     d["fitness"] = _finite(d["fitness"])
+    d["curve"] = [list(p) for p in curves.get(row.id, [])]
     return d
 
 
