@@ -218,3 +218,15 @@ def test_cached_rows_have_no_curve_and_comparable_ignores_curves(run: Path) -> N
         rows = list(j.rows())
     assert all(r.id not in curves for r in rows if r.cached)
     assert "curve" not in rows[0].comparable()
+
+
+def test_a_pbt_final_stage_records_the_kept_copy_per_interval(tmp_path: Path) -> None:
+    out = tmp_path / "pbt"
+    flat = {**TINY_SEARCH, "final_epochs": 4, "final_pbt": 2, "final_pbt_ready": 2}
+    search("digits", out=out, seed=5, limit=300, executor="inline", **flat)
+    view = read_run(out)
+    assert view.final_curve is not None
+    _, curve = view.final_curve
+    assert [e for e, _, _ in curve] == [2, 4]
+    assert all(t is not None and v is not None for _, t, v in curve)
+    assert curve[-1][2] == pytest.approx(view.summary["final"]["val_loss"], rel=1e-5)  # type: ignore[index]
