@@ -19,7 +19,6 @@ from evoae.cli.search import print_summary
 from evoae.models.vae import KL_DIM_MIN, final_figures, kl_per_dim, kl_verdict
 from evoae.report.html import fitness_axes, render, settings_sections, write_report
 from evoae.runs.best import best_of
-from evoae.runs.journal import Journal
 from evoae.runs.reader import RunView, read_run
 from evoae.settings import SearchSettings
 from evoae.training import train_candidate
@@ -203,8 +202,8 @@ def test_settings_grouped_and_defaults_folded(dense_run, tmp_path):
 def test_nsga2_report_draws_the_front(nsga2_run, dense_run, tmp_path):
     text = _report(nsga2_run, tmp_path)
     assert "<h2>Pareto front</h2>" in text
-    curves = int(getattr(Journal, "curves", None) is not None)
-    assert text.count('src="data:image/png;base64,') == 4 + curves  # fitness, front, recon, layers
+    # fitness, front, curves, reconstructions, layers
+    assert text.count('src="data:image/png;base64,') == 5
     assert "<h2>Pareto front</h2>" not in _report(dense_run, tmp_path)
 
 
@@ -225,14 +224,14 @@ def test_unfinished_view_names_the_journal_best(dense_run):
 
 
 def test_learning_curves_in_the_report(dense_run, tmp_path):
-    """Once the journal records learning curves (``Journal.curves``), the report plots
-    the final training's and the best candidates' curves."""
-    if getattr(Journal, "curves", None) is None:
-        pytest.skip("this journal records no learning curves yet (Journal.curves)")
-    with Journal(dense_run / "journal.sqlite", readonly=True) as j:
-        final = j.curves(stage="final")
+    """The journal's learning curves: the final training's and the best candidates'."""
+    view = read_run(dense_run)
+    assert view.final_curve is not None, "a finished run records its final training's curve"
+    ev, curve = view.final_curve
+    summary = json.loads((dense_run / "summary.json").read_text())
+    assert ev == summary["best_evaluation"]
+    assert max(p[0] for p in curve) == summary["final"]["epochs"]  # the epochs trained
     text = _report(dense_run, tmp_path)
-    assert final, "a finished run records its final training's curve"
     assert "<h2>Learning curves</h2>" in text
     assert text.count('src="data:image/png;base64,') == 4  # fitness, curves, recon, layers
 
@@ -259,20 +258,12 @@ def test_an_unknown_best_evaluation_falls_back_to_best_genome(dense_run, tmp_pat
     assert best_of(read_run(run)).evaluation == expected
 
 
-def test_learning_curves_are_drawn_from_the_journal_api(dense_run, tmp_path, monkeypatch):
-    """The report's side of ``Journal.curves(stage)``: the final stage's curve and the
-    best candidates' search curves become one figure (the journal's side is stubbed
-    with the documented shape, epoch -> (train, val) with gaps as None)."""
+def test_learning_curves_figure_only_with_points(dense_run):
+    """No curve with a point (a run made before curves were recorded): no section."""
     view = read_run(dense_run)
-    ids = [r.id for r in view.rows]
-    curves = {
-        "final": {ids[-1]: [(0, None, 0.09), (1, 0.06, 0.05), (2, 0.04, 0.041)]},
-        "search": {i: [(1, 0.05 + i / 100, 0.06 + i / 100)] for i in ids},
-    }
-    curves["search"][ids[0]] += [("x", 1, 2), (3, float("nan"), "0.1"), None]  # left out
-    monkeypatch.setattr(Journal, "curves", lambda self, stage=None: curves[stage], raising=False)
-    text = _report(dense_run, tmp_path)
-    assert "<h2>Learning curves</h2>" in text
-    assert text.count('src="data:image/png;base64,') == 4  # fitness, curves, recon, layers
-    curves["final"], curves["search"] = {}, {}
-    assert "<h2>Learning curves</h2>" not in render(view)
+    bare = dataclasses.replace(view, curves={}, final_curve=None)
+    assert "<h2>Learning curves</h2>" not in render(bare)
+    gaps = dataclasses.replace(view, curves={}, final_curve=(-1, [(1, None, None)]))
+    assert "<h2>Learning curves</h2>" not in render(gaps)
+    only = dataclasses.replace(view, curves={}, final_curve=(-1, [(0, None, 0.1), (1, 0.08, 0.07)]))
+    assert "<h2>Learning curves</h2>" in render(only)

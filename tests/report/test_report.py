@@ -29,13 +29,12 @@ from sklearn.decomposition import PCA
 import evoae
 from evoae.cli import main
 from evoae.report.html import diagram_layers, pca_comparison, write_report
-from evoae.runs.journal import Journal
 from evoae.runs.reader import read_run, top_candidates
 from evoae.settings import SearchSettings
 
 REPO = Path(__file__).resolve().parents[2]
-#: One more figure on every page once the journal records learning curves.
-CURVES = int(getattr(Journal, "curves", None) is not None)
+#: The learning-curve figure: on every page of a run whose journal records curves.
+CURVES = 1
 ARTIFACTS = REPO / "artifacts"
 
 _PROBE = """<script>

@@ -52,7 +52,6 @@ from evoae.runs import folder as rf  # noqa: E402
 from evoae.runs.atomic import atomic_write_text  # noqa: E402
 from evoae.runs.best import Best, best_of, is_pca_seed  # noqa: E402
 from evoae.runs.guard import check_new_file  # noqa: E402
-from evoae.runs.journal import Journal  # noqa: E402
 from evoae.runs.reader import (  # noqa: E402
     RunView,
     check_data,
@@ -212,33 +211,32 @@ def front_figure(view: RunView, best: Best) -> bytes | None:
     return _png(fig)
 
 
-def curves_figure(view: RunView, best: Best, n: int = 3) -> bytes | None:
-    """Learning curves of the final training and of the ``n`` best candidates, when the
-    journal records them (``Journal.curves``); None otherwise."""
-    curves = read_curves(view.path)
-    if curves is None:
-        return None
-    final, search = curves
-    top = [r.id for r in top_candidates(view.rows, n)]
-    drawn = [(f"final training (eval {k})", c, "tab:red") for k, c in final.items()]
-    drawn += [(f"eval {k} (search)", search[k], None) for k in top if k in search]
+def curves_figure(view: RunView, n: int = 3) -> bytes | None:
+    """Learning curves (per-epoch training and validation loss, as the journal records
+    them) of the final training and of the ``n`` best candidates; None without any."""
+    drawn: list[tuple[str, Any, str | None]] = []
+    if view.final_curve is not None:
+        ev, curve = view.final_curve
+        who = f" (eval {ev})" if ev >= 0 else ""
+        drawn.append((f"final training{who}", curve, "tab:red"))
+    for r in top_candidates(view.rows, n):
+        if r.id in view.curves:
+            drawn.append((f"eval {r.id} (search)", view.curves[r.id], None))
     drawn = [d for d in drawn if any(p[1] is not None or p[2] is not None for p in d[1])]
     if not drawn:
         return None
     fig, ax = plt.subplots(figsize=(9.5, 4.0), dpi=100)
-    values = []
+    values: list[float] = []
     for label, curve, colour in drawn:
-        line = None
         for col, style, what in ((1, "-", "train"), (2, "--", "val")):
             pts = [(p[0], p[col]) for p in curve if p[col] is not None]
             if not pts:
                 continue
             values += [v for _, v in pts]
-            kw = {"color": colour or (line.get_color() if line else None)}
-            (drawn_line,) = ax.plot(*zip(*pts, strict=True), ls=style,
-                                    marker="." if len(pts) < 3 else None,
-                                    label=f"{label} {what}", **kw)  # fmt: skip
-            line = line or drawn_line
+            (line,) = ax.plot(*zip(*pts, strict=True), ls=style, color=colour,
+                              marker="." if len(pts) < 3 else None,
+                              label=f"{label} {what}")  # fmt: skip
+            colour = line.get_color()  # train and val of one training share a colour
     _log_axis(ax.yaxis, values)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
@@ -247,40 +245,6 @@ def curves_figure(view: RunView, best: Best, n: int = 3) -> bytes | None:
     _legend(ax)
     fig.tight_layout()
     return _png(fig)
-
-
-def read_curves(run: Path) -> tuple[dict[int, Any], dict[int, Any]] | None:
-    """The journal's final-stage and search curves (read-only), or None when this
-    evoae's journal does not record curves or the run has none."""
-    if getattr(Journal, "curves", None) is None:
-        return None
-    try:
-        with Journal(run / rf.JOURNAL, readonly=True) as j:
-            final, search = j.curves(stage="final"), j.curves(stage="search")
-    except (EvoaeError, ValueError, TypeError):
-        return None
-    final, search = _points(final), _points(search)
-    return (final, search) if final or search else None
-
-
-def _points(curves: Any) -> dict[int, list[tuple[int, float | None, float | None]]]:
-    """Curves as the journal hands them, with any malformed point left out."""
-    if not isinstance(curves, dict):
-        return {}
-
-    def loss(x: Any) -> float | None:
-        ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-        return float(x) if ok else None
-
-    return {
-        key: [
-            (p[0], loss(p[1]), loss(p[2]))
-            for p in points
-            if isinstance(p, list | tuple) and len(p) == 3 and isinstance(p[0], int)
-        ]
-        for key, points in curves.items()
-        if isinstance(key, int) and isinstance(points, list | tuple)
-    }
 
 
 @dataclass
@@ -499,7 +463,7 @@ def render(view: RunView) -> str:
     front_png = None
     if strategy is not None and "params" in strategy.objectives:
         front_png = front_figure(view, best)
-    curves_png = curves_figure(view, best)
+    curves_png = curves_figure(view)
     context = {
         "css": markupsafe.Markup(_CSS),  # our own constant, not user data
         "name": view.path.name,
