@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import TINY_SEARCH, one_line_error, start_cli
+from conftest import TINY_SEARCH, start_cli
 
 import evoae
 from evoae.cli import main
@@ -202,17 +202,30 @@ def test_a_served_study_grows_with_the_journal_and_is_rebuilt_when_it_changed(fi
 
 
 def test_a_mirror_that_is_not_evoaes_is_never_replaced(run, tmp_path):
+    # The user's own file of that name (or one edited since evoae wrote it) stays as it
+    # is; the mirror goes to the cache instead of refusing (the dashboard has no --out).
+    cache = tmp_path / "cache" / "evoae" / "dashboard"
     mirror = run / om.MIRROR
     mirror.write_bytes(b"my own notes")
-    one_line_error(lambda: om.ensure_mirror(run), str(mirror), "not a file evoae writes")
+    path, _, built = om.ensure_mirror(run)
+    assert built and path.is_relative_to(cache) and mirror.read_bytes() == b"my own notes"
+    assert main(["dashboard", str(run), "--mirror-only", "--quiet"]) == 0
     assert mirror.read_bytes() == b"my own notes"
-    # A link in its place: refused, and the file it points to untouched.
+    # A link in its place: never written through, the file it points to untouched.
     mirror.unlink()
     target = tmp_path / "elsewhere.sqlite3"
     target.write_bytes(b"not yours")
     mirror.symlink_to(target)
-    one_line_error(lambda: om.ensure_mirror(run), "symbolic link")
+    path, _, _ = om.ensure_mirror(run)
+    assert path.is_relative_to(cache)
     assert target.read_bytes() == b"not yours" and mirror.is_symlink()
+    # evoae's own mirror, edited by hand afterwards: left alone too.
+    mirror.unlink()
+    assert om.ensure_mirror(run)[0] == mirror
+    with mirror.open("ab") as f:
+        f.write(b"edited")
+    edited = mirror.read_bytes()
+    assert om.ensure_mirror(run)[0].is_relative_to(cache) and mirror.read_bytes() == edited
 
 
 def test_damaged_curves_are_left_out_point_by_point(run, monkeypatch):

@@ -156,11 +156,25 @@ def test_cli_refuses_a_missing_extra_before_the_run_starts(flag, tmp_path, monke
 
 
 def test_an_unusable_tracking_uri_or_logdir_is_one_line(tmp_path, capsys):
-    code = main(["search", "--out", str(tmp_path / "r"), "--quiet", "--mlflow", "bogus://x"])
+    uri = "bogus://127.0.0.1"
+    code = main(["search", "--out", str(tmp_path / "r"), "--quiet", "--mlflow", uri])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "MLflow cannot use tracking URI bogus://x" in err
+    assert code == 2 and err.count("\n") == 1 and f"MLflow cannot use tracking URI {uri}" in err
     (tmp_path / "f").write_text("")
     one_line_error(lambda: TensorBoardReporter(tmp_path / "f"), "is a file")
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["http://example.com:5000", "https://10.0.0.1", "postgresql://db.example/ml", "databricks://p"],
+)
+def test_a_tracking_uri_off_this_machine_is_refused_before_the_run(uri, tmp_path, capsys):
+    code = main(["search", "--out", str(tmp_path / "r"), "--quiet", "--mlflow", uri])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "not on this machine" in err, err
+    assert not (tmp_path / "r").exists()
+    for local in ("http://127.0.0.1:5000", "http://localhost:5000", "http://[::1]:5000"):
+        assert store_uri(local) == local
 
 
 def test_store_uri_and_flattened_params(tmp_path, monkeypatch):

@@ -165,6 +165,19 @@ def test_an_unknown_stage_is_damage_to_a_reader_of_every_stage(run: Path, tmp_pa
         one_line_error(j.curves, "damaged", "stage 'other'")
 
 
+def test_a_curves_table_without_its_columns_is_damage(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _copy(run, tmp_path / "columns")
+    con = sqlite3.connect(bad / rf.JOURNAL)
+    con.executescript("DROP TABLE curves; CREATE TABLE curves (a);")
+    con.close()
+    one_line_error(lambda: read_run(bad), "damaged", "no such column")
+    assert main(["runs", "show", str(bad), "--csv"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "learning curves" in err[0], err
+
+
 def test_too_many_points_for_one_evaluation_is_damage(run: Path, tmp_path: Path) -> None:
     bad = _copy(run, tmp_path / "long")
     con = sqlite3.connect(bad / rf.JOURNAL)

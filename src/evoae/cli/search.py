@@ -154,8 +154,9 @@ def _add_trackers(p: argparse.ArgumentParser) -> None:
         nargs="?",
         const="",
         default=None,
-        help="log params, metrics and the model to MLflow: a tracking URI or folder "
-        "[default: the file store ./mlruns]; pip install 'evoae[mlflow]'",
+        help="log params, metrics and the model to MLflow: a folder, file: or sqlite:/// "
+        "URI, or a server on 127.0.0.1 (no other host) [default: the file store ./mlruns]; "
+        "pip install 'evoae[mlflow]'",
     )
     t.add_argument(
         "--mlflow-experiment",

@@ -51,6 +51,7 @@ from typing import Any
 from evoae.errors import EvoaeError
 from evoae.runs import folder as rf
 from evoae.runs import lock as run_lock
+from evoae.runs.guard import is_recorded
 from evoae.runs.journal import Journal, Row
 from evoae.runs.manifest import read_digests
 from evoae.runs.reader import flat_settings
@@ -485,7 +486,12 @@ def writable_run(run: Path) -> bool:
             return False
     except EvoaeError:
         return False
-    return os.access(run, os.W_OK) and not run_lock.is_locked(run)
+    if not os.access(run, os.W_OK) or run_lock.is_locked(run):
+        return False
+    # a file of that name evoae did not write (the user's own, a link, or one edited
+    # since) stays untouched: the mirror then goes to the cache
+    mirror = run / MIRROR
+    return not (mirror.exists() or mirror.is_symlink()) or is_recorded(run, mirror)
 
 
 def mirror_path(run: str | Path) -> Path:

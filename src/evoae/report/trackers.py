@@ -24,11 +24,13 @@ the run it logged to before (found by the ``evoae.run_dir`` tag).
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import json
 import math
 import os
 import re
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -201,10 +203,10 @@ class MLflowReporter(Reporter):
     Parameters
     ----------
     tracking_uri
-        Where MLflow stores runs: a ``file:`` URI, a folder, or any URI MLflow takes
-        (``sqlite:///mlflow.db``, ``http://127.0.0.1:5000``...). Default: the local
-        file store ``./mlruns`` (what ``mlflow ui`` opens from that folder); nothing
-        is sent over a network unless a server's URI is given.
+        Where MLflow stores runs: a ``file:`` URI, a folder, ``sqlite:///mlflow.db``,
+        or a server on this machine (``http://127.0.0.1:5000``); a URI whose host is
+        not a loopback address is refused, so nothing is sent over a network. Default:
+        the local file store ``./mlruns`` (what ``mlflow ui`` opens from that folder).
     experiment
         The MLflow experiment's name; created when missing.
 
@@ -349,8 +351,28 @@ def store_uri(uri: str | None) -> str:
     if uri is None or not uri.strip():
         return Path("mlruns").resolve().as_uri()
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", uri):
-        return uri
+        return _local_only(uri)
     return Path(uri).expanduser().resolve().as_uri()
+
+
+def _local_only(uri: str) -> str:
+    """``uri`` when it names a store on this machine: a file or SQLite store, or a
+    server on a loopback address (evoae sends nothing over a network)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme.lower() in ("file", "sqlite"):
+        return uri
+    host = parts.hostname or ""
+    try:
+        ok = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise EvoaeError(
+            f"MLflow tracking URI {uri[:200]} is not on this machine: evoae sends nothing over "
+            "a network; give a folder, a file: or sqlite:/// URI, or a server on "
+            "http://127.0.0.1:PORT"
+        )
+    return uri
 
 
 __all__ = ["MLflowReporter", "TensorBoardReporter", "flatten", "store_uri"]

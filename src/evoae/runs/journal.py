@@ -297,14 +297,14 @@ class Journal:
             return {}
         n = len(self)
         where = "" if stage is None else "WHERE stage = ?"
-        cur = self._db.execute(
-            f"SELECT evaluation, stage, epoch, train_loss, val_loss FROM curves {where} "
-            "ORDER BY evaluation, epoch, stage",
-            () if stage is None else (stage,),
-        )
         out: dict[int, lc.Curve] = {}
         limit = lc.MAX_CURVE * (len(lc.STAGES) if stage is None else 1)
-        try:
+        try:  # a hand-made table of that name may lack the columns: damaged too
+            cur = self._db.execute(
+                f"SELECT evaluation, stage, epoch, train_loss, val_loss FROM curves {where} "
+                "ORDER BY evaluation, epoch, stage",
+                () if stage is None else (stage,),
+            )
             for ev, st, epoch, train, val in cur:
                 if not isinstance(ev, int) or isinstance(ev, bool) or not -1 <= ev < n:
                     raise ValueError(f"evaluation {ev!r} is not -1 or a journal row id"[:100])
@@ -314,7 +314,7 @@ class Journal:
                 if len(points) >= limit:
                     raise ValueError(f"evaluation {ev} has more than {limit} points")
                 points.append(lc.check_point(epoch, train, val))
-        except ValueError as e:
+        except (ValueError, sqlite3.Error) as e:
             raise EvoaeError(
                 f"the learning curves of run {self.run} are damaged ({e}): restore the "
                 "journal or start a new run"
