@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import TINY_SEARCH, one_line_error, run_cli
@@ -175,6 +176,32 @@ def test_a_tracking_uri_off_this_machine_is_refused_before_the_run(uri, tmp_path
     assert not (tmp_path / "r").exists()
     for local in ("http://127.0.0.1:5000", "http://localhost:5000", "http://[::1]:5000"):
         assert store_uri(local) == local
+
+
+def test_an_unwritable_tensorboard_folder_is_refused_before_the_run(tmp_path, monkeypatch, capsys):
+    import evoae.report.trackers as trackers
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    # as root chmod does not stop a write, so the read-only folder is faked
+    real = trackers.os.access
+    monkeypatch.setattr(trackers.os, "access", lambda p, m: Path(p) != ro and real(p, m))
+    tb_flag = ["--tensorboard", str(ro / "tb")]
+    code = main(["search", "--out", str(tmp_path / "r"), "--quiet", *tb_flag])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"TensorBoard logs under {ro}" in err, err
+    assert not (tmp_path / "r").exists() and not (ro / "tb").exists()
+    # a folder that fails only when the writer opens it: named, not the run folder
+    monkeypatch.setattr(trackers.os, "access", real)
+    import torch.utils.tensorboard as tb
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tb, "SummaryWriter", refuse)
+    rep = TensorBoardReporter(ro / "tb")
+    rep.opened(tmp_path / "r", False)
+    one_line_error(lambda: rep.start(1, 0, {}), f"TensorBoard logs to {ro / 'tb' / 'r'}", "Perm")
 
 
 def test_store_uri_and_flattened_params(tmp_path, monkeypatch):

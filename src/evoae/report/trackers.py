@@ -122,6 +122,13 @@ class TensorBoardReporter(Reporter):
         self.logdir = Path(logdir)
         if self.logdir.exists() and not self.logdir.is_dir():
             raise EvoaeError(f"{self.logdir} is a file: give TensorBoard a folder to log to")
+        # Refused here, before the run folder is made (not after the first evaluation).
+        near = next((p for p in (self.logdir, *self.logdir.parents) if p.exists()), None)
+        if near is not None and not os.access(near, os.W_OK | os.X_OK):
+            raise EvoaeError(
+                f"cannot write TensorBoard logs under {near} (not writable): give --tensorboard "
+                "a folder you can write"
+            )
         self.flush_secs = flush_secs
         self.path: Path | None = None
         self._run_dir: Path | None = None
@@ -145,9 +152,15 @@ class TensorBoardReporter(Reporter):
         self.path = self.logdir / name
         # purge_step: TensorBoard drops whatever an earlier writer in this folder logged
         # at this step or later (an interrupted run's unjournaled tail, a replaced run).
-        self._writer = SummaryWriter(
-            str(self.path), purge_step=evaluations, flush_secs=int(max(1, self.flush_secs))
-        )
+        try:
+            self._writer = SummaryWriter(
+                str(self.path), purge_step=evaluations, flush_secs=int(max(1, self.flush_secs))
+            )
+        except OSError as e:
+            raise EvoaeError(
+                f"cannot write TensorBoard logs to {self.path} ({e.strerror or e}): give "
+                "--tensorboard a folder you can write"
+            ) from None
 
     def evaluated(self, row: Row) -> None:
         if self._writer is None:
