@@ -157,7 +157,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         strategy asks for several at a time; None: every available core. Candidates
         trained in this process use one torch thread (fastest for small networks on a
         busy machine).
-    verbose : int, default=0
+    verbose : int or bool, default=0
         0: silent. 1: a progress line on stderr every 10 seconds (generations,
         evaluations, best fitness, then the final training's epochs with an ETA); 2 or
         more: a line after every evaluation and every final-training epoch.

@@ -46,3 +46,10 @@ def test_verbose_prints_progress_lines_on_stderr(tmp_path, capsys):
 def test_verbose_must_be_a_count():
     for bad in (-1, "yes", 1.5, None):
         one_line_error(lambda b=bad: evoae.search("digits", verbose=b), "verbose must be")
+
+
+def test_verbose_true_is_one_as_in_scikit_learn(tmp_path, capsys):
+    evoae.search("digits", out=tmp_path / "t", verbose=True, **TINY_SEARCH)
+    assert capsys.readouterr().err.startswith("evoae: search started")
+    evoae.search("digits", out=tmp_path / "f", verbose=False, **TINY_SEARCH)
+    assert capsys.readouterr().err == ""

@@ -272,9 +272,10 @@ def runs_root() -> Path:
 
 
 def _verbose_reporters(verbose: Any) -> list[Reporter]:
-    """Plain progress lines on stderr for ``verbose`` > 0 (every 10 s; every event at 2+)."""
-    if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral) or verbose < 0:
-        raise EvoaeError(f"verbose must be an integer of at least 0, got {verbose!r}")
+    """Plain progress lines on stderr for ``verbose`` > 0 (every 10 s; every event at 2+).
+    A bool counts as 0 or 1, as scikit-learn's ``verbose=True`` does."""
+    if not isinstance(verbose, numbers.Integral) or verbose < 0:
+        raise EvoaeError(f"verbose must be an integer of at least 0 (or a bool), got {verbose!r}")
     if verbose == 0:
         return []
     return [ProgressReporter(stream=sys.stderr, interval=10.0 if verbose == 1 else 0.0)]
