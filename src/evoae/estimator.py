@@ -25,11 +25,14 @@ Data handling (documented promises):
   those weighted units. Constant features map to 0. Values outside the fitted
   range map outside ``[0, 1]``; they are not clipped. ``score`` and ``score_samples``
   always measure errors in the user's original units, like PCA's.
-* **Splits.** The search splits the rows 70/15/15 (train / validation / test) with
-  ``random_state``. With fewer than ``MIN_SPLIT_ROWS`` rows a held-out split would be
-  empty or a single row, so the rows are repeated until there are ``MIN_SPLIT_ROWS``:
-  every split then holds copies of all rows and fitness is a training error. This only
-  exists so tiny inputs (scikit-learn's conformance checks) fit; use real data sizes.
+* **Splits.** The search splits the rows 85/15 (train / validation) with
+  ``random_state``: the validation rows rank candidates and stop the final training;
+  there is no test split (hold out your own rows to measure the model, as with ``PCA``;
+  the earlier 70/15/15 split left 30% of the rows out of training). With fewer than
+  ``MIN_SPLIT_ROWS`` rows a held-out split would be empty or a single row, so the rows
+  are repeated until there are ``MIN_SPLIT_ROWS``: every split then holds copies of all
+  rows and fitness is a training error. This only exists so tiny inputs
+  (scikit-learn's conformance checks) fit; use real data sizes.
 * **Code size.** An undercomplete autoencoder needs ``code_size < n_features``; ``fit``
   raises a ``ValueError`` saying so otherwise (and for a single feature).
 * **Images.** Flattened images are just wide rows: the dense family reads them as is.
@@ -50,7 +53,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from evoae.data import Dataset
+from evoae.data import Dataset, Splits
 from evoae.data.preprocess import tabular_record
 from evoae.data.tabular import encode_labels
 from evoae.errors import EvoaeError
@@ -68,7 +71,9 @@ from evoae.settings import default
 
 #: The data name of the runs a fit makes: only those are replaced by a later fit.
 ESTIMATOR_DATA = "<EvolvedAutoencoder>"
-#: Fewer rows than this are repeated before the 70/15/15 split (see module docstring).
+#: The share of the rows that validates (the rest trains; see the module docstring).
+VAL_FRACTION = 0.15
+#: Fewer rows than this are repeated before the split (see module docstring).
 MIN_SPLIT_ROWS = 20
 #: Search spaces (dense presets) the estimator can use.
 SPACES = ("seed", "extended")
@@ -125,12 +130,15 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         (``max(epochs, ceil(min_steps / batches per epoch))``). An ``epochs`` set away
         from its default is what trains unless ``min_steps`` is set too.
     final_epochs : int, default=100
-        Most epochs to retrain the best architecture on the training split; it stops
-        earlier on a validation plateau (5 epochs without improvement, best weights
-        kept), and never before ``final_min_steps`` optimizer steps.
-    final_min_steps : int, default=2000
-        Optimizer steps the final training takes at least (more epochs on small data);
-        like ``min_steps``, off when ``final_epochs`` is set and it is not.
+        Most epochs to retrain each of the search's best three architectures on the
+        training split (the one validating best is kept). Each stops earlier on
+        convergence: on a validation plateau (at least 300 optimizer steps without a
+        better loss) its learning rate is halved, up to 5 times, and the next plateau
+        stops it; the best weights are kept.
+    final_min_steps : int, default=8000
+        Optimizer steps the final training may take at least: the epoch cap is raised to
+        them on small data; like ``min_steps``, off when ``final_epochs`` is set and it
+        is not.
     max_depth : int or None, default=None
         Hidden genes of the space (None: the preset's default).
     max_ratio : float or None, default=None
@@ -277,7 +285,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             labels = None if labels is None else np.tile(labels, reps)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         keep = self.run_dir is not None
-        data = Dataset(scaled, labels, ESTIMATOR_DATA, record)
+        data = _split(Dataset(scaled, labels, ESTIMATOR_DATA, record), seed)
         if keep:
             for _ in range(8):  # a parallel fit may take the folder between check and start
                 out = _fit_folder(Path(self.run_dir))
@@ -472,6 +480,13 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         # Training is seeded from random_state alone: same seed, same model.
         tags.non_deterministic = False
         return tags
+
+
+def _split(ds: Dataset, seed: int) -> Splits:
+    """Training and validation rows of ``ds`` (:data:`VAL_FRACTION`), seeded; no test."""
+    n_val = max(1, round(len(ds) * VAL_FRACTION))
+    perm = np.random.default_rng(seed).permutation(len(ds))
+    return Splits(ds.subset(np.sort(perm[n_val:])), ds.subset(np.sort(perm[:n_val])), None)
 
 
 def _scaling(X: np.ndarray, scale: str | None) -> tuple[np.ndarray, np.ndarray]:

@@ -243,9 +243,10 @@ class TrainingSettings:
         grows=False,
     )
     final_min_steps: int = opt(
-        2000,
-        "optimizer steps the final training takes at least (0 unless set when "
-        "--final-epochs is given)",
+        8000,
+        "optimizer steps the final training may take at least: its epoch cap is raised to "
+        "them, and with --final-lr-cuts 0 it never stops on a plateau before them (0 unless "
+        "set when --final-epochs is given)",
         low=0,
         high=10_000_000,
         resumable=True,
@@ -257,6 +258,25 @@ class TrainingSettings:
         "keeping the best weights (0: train every epoch, keep the last weights)",
         low=0,
         high=MAX_EPOCHS,
+        resumable=True,
+        legacy=0,
+    )
+    final_candidates: int = opt(
+        3,
+        "architectures the final stage trains (the search's best distinct ones); the one "
+        "with the best validation loss is kept",
+        low=1,
+        high=100,
+        resumable=True,
+        legacy=1,
+    )
+    final_lr_cuts: int = opt(
+        5,
+        "halve the final training's learning rate on a validation plateau up to this many "
+        "times before stopping (its plateau then lasts at least 300 optimizer steps; 0: stop "
+        "on the first plateau of --final-patience epochs)",
+        low=0,
+        high=100,
         resumable=True,
         legacy=0,
     )

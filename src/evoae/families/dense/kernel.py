@@ -164,7 +164,9 @@ class _Rule:
         self.steps = [self.step_count] * len(params)
 
     def join(self) -> None:
-        """Point every parameter's ``step`` at the one counter."""
+        """Point every parameter's ``step`` at the one counter; read the learning rate
+        (a final training cuts it between epochs)."""
+        self.lr = float(self.opt.param_groups[0]["lr"])
         if not self.sgd:
             for p in self.params:
                 self.opt.state[p]["step"] = self.step_count
