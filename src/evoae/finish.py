@@ -228,9 +228,11 @@ def _retrain(
 
     Low-fidelity fitness ranks candidates after a few hundred steps, so the search's best
     is not always the best trained to convergence. The time left to a deadline is shared
-    equally by the finalists not yet trained. The search's best failing (a NaN) is an
+    equally by the finalists not yet trained. With PBT (``final_pbt``, itself N trainings)
+    only the search's best is a finalist. The search's best failing (a NaN) is an
     error, never a model; another finalist failing only drops it."""
-    rows = finalists(journal, best, ctx.s.training.final_candidates)
+    t = ctx.s.training
+    rows = finalists(journal, best, 1 if t.final_pbt >= 2 else t.final_candidates)
     pick: _Pick | None = None
     report: list[dict[str, Any]] = []
     for i, row in enumerate(rows):

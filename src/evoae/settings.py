@@ -264,7 +264,7 @@ class TrainingSettings:
     final_candidates: int = opt(
         3,
         "architectures the final stage trains (the search's best distinct ones); the one "
-        "with the best validation loss is kept",
+        "with the best validation loss is kept (1 with --final-pbt)",
         low=1,
         high=100,
         resumable=True,
