@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from evoae.families.io import load_model, save_model
     from evoae.finish import SearchResult
     from evoae.loop import search
+    from evoae.report.trackers import MLflowReporter, TensorBoardReporter
+    from evoae.runs.reader import read_run
     from evoae.settings import SearchSettings
 
 __version__ = "0.2.0"
@@ -25,18 +27,24 @@ _LAZY = {
     "EvolvedAutoencoder": "evoae.estimator",
     "SearchResult": "evoae.finish",
     "SearchSettings": "evoae.settings",
+    "MLflowReporter": "evoae.report.trackers",
+    "TensorBoardReporter": "evoae.report.trackers",
     "load_model": "evoae.families.io",
     "save_model": "evoae.families.io",
+    "read_run": "evoae.runs.reader",
     "search": "evoae.loop",
 }
 
 __all__ = [
     "EvoaeError",
     "EvolvedAutoencoder",
+    "MLflowReporter",
     "SearchResult",
     "SearchSettings",
+    "TensorBoardReporter",
     "__version__",
     "load_model",
+    "read_run",
     "save_model",
     "search",
 ]

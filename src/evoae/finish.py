@@ -28,6 +28,7 @@ from evoae.models.pca import pca_val_loss
 from evoae.models.vae import final_figures
 from evoae.objectives import EvalSplit, Objective, make_objective
 from evoae.runs import folder as rf
+from evoae.runs.curves import downsample
 from evoae.runs.journal import Journal, Row
 from evoae.runs.reader import best_row, check_data, pareto_front, read_run
 from evoae.seeds import derive_seed
@@ -113,11 +114,14 @@ def retrain_best(
     reporters: Sequence[Any] = (),
     deadline: float | None = None,
 ) -> SearchResult:
-    """Retrain the journal's best candidate, compare it with PCA, test it and save it.
+    """Retrain the search's best candidates, keep the best on validation, compare it with
+    PCA, test it and save it.
 
-    The final training runs at most ``max(final_epochs, epochs for final_min_steps)``
-    epochs; with ``final_patience`` it stops on a validation plateau (never before
-    ``final_min_steps`` steps) and keeps the best weights. ``final["pca_val_loss"]`` is
+    The finalists (:func:`finalists`: the ``final_candidates`` best architectures) each
+    train at most ``max(final_epochs, epochs for final_min_steps)`` epochs; with
+    ``final_patience`` a validation plateau cuts the learning rate (``final_lr_cuts``
+    times) and then stops the training, and the best weights are kept.
+    ``final["candidates"]`` lists the finalists and which was kept. ``final["pca_val_loss"]`` is
     PCA's validation MSE at the same code size (fit on the training split) when the
     family's loss is that MSE; with ``pca_fallback``, a dense model worse than PCA is
     replaced by the PCA-initialised linear autoencoder (``final["fallback"] = "pca"``).
@@ -125,10 +129,10 @@ def retrain_best(
     never written as the run's model.
 
     With a ``deadline`` (:func:`time.perf_counter` time; the time budget) every final
-    training stops by it; when two are planned (the PCA seed and the best from scratch)
-    the first gets half the time left. ``final["stop"]`` says what ended the kept
-    model's training ("plateau": ``final["converged"]``; "epochs" or "time budget": a
-    cap), beside the epochs, optimizer steps and seconds it spent.
+    training stops by it; each finalist gets an equal share of the time left.
+    ``final["stop"]`` says what ended the kept model's training ("plateau":
+    ``final["converged"]``; "epochs" or "time budget": a cap), beside the epochs,
+    optimizer steps and seconds it spent.
     """
     best = _best_or_refuse(journal, n_evaluations, run_dir)
     device = resolve_device(s.execution.device)
@@ -139,6 +143,10 @@ def retrain_best(
     family = get_family(pick.spec["family"])
     pca_loss = _pca_loss(splits, s.space.code_size) if family.loss_label == "MSE" else None
     pick, fallback = _pca_if_worse(ctx, journal, pick, pca_loss)
+    # The final stage's learning curve, under the row of the candidate it retrained.
+    journal.set_final_curve(
+        pick.row.id if pick.row.spec == pick.spec else -1, pick.trained.result.curve
+    )
     final = _final_figures(s, pick, splits, objective, device, pca_loss, family.loss_label)
     final["candidates"] = candidates
     final.update(fallback)
@@ -548,6 +556,14 @@ def _final_pbt(
     )
     trained = int(res.history[-1]["epoch"])
     result.epochs = result.best_epoch = trained
+    # The kept copy's slot, interval by interval (an exploit copies another's weights).
+    result.curve = downsample(
+        sorted(
+            (int(r["epoch"]), r["train_loss"], r["val_loss"])
+            for r in res.history
+            if r["member"] == res.best
+        )
+    )
     result.stop = TIME_CAP if trained < epochs else EPOCH_CAP
     figures = {
         "copies": copies,
