@@ -105,6 +105,7 @@ def retrain_best(
     phenotype_key: Callable[[dict[str, Any]], str],
     reporters: Sequence[Any] = (),
     deadline: float | None = None,
+    search_seconds: float | None = None,
 ) -> SearchResult:
     """Retrain the journal's best candidate, compare it with PCA, test it and save it.
 
@@ -126,7 +127,9 @@ def retrain_best(
     best = _best_or_refuse(journal, n_evaluations, run_dir)
     device = resolve_device(s.execution.device)
     train, val = as_split(splits.train, device), as_split(splits.val, device)
-    spent = search_spent(s, journal, len(splits.train.x), time.perf_counter() - t0)
+    if search_seconds is None:
+        search_seconds = time.perf_counter() - t0
+    spent = search_spent(s, journal, len(splits.train.x), search_seconds)
     ctx = _Final(s, space, objective, phenotype_key, train, val, run_dir, deadline)
     pick = _retrain(ctx, journal, best, reporters)
     family = get_family(pick.spec["family"])
@@ -334,7 +337,8 @@ def search_spent(
 ) -> dict[str, Any]:
     """What the search spent: evaluations, trainings, their epochs and optimizer steps
     (as planned: a diverging candidate stops early; None with ASHA, whose promotions
-    continue saved trainings), and ``seconds`` of this session before the final stage."""
+    continue saved trainings), and the search's ``seconds`` before the final stage
+    (every session of a resumed run)."""
     t = s.training
     rows = list(journal.rows())
     trained = [r for r in rows if not r.cached]

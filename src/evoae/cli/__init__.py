@@ -90,7 +90,11 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command(argv))
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command they were given to, as its other usage errors are
+        words = [getattr(args, k, None) for k in ("command", "runs_command")]
+        prog = " ".join(["evoae", *(w for w in words if w)])
+        _Parser(prog=prog).error(f"unrecognized arguments: {' '.join(extra)}")
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)

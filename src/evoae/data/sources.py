@@ -627,6 +627,8 @@ def load_dataset(
             f"the dataset name is empty: pass a built-in dataset ({', '.join(BUILTIN)}) or the "
             f"path of a {'/'.join(SUFFIXES)} file"
         )
+    if isinstance(source, str) and "\x00" in source:
+        raise EvoaeError(f"dataset {source!r} contains a NUL byte: pass a real file name")
     if (columns is not None or label_column is not None) and not source.lower().endswith(".csv"):
         raise EvoaeError(f"--columns and --label-column apply to CSV files only, not {source}")
     name = _builtin_name(source)

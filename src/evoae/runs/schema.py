@@ -331,6 +331,7 @@ CHECKPOINT = record(
         "history": list_of(_HISTORY_ROW),
         "trainings": integer(0, 2**62),
     },
+    {"batches": integer(0, 2**62), "seconds": number(0, 1e10)},
     extra=anything(8),
 )
 
