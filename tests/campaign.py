@@ -135,8 +135,10 @@ def _call(case: Case, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str
         try:
             case.argv()
             code, err = 0, ""
-        except (EvoaeError, ValueError, TypeError) as e:  # scikit-learn's own are ValueError
+        except EvoaeError as e:
             code, err = 2, f"evoae: error: {e}"
+        except (ValueError, TypeError) as e:  # scikit-learn's own: its wording, its lines
+            code, err = 2, f"evoae: error: {str(e).strip().splitlines()[0]}"
         captured = capsys.readouterr()
         return code, captured.out, err + captured.err
     try:
