@@ -511,15 +511,15 @@ def _show(w: World) -> list[str]:
 
 
 for _key, _value in (
-    ("strategy.options.population", 987654),
-    ("training.epochs", 876543),
-    ("seed", 765432),
+    ("strategy.options.population", 8),
+    ("training.epochs", 3),
+    ("seed", 7),
 ):
     case("tampered settings.json", f"runs show: {_key} = {_value}")(
         _settings(_set(_key, _value), _show)
     )
     case("tampered settings.json", f"report: {_key} = {_value}")(
-        _settings(_set(_key, _value), lambda w: ["report", str(w.run), "-o", str(w.tmp / "r")])
+        _settings(_set(_key, _value), lambda w: ["report", str(w.run), "-o", str(w.tmp / "r.html")])
     )
 
 
