@@ -6,9 +6,10 @@ files) and returns a :class:`Case`: the ``evoae`` argv (or a Python call, for th
 estimator) and what must come of it. :func:`play` runs it in this process and checks
 the campaign's rule:
 
-* ``refused``: exit status 2 (a Python call: an ``EvoaeError``/``ValueError``/
-  ``TypeError``), exactly one ``evoae ... error:`` line and nothing else on stderr, no
-  traceback; the fragment ``match`` in that line when given;
+* ``refused``: exit status 2, exactly one ``evoae ... error:`` line and nothing else on
+  stderr, no traceback, the fragment ``match`` in that line when given (a Python call:
+  a one-line ``EvoaeError``, or scikit-learn's own ``ValueError``/``TypeError``, whose
+  wording and extra lines are scikit-learn's convention);
 * ``ok``: exit status 0, and the case's own ``check`` holds;
 * either way, every watched path (the run copy unless the case writes into it, and every
   user file or folder the case made) keeps every byte, every link target and every
