@@ -28,6 +28,7 @@ from evoae.models.pca import pca_val_loss
 from evoae.models.vae import final_figures
 from evoae.objectives import EvalSplit, Objective, make_objective
 from evoae.runs import folder as rf
+from evoae.runs.curves import downsample
 from evoae.runs.journal import Journal, Row
 from evoae.runs.reader import best_row, check_data, pareto_front, read_run
 from evoae.seeds import derive_seed
@@ -62,6 +63,8 @@ class SearchResult:
     executor: str = ""
     #: What the search spent before the final stage (:func:`search_spent`).
     spent: dict[str, Any] | None = None
+    #: The journal id of the returned model's candidate (:mod:`evoae.runs.best`).
+    best_evaluation: int | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -69,6 +72,7 @@ class SearchResult:
             "best_genome": self.best_genome,
             "best_spec": self.best_spec,
             "best_fitness": self.best_fitness,
+            "best_evaluation": self.best_evaluation,
             "final": self.final,
             "n_evaluations": self.n_evaluations,
             "n_trainings": self.n_trainings,
@@ -135,6 +139,10 @@ def retrain_best(
     family = get_family(pick.spec["family"])
     pca_loss = _pca_loss(splits, s.space.code_size) if family.loss_label == "MSE" else None
     pick, fallback = _pca_if_worse(ctx, journal, pick, pca_loss)
+    # The final stage's learning curve, under the row of the candidate it retrained.
+    journal.set_final_curve(
+        pick.row.id if pick.row.spec == pick.spec else -1, pick.trained.result.curve
+    )
     final = _final_figures(s, pick, splits, objective, device, pca_loss, family.loss_label)
     final.update(fallback)
     model = pick.trained.model.cpu().eval()
@@ -172,6 +180,7 @@ def retrain_best(
         seconds=time.perf_counter() - t0,
         settings=s,
         spent=spent,
+        best_evaluation=pick.row.id,
     )
 
 
@@ -504,6 +513,14 @@ def _final_pbt(
     )
     trained = int(res.history[-1]["epoch"])
     result.epochs = result.best_epoch = trained
+    # The kept copy's slot, interval by interval (an exploit copies another's weights).
+    result.curve = downsample(
+        sorted(
+            (int(r["epoch"]), r["train_loss"], r["val_loss"])
+            for r in res.history
+            if r["member"] == res.best
+        )
+    )
     result.stop = TIME_CAP if trained < epochs else EPOCH_CAP
     figures = {
         "copies": copies,

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 from evoae.cli import add_command, positive_int
 from evoae.errors import EvoaeError
 from evoae.runs import folder as rf
+from evoae.runs.best import best_of
 from evoae.runs.reader import RunView, pareto_front, read_run, top_candidates
-from evoae.runs.vae_text import summary_rows
+from evoae.runs.vae_text import collapse_text, summary_rows
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,7 +40,14 @@ def register(sub: Any) -> None:
     show = rsub.add_parser("show", help="show one run: settings, results, best candidates")
     show.add_argument("run", metavar="RUN", help="run folder")
     show.add_argument("--top", type=positive_int, default=10, help="candidates to show")
-    show.add_argument("--json", action="store_true", help="print JSON")
+    fmt = show.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON")
+    fmt.add_argument(
+        "--csv",
+        action="store_true",
+        help="print every evaluation as CSV (one row each: id, generation, status, fitness, "
+        "losses, params, seconds, seed, cached, genome.GENE and terms.NAME columns)",
+    )
     show.add_argument(
         "--front",
         action="store_true",
@@ -64,10 +72,10 @@ def run_record(view: RunView) -> dict[str, Any]:
     from evoae.families.registry import describe as describe_spec
 
     s = view.settings
-    best = view.best()
+    best = best_of(view)
     summary = view.summary or {}
     final = summary.get("final", {})
-    spec = summary.get("best_spec") or (best.spec if best else None)
+    spec = summary.get("best_spec") or (best.row.spec if best.row else None)
     return {
         "run": str(view.path),
         "dataset": s.get("dataset"),
@@ -81,7 +89,9 @@ def run_record(view: RunView) -> dict[str, Any]:
         "trainings": len(view.trained),
         # A finished run: the returned model's candidate (not always the journal's best:
         # a PCA seed that led the search can lose the final training to a from-scratch one).
-        "best_fitness": _finite(summary.get("best_fitness", best.fitness if best else None)),
+        "best_fitness": _finite(best.fitness),
+        "best_evaluation": best.evaluation,
+        "best_fidelity": best.search_fidelity,
         "best_architecture": describe_spec(spec) if spec else None,
         "val_loss": _finite(final.get("val_loss")),
         "pca_val_loss": _finite(final.get("pca_val_loss")),
@@ -93,6 +103,7 @@ def run_record(view: RunView) -> dict[str, Any]:
         "converged": final.get("converged"),
         "test_loss": _finite(final.get("test_loss")),
         "collapsed": (final.get("vae") or {}).get("collapsed"),
+        "collapse": collapse_text(final.get("vae")),
         "test_nll": _finite((final.get("vae") or {}).get("test_nll")),
         "params": final.get("params"),
         "seconds": (view.summary or {}).get("seconds"),
@@ -158,14 +169,23 @@ def _info_table(view: Any, record: dict[str, Any]) -> Any:
     for key in ("dataset", "model", "preset", "code_size", "seed", "state", "evaluations"):
         info.add_row(key.replace("_", " "), str(record[key]))
     info.add_row("trainings", str(record["trainings"]))
-    info.add_row("best search fitness", _f(record["best_fitness"]))
-    info.add_row("retrained val loss", _f(record["val_loss"]))
+    best = best_of(view)
+    info.add_row("best candidate", best.search_text())
+    if best.row is not None:
+        from evoae.families.registry import describe as describe_spec
+
+        info.add_row("best architecture", describe_spec(best.row.spec))
+    info.add_row("retrained val loss", best.final_text())
+    if best.leader_note:
+        info.add_row("search leader", best.leader_note)
     final = (view.summary or {}).get("final", {})
     if view.finished:
         spent = (view.summary or {}).get("spent")
         if isinstance(spent, dict):
             info.add_row("search spent", spent_text(spent))
         info.add_row("final training", final_training_text(final))
+    if view.final_curve is not None:
+        info.add_row("final learning curve", curve_text(*view.final_curve))
     if view.finished and "pca_val_loss" in final:
         for key, value in pca_rows(final, record["code_size"]):
             info.add_row(key, value)
@@ -230,6 +250,13 @@ def run_show(args: argparse.Namespace) -> int:
     from evoae.families.registry import describe as describe_spec
 
     view = read_run(args.run)
+    if args.csv:
+        import sys
+
+        from evoae.runs.frame import write_csv
+
+        write_csv(view, sys.stdout)
+        return 0
     record = run_record(view)
     top = top_candidates(view.rows, args.top)
     front = pareto_front(view.rows)
@@ -240,13 +267,19 @@ def run_show(args: argparse.Namespace) -> int:
             **record,
             "settings": view.settings,
             "final": (view.summary or {}).get("final"),
-            "top": [_row_json(r) for r in top],
-            "front": [_row_json(r) for r in front],
+            "top": [_row_json(r, view.curves) for r in top],
+            "front": [_row_json(r, view.curves) for r in front],
+            "final_curve": None
+            if view.final_curve is None
+            else {"evaluation": view.final_curve[0], "curve": view.final_curve[1]},
         }
         print(json.dumps(out, indent=2))
         return 0
     console = _console()
     console.print(_info_table(view, record))
+    collapse = collapse_text(((view.summary or {}).get("final") or {}).get("vae"))
+    if collapse:
+        console.print(collapse, markup=False, style="bold")
     console.print(_candidates_table(top))
     if show_front:
         pf = Table(title=f"Pareto front of (fitness, params): {len(front)} members")
@@ -267,9 +300,11 @@ def _console() -> Console:
     return console if console.is_terminal else Console(width=160)
 
 
-def _row_json(row: Any) -> dict[str, Any]:
+def _row_json(row: Any, curves: dict[int, Any]) -> dict[str, Any]:
+    """A row as JSON, with its learning curve ``[[epoch, train, val], ...]``."""
     d = asdict(row)
     d["fitness"] = _finite(d["fitness"])
+    d["curve"] = [list(p) for p in curves.get(row.id, [])]
     return d
 
 
@@ -305,6 +340,21 @@ def spent_text(spent: dict[str, Any]) -> str:
     if isinstance(spent.get("seconds"), int | float):
         parts.append(f"{spent['seconds']:.1f} s")
     return ", ".join(parts)
+
+
+def curve_text(evaluation: int, curve: list[Any]) -> str:
+    """The final stage's recorded curve in words: its points and last losses."""
+    if not curve:
+        return "none recorded"
+    who = f"evaluation {evaluation}" if evaluation >= 0 else "the fallback model"
+    train = [t for _, t, _ in curve if t is not None]
+    val = [v for _, _, v in curve if v is not None]
+    text = f"{len(curve)} points (epochs {curve[0][0]} to {curve[-1][0]}) of {who}"
+    if train:
+        text += f", last train loss {train[-1]:.5f}"
+    if val:
+        text += f", best val loss {min(val):.5f}"
+    return text
 
 
 _STOPS = {

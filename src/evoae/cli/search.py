@@ -12,7 +12,7 @@ import math
 import os
 import textwrap
 from collections.abc import Sequence
-from dataclasses import Field
+from dataclasses import Field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,9 @@ from evoae.finish import SearchResult
 from evoae.loop import search
 from evoae.options import help_text, options_of
 from evoae.report.progress import ProgressReporter, Reporter
-from evoae.runs.vae_text import summary_rows
+from evoae.runs.best import best_of
+from evoae.runs.reader import read_run
+from evoae.runs.vae_text import collapse_text, summary_rows
 from evoae.seeds import in_range
 from evoae.settings import SECTIONS
 
@@ -416,6 +418,7 @@ def _epochs(n: int) -> str:
 def print_summary(result: SearchResult) -> None:
     s = result.settings
     unit = get_family(result.best_spec["family"]).loss_label
+    best = best_of(replace(read_run(result.run_dir), summary=result.summary()))
     table = Table(title="evoae search", show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")  # a long run folder wraps instead of being cut
@@ -424,16 +427,9 @@ def print_summary(result: SearchResult) -> None:
         ("dataset", f"{s.data.dataset} (code size {s.space.code_size})"),
         ("strategy", s.strategy.name),
         ("evaluations / trainings", f"{result.n_evaluations} / {result.n_trainings}"),
-        (
-            "best search fitness (ASHA: best at the highest rung)"
-            if s.fidelity.fidelity == "asha"
-            else f"best search fitness ({_epochs(s.training.epochs)})",
-            _f(result.best_fitness, "" if s.training.objective != "recon" else unit),
-        ),
-        (
-            f"retrained val loss ({_epochs(result.final.get('epochs') or 0)})",
-            _f(result.final.get("val_loss"), unit),
-        ),
+        ("best candidate", best.search_text()),
+        ("retrained val loss", best.final_text()),
+        *((("search leader", best.leader_note),) if best.leader_note else ()),
         *((("search spent", spent_text(result.spent)),) if result.spent else ()),
         ("final training", final_training_text(result.final)),
         *pca_rows(result.final, s.space.code_size, unit),
@@ -450,6 +446,9 @@ def print_summary(result: SearchResult) -> None:
     Console().print(table)
     if result.final.get("fallback"):
         Console().print(f"[bold]PCA fallback:[/bold] {result.final.get('fallback_message')}")
+    collapse = collapse_text(result.final.get("vae"))
+    if collapse:
+        Console().print(collapse, markup=False)
 
 
 def _f(x: float | None, unit: str = "") -> str:
