@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from evoae.families.io import load_model, save_model
     from evoae.finish import SearchResult
     from evoae.loop import search
+    from evoae.report.trackers import MLflowReporter, TensorBoardReporter
     from evoae.settings import SearchSettings
 
 __version__ = "0.2.0"
@@ -25,6 +26,8 @@ _LAZY = {
     "EvolvedAutoencoder": "evoae.estimator",
     "SearchResult": "evoae.finish",
     "SearchSettings": "evoae.settings",
+    "MLflowReporter": "evoae.report.trackers",
+    "TensorBoardReporter": "evoae.report.trackers",
     "load_model": "evoae.families.io",
     "save_model": "evoae.families.io",
     "search": "evoae.loop",
@@ -33,8 +36,10 @@ _LAZY = {
 __all__ = [
     "EvoaeError",
     "EvolvedAutoencoder",
+    "MLflowReporter",
     "SearchResult",
     "SearchSettings",
+    "TensorBoardReporter",
     "__version__",
     "load_model",
     "save_model",

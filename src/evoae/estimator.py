@@ -157,6 +157,10 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         strategy asks for several at a time; None: every available core. Candidates
         trained in this process use one torch thread (fastest for small networks on a
         busy machine).
+    verbose : int, default=0
+        0: silent. 1: a progress line on stderr every 10 seconds (generations,
+        evaluations, best fitness, then the final training's epochs with an ETA); 2 or
+        more: a line after every evaluation and every final-training epoch.
 
     Attributes
     ----------
@@ -226,6 +230,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         run_dir: str | Path | None = None,
         device: str = default("device"),
         n_jobs: int | None = None,
+        verbose: int = 0,
     ) -> None:
         self.code_size = code_size
         self.scale = scale
@@ -247,6 +252,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.run_dir = run_dir
         self.device = device
         self.n_jobs = n_jobs
+        self.verbose = verbose
 
     # ------------------------------------------------------------ fitting
 
@@ -308,6 +314,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             out=out,
             overwrite=True,
             reporters=(),
+            verbose=self.verbose,
             model="dense",
             preset=self.space,
             code_size=self.code_size,

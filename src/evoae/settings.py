@@ -10,6 +10,8 @@ them flat, and :meth:`SearchSettings.from_dict` still reads those.
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import KeysView
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -639,3 +641,147 @@ def default(name: str) -> Any:
             if f.name == name:
                 return default_of(f)
     raise KeyError(name)
+
+
+# ------------------------------------------------------------ generated files
+# The run-file schema (``runs/settings_schema.json``, read by the torch-free run reader)
+# and the docs table (``docs/settings.md``) are derived from the declarations above;
+# ``python -m evoae.settings --write`` regenerates both and a test checks they match.
+
+SCHEMA_FILE = "runs/settings_schema.json"
+DOCS_FILE = "docs/settings.md"
+
+
+def _declaration(f: Any) -> dict[str, Any]:
+    """One declared option as JSON: what the run reader needs to check a stored value."""
+    meta = f.metadata
+    kind = meta["kind"]
+    value = default_of(f)
+    choices = meta["choices"]
+    legacy = meta.get("legacy", dataclasses.MISSING)
+    return {
+        "kind": {bool: "bool", int: "int", float: "float", str: "str"}.get(kind, kind.__name__),
+        "default": value,
+        "low": meta["low"],
+        "high": meta["high"],
+        # A registry's names (families, executors, objectives) are open to registration:
+        # the reader checks them as names, the settings layer against the live registry.
+        "choices": None if choices is None or isinstance(choices, KeysView) else list(choices),
+        "registry": isinstance(choices, KeysView),
+        "null": value is None or legacy is None,
+        "help": meta["help"],
+        "flag": meta["flag"] or "--" + f.name.replace("_", "-"),
+        "default_text": meta["default_text"],
+        "resume": "grows" if meta["grows"] else "free" if meta["resumable"] else "fixed",
+        "cli": meta["cli"],
+    }
+
+
+def schema() -> dict[str, Any]:
+    """Every declared setting by section, and each built-in strategy's options, as JSON."""
+    return {
+        "sections": {
+            name: {f.name: _declaration(f) for f in options_of(cls)}
+            for name, cls in SECTIONS.items()
+        },
+        "strategies": {
+            name: {f.name: _declaration(f) for f in options_of(cls.Options)}
+            for name, cls in sorted(evolution.STRATEGIES.items())
+        },
+        "default_strategy": DEFAULT_STRATEGY,
+    }
+
+
+def schema_text() -> str:
+    return json.dumps(schema(), indent=1, sort_keys=True) + "\n"
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _bounds(d: dict[str, Any]) -> str:
+    if d["choices"]:
+        return ", ".join(f"`{c}`" for c in d["choices"])
+    if d["registry"]:
+        return "a registered name"
+    lo, hi = d["low"], d["high"]
+    if lo is None and hi is None:
+        return ""
+    if hi is None:
+        return f">= {lo:g}"
+    if lo is None:
+        return f"<= {hi:g}"
+    return f"{lo:g} .. {hi:g}"
+
+
+def _rows(options: dict[str, dict[str, Any]]) -> list[str]:
+    out = [
+        "| flag | default | allowed | on resume | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for name, d in options.items():
+        default = d["default_text"] or ("" if d["default"] is None else json.dumps(d["default"]))
+        flag = f"`{d['flag']}`" if d["cli"] else f"`{name}` (file only)"
+        out.append(
+            f"| {flag} | {_cell(default)} | {_cell(_bounds(d))} | {d['resume']} "
+            f"| {_cell(d['help'])} |"
+        )
+    return out
+
+
+def docs_text() -> str:
+    """``docs/settings.md``: one table per section and per strategy."""
+    s = schema()
+    lines = [
+        "# Settings",
+        "",
+        "Generated from the declarations in `src/evoae/settings.py` and each strategy's",
+        "`Options` by `python -m evoae.settings --write` (a test checks it is current). The",
+        "same declarations give `evoae search`'s flags, the estimator's defaults and the",
+        "schema `settings.json` is checked against when a run is read back.",
+        "`on resume`: `fixed` must match the stored run, `grows` may only increase, `free`",
+        "may change.",
+        "",
+    ]
+    for name, options in s["sections"].items():
+        doc = (SECTIONS[name].__doc__ or "").strip()
+        lines += [f"## {name}", "", doc, "", *_rows(options), ""]
+    lines += [
+        "## strategy",
+        "",
+        f"`--strategy NAME` (default `{s['default_strategy']}`); each strategy's own options:",
+        "",
+    ]
+    for name, options in s["strategies"].items():
+        lines += [f"### {name}", "", *_rows(options), ""]
+    return "\n".join(lines)
+
+
+def _write(argv: list[str] | None = None) -> int:
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="python -m evoae.settings")
+    parser.add_argument("--write", action="store_true", help="rewrite the generated files")
+    args = parser.parse_args(argv)
+    package = Path(__file__).resolve().parent
+    targets = {
+        package / SCHEMA_FILE: schema_text(),
+        package.parent.parent / DOCS_FILE: docs_text(),
+    }
+    stale = 0
+    for path, text in targets.items():
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current != text:
+            stale += 1
+            if args.write:
+                path.write_text(text, encoding="utf-8")
+                print(f"wrote {path}")
+            else:
+                print(f"stale: {path}")
+    return 0 if args.write or not stale else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(_write())

@@ -40,6 +40,7 @@ def test_readme_snippets_run(heading, tmp_path, monkeypatch, capsys):
     blocks = python_blocks(section(README.read_text(), heading))
     assert blocks, f"no python snippet under '## {heading}'"
     monkeypatch.chdir(tmp_path)  # snippets may write run folders: keep them out of the repo
+    monkeypatch.setenv("EVOAE_RUNS", str(tmp_path / "api-runs"))  # where evoae.search writes
     # A real module, as a user's script would be (dataclasses look their module up).
     module = types.ModuleType("__readme__")
     monkeypatch.setitem(sys.modules, "__readme__", module)
@@ -51,7 +52,7 @@ def test_readme_snippets_run(heading, tmp_path, monkeypatch, capsys):
         assert "(1797, 4)" in out
         x = namespace["x"]  # raw digits rows, preprocessed as in training
         assert tuple(x.shape) == (1797, 64) and float(x.min()) == 0.0 and float(x.max()) == 1.0
-        assert (tmp_path / "runs").is_dir()
+        assert namespace["result"].run_dir.parent == tmp_path / "api-runs"
     elif heading == "scikit-learn users":
         assert "PCA: reconstruction MSE" in out and "EvolvedAutoencoder: reconstruction MSE" in out
         assert namespace["errors"].shape == (len(namespace["X_test"]),)

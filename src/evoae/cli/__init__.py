@@ -1,7 +1,9 @@
 """The ``evoae`` command line. Each subcommand lives in its own module with a ``register``.
 
 User mistakes (:class:`~evoae.errors.EvoaeError`) print one line on stderr and exit 2,
-like argparse's own usage errors; no traceback is shown for them.
+like argparse's own usage errors (``evoae search: error: ...``, with a suggestion for a
+mistyped flag; no flag may be abbreviated); no traceback is shown for them. A closed
+pipe (``evoae runs show RUN --json | head -1``) ends the command quietly.
 
 Only the chosen subcommand's module is imported, so ``evoae --help``, ``--version`` and
 ``runs list`` (whose module imports the rest in its handlers) start in a fraction of a
@@ -11,7 +13,10 @@ second, without torch.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
+import re
 import signal
 import sys
 import threading
@@ -32,13 +37,52 @@ COMMANDS = {
 }
 #: Exit status after SIGTERM (128 + 15), as shells report it.
 EXIT_TERMINATED = 143
+#: Exit status when the reader of stdout went away: 1, as in the recipe of Python's
+#: ``signal`` documentation and as rich's console (tables) exits on a closed pipe.
+EXIT_BROKEN_PIPE = 1
+_UNRECOGNIZED = "unrecognized arguments: "
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (``prog: error: ...``) and exit status 2."""
+    """argparse, but no flag may be abbreviated (a prefix such as ``--strat`` breaks
+    scripts as soon as another flag shares it), and a usage error is one line
+    (``prog: error: ...``, naming the subcommand, with ``did you mean --flag?`` for a
+    mistyped flag) and exit status 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # A subcommand's parser is called with parse_known_args: its leftovers would be
+        # reported by the top-level parser as "evoae: error"; report them here instead,
+        # under the subcommand's own name and flags.
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and self.prog != "evoae":
+            self.error(_UNRECOGNIZED + " ".join(extras))
+        return parsed, extras
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        text = " ".join(f"{message}{self._suggestion(message)} (see --help)".split())
+        self.exit(2, f"{self.prog}: error: {text}\n")
+
+    def _suggestion(self, message: str) -> str:
+        """``; did you mean --strategy?`` for a mistyped flag (or ``search`` for a
+        mistyped command or choice) close to a real one, else ""."""
+        if message.startswith(_UNRECOGNIZED):
+            words = [w.split("=", 1)[0] for w in message[len(_UNRECOGNIZED) :].split()]
+            flags = [f for f in self._option_string_actions if f.startswith("--")]
+            pairs = [(w, flags) for w in words if w.startswith("--") and len(w) > 2]
+        else:
+            bad = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+            pairs = [(bad[1], re.findall(r"'([^']*)'", bad[2]))] if bad else []
+        for word, options in pairs:
+            # Compared without the dashes, which every flag shares.
+            bare = {o.lstrip("-"): o for o in options}
+            close = difflib.get_close_matches(word.lstrip("-"), list(bare), n=1, cutoff=0.7)
+            if close:
+                return f"; did you mean {bare[close[0]]}?"
+        return ""
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -88,7 +132,29 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Run one ``evoae`` command; returns its exit status."""
+    try:
+        try:
+            return _main(sys.argv[1:] if argv is None else list(argv))
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot fail again
+    (the recipe of Python's ``signal`` documentation for SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout without a descriptor (tests)
+        pass
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     previous = None

@@ -125,7 +125,7 @@ def _export(args: argparse.Namespace, source: str | Path, out: str | None, *, in
         return 0
     table = Table(title=f"evoae export ({args.fmt})")
     for col in ("part", "file", "input", "output"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # long paths wrap, never cut
     for e in written:
         table.add_row(
             e.part,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import textwrap
 from collections.abc import Sequence
 from dataclasses import Field
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from evoae import evolution
 from evoae.cli import add_command
+from evoae.cli.config import apply_config
 from evoae.cli.runs import final_training_text, pca_rows, spent_text
 from evoae.errors import EvoaeError
 from evoae.evolution import DEFAULT_STRATEGY
@@ -28,7 +30,7 @@ from evoae.families import describe, get_family
 from evoae.finish import SearchResult
 from evoae.loop import search
 from evoae.options import help_text, options_of
-from evoae.report.progress import ProgressReporter
+from evoae.report.progress import ProgressReporter, Reporter
 from evoae.runs.vae_text import summary_rows
 from evoae.seeds import in_range
 from evoae.settings import SECTIONS
@@ -74,6 +76,14 @@ def register(sub: Any) -> None:
     for fld, _owners in _strategy_options().values():
         _add(s, fld, hidden=True)  # listed per strategy by _StrategyHelp
     r = p.add_argument_group("run")
+    r.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="settings from a TOML file or an earlier run's settings.json, in the nested "
+        "layout of settings.json ([data], [space], [strategy] name and options, ...); "
+        "flags given here override it",
+    )
     r.add_argument("--seed", type=_seed, default=None, help="random seed [default: 0]")
     r.add_argument(
         "--out", "-o", default=None, help="run folder [default: a new folder under runs/]"
@@ -92,6 +102,7 @@ def register(sub: Any) -> None:
         help="with --resume: evaluate nothing more, retrain and save the best found so far",
     )
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary table")
+    _add_trackers(p)
     p.set_defaults(func=run)
     f = add_command(
         sub,
@@ -121,7 +132,52 @@ def register(sub: Any) -> None:
         help="stop the final training after the epoch that ends past SECONDS [default: the run's]",
     )
     f.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary table")
+    _add_trackers(f)
     f.set_defaults(func=run_finish)
+
+
+def _add_trackers(p: argparse.ArgumentParser) -> None:
+    """Reporting flags: they log the run elsewhere and change nothing in it."""
+    t = p.add_argument_group("logging (optional extras; the run and its settings are unchanged)")
+    t.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        default=None,
+        help="log scalars for TensorBoard under DIR/<run folder name> (tensorboard --logdir "
+        "DIR); pip install 'evoae[tensorboard]'",
+    )
+    t.add_argument(
+        "--mlflow",
+        metavar="URI",
+        nargs="?",
+        const="",
+        default=None,
+        help="log params, metrics and the model to MLflow: a tracking URI or folder "
+        "[default: the file store ./mlruns]; pip install 'evoae[mlflow]'",
+    )
+    t.add_argument(
+        "--mlflow-experiment",
+        metavar="NAME",
+        default="evoae",
+        help="MLflow experiment to log to [default: evoae]",
+    )
+
+
+def _reporters(args: argparse.Namespace) -> list[Reporter]:
+    """The progress bar (unless --quiet) and the trackers asked for; a tracker whose
+    package is missing is refused here, before the run folder is touched."""
+    reporters: list[Reporter] = [] if args.quiet else [ProgressReporter()]
+    if args.tensorboard is not None:
+        from evoae.report.trackers import TensorBoardReporter
+
+        if not args.tensorboard.strip():
+            raise EvoaeError("--tensorboard needs a folder: --tensorboard DIR")
+        reporters.append(TensorBoardReporter(args.tensorboard))
+    if args.mlflow is not None:
+        from evoae.report.trackers import MLflowReporter
+
+        reporters.append(MLflowReporter(args.mlflow or None, experiment=args.mlflow_experiment))
+    return reporters
 
 
 def _strategy_options() -> dict[str, tuple[Field[Any], list[str]]]:
@@ -247,7 +303,7 @@ def _field(section: str, name: str) -> Field[Any]:
 def run_finish(args: argparse.Namespace) -> int:
     names = ("final_epochs", "final_pbt", "final_time_budget")
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    reporters = [] if args.quiet else [ProgressReporter()]
+    reporters = _reporters(args)
     result = search(None, out=args.run, resume=True, finish=True, reporters=reporters, **given)
     _report(result, args.quiet)
     return 0
@@ -263,6 +319,14 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     given = _given(args)
+    dataset, strategy = args.dataset, args.strategy
+    if args.config and args.resume:
+        raise EvoaeError(
+            "--config starts a new run and --resume continues one with its own settings: "
+            "pass only one"
+        )
+    if args.config:
+        given, dataset, strategy = apply_config(args.config, given, dataset, strategy)
     if args.finish and not args.resume:
         raise EvoaeError("--finish ends an existing run: pass it with --resume RUN")
     if args.resume and args.overwrite:
@@ -271,28 +335,35 @@ def run(args: argparse.Namespace) -> int:
         raise EvoaeError(
             f"--resume continues the run in {args.resume} itself: drop --out {args.out}"
         )
-    reporters = [] if args.quiet else [ProgressReporter()]
+    reporters = _reporters(args)
     if args.resume:
         result = search(
-            args.dataset,
+            dataset,
             out=args.resume,
             resume=True,
             reporters=reporters,
-            strategy=args.strategy,
+            strategy=strategy,
             finish=args.finish,
             **given,
         )
     else:
         result = search(
-            args.dataset if args.dataset is not None else "digits",
+            dataset if dataset is not None else "digits",
             out=args.out,
+            runs_dir=cli_runs_dir(),
             overwrite=args.overwrite,
             reporters=reporters,
-            strategy=args.strategy,
+            strategy=strategy,
             **given,
         )
     _report(result, args.quiet)
     return 0
+
+
+def cli_runs_dir() -> Path:
+    """Where ``evoae search`` puts a run without ``--out``: ``$EVOAE_RUNS``, else
+    ``./runs`` (the Python API's default is a temporary folder instead)."""
+    return Path(os.environ.get("EVOAE_RUNS") or "runs")
 
 
 def _report(result: SearchResult, quiet: bool) -> None:
@@ -318,7 +389,7 @@ def print_summary(result: SearchResult) -> None:
     unit = get_family(result.best_spec["family"]).loss_label
     table = Table(title="evoae search", show_header=False)
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # a long run folder wraps instead of being cut
     rows = [
         ("run folder", str(result.run_dir)),
         ("dataset", f"{s.data.dataset} (code size {s.space.code_size})"),

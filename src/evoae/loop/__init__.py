@@ -10,7 +10,10 @@ checkpoint) and the final training (:mod:`evoae.finish`).
 
 from __future__ import annotations
 
+import numbers
 import os
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -36,7 +39,7 @@ from evoae.loop.resume import (
 from evoae.loop.run import run
 from evoae.objectives import Objective, make_objective
 from evoae.report import PlotReporter
-from evoae.report.progress import Reporter
+from evoae.report.progress import ProgressReporter, Reporter
 from evoae.runs import folder as rf
 from evoae.runs.killpoints import arm_forward
 from evoae.seeds import derive_seed
@@ -61,6 +64,8 @@ def search(
     strategy: str | Strategy | None = None,
     objective: str | Objective | None = None,
     finish: bool = False,
+    verbose: int = 0,
+    runs_dir: str | Path | None = None,
     **settings: Any,
 ) -> SearchResult:
     """Evolve an autoencoder for ``dataset`` and return the retrained best.
@@ -71,10 +76,20 @@ def search(
         ``digits`` (bundled with scikit-learn, the default), ``mnist``, ``fashion-mnist``,
         or a path to ``.npy`` / ``.npz`` / ``.csv`` data.
     out, overwrite, resume, finish
-        Run folder (default: a new folder under ``$EVOAE_RUNS``, else ``./runs``, never an
-        existing one); replace an existing run there, or continue it (only budgets,
-        ``final_epochs`` and execution options may change), with ``finish`` evaluating
-        nothing more before the final training.
+        Run folder (default: a new folder, never an existing one, under ``runs_dir``;
+        see :func:`runs_root`); replace an existing run there, or continue it (only
+        budgets, ``final_epochs`` and execution options may change), with ``finish``
+        evaluating nothing more before the final training.
+    verbose
+        0 (default): silent, as scikit-learn's estimators are; 1: a progress line on
+        stderr every 10 seconds (generations, evaluations, best fitness, the final
+        training's epochs with an ETA); 2 or more: a line after every evaluation and
+        every epoch of the final training. ``reporters`` add to it.
+    runs_dir
+        Where a run without ``out`` goes (``runs_dir/NAME``; the ``evoae`` command passes
+        ``$EVOAE_RUNS``, else ``./runs``). Default: ``$EVOAE_RUNS`` when set, else a new
+        temporary folder (``tempfile.mkdtemp``, kept): the Python API never writes into
+        the working directory unasked. ``result.run_dir`` says where the run is.
     reporters, evaluator
         Progress hooks (:class:`evoae.report.progress.Reporter`); a ready evaluator to
         use instead of the one ``executor`` names.
@@ -97,6 +112,7 @@ def search(
     """
     t0 = time.perf_counter()
     arm_forward()  # a no-op outside the kill tests
+    reporters = [*reporters, *_verbose_reporters(verbose)]
     instance, obj_instance = _instances(strategy, objective, settings)
     if finish and not resume:
         raise EvoaeError("finish ends an existing run: pass it with resume=True (or --resume)")
@@ -122,7 +138,10 @@ def search(
         if resume:
             run_dir = Path(out)  # type: ignore[arg-type]
         else:
-            target = out if out is not None else rf.default_out(runs_root(), _run_name(s))
+            target = out
+            if target is None:
+                root = Path(runs_dir) if runs_dir is not None else runs_root()
+                target = rf.default_out(root, _run_name(s))
             run_dir = rf.prepare_new(target, overwrite=overwrite)
         args = (s, space, strat, obj, evaluator, splits, run_dir, resume, fingerprint)
         return run(*args, [*reporters, PlotReporter()], t0, finish=finish)
@@ -246,8 +265,19 @@ def _evaluator(s: SearchSettings, splits: Splits, obj: Objective, strat: Strateg
 
 
 def runs_root() -> Path:
-    """Where runs go without ``out``: ``$EVOAE_RUNS``, else ``./runs``."""
-    return Path(os.environ.get("EVOAE_RUNS") or "runs")
+    """Where :func:`search` puts a run given neither ``out`` nor ``runs_dir``:
+    ``$EVOAE_RUNS``, else a new temporary folder (never the working directory)."""
+    root = os.environ.get("EVOAE_RUNS")
+    return Path(root) if root else Path(tempfile.mkdtemp(prefix="evoae-runs-"))
+
+
+def _verbose_reporters(verbose: Any) -> list[Reporter]:
+    """Plain progress lines on stderr for ``verbose`` > 0 (every 10 s; every event at 2+)."""
+    if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral) or verbose < 0:
+        raise EvoaeError(f"verbose must be an integer of at least 0, got {verbose!r}")
+    if verbose == 0:
+        return []
+    return [ProgressReporter(stream=sys.stderr, interval=10.0 if verbose == 1 else 0.0)]
 
 
 def _run_name(s: SearchSettings) -> str:

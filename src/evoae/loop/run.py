@@ -179,6 +179,8 @@ def _record(
         rf.add_to_manifest(run_dir, rf.STATES_DIR)
     done, total = loop.strategy.progress()
     for r in loop.reporters:
+        r.opened(run_dir, resume)
+    for r in loop.reporters:
         r.start(total, done, stored, unit=loop.strategy.unit, evaluations=loop.next_id)
 
 

@@ -278,47 +278,80 @@ def _no_constant(name: str) -> float:
 
 # ------------------------------------------------------------------ settings
 
-_SETTINGS_FIELDS: dict[str, Checker] = {
-    "dataset": string(4096),
-    "data_dir": string(4096, null=True),
-    "image_size": integer(1, 4096, null=True),
-    "limit": integer(1, 10**9, null=True),
-    "split": string(16, choices=("auto", "seed", "random")),
-    "model": string(64),
-    "preset": string(64),
-    "code_size": integer(1, MAX_WIDTH),
-    "max_depth": integer(0, 4096, null=True),
-    "space_options": mapping(anything(4), max_len=64),
-    "max_ratio": number(0.0, 1e3, null=True),
-    "population": integer(1, 10**7),
-    "generations": integer(0, 10**9),
-    "deme": integer(1, 10**7),
-    "recombination": number(0.0, 1.0),
-    "mutation": number(0.0, 1.0, null=True),
-    "concurrent": integer(1, 10**7),
-    "reevaluate": boolean(),
-    "epochs": integer(1, 10**6),
-    "final_epochs": integer(0, 10**6),
-    "final_pbt": integer(0, 10**6),
-    "final_pbt_ready": integer(1, 10**6),
-    "trainer": string(16, choices=("kernel", "autograd")),
-    "seed": integer(0, MAX_SEED),
-    "device": string(32),
-    "executor": string(64),
-    "workers": integer(1, 10**5, null=True),
-    "ray_address": string(1024, null=True),
-    "download": boolean(null=True),
-    "time_budget": number(0.0, null=True),
-    "final_time_budget": number(0.0, null=True),
-}
-#: Settings of this evoae are checked field by field; fields of newer versions must be
-#: plain, shallow JSON.
-SETTINGS = record({}, _SETTINGS_FIELDS, extra=anything(4))
+#: The declared settings (``evoae.settings.schema()``), generated into this JSON file so
+#: the run reader checks stored settings without importing the settings layer (torch).
+SETTINGS_SCHEMA = Path(__file__).with_name("settings_schema.json")
+_settings_checker: tuple[Checker, dict[str, Checker]] | None = None
+
+
+def _declared(d: dict[str, Any]) -> Checker:
+    """The checker of one declared setting (see ``evoae.settings._declaration``)."""
+    null, lo, hi = bool(d["null"]), d["low"], d["high"]
+    kind = d["kind"]
+    if kind == "bool":
+        return boolean(null=null)
+    if kind == "int":
+        return integer(-_BIG if lo is None else lo, _BIG if hi is None else hi, null=null)
+    if kind == "float":
+        return number(-math.inf if lo is None else lo, math.inf if hi is None else hi, null=null)
+    if kind == "str":
+        choices = tuple(d["choices"]) if d["choices"] else None
+        return string(256 if d["registry"] else 4096, choices=choices, null=null)
+    if kind == "list":
+        return list_of(string(4096), max_len=4096, null=null)
+    if kind == "dict":
+        return mapping(anything(4), max_len=64, null=null)
+    return anything(4)
+
+
+def _settings_checkers() -> tuple[Checker, dict[str, Checker]]:
+    """(nested settings checker, strategy name -> options checker), built once."""
+    global _settings_checker
+    if _settings_checker is None:
+        decl = json.loads(SETTINGS_SCHEMA.read_text(encoding="utf-8"))
+        fields = {
+            sec: record({}, {k: _declared(d) for k, d in opts.items()}, extra=anything(4))
+            for sec, opts in decl["sections"].items()
+        }
+        strategy = record(
+            {"name": string(256)}, {"options": mapping(anything(4), max_len=256)}, extra=anything(4)
+        )
+        strategies = {
+            name: record({}, {k: _declared(d) for k, d in opts.items()}, extra=anything(4))
+            for name, opts in decl["strategies"].items()
+        }
+        # evoae 0.1 stored every setting flat (the microbial GA's options among them).
+        flat: dict[str, Checker] = {"seed": integer(0, MAX_SEED)}
+        for opts in [*decl["sections"].values(), decl["strategies"].get("microbial", {})]:
+            for k, d in opts.items():
+                flat.setdefault("space_options" if k == "options" else k, _declared(d))
+        strategies[""] = record({}, flat, extra=anything(4))
+        # A flat name beside the sections is a hand edit: it must still be a valid value.
+        nested = record(
+            {"data": fields["data"]},
+            {**flat, **fields, "strategy": strategy},
+            extra=anything(4),
+        )
+        _settings_checker = nested, strategies
+    return _settings_checker
+
+
+def stored_settings(v: Any, path: str) -> None:
+    """Checker of stored search settings, nested (evoae >= 0.2) or flat (0.1), against
+    the declared settings' kinds and bounds (a known strategy's options too)."""
+    nested, strategies = _settings_checkers()
+    if not (isinstance(v, dict) and isinstance(v.get("data"), dict)):
+        strategies[""](v, path)
+        return
+    nested(v, path)
+    name = (v.get("strategy") or {}).get("name", "")
+    if name and name in strategies:
+        strategies[name](v["strategy"].get("options") or {}, f"{path}.strategy.options".lstrip("."))
 
 
 def validate_settings(data: Any, where: str) -> dict[str, Any]:
     """Stored search settings (``settings.json`` or the journal's ``settings`` meta)."""
-    return validate(data, SETTINGS, where, "restore it or start a new run")
+    return validate(data, stored_settings, where, "restore it or start a new run")
 
 
 # ------------------------------------------------------------------ checkpoint
@@ -455,7 +488,7 @@ SUMMARY = record(
         "n_evaluations": integer(0, 2**62),
         "n_trainings": integer(0, 2**62),
         "seconds": number(0.0, null=True),
-        "settings": SETTINGS,
+        "settings": stored_settings,
         "history": list_of(_HISTORY_ROW),
         "spent": _SPENT,
     },
