@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from evoae.finish import SearchResult
     from evoae.loop import search
     from evoae.report.trackers import MLflowReporter, TensorBoardReporter
+    from evoae.runs.reader import read_run
     from evoae.settings import SearchSettings
 
 __version__ = "0.2.0"
@@ -30,6 +31,7 @@ _LAZY = {
     "TensorBoardReporter": "evoae.report.trackers",
     "load_model": "evoae.families.io",
     "save_model": "evoae.families.io",
+    "read_run": "evoae.runs.reader",
     "search": "evoae.loop",
 }
 
@@ -42,6 +44,7 @@ __all__ = [
     "TensorBoardReporter",
     "__version__",
     "load_model",
+    "read_run",
     "save_model",
     "search",
 ]

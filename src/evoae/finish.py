@@ -28,6 +28,7 @@ from evoae.models.pca import pca_val_loss
 from evoae.models.vae import final_figures
 from evoae.objectives import EvalSplit, Objective, make_objective
 from evoae.runs import folder as rf
+from evoae.runs.curves import downsample
 from evoae.runs.journal import Journal, Row
 from evoae.runs.reader import best_row, check_data, pareto_front, read_run
 from evoae.seeds import derive_seed
@@ -132,6 +133,10 @@ def retrain_best(
     family = get_family(pick.spec["family"])
     pca_loss = _pca_loss(splits, s.space.code_size) if family.loss_label == "MSE" else None
     pick, fallback = _pca_if_worse(ctx, journal, pick, pca_loss)
+    # The final stage's learning curve, under the row of the candidate it retrained.
+    journal.set_final_curve(
+        pick.row.id if pick.row.spec == pick.spec else -1, pick.trained.result.curve
+    )
     final = _final_figures(s, pick, splits, objective, device, pca_loss, family.loss_label)
     final.update(fallback)
     model = pick.trained.model.cpu().eval()
@@ -500,6 +505,14 @@ def _final_pbt(
     )
     trained = int(res.history[-1]["epoch"])
     result.epochs = result.best_epoch = trained
+    # The kept copy's slot, interval by interval (an exploit copies another's weights).
+    result.curve = downsample(
+        sorted(
+            (int(r["epoch"]), r["train_loss"], r["val_loss"])
+            for r in res.history
+            if r["member"] == res.best
+        )
+    )
     result.stop = TIME_CAP if trained < epochs else EPOCH_CAP
     figures = {
         "copies": copies,

@@ -61,6 +61,7 @@ def probe(tmp_path: Path, *argv: str) -> dict:
         (["--help"], ()),
         (["--version"], ()),
         (["runs", "--help"], ()),
+        (["dashboard", "--help"], ()),
         (["runs", "list", "{runs}"], ()),
         (["runs", "list", "{runs}", "--json"], ()),
         # show asks the strategy whether the run is multi-objective: the strategies need numpy

@@ -58,6 +58,19 @@ def test_asha_journals_every_rung_reproducibly_and_continues_promotions(tmp_path
     rungs = [int(r["terms"]["rung"]) for r in rows]
     assert {int(r["terms"]["epochs"]) for r in rows} == {1, 2, 4} and set(rungs) == {0, 1, 2}
     assert _cost(rows) == 12  # the budget: the random search's 12 evaluations x 1 epoch
+    # A row's learning curve holds the epochs it trained: a promotion, those it added.
+    with Journal(tmp_path / "a" / rf.JOURNAL, readonly=True) as j:
+        curves = j.curves("search")
+    with Journal(tmp_path / "b" / rf.JOURNAL, readonly=True) as j:
+        assert j.curves("search") == curves
+    for i, r in enumerate(rows):
+        if r["cached"]:
+            continue
+        rung = int(r["terms"]["rung"])
+        done = [1, 2, 4][rung - 1] if rung else 0
+        epochs = list(range(done + 1, int(r["terms"]["epochs"]) + 1))
+        assert [e for e, _, _ in curves[i]] == epochs
+        assert curves[i][-1][2] == r["val_loss"]
     # A promotion trains with its candidate's seed: rows of one spec share it.
     first = {}
     for r in rows:

@@ -48,8 +48,11 @@ def _wait(proc: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def _rows(run: Path) -> list[dict[str, Any]]:
+    """Every row as compared, with its learning curve (and the final stage's, last)."""
     with Journal(run / rf.JOURNAL) as j:
-        return [r.comparable() for r in j.rows()]
+        curves = j.curves("search")
+        rows = [{**r.comparable(), "curve": curves.get(r.id, [])} for r in j.rows()]
+        return rows + ([{"final": j.curves("final")}] if (run / rf.SUMMARY).exists() else [])
 
 
 def _summary(run: Path) -> dict[str, Any]:
@@ -77,7 +80,8 @@ def test_sigkill_at_four_points_then_resume_equals_uninterrupted(tmp_path: Path)
     code, err = _wait(ref_proc)
     assert code == 0, err
     ref_rows = _rows(reference)
-    assert len(ref_rows) == N_EVALUATIONS
+    assert len(ref_rows) == N_EVALUATIONS + 1 and ref_rows[-1]["final"]
+    assert all(r["curve"] for r in ref_rows[:-1] if not r["cached"])
     for point, rows in snapshots:
         # Every committed row is exactly the reference's row: nothing half-written.
         assert rows == ref_rows[: len(rows)], f"journal differs after kill {point}"

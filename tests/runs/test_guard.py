@@ -380,6 +380,7 @@ def test_runs_show_list_and_report_leave_every_byte_and_mtime(
     before = _snapshot(run)
     assert main(["runs", "show", str(run)]) == 0
     assert main(["runs", "show", str(run), "--json", "--front"]) == 0
+    assert main(["runs", "show", str(run), "--csv"]) == 0
     assert main(["runs", "list", str(run.parent)]) == 0
     assert main(["runs", "list", str(run), "--json"]) == 0
     assert main(["report", str(run), "--out", str(tmp_path / "elsewhere.html"), "-q"]) == 0

@@ -34,6 +34,7 @@ COMMANDS = {
     "sample": ("sample", "draw images from a VAE's prior"),
     "report": ("report", "write a run's HTML report"),
     "runs": ("runs", "list runs or show one"),
+    "dashboard": ("dashboard", "open runs in optuna-dashboard (127.0.0.1)"),
 }
 #: Exit status after SIGTERM (128 + 15), as shells report it.
 EXIT_TERMINATED = 143

@@ -39,7 +39,14 @@ def register(sub: Any) -> None:
     show = rsub.add_parser("show", help="show one run: settings, results, best candidates")
     show.add_argument("run", metavar="RUN", help="run folder")
     show.add_argument("--top", type=positive_int, default=10, help="candidates to show")
-    show.add_argument("--json", action="store_true", help="print JSON")
+    fmt = show.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON")
+    fmt.add_argument(
+        "--csv",
+        action="store_true",
+        help="print every evaluation as CSV (one row each: id, generation, status, fitness, "
+        "losses, params, seconds, seed, cached, genome.GENE and terms.NAME columns)",
+    )
     show.add_argument(
         "--front",
         action="store_true",
@@ -166,6 +173,8 @@ def _info_table(view: Any, record: dict[str, Any]) -> Any:
         if isinstance(spent, dict):
             info.add_row("search spent", spent_text(spent))
         info.add_row("final training", final_training_text(final))
+    if view.final_curve is not None:
+        info.add_row("final learning curve", curve_text(*view.final_curve))
     if view.finished and "pca_val_loss" in final:
         for key, value in pca_rows(final, record["code_size"]):
             info.add_row(key, value)
@@ -230,6 +239,13 @@ def run_show(args: argparse.Namespace) -> int:
     from evoae.families.registry import describe as describe_spec
 
     view = read_run(args.run)
+    if args.csv:
+        import sys
+
+        from evoae.runs.frame import write_csv
+
+        write_csv(view, sys.stdout)
+        return 0
     record = run_record(view)
     top = top_candidates(view.rows, args.top)
     front = pareto_front(view.rows)
@@ -240,8 +256,11 @@ def run_show(args: argparse.Namespace) -> int:
             **record,
             "settings": view.settings,
             "final": (view.summary or {}).get("final"),
-            "top": [_row_json(r) for r in top],
-            "front": [_row_json(r) for r in front],
+            "top": [_row_json(r, view.curves) for r in top],
+            "front": [_row_json(r, view.curves) for r in front],
+            "final_curve": None
+            if view.final_curve is None
+            else {"evaluation": view.final_curve[0], "curve": view.final_curve[1]},
         }
         print(json.dumps(out, indent=2))
         return 0
@@ -267,9 +286,11 @@ def _console() -> Console:
     return console if console.is_terminal else Console(width=160)
 
 
-def _row_json(row: Any) -> dict[str, Any]:
+def _row_json(row: Any, curves: dict[int, Any]) -> dict[str, Any]:
+    """A row as JSON, with its learning curve ``[[epoch, train, val], ...]``."""
     d = asdict(row)
     d["fitness"] = _finite(d["fitness"])
+    d["curve"] = [list(p) for p in curves.get(row.id, [])]
     return d
 
 
@@ -305,6 +326,21 @@ def spent_text(spent: dict[str, Any]) -> str:
     if isinstance(spent.get("seconds"), int | float):
         parts.append(f"{spent['seconds']:.1f} s")
     return ", ".join(parts)
+
+
+def curve_text(evaluation: int, curve: list[Any]) -> str:
+    """The final stage's recorded curve in words: its points and last losses."""
+    if not curve:
+        return "none recorded"
+    who = f"evaluation {evaluation}" if evaluation >= 0 else "the fallback model"
+    train = [t for _, t, _ in curve if t is not None]
+    val = [v for _, _, v in curve if v is not None]
+    text = f"{len(curve)} points (epochs {curve[0][0]} to {curve[-1][0]}) of {who}"
+    if train:
+        text += f", last train loss {train[-1]:.5f}"
+    if val:
+        text += f", best val loss {min(val):.5f}"
+    return text
 
 
 _STOPS = {

@@ -95,6 +95,12 @@ class Batch:
         plan = self.plans[i]
         if plan is not None:
             result.terms["rung"] = float(plan.rung)
+            if plan.resume is not None:
+                # A promotion's curve holds the epochs it added, whether its saved state
+                # was continued or (gone or invalid) retrained from scratch to the same end.
+                prev = loop.journal.get(plan.resume)
+                done = int((prev.terms.get("epochs") or 0) if prev is not None else 0)
+                result.curve = [p for p in result.curve if p[0] > done]
         row = loop.row(
             self.base + i,
             self.gen,

@@ -165,6 +165,7 @@ class Loop:
             cached=cached,
             terms=dict(src.terms),
             error=src.error,
+            curve=[] if cached or isinstance(src, Row) else list(src.curve),
         )
 
     def _history_row(self) -> dict[str, float]:

@@ -3,6 +3,11 @@
 SQLite in WAL mode through the standard library. Each evaluation is committed before
 the strategy hears of it, so a killed run loses at most the evaluation in flight.
 Genomes, specs and loss terms are stored as JSON text; nothing is pickled.
+
+Learning curves (:mod:`evoae.runs.curves`) live in the ``curves`` table, one row per
+(evaluation, stage, epoch), written in the transaction of their evaluation row. Journals
+written before curves existed have no such table: it is created by the first write
+(never by a reader), and reading one gives no curves.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evoae.errors import EvoaeError
+from evoae.runs import curves as lc
 from evoae.runs import lock as run_lock
 from evoae.runs.schema import MAX_DEPTH, _depth, validate_settings
 
@@ -42,6 +49,18 @@ CREATE TABLE IF NOT EXISTS evaluations (
     error TEXT
 );
 """
+#: Learning curves (:mod:`evoae.runs.curves`): stage "search" (evaluation: its row id) or
+#: "final" (evaluation: the retrained candidate's row id, -1 for none).
+_CURVES = """
+CREATE TABLE IF NOT EXISTS curves (
+    evaluation INTEGER NOT NULL,
+    stage TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    train_loss REAL,
+    val_loss REAL,
+    PRIMARY KEY (evaluation, stage, epoch)
+)
+"""
 
 
 @dataclass
@@ -62,11 +81,16 @@ class Row:
     cached: bool
     terms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    #: The training's learning curve (:mod:`evoae.runs.curves`), journaled with the row
+    #: in the ``curves`` table; rows read back leave it empty (see :meth:`Journal.curves`).
+    curve: list[tuple[int, float | None, float | None]] = field(default_factory=list)
 
     def comparable(self) -> dict[str, Any]:
-        """The row without wall-clock fields: equal for equal runs on one machine."""
+        """The row without wall-clock fields and curve: equal for equal runs on one
+        machine (compare :meth:`Journal.curves` for the curves)."""
         d = asdict(self)
         d.pop("seconds")
+        d.pop("curve")
         return d
 
 
@@ -107,7 +131,7 @@ class Journal:
                 # command refused before writing leaves every byte as it found it.
                 self._db, self._tmp = _connect_ro(self.path)
             if create:
-                self._db.executescript(_SCHEMA)
+                self._db.executescript(_SCHEMA + _CURVES + ";")
                 self._db.execute(
                     "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
@@ -224,8 +248,81 @@ class Journal:
         return value
 
     def append(self, row: Row) -> None:
-        """Commit one evaluation (autocommit: durable when this returns)."""
-        self._writable().execute(
+        """Commit one evaluation and its learning curve in one transaction (durable when
+        this returns; a kill leaves both or neither)."""
+        with self._transaction() as db:
+            self._insert(db, row)
+            self._put_curve(db, "search", row.id, row.curve)
+
+    def set_final_curve(self, evaluation: int, curve: lc.Curve) -> None:
+        """Replace the final stage's curve (``evaluation``: the journal id of the
+        candidate retrained, -1 for none) in one transaction."""
+        with self._transaction() as db:
+            db.execute(_CURVES)
+            db.execute("DELETE FROM curves WHERE stage = 'final'")
+            self._put_curve(db, "final", evaluation, curve)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._writable()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _put_curve(db: sqlite3.Connection, stage: str, evaluation: int, curve: lc.Curve) -> None:
+        points = lc.downsample([lc.check_point(*p) for p in curve])
+        if points:
+            db.execute(_CURVES)  # journals written before curves existed
+            db.executemany(
+                "INSERT INTO curves VALUES (?,?,?,?,?)",
+                [(evaluation, stage, e, t, v) for e, t, v in points],
+            )
+
+    def curves(self, stage: str | None = None) -> dict[int, lc.Curve]:
+        """Learning curves by evaluation id, each sorted by epoch: of ``stage``
+        ("search" or "final"; None: both, merged per id, so pass a stage). A journal
+        written before curves existed gives ``{}``. Every stored value is checked."""
+        if stage is not None and stage not in lc.STAGES:
+            raise ValueError(f"stage must be one of {lc.STAGES} or None, got {stage!r}")
+        has = self._db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'curves'"
+        ).fetchone()[0]
+        if not has:
+            return {}
+        n = len(self)
+        where = "" if stage is None else "WHERE stage = ?"
+        cur = self._db.execute(
+            f"SELECT evaluation, stage, epoch, train_loss, val_loss FROM curves {where} "
+            "ORDER BY evaluation, epoch, stage",
+            () if stage is None else (stage,),
+        )
+        out: dict[int, lc.Curve] = {}
+        limit = lc.MAX_CURVE * (len(lc.STAGES) if stage is None else 1)
+        try:
+            for ev, st, epoch, train, val in cur:
+                if not isinstance(ev, int) or isinstance(ev, bool) or not -1 <= ev < n:
+                    raise ValueError(f"evaluation {ev!r} is not -1 or a journal row id"[:100])
+                if st not in lc.STAGES:
+                    raise ValueError(f"stage {st!r} is not search or final"[:100])
+                points = out.setdefault(ev, [])
+                if len(points) >= limit:
+                    raise ValueError(f"evaluation {ev} has more than {limit} points")
+                points.append(lc.check_point(epoch, train, val))
+        except ValueError as e:
+            raise EvoaeError(
+                f"the learning curves of run {self.run} are damaged ({e}): restore the "
+                "journal or start a new run"
+            ) from None
+        return out
+
+    def _insert(self, db: sqlite3.Connection, row: Row) -> None:
+        db.execute(
             "INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 row.id,

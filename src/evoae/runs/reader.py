@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evoae.errors import EvoaeError
 from evoae.runs import folder as rf
+from evoae.runs.curves import Curve
 from evoae.runs.journal import Journal, Row
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Rows of the best-candidates tables.
 TOP = 10
@@ -26,6 +30,11 @@ class RunView:
     history: list[dict[str, float]] = field(default_factory=list)
     #: The settings as stored (nested by layer since evoae 0.2).
     raw_settings: dict[str, Any] = field(default_factory=dict)
+    #: Learning curves of the search by evaluation id (:mod:`evoae.runs.curves`); empty
+    #: for runs made before evoae recorded them.
+    curves: dict[int, Curve] = field(default_factory=dict)
+    #: The final training's curve and the evaluation it retrained (-1: none), or None.
+    final_curve: tuple[int, Curve] | None = None
 
     @property
     def finished(self) -> bool:
@@ -39,6 +48,17 @@ class RunView:
     def best(self) -> Row | None:
         return best_row(self.rows)
 
+    def trials_dataframe(self, *, curves: bool = False) -> pd.DataFrame:
+        """One row per evaluation (pandas, the optional extra ``evoae[pandas]``): id,
+        generation, status, fitness, losses, params, seconds, seed, cached, a
+        ``genome.<gene>`` column per gene and a ``terms.<name>`` column per objective
+        term; with ``curves`` also ``curve``, its ``[(epoch, train, val), ...]``."""
+        from evoae.runs.frame import to_pandas
+
+        return to_pandas(self, curves=curves)
+
+    to_pandas = trials_dataframe
+
 
 def read_run(folder: str | Path) -> RunView:
     """Read a run folder (finished or not)."""
@@ -48,6 +68,13 @@ def read_run(folder: str | Path) -> RunView:
     with Journal(path / rf.JOURNAL, readonly=True) as j:
         rows = list(j.rows())
         settings = j.get_meta("settings")
+        curves = j.curves("search")
+        final = j.curves("final")
+    if len(final) > 1:
+        raise EvoaeError(
+            f"the learning curves of run {path} are damaged (a final curve for "
+            f"{len(final)} evaluations): restore the journal or start a new run"
+        )
     if (path / rf.SETTINGS).is_file():
         settings = rf.read_json(path / rf.SETTINGS, "run settings")
     if not isinstance(settings, dict):
@@ -68,6 +95,8 @@ def read_run(folder: str | Path) -> RunView:
         summary=summary,
         history=history,
         raw_settings=settings,
+        curves=curves,
+        final_curve=next(iter(final.items()), None),
     )
 
 

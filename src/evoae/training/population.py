@@ -203,9 +203,17 @@ def train_stack(
     opt = StackedOptimizer(
         list(stack.weights), [s["optimizer"] for s in specs], [float(s["lr"]) for s in specs]
     )
-    errors, epoch_losses = _fit_stack(stack, opt, x, seeds, epochs, batch)
-    stack.eval()
     objective = objective if objective is not None else Reconstruction()
+
+    def val_losses() -> list[float]:
+        """The members' validation losses: their learning curves, after every epoch but
+        the last (scored below), when the objective is the model's loss."""
+        return [t["loss"] for t in stack.evaluate(x_val, eval_rows)]
+
+    errors, epoch_losses, epoch_vals = _fit_stack(
+        stack, opt, x, seeds, epochs, batch, val_losses if objective.model_loss else None
+    )
+    stack.eval()
     scores = _score_stack(stack, objective, x_val, eval_rows, val_split, errors)
     seconds = (time.perf_counter() - t0) / m
     results = [
@@ -216,6 +224,7 @@ def train_stack(
             seconds,
             objective=objective,
             error=errors[i],
+            val_curve=epoch_vals[i],
         )
         for i in range(m)
     ]
@@ -230,15 +239,18 @@ def _fit_stack(
     seeds: Sequence[int],
     epochs: int,
     batch: int,
-) -> tuple[list[str | None], list[list[float]]]:
+    val_losses: Callable[[], list[float]] | None = None,
+) -> tuple[list[str | None], list[list[float]], list[dict[int, float]]]:
     """Train every member on its own batch order; a diverged member is frozen at zero
-    (its error recorded) and the batch redone without it. Returns errors and per-epoch
-    training losses, per member."""
+    (its error recorded) and the batch redone without it. Returns errors, per-epoch
+    training losses and validation losses (``val_losses()`` after every epoch but the
+    last, when given), per member."""
     m, n, device = len(seeds), x.shape[0], x.device
     errors: list[str | None] = [None] * m
     alive = torch.ones(m, dtype=torch.bool, device=device)
     orders = [batch_order(n, epochs, seed) for seed in seeds]
     epoch_losses: list[list[float]] = [[] for _ in range(m)]
+    epoch_vals: list[dict[int, float]] = [{} for _ in range(m)]
     for e in range(epochs):
         perms = torch.stack([o[e] for o in orders]).to(device)
         total = torch.zeros(m, dtype=torch.float64, device=device)
@@ -261,7 +273,14 @@ def _fit_stack(
         for i, v in enumerate((total / n).tolist()):
             if errors[i] is None:
                 epoch_losses[i].append(v)
-    return errors, epoch_losses
+        if val_losses is not None and e < epochs - 1:
+            stack.eval()
+            with torch.no_grad():
+                for i, v in enumerate(val_losses()):
+                    if errors[i] is None:
+                        epoch_vals[i][e + 1] = v
+            stack.train()
+    return errors, epoch_losses, epoch_vals
 
 
 def _score_stack(

@@ -28,7 +28,14 @@ from evoae.families import build_model, inherit_state
 from evoae.models import count_params
 from evoae.objectives import EvalSplit, Objective, Reconstruction, Score
 from evoae.training.optim import make_optimizer
-from evoae.training.trainer import Result, as_split, fit, initial_state, make_result
+from evoae.training.trainer import (
+    Result,
+    ValTrack,
+    as_split,
+    fit,
+    initial_state,
+    make_result,
+)
 
 #: Largest state metadata read back (a real one is a few hundred bytes).
 MAX_META_BYTES = 1024 * 1024
@@ -251,6 +258,7 @@ def train_rung(
     start = load_rung(resume, model, opt, seed=seed) if resume is not None else 0
     if not 0 <= start <= epochs:
         raise BadState(f"checkpoint has {start} epochs, more than the {epochs} asked")
+    track = ValTrack(model, val, epochs, offset=start) if objective.model_loss else None
     losses = fit(
         model,
         train.x,
@@ -262,13 +270,20 @@ def train_rung(
         start_epoch=start,
         opt=opt,
         trainer=trainer,
+        after_epoch=None if track is None else lambda done: bool(track(done)),
     )
     score: Score | None = None
     if not losses or torch.isfinite(torch.tensor(losses[-1])):
         model.eval()
         score = objective.score(model, val)
     result = make_result(
-        score, losses, count_params(model), time.perf_counter() - t0, objective=objective
+        score,
+        losses,
+        count_params(model),
+        time.perf_counter() - t0,
+        objective=objective,
+        first_epoch=start + 1,
+        val_curve=None if track is None else track.values,
     )
     result.terms["epochs"] = float(epochs)
     if save is not None and result.status == "ok":

@@ -24,6 +24,7 @@ from evoae.models import count_params
 from evoae.models.pca import PCA_INITS, PCABasis, cached_pca_basis
 from evoae.objectives import EvalSplit, Objective, Reconstruction, Score, evaluate
 from evoae.objectives.reconstruction import EVAL_BATCH
+from evoae.runs.curves import Curve, make_curve
 from evoae.training.budget import EPOCH_CAP, PLATEAU, TIME_CAP
 from evoae.training.optim import make_optimizer
 
@@ -59,6 +60,9 @@ class Result:
     #: Why a final training stopped (:mod:`evoae.training.budget`): "plateau"
     #: (converged), "epochs" or "time budget" (capped); None for a candidate.
     stop: str | None = None
+    #: The learning curve (:mod:`evoae.runs.curves`): the training loss of every epoch
+    #: trained here, the validation loss where measured. Journaled with the row.
+    curve: Curve = field(default_factory=list)
 
     @classmethod
     def failed(cls, params: int, seconds: float, error: str) -> Result:
@@ -73,9 +77,14 @@ def make_result(
     *,
     objective: Objective,
     error: str | None = None,
+    first_epoch: int = 1,
+    val_curve: dict[int, float] | None = None,
 ) -> Result:
     """The one place a :class:`Result` is assembled, for every trainer.
 
+    ``train_losses[i]`` is the loss of epoch ``first_epoch + i`` (a continued training
+    starts past 1); ``val_curve`` the validation losses measured during training (epoch
+    -> loss); the result's ``val_loss`` is added at the last epoch when it has none.
     A diverged training (``error``) or a non-finite score is a failed result; otherwise
     ``fitness`` is the objective's score, ``val_loss`` the model's validation loss when
     the objective is that loss (less a VAE's ``collapse_penalty`` term; else the ``loss``
@@ -90,11 +99,16 @@ def make_result(
             else f"objective {objective.name} is not finite"
         )
     if error is not None or score is None:
-        return Result.failed(params, seconds, error or "no score")
+        failed = Result.failed(params, seconds, error or "no score")
+        failed.curve = make_curve(train_losses, first_epoch=first_epoch, val=val_curve)
+        return failed
     val = score.terms.get("loss")
     if objective.model_loss:  # the model's loss, without a collapse penalty on the fitness
         penalty = score.terms.get("collapse_penalty", 0.0)
         val = score.fitness - penalty if penalty else score.fitness
+    val_curve = dict(val_curve or {})
+    if val is not None:
+        val_curve.setdefault(first_epoch + len(train_losses) - 1, val)
     return Result(
         fitness=float(score.fitness),
         train_loss=train_losses[-1] if train_losses else None,
@@ -102,6 +116,7 @@ def make_result(
         params=params,
         seconds=seconds,
         terms=dict(score.terms),
+        curve=make_curve(train_losses, first_epoch=first_epoch, val=val_curve),
     )
 
 
@@ -227,9 +242,12 @@ class _Plateau:
         self.best = score()  # the initial weights count: training never makes them worse
         self.best_epoch = 0
         self.state = copy.deepcopy(model.state_dict())
+        #: The score after every epoch (0: the initial weights): the learning curve.
+        self.values: dict[int, float] = {0: self.best}
 
     def __call__(self, epoch: int) -> bool:
         value = self.score()
+        self.values[epoch] = value
         if math.isfinite(value) and value < self.best:
             self.best, self.best_epoch = value, epoch
             self.state = copy.deepcopy(self.model.state_dict())
@@ -276,8 +294,14 @@ def train_candidate(
     batch = int(spec["batch_size"])
     stop: str | None = None
 
+    # The validation loss after every epoch but the last (which the score measures), when
+    # the objective is the model's loss (the row's val_loss); a plateau measures its own.
+    track = ValTrack(model, val, epochs) if objective.model_loss and patience <= 0 else None
+
     def after_epoch(done: int) -> bool:
         nonlocal stop
+        if track is not None:
+            track(done)
         if plateau is not None and plateau(done):
             stop = PLATEAU
         elif deadline is not None and done < epochs and time.perf_counter() >= deadline:
@@ -302,7 +326,7 @@ def train_candidate(
             lr=float(spec["lr"]),
             seed=seed,
             on_epoch=on_epoch,
-            after_epoch=after_epoch if plateau is not None or deadline is not None else None,
+            after_epoch=after_epoch,
             trainer=trainer,
         )
         if plateau is not None and (not losses or math.isfinite(losses[-1])):
@@ -312,12 +336,36 @@ def train_candidate(
             score = objective.score(model, val)
     except torch.OutOfMemoryError:
         return Result.failed(params, time.perf_counter() - t0, "out of memory"), model
-    result = make_result(score, losses, params, time.perf_counter() - t0, objective=objective)
+    # The plateau's scores are validation losses when the objective is the model's loss
+    # (else no validation loss per epoch is known: the kept weights are the best epoch's).
+    watched = plateau.values if plateau is not None and objective.model_loss else None
+    watched = track.values if track is not None else watched
+    result = make_result(
+        score, losses, params, time.perf_counter() - t0, objective=objective, val_curve=watched
+    )
     result.epochs = len(losses)
     result.best_epoch = plateau.best_epoch if plateau is not None else len(losses)
     if patience > 0 or deadline is not None:
         result.stop = stop if stop is not None else EPOCH_CAP
     return result, model
+
+
+class ValTrack:
+    """Records the model's validation loss after each epoch ``done < epochs`` (the
+    learning curve; the last epoch is the result's own score). Evaluation draws no
+    training randomness, so the training is the same with or without it."""
+
+    def __init__(self, model: nn.Module, val: EvalSplit, epochs: int, offset: int = 0) -> None:
+        self.model, self.val, self.epochs, self.offset = model, val, epochs, offset
+        self.values: dict[int, float] = {}
+
+    def __call__(self, done: int) -> None:
+        epoch = self.offset + done
+        if epoch < self.epochs:
+            try:
+                self.values[epoch] = float(evaluate(self.model, self.val.x)["loss"])
+            finally:
+                self.model.train()
 
 
 def _val_score(model: nn.Module, val: EvalSplit, objective: Objective) -> float:
