@@ -133,3 +133,46 @@ def run_cli(
     """:func:`start_cli`, waited for (stdout and stderr captured)."""
     cmd = [sys.executable, "-m", "evoae.cli", *args, "--quiet"]
     return subprocess.run(cmd, env=_cli_env(kill), capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------- runs the report tests read
+# Searched once per session (only when a test asks); tests add report.html at most.
+
+
+def _report_search(factory: pytest.TempPathFactory, name: str, **kw: object) -> object:
+    import evoae
+
+    return evoae.search("digits", out=factory.mktemp("report") / name, **kw)
+
+
+@pytest.fixture(scope="session")
+def dense_result(tmp_path_factory) -> object:
+    return _report_search(
+        tmp_path_factory, "dense", population=3, generations=3, epochs=1, final_epochs=2
+    )
+
+
+@pytest.fixture(scope="session")
+def dense_run(dense_result) -> Path:
+    return dense_result.run_dir
+
+
+@pytest.fixture(scope="session")
+def vae_result(tmp_path_factory) -> object:
+    return _report_search(
+        tmp_path_factory, "vae", model="conv-vae", limit=300, population=2, generations=1,
+        epochs=1, final_epochs=1,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def vae_run(vae_result) -> Path:
+    return vae_result.run_dir
+
+
+@pytest.fixture(scope="session")
+def nsga2_run(tmp_path_factory) -> Path:
+    return _report_search(
+        tmp_path_factory, "nsga2", strategy="nsga2", limit=400, population=4, batch=4,
+        evaluations=8, epochs=1, final_epochs=1,
+    ).run_dir  # fmt: skip

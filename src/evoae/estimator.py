@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -79,6 +80,9 @@ MIN_SPLIT_ROWS = 20
 SPACES = ("seed", "extended")
 #: Values of ``scale``: how features are weighed in the loss (see the module docstring).
 SCALES = (None, "standard", "minmax")
+#: Largest magnitude in ``X``: squared errors in original units must fit float64
+#: (``score`` of values near 1e154 and beyond would be ``-inf``).
+MAX_ABS_VALUE = 1e150
 
 #: Conformance checks of ``sklearn.utils.estimator_checks`` this estimator fails by
 #: nature, with the reason. scikit-learn >= 1.6 removed the ``_xfail_checks`` tag; pass
@@ -162,7 +166,8 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Where candidates are trained. The fitted model always lives on the CPU.
     n_jobs : int or None, default=None
         Candidates trained at once (worker processes, one torch thread each) when the
-        strategy asks for several at a time; None: every available core. Candidates
+        strategy asks for several at a time; None or -1: every available core, -2: all
+        but one (as in scikit-learn). Candidates
         trained in this process use one torch thread (fastest for small networks on a
         busy machine).
     verbose : int, default=0
@@ -281,6 +286,11 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         X = validate_data(self, X, dtype=(np.float64, np.float32), ensure_min_samples=2)
         self._check_params(X.shape[1])
         self.data_min_, self.data_range_ = _scaling(X, self.scale)
+        if float(np.max(np.abs(X))) > MAX_ABS_VALUE:
+            raise EvoaeError(
+                f"X holds values beyond {MAX_ABS_VALUE:g} in magnitude: their squared "
+                "reconstruction errors overflow float64; rescale X"
+            )
         # The model file records this scaling: load_model(...).preprocess applies it.
         record = tabular_record(self.data_min_, self.data_range_)
         scaled = self._scale(X)
@@ -335,7 +345,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             **self._counts(),
             seed=seed,
             device=self.device,
-            workers=self.n_jobs,
+            workers=_workers(self.n_jobs),
         )
 
     def _counts(self) -> dict[str, Any]:
@@ -376,6 +386,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.n_evaluations_ = int(result.n_evaluations)
 
     def _check_params(self, n_features: int) -> None:
+        _workers(self.n_jobs)
         if self.scale is not None and not (isinstance(self.scale, str) and self.scale in SCALES):
             raise EvoaeError(
                 f"unknown scale {self.scale!r}: choose None (the user's units, like PCA), "
@@ -462,7 +473,14 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         with torch.no_grad():
             codes = self.model_.encode(self._tensor(self._scale(X)))
         recon = self._decode(codes.numpy().astype(X.dtype))
-        return np.mean((X.astype(np.float64) - recon) ** 2, axis=1)
+        with np.errstate(over="ignore"):
+            errors = np.mean((X.astype(np.float64) - recon) ** 2, axis=1)
+        if not np.all(np.isfinite(errors)):
+            raise EvoaeError(
+                "the reconstruction error of X overflows float64 (values far beyond the "
+                "data fit on): rescale X as the training data was"
+            )
+        return errors
 
     def score(self, X: Any, y: Any = None) -> float:
         """Negative mean reconstruction MSE of ``X`` in original units (higher is better)."""
@@ -522,6 +540,20 @@ def _scaling(X: np.ndarray, scale: str | None) -> tuple[np.ndarray, np.ndarray]:
     widest = float(np.max(span / unit))
     rng = unit * (widest if widest > 0 else 1.0)
     return lo, np.where(rng >= MIN_DATA_RANGE, rng, 1.0)
+
+
+def _workers(n_jobs: Any) -> int | None:
+    """Worker processes for ``n_jobs`` as scikit-learn reads it: None or -1 every core,
+    -2 all but one, and so on; a positive count as given."""
+    if n_jobs is None:
+        return None
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer):
+        raise EvoaeError(f"n_jobs must be an integer or None, got {n_jobs!r}")
+    if n_jobs == 0:
+        raise EvoaeError("n_jobs=0 runs nothing: give None or -1 (every core) or a count")
+    if n_jobs < 0:
+        return max(1, (os.cpu_count() or 1) + 1 + int(n_jobs))
+    return int(n_jobs)
 
 
 def _fit_folder(run_dir: Path) -> Path:

@@ -70,6 +70,8 @@ class SearchResult:
     executor: str = ""
     #: What the search spent before the final stage (:func:`search_spent`).
     spent: dict[str, Any] | None = None
+    #: The journal id of the returned model's candidate (:mod:`evoae.runs.best`).
+    best_evaluation: int | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class SearchResult:
             "best_genome": self.best_genome,
             "best_spec": self.best_spec,
             "best_fitness": self.best_fitness,
+            "best_evaluation": self.best_evaluation,
             "final": self.final,
             "n_evaluations": self.n_evaluations,
             "n_trainings": self.n_trainings,
@@ -113,6 +116,7 @@ def retrain_best(
     phenotype_key: Callable[[dict[str, Any]], str],
     reporters: Sequence[Any] = (),
     deadline: float | None = None,
+    search_seconds: float | None = None,
 ) -> SearchResult:
     """Retrain the search's best candidates, keep the best on validation, compare it with
     PCA, test it and save it.
@@ -137,7 +141,9 @@ def retrain_best(
     best = _best_or_refuse(journal, n_evaluations, run_dir)
     device = resolve_device(s.execution.device)
     train, val = as_split(splits.train, device), as_split(splits.val, device)
-    spent = search_spent(s, journal, len(splits.train.x), time.perf_counter() - t0)
+    if search_seconds is None:
+        search_seconds = time.perf_counter() - t0
+    spent = search_spent(s, journal, len(splits.train.x), search_seconds)
     ctx = _Final(s, space, objective, phenotype_key, train, val, run_dir, deadline)
     pick, candidates = _retrain(ctx, journal, best, reporters)
     family = get_family(pick.spec["family"])
@@ -185,6 +191,7 @@ def retrain_best(
         seconds=time.perf_counter() - t0,
         settings=s,
         spent=spent,
+        best_evaluation=pick.row.id,
     )
 
 
@@ -387,7 +394,8 @@ def search_spent(
 ) -> dict[str, Any]:
     """What the search spent: evaluations, trainings, their epochs and optimizer steps
     (as planned: a diverging candidate stops early; None with ASHA, whose promotions
-    continue saved trainings), and ``seconds`` of this session before the final stage."""
+    continue saved trainings), and the search's ``seconds`` before the final stage
+    (every session of a resumed run)."""
     t = s.training
     rows = list(journal.rows())
     trained = [r for r in rows if not r.cached]

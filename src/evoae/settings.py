@@ -574,7 +574,7 @@ class SearchSettings:
         }
         return cls(
             **kwargs,
-            strategy=StrategySettings(strategy, strat),
+            strategy=StrategySettings(strategy, _changed_defaults(strategy, strat, legacy=False)),
             seed=seed,
         )
 
@@ -603,7 +603,10 @@ class SearchSettings:
                     name: build(c, with_legacy(c, _known(c, data.get(name) or {})), name)
                     for name, c in SECTIONS.items()
                 },
-                strategy=StrategySettings(strat["name"], dict(strat.get("options") or {})),
+                strategy=StrategySettings(
+                    strat["name"],
+                    _changed_defaults(strat["name"], dict(strat.get("options") or {}), legacy=True),
+                ),
                 seed=data.get("seed", 0),
             )
             out.validate()
@@ -626,6 +629,19 @@ def _options_class(strategy: str) -> type:
     if strategy in evolution.STRATEGIES:
         return evolution.STRATEGIES[strategy].Options
     return evolution.NoOptions
+
+
+def _changed_defaults(strategy: str, given: dict[str, Any], *, legacy: bool) -> dict[str, Any]:
+    """``given`` plus every option whose default changed since runs were stored (it
+    declares a ``legacy`` value that differs) that ``given`` lacks: its default for a new
+    run (stored explicitly, so it never reads back as an older run's), its ``legacy``
+    value for stored settings (``legacy=True``)."""
+    out = dict(given)
+    for f in options_of(_options_class(strategy)):
+        old = f.metadata.get("legacy", dataclasses.MISSING)
+        if f.name not in out and old is not dataclasses.MISSING and old != default_of(f):
+            out[f.name] = old if legacy else default_of(f)
+    return out
 
 
 def _has_option(cls: type, name: str) -> bool:

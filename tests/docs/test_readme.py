@@ -7,6 +7,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -56,6 +57,12 @@ def test_readme_snippets_run(heading, tmp_path, monkeypatch, capsys):
     elif heading == "scikit-learn users":
         assert "PCA: reconstruction MSE" in out and "EvolvedAutoencoder: reconstruction MSE" in out
         assert namespace["errors"].shape == (len(namespace["X_test"]),)
+        pick = namespace["smallest_within_5_percent"]  # the code-size refit rule
+        cv = {
+            "mean_test_score": -np.array([0.05, 0.030, 0.0295, 0.029]),
+            "params": [{"code_size": k} for k in (2, 4, 8, 16)],
+        }
+        assert pick(cv) == 1
     elif heading == "Your own strategy and objective":
         assert out.startswith("every-other ")
         assert (tmp_path / "runs" / "own-strategy" / "journal.sqlite").is_file()

@@ -56,7 +56,8 @@ def _drive(strategy, steps: int) -> list:
 
 def test_aging_evolution_retires_the_oldest_however_fit():
     space = DenseSpace(64, 4)
-    s = make_strategy("aging", space, {"population": 4, "sample": 2, "evaluations": 20}, seed=1)
+    opts = {"population": 4, "sample": 2, "evaluations": 20, "batch": 1}
+    s = make_strategy("aging", space, opts, seed=1)
     init = s.ask()
     assert len(init) == 1  # batch 1: the initial population a candidate at a time
     s.tell(init, [0.0])  # the oldest member is the fittest possible

@@ -33,6 +33,8 @@ from evoae.runs.reader import read_run, top_candidates
 from evoae.settings import SearchSettings
 
 REPO = Path(__file__).resolve().parents[2]
+#: The learning-curve figure: on every page of a run whose journal records curves.
+CURVES = 1
 ARTIFACTS = REPO / "artifacts"
 
 _PROBE = """<script>
@@ -56,29 +58,6 @@ window.addEventListener('load', function () {
   document.body.appendChild(pre);
 });
 </script>"""
-
-
-@pytest.fixture(scope="module")
-def dense_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("report") / "dense"
-    evoae.search("digits", out=out, population=3, generations=3, epochs=1, final_epochs=2)
-    return out
-
-
-@pytest.fixture(scope="module")
-def vae_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("report") / "vae"
-    evoae.search(
-        "digits",
-        model="conv-vae",
-        out=out,
-        limit=300,
-        population=2,
-        generations=1,
-        epochs=1,
-        final_epochs=1,
-    )
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -169,7 +148,7 @@ def test_dense_report_in_chromium(chromium, dense_run, tmp_path):
     report = dense_run / "report.html"
     verdict = check_in_browser(chromium, report, tmp_path)
     # fitness curve, reconstructions, architecture
-    assert verdict == {"images": 3, "broken": [], "errors": [], "uncaught": []}
+    assert verdict == {"images": 3 + CURVES, "broken": [], "errors": [], "uncaught": []}
     shot = screenshot(chromium, report, tmp_path, "report-dense.png")
     pixels = __import__("matplotlib.image", fromlist=["imread"]).imread(shot)
     assert pixels.std() > 0.05  # a rendered page, not a blank one
@@ -181,8 +160,16 @@ def test_vae_report_in_chromium(chromium, vae_run, tmp_path):
     for caption in ("Samples from the prior", "Latent map", "Latent interpolation"):
         assert caption in text
     verdict = check_in_browser(chromium, report, tmp_path)
-    assert verdict == {"images": 6, "broken": [], "errors": [], "uncaught": []}
+    assert verdict == {"images": 6 + CURVES, "broken": [], "errors": [], "uncaught": []}
     screenshot(chromium, report, tmp_path, "report-vae.png")
+
+
+def test_nsga2_report_in_chromium(chromium, nsga2_run, tmp_path):
+    report = write_report(nsga2_run, tmp_path / "nsga2.html")
+    verdict = check_in_browser(chromium, report, tmp_path)
+    # fitness curve, Pareto front, reconstructions, architecture
+    assert verdict == {"images": 4 + CURVES, "broken": [], "errors": [], "uncaught": []}
+    screenshot(chromium, report, tmp_path, "report-nsga2.png")
 
 
 def test_diagram_layers(dense_run, vae_run):
@@ -207,7 +194,7 @@ def test_report_is_self_contained(dense_run):
     assert "<script" not in text.lower()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
     assert "url(" not in text and "@import" not in text
-    assert text.count('src="data:image/png;base64,') == 3
+    assert text.count('src="data:image/png;base64,') == 3 + CURVES
     for heading in (
         "Best candidates",
         "Fitness over evaluations",
@@ -272,7 +259,9 @@ def test_unfinished_run_still_reports(dense_run, tmp_path):
     text = write_report(run).read_text()
     assert "unfinished: figures so far" in text
     assert "No saved model yet" in text and "PCA comparison unavailable" in text
-    assert text.count("data:image/png;base64,") == 1  # the fitness curve from the checkpoint
+    assert (
+        text.count("data:image/png;base64,") == 1 + CURVES
+    )  # the fitness curve from the checkpoint
 
 
 def test_runs_list_and_show(dense_run, vae_run, capsys):
@@ -296,7 +285,7 @@ def test_runs_list_and_show(dense_run, vae_run, capsys):
     assert shown["top"][0]["fitness"] <= shown["best_fitness"] * (1 + 1e-9)
     assert main(["runs", "show", str(dense_run)]) == 0
     out = capsys.readouterr().out
-    assert "best search fitness" in out and f"{summary['best_fitness']:.5f}" in out
+    assert "best candidate" in out and f"{summary['best_fitness']:.5f}" in out
 
 
 @pytest.mark.parametrize(

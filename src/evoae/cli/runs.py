@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 from evoae.cli import add_command, positive_int
 from evoae.errors import EvoaeError
 from evoae.runs import folder as rf
+from evoae.runs.best import best_of
 from evoae.runs.reader import RunView, pareto_front, read_run, top_candidates
-from evoae.runs.vae_text import summary_rows
+from evoae.runs.vae_text import collapse_text, summary_rows
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -71,10 +72,10 @@ def run_record(view: RunView) -> dict[str, Any]:
     from evoae.families.registry import describe as describe_spec
 
     s = view.settings
-    best = view.best()
+    best = best_of(view)
     summary = view.summary or {}
     final = summary.get("final", {})
-    spec = summary.get("best_spec") or (best.spec if best else None)
+    spec = summary.get("best_spec") or (best.row.spec if best.row else None)
     return {
         "run": str(view.path),
         "dataset": s.get("dataset"),
@@ -88,7 +89,9 @@ def run_record(view: RunView) -> dict[str, Any]:
         "trainings": len(view.trained),
         # A finished run: the returned model's candidate (not always the journal's best:
         # a PCA seed that led the search can lose the final training to a from-scratch one).
-        "best_fitness": _finite(summary.get("best_fitness", best.fitness if best else None)),
+        "best_fitness": _finite(best.fitness),
+        "best_evaluation": best.evaluation,
+        "best_fidelity": best.search_fidelity,
         "best_architecture": describe_spec(spec) if spec else None,
         "val_loss": _finite(final.get("val_loss")),
         "pca_val_loss": _finite(final.get("pca_val_loss")),
@@ -100,6 +103,7 @@ def run_record(view: RunView) -> dict[str, Any]:
         "converged": final.get("converged"),
         "test_loss": _finite(final.get("test_loss")),
         "collapsed": (final.get("vae") or {}).get("collapsed"),
+        "collapse": collapse_text(final.get("vae")),
         "test_nll": _finite((final.get("vae") or {}).get("test_nll")),
         "params": final.get("params"),
         "seconds": (view.summary or {}).get("seconds"),
@@ -165,8 +169,15 @@ def _info_table(view: Any, record: dict[str, Any]) -> Any:
     for key in ("dataset", "model", "preset", "code_size", "seed", "state", "evaluations"):
         info.add_row(key.replace("_", " "), str(record[key]))
     info.add_row("trainings", str(record["trainings"]))
-    info.add_row("best search fitness", _f(record["best_fitness"]))
-    info.add_row("retrained val loss", _f(record["val_loss"]))
+    best = best_of(view)
+    info.add_row("best candidate", best.search_text())
+    if best.row is not None:
+        from evoae.families.registry import describe as describe_spec
+
+        info.add_row("best architecture", describe_spec(best.row.spec))
+    info.add_row("retrained val loss", best.final_text())
+    if best.leader_note:
+        info.add_row("search leader", best.leader_note)
     final = (view.summary or {}).get("final", {})
     if view.finished:
         spent = (view.summary or {}).get("spent")
@@ -266,6 +277,9 @@ def run_show(args: argparse.Namespace) -> int:
         return 0
     console = _console()
     console.print(_info_table(view, record))
+    collapse = collapse_text(((view.summary or {}).get("final") or {}).get("vae"))
+    if collapse:
+        console.print(collapse, markup=False, style="bold")
     console.print(_candidates_table(top))
     if show_front:
         pf = Table(title=f"Pareto front of (fitness, params): {len(front)} members")

@@ -12,7 +12,7 @@ import math
 import os
 import textwrap
 from collections.abc import Sequence
-from dataclasses import Field
+from dataclasses import Field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,9 @@ from evoae.finish import SearchResult
 from evoae.loop import search
 from evoae.options import help_text, options_of
 from evoae.report.progress import ProgressReporter, Reporter
-from evoae.runs.vae_text import summary_rows
+from evoae.runs.best import best_of
+from evoae.runs.reader import read_run
+from evoae.runs.vae_text import collapse_text, summary_rows
 from evoae.seeds import in_range
 from evoae.settings import SECTIONS
 
@@ -130,6 +132,11 @@ def register(sub: Any) -> None:
         default=None,
         metavar="SECONDS",
         help="stop the final training after the epoch that ends past SECONDS [default: the run's]",
+    )
+    f.add_argument(
+        "--again",
+        action="store_true",
+        help="retrain the best of a run that is already finished (replacing its model)",
     )
     f.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary table")
     _add_trackers(f)
@@ -300,9 +307,33 @@ def _field(section: str, name: str) -> Field[Any]:
     return next(f for f in options_of(SECTIONS[section]) if f.name == name)
 
 
+def refuse_finished(run: str) -> None:
+    """``finish`` ends an interrupted run: one whose summary already counts every
+    evaluation of its checkpoint is retrained only with ``--again``."""
+    from evoae.runs import folder as rf
+
+    summary, ckpt = Path(run) / rf.SUMMARY, Path(run) / rf.CHECKPOINT
+    if not (summary.is_file() and ckpt.is_file()):
+        return
+    try:
+        done = rf.read_json(summary, "summary").get("n_evaluations")
+        at = rf.read_json(ckpt, "checkpoint").get("next_id")
+    except EvoaeError:
+        return  # the resume itself names what is damaged
+    if done == at:
+        raise EvoaeError(
+            f"run {run} is already finished (its summary counts all {at} evaluations): "
+            "pass --again to retrain its best once more"
+        )
+
+
 def run_finish(args: argparse.Namespace) -> int:
     names = ("final_epochs", "final_pbt", "final_time_budget")
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if given.get("final_epochs") == 0:
+        raise EvoaeError("--final-epochs 0 would save an untrained model: give at least 1")
+    if not args.again:
+        refuse_finished(args.run)
     reporters = _reporters(args)
     result = search(None, out=args.run, resume=True, finish=True, reporters=reporters, **given)
     _report(result, args.quiet)
@@ -387,6 +418,7 @@ def _epochs(n: int) -> str:
 def print_summary(result: SearchResult) -> None:
     s = result.settings
     unit = get_family(result.best_spec["family"]).loss_label
+    best = best_of(replace(read_run(result.run_dir), summary=result.summary()))
     table = Table(title="evoae search", show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")  # a long run folder wraps instead of being cut
@@ -395,16 +427,9 @@ def print_summary(result: SearchResult) -> None:
         ("dataset", f"{s.data.dataset} (code size {s.space.code_size})"),
         ("strategy", s.strategy.name),
         ("evaluations / trainings", f"{result.n_evaluations} / {result.n_trainings}"),
-        (
-            "best search fitness (ASHA: best at the highest rung)"
-            if s.fidelity.fidelity == "asha"
-            else f"best search fitness ({_epochs(s.training.epochs)})",
-            _f(result.best_fitness, "" if s.training.objective != "recon" else unit),
-        ),
-        (
-            f"retrained val loss ({_epochs(result.final.get('epochs') or 0)})",
-            _f(result.final.get("val_loss"), unit),
-        ),
+        ("best candidate", best.search_text()),
+        ("retrained val loss", best.final_text()),
+        *((("search leader", best.leader_note),) if best.leader_note else ()),
         *((("search spent", spent_text(result.spent)),) if result.spent else ()),
         ("final training", final_training_text(result.final)),
         *pca_rows(result.final, s.space.code_size, unit),
@@ -421,6 +446,9 @@ def print_summary(result: SearchResult) -> None:
     Console().print(table)
     if result.final.get("fallback"):
         Console().print(f"[bold]PCA fallback:[/bold] {result.final.get('fallback_message')}")
+    collapse = collapse_text(result.final.get("vae"))
+    if collapse:
+        Console().print(collapse, markup=False)
 
 
 def _f(x: float | None, unit: str = "") -> str:

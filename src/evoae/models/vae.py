@@ -13,7 +13,9 @@ Detection (:func:`latent_health`): a latent unit is *active* when the variance o
 data of its posterior mean exceeds :data:`ACTIVE_THRESHOLD` (0.01, Burda et al. 2016). A
 VAE with fewer than half its latents active, or whose prior samples are nearly identical
 (mean per-pixel standard deviation across samples below :data:`SAMPLE_SPREAD_MIN`), is
-*collapsed*.
+*collapsed*. The final model is also judged by its KL from the prior per latent
+dimension on the validation split (:func:`kl_per_dim`): fewer than half the dimensions
+above :data:`KL_DIM_MIN` nats is a collapse too, whatever the posterior means do.
 
 Likelihood (:func:`iwae_nll`): the importance-weighted bound of Burda et al. with ``k``
 samples from the posterior, ``log p(x) >= E[log (1/k) sum_i p(x, z_i) / q(z_i | x)]``;
@@ -35,6 +37,8 @@ import torch
 ACTIVE_THRESHOLD = 0.01
 #: Prior samples whose mean per-pixel standard deviation is below this are "identical".
 SAMPLE_SPREAD_MIN = 0.02
+#: A latent dimension whose mean KL from the prior is below this (nats) carries ~nothing.
+KL_DIM_MIN = 0.01
 #: Rows per decoder pass in :func:`iwae_nll` (samples x images): bounds its memory.
 IWAE_ROWS = 4096
 #: Images whose posterior means the active-unit count reads (the first ones).
@@ -148,6 +152,35 @@ def latent_health(model: Any, x: torch.Tensor, *, seed: int = 0) -> dict[str, An
     }
 
 
+@torch.no_grad()
+def kl_per_dim(model: Any, x: torch.Tensor, rows: int = 2048) -> torch.Tensor:
+    """Mean over ``x`` of each latent dimension's KL from ``N(0, 1)``, in nats (float64)."""
+    was = model.training
+    model.eval()
+    total: torch.Tensor | None = None
+    try:
+        for start in range(0, x.shape[0], rows):
+            mean, logvar = model.posterior(x[start : start + rows])
+            part = kl_dims(mean.double(), logvar.double()).sum(0)
+            total = part if total is None else total + part
+    finally:
+        model.train(was)
+    if total is None:
+        return torch.zeros(0, dtype=torch.float64)
+    return (total / x.shape[0]).cpu()
+
+
+def kl_verdict(kl: list[float], threshold: float = KL_DIM_MIN) -> str | None:
+    """Why per-dimension KLs mean a collapse (fewer than half above ``threshold``), or None."""
+    low = sum(1 for v in kl if not v >= threshold)
+    if not kl or 2 * (len(kl) - low) >= len(kl):
+        return None
+    return (
+        f"KL from the prior below {threshold:g} nats in {low} of {len(kl)} latent dimensions "
+        f"on the validation split (total {sum(kl):.3g} nats)"
+    )
+
+
 def log_normal(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """``log N(z; mean, exp(logvar))`` summed over the last axis."""
     return -0.5 * (((z - mean).pow(2) / logvar.exp() + logvar + math.log(2 * math.pi)).sum(-1))
@@ -213,15 +246,23 @@ def final_figures(
     """A final VAE's collapse verdict and likelihood figures (None for other models).
 
     Active units and sample spread come from :func:`latent_health` on the test split
-    (validation without one); ``test_nll`` is the mean negative IWAE bound with
-    ``nll_samples`` samples per test image (None when 0 or without a test split), beside
-    ``test_neg_elbo``, the single-sample negative ELBO.
+    (validation without one), ``kl_per_dim`` (nats) from :func:`kl_per_dim` on the
+    validation split (:func:`kl_verdict` adds to the verdict); ``test_nll`` is the mean
+    negative IWAE bound with ``nll_samples`` samples per test image (None when 0 or
+    without a test split), beside ``test_neg_elbo``, the single-sample negative ELBO.
     """
     if not (getattr(model, "variational", False) and hasattr(model, "log_px_z")):
         return None
     x = test_x if test_x is not None else val_x
     out: dict[str, Any] = latent_health(model, x, seed=seed)
     out["health_split"] = "test" if test_x is not None else "validation"
+    kl = [float(v) for v in kl_per_dim(model, val_x[:HEALTH_ROWS])]
+    out["kl_per_dim"] = kl
+    out["kl_threshold"] = KL_DIM_MIN
+    why = kl_verdict(kl)
+    if why is not None:
+        out["collapsed"] = True
+        out["collapse_reason"] = "; ".join(r for r in (out["collapse_reason"], why) if r)
     out["active_threshold"] = ACTIVE_THRESHOLD
     out["binarize"] = binarize
     out["nll_samples"] = int(nll_samples)

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 
 def plot_fitness(
@@ -39,8 +40,11 @@ def plot_fitness(
     ax.set_xlabel("generation (tournaments)")
     ax.set_ylabel(ylabel)
     finite = [h["best"] for h in history if math.isfinite(h["best"])]
-    if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
+    if finite and min(finite) > 0:  # a log axis: a few bad generations squash nothing
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _pos: f"{v:.4g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain if max(finite) / min(finite) < 10 else NullFormatter())
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -81,9 +85,27 @@ def plot_reconstructions(
 
     Tabular rows are drawn as heat-map strips, one row per sample.
     """
+    fig = reconstruction_figure(
+        originals, {"reconstruction": recons}, image_shape=image_shape, title=title
+    )
+    return _save(fig, path)
+
+
+def reconstruction_figure(
+    originals: np.ndarray,
+    recons: dict[str, np.ndarray],
+    *,
+    image_shape: tuple[int, int, int] | None,
+    title: str = "",
+) -> plt.Figure:
+    """Originals in the top row, then one row per labelled reconstruction (e.g. the
+    model's and PCA's). Tabular rows are drawn as heat-map strips, one row per sample."""
     n = len(originals)
-    fig, axes = plt.subplots(2, 1, figsize=(max(4, n * 0.9), 3.2), dpi=110)
-    for ax, data, label in ((axes[0], originals, "original"), (axes[1], recons, "reconstruction")):
+    panels = [("original", originals), *recons.items()]
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(max(4, n * 0.9), 1.1 + 1.05 * len(panels)), dpi=110
+    )
+    for ax, (label, data) in zip(np.atleast_1d(axes), panels, strict=True):
         if image_shape is not None:
             show_grid(ax, np.asarray(data).reshape(n, *image_shape), ncols=n)
         else:
@@ -96,7 +118,7 @@ def plot_reconstructions(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def plot_image_grid(

@@ -1,10 +1,16 @@
 """``report.html``: one self-contained page about a run, and the run reader it is built on.
 
 The page needs no network: CSS is inline, every figure is a PNG embedded as base64, and
-there is no script. Sections: settings, headline figures, the best candidates, fitness
-over evaluations with the population's spread, originals against reconstructions, the
-best architecture as a layer diagram, the family's extra plots (a VAE's prior samples,
-interpolation and latent map), and PCA at the same code size on the same data.
+there is no script. Sections: headline figures, the best candidate (one meaning of
+"best" with :mod:`evoae.runs.best`: the returned model's candidate, its journal id, spec
+and the epochs behind each figure), the best candidates, fitness over evaluations (log
+axis; the PCA seed's best-so-far apart from the others'; failures marked off the scale),
+the Pareto front for multi-objective strategies, learning curves when the journal has
+them, originals against the model's and PCA's reconstructions, the best architecture as
+a layer diagram, the family's extra plots (a VAE's prior samples, interpolation and
+latent map), PCA at the same code size on the same data, and the settings by section
+with the values left at their defaults folded away. A collapsed VAE is said so in one
+sentence at the top.
 
 Everything is read from the run folder: ``settings.json``, the journal, ``summary.json``
 (or ``checkpoint.json`` while a run is unfinished), ``model/`` and ``plots/``.
@@ -31,19 +37,29 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import FancyBboxPatch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
 from torch import nn  # noqa: E402
 
 from evoae.data import load_splits  # noqa: E402
 from evoae.errors import EvoaeError  # noqa: E402
+from evoae.evolution import STRATEGIES, make_options  # noqa: E402
 from evoae.export import CodePart, DecoderPart, example_input, is_variational  # noqa: E402
 from evoae.families import describe as describe_spec  # noqa: E402
 from evoae.families.io import load_model  # noqa: E402
 from evoae.models.pca import pca_basis  # noqa: E402
+from evoae.plots.figures import reconstruction_figure  # noqa: E402
 from evoae.runs import folder as rf  # noqa: E402
 from evoae.runs.atomic import atomic_write_text  # noqa: E402
+from evoae.runs.best import Best, best_of, is_pca_seed  # noqa: E402
 from evoae.runs.guard import check_new_file  # noqa: E402
-from evoae.runs.reader import RunView, check_data, read_run, top_candidates  # noqa: E402
-from evoae.runs.vae_text import summary_rows  # noqa: E402
+from evoae.runs.reader import (  # noqa: E402
+    RunView,
+    check_data,
+    pareto_front,
+    read_run,
+    top_candidates,
+)
+from evoae.runs.vae_text import collapse_text, summary_rows  # noqa: E402
 from evoae.settings import SearchSettings  # noqa: E402
 
 #: Plots a family's hook may leave in ``plots/``, with the caption the report gives them.
@@ -54,6 +70,8 @@ EXTRA_PLOTS = {
 }
 #: Rows of the validation split used for the PCA comparison (enough for stable figures).
 PCA_MAX_ROWS = 20_000
+#: Held-out images drawn with the model's and PCA's reconstructions.
+EXAMPLES = 10
 
 
 # ---------------------------------------------------------------- figures
@@ -66,67 +84,165 @@ def _png(fig: plt.Figure) -> bytes:
     return buf.getvalue()
 
 
-def fitness_figure(view: RunView) -> bytes:
-    """Every trained candidate's fitness, the best so far, and the population's spread."""
-    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=100)
-    hist = [h for h in view.history if "median" in h]
+def fitness_axes(view: RunView, best: Best | None = None) -> tuple[plt.Figure, plt.Axes]:
+    """Every trained candidate's search fitness over evaluations, on a log axis.
+
+    The PCA seed (it starts where the others must train to) and the other candidates
+    (from scratch, nonlinear, PCA-residual) get a best-so-far line each, so a seed that
+    leads from the first evaluation cannot hide what the search found. Failed
+    candidates are marked along the top edge (axes coordinates): they never stretch the
+    fitness axis. ``best``'s candidate, the returned model's, is starred.
+    """
+    best = best_of(view) if best is None else best
+    fig, ax = plt.subplots(figsize=(9.5, 4.0), dpi=100)
+    hist = [h for h in view.history if _finite_all(h, ("median", "q25", "q75"))]
     if hist:
         ev = [h["evaluations"] for h in hist]
-        ax.fill_between(
-            ev,
-            [h["q25"] for h in hist],
-            [h["q75"] for h in hist],
-            step="post",
-            alpha=0.25,
-            color="tab:blue",
-            label="population 25-75%",
-        )
-        ax.step(
-            ev,
-            [h["median"] for h in hist],
-            where="post",
-            color="tab:blue",
-            lw=1,
-            label="population median",
-        )
-    trained = [r for r in view.trained if r.status != "failed"]
-    if trained:
-        ax.scatter(
-            [r.id + 1 for r in trained],
-            [r.fitness for r in trained],
-            s=10,
-            color="0.45",
-            alpha=0.7,
-            label="candidate",
-            zorder=3,
-        )
+        ax.fill_between(ev, [h["q25"] for h in hist], [h["q75"] for h in hist], step="post",
+                        alpha=0.2, color="tab:blue", label="population 25-75%")  # fmt: skip
+        ax.step(ev, [h["median"] for h in hist], where="post", color="tab:blue", lw=1,
+                label="population median")  # fmt: skip
+    ok = [r for r in view.trained if r.status != "failed" and math.isfinite(r.fitness)]
+    seeds = [r for r in ok if is_pca_seed(r)]
+    others = [r for r in ok if not is_pca_seed(r)]
+    if others:
+        ax.scatter([r.id + 1 for r in others], [r.fitness for r in others], s=10,
+                   color="0.45", alpha=0.7, label="candidate", zorder=3)  # fmt: skip
+    if seeds:
+        ax.scatter([r.id + 1 for r in seeds], [r.fitness for r in seeds], s=40, marker="D",
+                   color="tab:purple", label="PCA seed", zorder=4)  # fmt: skip
+    rows = [r for r in view.rows if r.status != "failed" and math.isfinite(r.fitness)]
+    last = len(view.rows)
+    for pick, colour, style, label in (
+        (lambda r: not is_pca_seed(r), "tab:red", "-", "best so far (from scratch / nonlinear)"),
+        (is_pca_seed, "tab:purple", "--", "best so far (PCA seed)"),
+    ):
+        xs, ys = _best_so_far([r for r in rows if pick(r)], last)
+        if xs:
+            ax.step(xs, ys, where="post", color=colour, ls=style, lw=2, label=label, zorder=5)
+    if best.row is not None and math.isfinite(best.row.fitness):
+        ax.scatter([best.row.id + 1], [best.row.fitness], s=160, marker="*", color="gold",
+                   edgecolor="k", zorder=6,
+                   label=f"returned model's candidate (eval {best.row.id})")  # fmt: skip
+    failed = [r for r in view.trained if r.status == "failed" or not math.isfinite(r.fitness)]
+    if failed:
+        ax.scatter([r.id + 1 for r in failed], [0.97] * len(failed), marker="x",
+                   color="tab:red", transform=ax.get_xaxis_transform(), clip_on=False,
+                   label=f"failed ({len(failed)}, not on the fitness scale)")  # fmt: skip
+    _log_axis(ax.yaxis, [r.fitness for r in ok] + [h[k] for h in hist for k in ("q25", "q75")])
+    ax.set_xlabel("evaluations")
+    rungs = any("rung" in r.terms for r in ok)  # ASHA: rows trained different epochs
+    ax.set_ylabel(
+        "search fitness (each at its rung's epochs)"
+        if rungs
+        else f"search fitness ({best.search_fidelity})"
+    )
+    ax.grid(alpha=0.3, which="both")
+    if ok or hist or failed:
+        _legend(ax)
+    fig.tight_layout()
+    return fig, ax
+
+
+def _log_axis(axis: Any, values: list[float]) -> None:
+    """A log scale for positive ``values``, its ticks as plain numbers (no 10^-2 factors)."""
+    if not values or min(values) <= 0:
+        return
+    if axis.axis_name == "y":
+        axis.axes.set_yscale("log")
+    else:
+        axis.axes.set_xscale("log")
+    plain = FuncFormatter(lambda v, _pos: f"{v:.4g}" if v < 1e4 else f"{v:,.0f}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain if max(values) / min(values) < 10 else NullFormatter())
+
+
+def _legend(ax: plt.Axes) -> None:
+    """The legend beside the plot, where it hides no point."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def fitness_figure(view: RunView, best: Best | None = None) -> bytes:
+    """:func:`fitness_axes` as a PNG."""
+    return _png(fitness_axes(view, best)[0])
+
+
+def _finite_all(h: dict[str, Any], keys: tuple[str, ...]) -> bool:
+    return all(isinstance(h.get(k), int | float) and math.isfinite(h[k]) for k in keys)
+
+
+def _best_so_far(rows: list[Any], last: int) -> tuple[list[int], list[float]]:
+    """Steps of the running minimum of ``rows``' fitness, drawn on to evaluation ``last``."""
     best, xs, ys = math.inf, [], []
-    for r in view.rows:
-        if r.status != "failed":
-            best = min(best, r.fitness)
-        if math.isfinite(best):
+    for r in sorted(rows, key=lambda r: r.id):
+        if r.fitness < best:
+            best = r.fitness
             xs.append(r.id + 1)
             ys.append(best)
-    if xs:
-        ax.step(xs, ys, where="post", color="tab:red", lw=2, label="best so far", zorder=4)
-    failed = [r for r in view.trained if r.status == "failed"]
-    if failed and ys:
-        top = max(max(ys), max((r.fitness for r in trained), default=max(ys)))
-        ax.scatter(
-            [r.id + 1 for r in failed],
-            [top] * len(failed),
-            marker="x",
-            color="tab:red",
-            label="failed (shown at top)",
-        )
-    finite = [r.fitness for r in trained]
-    if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
-        ax.set_yscale("log")
-    ax.set_xlabel("evaluations")
-    ax.set_ylabel(f"validation loss ({view.settings.get('epochs', '?')} epochs)")
-    ax.grid(alpha=0.3)
-    if xs or hist:
-        ax.legend(fontsize=8)
+    if xs and xs[-1] < last:
+        xs.append(last)
+        ys.append(best)
+    return xs, ys
+
+
+def front_figure(view: RunView, best: Best) -> bytes | None:
+    """The Pareto front of (search fitness, parameters) over every trained candidate;
+    None when no candidate trained."""
+    ok = [r for r in view.trained if r.status != "failed" and math.isfinite(r.fitness)]
+    front = pareto_front(view.rows)
+    if not front:
+        return None
+    fig, ax = plt.subplots(figsize=(9.5, 4.0), dpi=100)
+    ax.scatter([r.params for r in ok], [r.fitness for r in ok], s=10, color="0.55",
+               alpha=0.7, label="candidate")  # fmt: skip
+    ax.step([r.params for r in front], [r.fitness for r in front], where="post",
+            color="tab:red", lw=1.5, marker="o", ms=5,
+            label=f"Pareto front ({len(front)} members)")  # fmt: skip
+    for n, r in enumerate(front, 1):
+        ax.annotate(str(n), (r.params, r.fitness), textcoords="offset points", xytext=(4, 4),
+                    fontsize=7, color="tab:red")  # fmt: skip
+    _log_axis(ax.xaxis, [float(r.params) for r in ok])
+    _log_axis(ax.yaxis, [r.fitness for r in ok])
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(f"validation loss (search, {best.search_fidelity})")
+    ax.grid(alpha=0.3, which="both")
+    _legend(ax)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def curves_figure(view: RunView, n: int = 3) -> bytes | None:
+    """Learning curves (per-epoch training and validation loss, as the journal records
+    them) of the final training and of the ``n`` best candidates; None without any."""
+    drawn: list[tuple[str, Any, str | None]] = []
+    if view.final_curve is not None:
+        ev, curve = view.final_curve
+        who = f" (eval {ev})" if ev >= 0 else ""
+        drawn.append((f"final training{who}", curve, "tab:red"))
+    for r in top_candidates(view.rows, n):
+        if r.id in view.curves:
+            drawn.append((f"eval {r.id} (search)", view.curves[r.id], None))
+    drawn = [d for d in drawn if any(p[1] is not None or p[2] is not None for p in d[1])]
+    if not drawn:
+        return None
+    fig, ax = plt.subplots(figsize=(9.5, 4.0), dpi=100)
+    values: list[float] = []
+    for label, curve, colour in drawn:
+        for col, style, what in ((1, "-", "train"), (2, "--", "val")):
+            pts = [(p[0], p[col]) for p in curve if p[col] is not None]
+            if not pts:
+                continue
+            values += [v for _, v in pts]
+            (line,) = ax.plot(*zip(*pts, strict=True), ls=style, color=colour,
+                              marker="." if len(pts) < 3 else None,
+                              label=f"{label} {what}")  # fmt: skip
+            colour = line.get_color()  # train and val of one training share a colour
+    _log_axis(ax.yaxis, values)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3, which="both")
+    _legend(ax)
     fig.tight_layout()
     return _png(fig)
 
@@ -267,7 +383,14 @@ def pca_comparison(view: RunView, model: nn.Module | None) -> dict[str, Any]:
             ]
         ).numpy()
     model_mse = float(np.mean((flat - recon.reshape(len(val), -1)) ** 2))
+    n = min(EXAMPLES, len(val))
     return {
+        "examples": {
+            "originals": val[:n],
+            "model": recon[:n],
+            "pca": pca.reconstruct(flat[:n]).reshape(val[:n].shape),
+            "image_shape": splits.val.image_shape,
+        },
         "available": True,
         "code_size": k,
         "n_train": len(train),
@@ -317,23 +440,47 @@ def render(view: RunView) -> str:
     model_dir = view.path / rf.MODEL_DIR
     model = load_model(model_dir) if (model_dir / "model.json").is_file() else None
     final = (view.summary or {}).get("final", {})
+    best = best_of(view)
+    cmp = pca_comparison(view, model)
     plots = view.path / rf.PLOTS_DIR
-    recon = plots / "reconstructions.png"
     notes = []
     if final.get("fallback") == "pca":
         notes.append(f"PCA fallback: {final.get('fallback_message')}.")
-    if final.get("pca_note"):
+    if final.get("pca_note") and not cmp["available"]:
         notes.append(f"PCA comparison: {final['pca_note']}.")
+    elif final.get("pca_note"):  # a loss other than MSE (a VAE's neg-ELBO): say what is compared
+        notes.append(
+            "The search's loss is not a mean squared error, so the summary has no PCA ratio; "
+            "the table below compares plain reconstruction MSE instead (the model decodes "
+            "its code: a VAE, its posterior mean)."
+        )
+    if cmp["available"] and cmp["model_mse"] > cmp["mean_mse"]:
+        notes.append(
+            "The model reconstructs worse than the mean training image: predicting that "
+            "one image for every input would do better than its code."
+        )
+    strategy = STRATEGIES.get(str(s.get("strategy")))
+    front_png = None
+    if strategy is not None and "params" in strategy.objectives:
+        front_png = front_figure(view, best)
+    curves_png = curves_figure(view)
     context = {
         "css": markupsafe.Markup(_CSS),  # our own constant, not user data
         "name": view.path.name,
         "path": str(view.path),
         "s": s,
         "finished": view.finished,
-        "cards": _cards(view, final),
-        "top": [_candidate_row(i, r) for i, r in enumerate(top_candidates(view.rows))],
-        "fitness_png": _b64(fitness_figure(view)),
-        "recon_png": _b64(recon.read_bytes()) if recon.is_file() else None,
+        "cards": _cards(view, final, best, cmp),
+        "best": _best_context(best),
+        "top": [
+            _candidate_row(i, r, best.evaluation if view.finished else None)
+            for i, r in enumerate(top_candidates(view.rows))
+        ],
+        "fitness_png": _b64(fitness_figure(view, best)),
+        "fitness_caption": _fitness_caption(view, best),
+        "front_png": _b64(front_png) if front_png is not None else None,
+        "curves_png": _b64(curves_png) if curves_png is not None else None,
+        "recon": _recon_context(view, final, best, cmp, plots / "reconstructions.png"),
         "architecture": describe_spec(model.spec) if model is not None else None,
         "architecture_png": _b64(architecture_figure(model)) if model is not None else None,
         "extras": [
@@ -342,9 +489,9 @@ def render(view: RunView) -> str:
             if (plots / name).is_file()
         ],
         "pca_notes": notes,
-        "collapse": _collapse_note(final),
-        "pca": _pca_context(pca_comparison(view, model)),
-        "settings": [[k, json.dumps(v)] for k, v in sorted(s.items())],
+        "collapse": collapse_sentence(final),
+        "pca": _pca_context(cmp),
+        "settings": settings_sections(view.raw_settings),
     }
     return _template().render(**context)
 
@@ -359,35 +506,94 @@ def _template() -> jinja2.Template:
     return env.get_template("report.html.j2")
 
 
-def _collapse_note(final: dict[str, Any]) -> str | None:
-    """A VAE whose posterior collapsed: what the report says above everything else."""
-    vae = final.get("vae") or {}
-    if not vae.get("collapsed"):
-        return None
-    return (
-        f"Posterior collapse: {vae.get('collapse_reason')}: samples and interpolations "
-        "below barely depend on the code."
+def _best_context(best: Best) -> dict[str, Any]:
+    """The best candidate in words: which one, its spec and at what fidelity."""
+    row = best.row
+    return {
+        "search": best.search_text(),
+        "final": best.final_text(),
+        "fidelity": best.search_fidelity,
+        "architecture": describe_spec(row.spec) if row is not None else None,
+        "leader": best.leader_note,
+    }
+
+
+def _fitness_caption(view: RunView, best: Best) -> str:
+    text = (
+        f"Search fitness of every trained candidate after {best.search_fidelity} (log "
+        "axis). The red line is the best so far of the candidates trained from scratch "
+        "(nonlinear or PCA-residual); the purple dashed line the PCA seed's, which starts "
+        "from PCA's solution; the star the candidate whose model the run returns. The "
+        "band is the population's 25-75% spread after each generation."
     )
+    failed = sum(1 for r in view.trained if r.status == "failed" or not math.isfinite(r.fitness))
+    if failed:
+        text += f" {failed} failed candidate(s) are marked x along the top edge."
+    return text
 
 
-def _cards(view: RunView, final: dict[str, Any]) -> list[tuple[str, str]]:
+def _recon_context(
+    view: RunView, final: dict[str, Any], best: Best, cmp: dict[str, Any], saved: Path
+) -> dict[str, Any] | None:
+    """Originals against the model's and PCA's reconstructions (drawn here from the
+    run's data), else the run's own ``plots/reconstructions.png``; None before both."""
+    epochs = final.get("epochs")
+    trained = f"{epochs} epoch{'' if epochs == 1 else 's'}" if isinstance(epochs, int) else "?"
+    who = f"evaluation {best.evaluation}" if best.evaluation is not None else "the best"
+    if cmp["available"]:
+        ex = cmp["examples"]
+        k = cmp["code_size"]
+        labels = {
+            f"best model ({who}), after {trained} of final training": ex["model"],
+            f"PCA, {k} components": ex["pca"],
+        }
+        fig = reconstruction_figure(ex["originals"], labels, image_shape=ex["image_shape"])
+        caption = (
+            f"Held-out originals (top), the best model's reconstructions ({who}, {trained} "
+            f"of final training; a VAE: its posterior mean decoded) and PCA's with {k} "
+            "components, fit on the training split (bottom)."
+        )
+        return {"png": _b64(_png(fig)), "caption": caption, "epochs": epochs}
+    if saved.is_file():
+        caption = (
+            f"Held-out originals (top) and the best model's reconstructions ({who}, "
+            f"{trained} of final training) (bottom); PCA's are not shown: "
+            f"{cmp['reason']}."
+        )
+        return {"png": _b64(saved.read_bytes()), "caption": caption, "epochs": epochs}
+    return None
+
+
+def collapse_sentence(final: dict[str, Any]) -> str | None:
+    """A VAE whose posterior collapsed, in one plain sentence; None otherwise."""
+    vae = final.get("vae") if isinstance(final.get("vae"), dict) else {}
+    return collapse_text(vae)
+
+
+def _cards(
+    view: RunView, final: dict[str, Any], best: Best, cmp: dict[str, Any]
+) -> list[tuple[str, str]]:
     """The headline figures at the top of the page."""
     s = view.settings
-    best = view.best()
-    no_pca = "pca_note" in final
+    k = s.get("code_size")
+    if final.get("pca_val_loss") is not None:
+        pca = [
+            (f"PCA val loss ({k} comp.)", _num(final.get("pca_val_loss"))),
+            ("ratio to PCA", _num(final.get("pca_ratio"), 4)),
+        ]
+    elif cmp["available"]:  # a loss other than MSE: the report's own MSE comparison
+        pca = [
+            (f"PCA val MSE ({k} comp.)", _num(cmp["pca_mse"])),
+            ("model's val MSE / PCA's", _num(cmp["ratio"], 4)),
+        ]
+    else:
+        pca = [(f"PCA val loss ({k} comp.)", "n/a"), ("ratio to PCA", "n/a")]
     return [
         ("evaluations", str(len(view.rows))),
         ("trainings", str(len(view.trained))),
-        ("best search fitness", _num(best.fitness if best else None)),
-        (
-            f"retrained val loss ({final.get('epochs', s.get('final_epochs'))} ep.)",
-            _num(final.get("val_loss")),
-        ),
-        (
-            f"PCA val loss ({s.get('code_size')} comp.)",
-            "n/a" if no_pca else _num(final.get("pca_val_loss")),
-        ),
-        ("ratio to PCA", "n/a" if no_pca else _num(final.get("pca_ratio"), 4)),
+        ("best candidate", best.search_text()),
+        ("retrained val loss", best.final_text()),
+        *pca,
         ("retrained test loss", _num(final.get("test_loss"))),
         *((k, str(v)) for k, v in summary_rows(final.get("vae"))),  # a VAE: collapse, NLL
         ("parameters", _num(final.get("params"))),
@@ -395,10 +601,11 @@ def _cards(view: RunView, final: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def _candidate_row(i: int, r: Any) -> list[str]:
+def _candidate_row(i: int, r: Any, returned: int | None) -> list[str]:
+    """One row of the best-candidates table; the returned model's candidate is starred."""
     return [
         str(i + 1),
-        str(r.id),
+        f"{r.id} \u2605" if r.id == returned else str(r.id),
         str(r.generation),
         _num(r.fitness),
         _num(r.train_loss),
@@ -430,6 +637,52 @@ def _pca_context(cmp: dict[str, Any]) -> dict[str, Any]:
         "n_train": cmp["n_train"],
         "explained": f"{cmp['explained_variance']:.1%}",
     }
+
+
+#: The sections of ``settings.json`` in the order the report shows them.
+SETTING_SECTIONS = ("data", "space", "strategy", "training", "fidelity", "execution")
+
+
+def default_settings(strategy: str) -> dict[str, dict[str, Any]]:
+    """Every setting's default by section (the strategy's options under ``strategy``)."""
+    out = SearchSettings().to_dict()
+    options: dict[str, Any] = {}
+    if strategy in STRATEGIES:
+        options = dataclasses.asdict(make_options(strategy, {}))
+    out["strategy"] = {"name": None, **options}  # the name itself is always shown
+    return out
+
+
+def settings_sections(stored: dict[str, Any]) -> list[dict[str, Any]]:
+    """``settings.json`` by section: the values set (not their defaults) shown, the
+    defaults listed apart (folded away on the page). Flat settings (evoae 0.1): one
+    section."""
+    if not isinstance(stored.get("data"), dict):
+        return [_section("settings", stored, {})]
+    strat = stored.get("strategy") if isinstance(stored.get("strategy"), dict) else {}
+    name = str(strat.get("name", ""))
+    try:
+        defaults = default_settings(name)
+    except EvoaeError:
+        defaults = {}
+    out = []
+    for section in SETTING_SECTIONS:
+        values = stored.get(section)
+        if section == "strategy":
+            opts = strat.get("options") if isinstance(strat.get("options"), dict) else {}
+            values = {"name": name, **opts}
+        if isinstance(values, dict):
+            out.append(_section(section, values, defaults.get(section) or {}))
+    out.append(_section("run", {"seed": stored.get("seed", 0)}, {"seed": 0}))
+    return out
+
+
+def _section(title: str, values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    changed, default = [], []
+    for k, v in values.items():
+        row = [k, json.dumps(v)]
+        (default if k in defaults and defaults[k] == v else changed).append(row)
+    return {"title": title, "changed": changed, "defaults": default}
 
 
 def _training(spec: dict[str, Any]) -> str:

@@ -29,12 +29,15 @@ class PlotReporter(Reporter):
             originals = splits.val.x[:n]
             # The posterior mean for VAEs: the plot shows what the model encodes.
             recons = model.reconstruct(torch.as_tensor(originals)).numpy()
+        # The epochs the kept model actually trained (a plateau or time budget can stop
+        # the final training before final_epochs; a step floor can raise it).
+        epochs = result.final.get("epochs") or 0
         plot_reconstructions(
             originals,
             recons,
             plots / "reconstructions.png",
             image_shape=splits.val.image_shape,
-            title=f"best model after {s.training.final_epochs} epochs",
+            title=f"best model after {epochs} epoch{'' if epochs == 1 else 's'} of final training",
         )
         for extra in family_of(result.best_spec).plots:
             extra(model, splits, plots)

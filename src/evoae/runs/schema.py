@@ -364,6 +364,7 @@ CHECKPOINT = record(
         "history": list_of(_HISTORY_ROW),
         "trainings": integer(0, 2**62),
     },
+    {"batches": integer(0, 2**62), "seconds": number(0, 1e10)},
     extra=anything(8),
 )
 
@@ -444,6 +445,9 @@ _VAE = record(
         "nll_samples": integer(0, 2**31),
         "test_nll": number(null=True),
         "test_neg_elbo": number(null=True),
+        # KL from the prior per latent dimension on the validation split (nats).
+        "kl_per_dim": list_of(number(0.0), max_len=4096),
+        "kl_threshold": number(0.0),
     },
     extra=anything(2),
     null=True,
@@ -502,6 +506,8 @@ SUMMARY = record(
         "best_genome": mapping(anything(6), max_len=4096, null=True),
         "best_spec": mapping(anything(4), max_len=64, null=True),
         "best_fitness": number(null=True, inf=True),
+        # The journal id of the returned model's candidate (summaries before it lack it).
+        "best_evaluation": integer(0, 2**62, null=True),
         "final": _FINAL,
         "n_evaluations": integer(0, 2**62),
         "n_trainings": integer(0, 2**62),

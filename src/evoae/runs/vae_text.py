@@ -42,3 +42,14 @@ def summary_rows(vae: Any) -> list[tuple[str, str]]:
             f"{nll:.2f} nats ({how})" if nll is not None else "off (--nll-samples 0)",
         ),
     ]
+
+
+def collapse_text(vae: Any) -> str | None:
+    """A collapsed VAE (``final["vae"]["collapsed"]``) in one plain sentence; else None."""
+    if not isinstance(vae, dict) or not vae.get("collapsed"):
+        return None
+    return (
+        f"Posterior collapse: {vae.get('collapse_reason') or 'the code is unused'}, so the "
+        "decoder ignores the code and its samples and interpolations are (nearly) all the "
+        "same image."
+    )
