@@ -15,6 +15,9 @@ same-run ratio to the best manual setting; the journal of each run is compared w
 thread counts differ). Workloads:
 
 * ``quickstart``: ``evoae search`` (digits, code size 4, the published GA, 120 evaluations);
+* ``quickstart-aging``: the same with ``--strategy aging`` (its default batch of 2: auto
+  trains the two children of a batch on a process pool of 2, the manual settings one
+  after the other; the same journal);
 * ``seed``: the published protocol on 16x16 MNIST (K = 1, 120 evaluations, retrain 20);
 * ``concurrent``: the seed protocol with K concurrent tournaments (both cores busy), over
   several seeds, against K = 1's best.
@@ -82,7 +85,7 @@ def settings(cores: int) -> dict[str, tuple[list[str], dict[str, str]]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=str(SHARED))
-    p.add_argument("--workloads", default="quickstart,seed,concurrent")
+    p.add_argument("--workloads", default="quickstart,quickstart-aging,seed,concurrent")
     p.add_argument("--loads", default="quiet,busy")
     p.add_argument("--generations", type=int, default=100, help="tournaments of seed workloads")
     p.add_argument("--concurrent", type=int, default=2, help="K of the concurrent workload")
@@ -105,6 +108,7 @@ def main() -> None:
     mnist += ["--final-epochs", str(args.final_epochs)]
     workloads = {
         "quickstart": [],
+        "quickstart-aging": ["--strategy", "aging"],
         "seed": [*mnist, "--generations", str(args.generations)],
     }
     tmp = Path(tempfile.mkdtemp(prefix="evoae-cores-", dir="." if args.smoke else None))

@@ -38,7 +38,7 @@ from evoae.families import build_model
 from evoae.families.dense.kernel import DenseKernel, dense_kernel
 from evoae.settings import SearchSettings
 from evoae.training.optim import ADAM_EPS, make_optimizer
-from evoae.training.trainer import batch_order, epoch_runner
+from evoae.training.trainer import batch_order, epoch_runner, initial_state
 
 #: ../shared/data relative to the repository root (never an absolute path).
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -61,17 +61,19 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.process_time() - t
 
 
-def step_flops(widths: list[int], batch: int) -> int:
-    """FLOPs of one training step's GEMMs (see the module)."""
+def step_flops(widths: list[int], batch: int, residual: bool = False) -> int:
+    """FLOPs of one training step's GEMMs (see the module); a PCA-residual model's
+    linear path adds two products forward and three backward of ``input x code``."""
     pairs = list(zip(widths[:-1], widths[1:], strict=True))
     fwd = sum(2 * batch * i * o for i, o in pairs)
-    return 3 * fwd - 2 * batch * pairs[0][0] * pairs[0][1]
+    path = 5 * 2 * batch * widths[0] * min(widths) if residual else 0
+    return 3 * fwd - 2 * batch * pairs[0][0] * pairs[0][1] + path
 
 
 def gemms_only(kernel: DenseKernel, steps: int) -> Callable[[], None]:
     """The step's GEMMs on the kernel's own buffers and weights, ``steps`` times."""
-    xb, z, a, ga, gz = kernel._plan(kernel.batch)
-    layers = kernel.layers
+    xb, z, a, ga, gz, lin_out = kernel._plan(kernel.batch)
+    layers, path = kernel.layers, kernel.linear
 
     @torch.no_grad()
     def run() -> None:
@@ -80,6 +82,13 @@ def gemms_only(kernel: DenseKernel, steps: int) -> Callable[[], None]:
             for i, (lin, _) in enumerate(layers):
                 torch.addmm(lin.bias, prev, lin.weight.t(), out=z[i])
                 prev = a[i]
+            if path is not None:
+                code = a[path.code]
+                torch.addmm(path.enc_bias, xb, path.enc_weight.t(), out=lin_out[0])
+                torch.addmm(path.dec_bias, code, path.dec_weight.t(), out=lin_out[1])
+                torch.mm(gz[-1].t(), code, out=path.dec_weight.grad)
+                torch.mm(gz[-1], path.dec_weight, out=lin_out[2])
+                torch.mm(gz[path.code].t(), xb, out=path.enc_weight.grad)
             for i in range(len(layers) - 1, -1, -1):
                 lin = layers[i][0]
                 torch.mm(gz[i].t(), a[i - 1] if i else xb, out=lin.weight.grad)
@@ -93,7 +102,7 @@ def epoch_of(
     name: str, spec: dict, optimizer: str, batch: int, x: torch.Tensor, perm: torch.Tensor
 ) -> Callable[[], object]:
     """One training epoch of a fresh model by trainer ``name`` (see the module)."""
-    model = build_model(spec, 0)
+    model = build_model(spec, 0, init=initial_state(spec, x))
     if name == "autograd+fused" and optimizer != "sgd":
         cls = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
         opt = cls(model.parameters(), lr=1e-3, eps=ADAM_EPS, fused=True)
@@ -123,6 +132,12 @@ def main() -> int:
     p.add_argument("--rows", type=int, default=4096, help="rows per timed epoch")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--residual",
+        action="store_true",
+        help='a PCA-residual model ("init": "pca-residual": linear code and output, the '
+        "linear path beside the branches; the default for new runs)",
+    )
     p.add_argument("--smoke", action="store_true", help="digits, a tiny model, one rep")
     args = p.parse_args()
     if args.smoke:
@@ -145,10 +160,14 @@ def main() -> int:
         "lr": 1e-3,
         "batch_size": 32,
     }
+    if args.residual:
+        spec |= {"init": "pca-residual", "code_activation": "linear"}
+        spec["output_activation"] = "linear"
     peak = mm_peak()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); rows {tuple(x.shape)};"
-        f" model {'-'.join(map(str, widths))} {args.activation} {args.optimizer};"
+        f" model {'-'.join(map(str, widths))} {args.activation} {args.optimizer}"
+        f"{' pca-residual' if args.residual else ''};"
         f" torch.mm peak {peak:.1f} GFLOP/s"
     )
     print(
@@ -157,10 +176,10 @@ def main() -> int:
     )
     for batch in args.batch:
         steps = -(-x.shape[0] // batch)
-        flops = step_flops(widths, batch) * x.shape[0] / (steps * batch)
+        flops = step_flops(widths, batch, args.residual) * x.shape[0] / (steps * batch)
         perm = batch_order(x.shape[0], 1, 0)[0]
 
-        model = build_model(spec, 0)
+        model = build_model(spec, 0, init=initial_state(spec, x))
         kernel = dense_kernel(
             model, make_optimizer(args.optimizer, model.parameters(), 1e-3), batch
         )

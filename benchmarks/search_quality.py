@@ -55,6 +55,8 @@ STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
     "aging": ("aging", {}),
     "random": ("random", {}),
     "tpe": ("tpe", {}),
+    # tpe is multivariate TPE (Optuna 5's default); tpe-uni the independent TPE of Optuna 4.
+    "tpe-uni": ("tpe", {"multivariate": False}),
     "aging-wide": ("aging", {"space_options": {"max_ratio": 2.0}}),
     "tpe-wide": ("tpe", {"space_options": {"max_ratio": 2.0}}),
     # ASHA around a strategy (rungs of 1, 3 and 4 epochs, the best third promoted), with
@@ -93,6 +95,7 @@ def one_search(job: dict[str, Any]) -> dict[str, Any]:
         final_epochs=job["final_epochs"],
         strategy=strategy,
         seed=job["seed"],
+        limit=job.get("limit"),
         out=job["out"],
         overwrite=True,
         **_budget(strategy, job["evaluations"], job["population"]),
@@ -147,6 +150,12 @@ def main() -> int:
         "--population", type=int, default=20, help="microbial and aging population (S = P/4)"
     )
     p.add_argument("--final-epochs", type=int, default=20)
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="first N images (seed split: a third, at most 5,000, for validation); default 15,000",
+    )
     p.add_argument("--workers", type=int, default=2, help="searches run at once")
     p.add_argument("--out", default="out/search_quality")
     p.add_argument(
@@ -170,7 +179,11 @@ def main() -> int:
     from evoae.settings import SearchSettings
 
     n_train = {
-        ds: len(SearchSettings.of(dataset=ds, data_dir=args.data_dir).load_splits().train)
+        ds: len(
+            SearchSettings.of(dataset=ds, data_dir=args.data_dir, limit=args.limit)
+            .load_splits()
+            .train
+        )
         for ds in args.dataset
     }
     jobs = [
@@ -184,6 +197,7 @@ def main() -> int:
             "epochs": args.epochs,
             "final_epochs": args.final_epochs,
             "n_train": n_train[ds],
+            "limit": args.limit,
             "out": str(out / "runs" / f"{ds}-{label}-seed{seed}"),
         }
         for ds in args.dataset

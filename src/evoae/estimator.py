@@ -25,11 +25,14 @@ Data handling (documented promises):
   those weighted units. Constant features map to 0. Values outside the fitted
   range map outside ``[0, 1]``; they are not clipped. ``score`` and ``score_samples``
   always measure errors in the user's original units, like PCA's.
-* **Splits.** The search splits the rows 70/15/15 (train / validation / test) with
-  ``random_state``. With fewer than ``MIN_SPLIT_ROWS`` rows a held-out split would be
-  empty or a single row, so the rows are repeated until there are ``MIN_SPLIT_ROWS``:
-  every split then holds copies of all rows and fitness is a training error. This only
-  exists so tiny inputs (scikit-learn's conformance checks) fit; use real data sizes.
+* **Splits.** The search splits the rows 85/15 (train / validation) with
+  ``random_state``: the validation rows rank candidates and stop the final training;
+  there is no test split (hold out your own rows to measure the model, as with ``PCA``;
+  the earlier 70/15/15 split left 30% of the rows out of training). With fewer than
+  ``MIN_SPLIT_ROWS`` rows a held-out split would be empty or a single row, so the rows
+  are repeated until there are ``MIN_SPLIT_ROWS``: every split then holds copies of all
+  rows and fitness is a training error. This only exists so tiny inputs
+  (scikit-learn's conformance checks) fit; use real data sizes.
 * **Code size.** An undercomplete autoencoder needs ``code_size < n_features``; ``fit``
   raises a ``ValueError`` saying so otherwise (and for a single feature).
 * **Images.** Flattened images are just wide rows: the dense family reads them as is.
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -50,7 +54,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from evoae.data import Dataset
+from evoae.data import Dataset, Splits
 from evoae.data.preprocess import tabular_record
 from evoae.data.tabular import encode_labels
 from evoae.errors import EvoaeError
@@ -68,12 +72,17 @@ from evoae.settings import default
 
 #: The data name of the runs a fit makes: only those are replaced by a later fit.
 ESTIMATOR_DATA = "<EvolvedAutoencoder>"
-#: Fewer rows than this are repeated before the 70/15/15 split (see module docstring).
+#: The share of the rows that validates (the rest trains; see the module docstring).
+VAL_FRACTION = 0.15
+#: Fewer rows than this are repeated before the split (see module docstring).
 MIN_SPLIT_ROWS = 20
 #: Search spaces (dense presets) the estimator can use.
 SPACES = ("seed", "extended")
 #: Values of ``scale``: how features are weighed in the loss (see the module docstring).
 SCALES = (None, "standard", "minmax")
+#: Largest magnitude in ``X``: squared errors in original units must fit float64
+#: (``score`` of values near 1e154 and beyond would be ``-inf``).
+MAX_ABS_VALUE = 1e150
 
 #: Conformance checks of ``sklearn.utils.estimator_checks`` this estimator fails by
 #: nature, with the reason. scikit-learn >= 1.6 removed the ``_xfail_checks`` tag; pass
@@ -125,12 +134,15 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         (``max(epochs, ceil(min_steps / batches per epoch))``). An ``epochs`` set away
         from its default is what trains unless ``min_steps`` is set too.
     final_epochs : int, default=100
-        Most epochs to retrain the best architecture on the training split; it stops
-        earlier on a validation plateau (5 epochs without improvement, best weights
-        kept), and never before ``final_min_steps`` optimizer steps.
-    final_min_steps : int, default=2000
-        Optimizer steps the final training takes at least (more epochs on small data);
-        like ``min_steps``, off when ``final_epochs`` is set and it is not.
+        Most epochs to retrain each of the search's best three architectures on the
+        training split (the one validating best is kept). Each stops earlier on
+        convergence: on a validation plateau (at least 300 optimizer steps without a
+        better loss) its learning rate is halved, up to 5 times, and the next plateau
+        stops it; the best weights are kept.
+    final_min_steps : int, default=8000
+        Optimizer steps the final training may take at least: the epoch cap is raised to
+        them on small data; like ``min_steps``, off when ``final_epochs`` is set and it
+        is not.
     max_depth : int or None, default=None
         Hidden genes of the space (None: the preset's default).
     max_ratio : float or None, default=None
@@ -154,7 +166,8 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Where candidates are trained. The fitted model always lives on the CPU.
     n_jobs : int or None, default=None
         Candidates trained at once (worker processes, one torch thread each) when the
-        strategy asks for several at a time; None: every available core. Candidates
+        strategy asks for several at a time; None or -1: every available core, -2: all
+        but one (as in scikit-learn). Candidates
         trained in this process use one torch thread (fastest for small networks on a
         busy machine).
     verbose : int or bool, default=0
@@ -273,6 +286,11 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         X = validate_data(self, X, dtype=(np.float64, np.float32), ensure_min_samples=2)
         self._check_params(X.shape[1])
         self.data_min_, self.data_range_ = _scaling(X, self.scale)
+        if float(np.max(np.abs(X))) > MAX_ABS_VALUE:
+            raise EvoaeError(
+                f"X holds values beyond {MAX_ABS_VALUE:g} in magnitude: their squared "
+                "reconstruction errors overflow float64; rescale X"
+            )
         # The model file records this scaling: load_model(...).preprocess applies it.
         record = tabular_record(self.data_min_, self.data_range_)
         scaled = self._scale(X)
@@ -283,7 +301,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             labels = None if labels is None else np.tile(labels, reps)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         keep = self.run_dir is not None
-        data = Dataset(scaled, labels, ESTIMATOR_DATA, record)
+        data = _split(Dataset(scaled, labels, ESTIMATOR_DATA, record), seed)
         if keep:
             for _ in range(8):  # a parallel fit may take the folder between check and start
                 out = _fit_folder(Path(self.run_dir))
@@ -327,7 +345,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             **self._counts(),
             seed=seed,
             device=self.device,
-            workers=self.n_jobs,
+            workers=_workers(self.n_jobs),
         )
 
     def _counts(self) -> dict[str, Any]:
@@ -368,6 +386,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.n_evaluations_ = int(result.n_evaluations)
 
     def _check_params(self, n_features: int) -> None:
+        _workers(self.n_jobs)
         if self.scale is not None and not (isinstance(self.scale, str) and self.scale in SCALES):
             raise EvoaeError(
                 f"unknown scale {self.scale!r}: choose None (the user's units, like PCA), "
@@ -454,7 +473,14 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         with torch.no_grad():
             codes = self.model_.encode(self._tensor(self._scale(X)))
         recon = self._decode(codes.numpy().astype(X.dtype))
-        return np.mean((X.astype(np.float64) - recon) ** 2, axis=1)
+        with np.errstate(over="ignore"):
+            errors = np.mean((X.astype(np.float64) - recon) ** 2, axis=1)
+        if not np.all(np.isfinite(errors)):
+            raise EvoaeError(
+                "the reconstruction error of X overflows float64 (values far beyond the "
+                "data fit on): rescale X as the training data was"
+            )
+        return errors
 
     def score(self, X: Any, y: Any = None) -> float:
         """Negative mean reconstruction MSE of ``X`` in original units (higher is better)."""
@@ -479,6 +505,13 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         # Training is seeded from random_state alone: same seed, same model.
         tags.non_deterministic = False
         return tags
+
+
+def _split(ds: Dataset, seed: int) -> Splits:
+    """Training and validation rows of ``ds`` (:data:`VAL_FRACTION`), seeded; no test."""
+    n_val = max(1, round(len(ds) * VAL_FRACTION))
+    perm = np.random.default_rng(seed).permutation(len(ds))
+    return Splits(ds.subset(np.sort(perm[n_val:])), ds.subset(np.sort(perm[:n_val])), None)
 
 
 def _scaling(X: np.ndarray, scale: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -507,6 +540,20 @@ def _scaling(X: np.ndarray, scale: str | None) -> tuple[np.ndarray, np.ndarray]:
     widest = float(np.max(span / unit))
     rng = unit * (widest if widest > 0 else 1.0)
     return lo, np.where(rng >= MIN_DATA_RANGE, rng, 1.0)
+
+
+def _workers(n_jobs: Any) -> int | None:
+    """Worker processes for ``n_jobs`` as scikit-learn reads it: None or -1 every core,
+    -2 all but one, and so on; a positive count as given."""
+    if n_jobs is None:
+        return None
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer):
+        raise EvoaeError(f"n_jobs must be an integer or None, got {n_jobs!r}")
+    if n_jobs == 0:
+        raise EvoaeError("n_jobs=0 runs nothing: give None or -1 (every core) or a count")
+    if n_jobs < 0:
+        return max(1, (os.cpu_count() or 1) + 1 + int(n_jobs))
+    return int(n_jobs)
 
 
 def _fit_folder(run_dir: Path) -> Path:

@@ -35,7 +35,14 @@ from evoae.seeds import derive_seed
 from evoae.settings import SearchSettings
 from evoae.spaces import Space, spec_key
 from evoae.training import Result, train_candidate
-from evoae.training.budget import EPOCH_CAP, PLATEAU, TIME_CAP, epochs_for, steps_per_epoch
+from evoae.training.budget import (
+    EPOCH_CAP,
+    PLATEAU,
+    TIME_CAP,
+    epochs_for,
+    plateau_epochs,
+    steps_per_epoch,
+)
 from evoae.training.evaluator import as_tensor, resolve_device
 from evoae.training.pbt import pbt_train
 from evoae.training.threads import torch_threads
@@ -109,12 +116,16 @@ def retrain_best(
     phenotype_key: Callable[[dict[str, Any]], str],
     reporters: Sequence[Any] = (),
     deadline: float | None = None,
+    search_seconds: float | None = None,
 ) -> SearchResult:
-    """Retrain the journal's best candidate, compare it with PCA, test it and save it.
+    """Retrain the search's best candidates, keep the best on validation, compare it with
+    PCA, test it and save it.
 
-    The final training runs at most ``max(final_epochs, epochs for final_min_steps)``
-    epochs; with ``final_patience`` it stops on a validation plateau (never before
-    ``final_min_steps`` steps) and keeps the best weights. ``final["pca_val_loss"]`` is
+    The finalists (:func:`finalists`: the ``final_candidates`` best architectures) each
+    train at most ``max(final_epochs, epochs for final_min_steps)`` epochs; with
+    ``final_patience`` a validation plateau cuts the learning rate (``final_lr_cuts``
+    times) and then stops the training, and the best weights are kept.
+    ``final["candidates"]`` lists the finalists and which was kept. ``final["pca_val_loss"]`` is
     PCA's validation MSE at the same code size (fit on the training split) when the
     family's loss is that MSE; with ``pca_fallback``, a dense model worse than PCA is
     replaced by the PCA-initialised linear autoencoder (``final["fallback"] = "pca"``).
@@ -122,17 +133,19 @@ def retrain_best(
     never written as the run's model.
 
     With a ``deadline`` (:func:`time.perf_counter` time; the time budget) every final
-    training stops by it; when two are planned (the PCA seed and the best from scratch)
-    the first gets half the time left. ``final["stop"]`` says what ended the kept
-    model's training ("plateau": ``final["converged"]``; "epochs" or "time budget": a
-    cap), beside the epochs, optimizer steps and seconds it spent.
+    training stops by it; each finalist gets an equal share of the time left.
+    ``final["stop"]`` says what ended the kept model's training ("plateau":
+    ``final["converged"]``; "epochs" or "time budget": a cap), beside the epochs,
+    optimizer steps and seconds it spent.
     """
     best = _best_or_refuse(journal, n_evaluations, run_dir)
     device = resolve_device(s.execution.device)
     train, val = as_split(splits.train, device), as_split(splits.val, device)
-    spent = search_spent(s, journal, len(splits.train.x), time.perf_counter() - t0)
+    if search_seconds is None:
+        search_seconds = time.perf_counter() - t0
+    spent = search_spent(s, journal, len(splits.train.x), search_seconds)
     ctx = _Final(s, space, objective, phenotype_key, train, val, run_dir, deadline)
-    pick = _retrain(ctx, journal, best, reporters)
+    pick, candidates = _retrain(ctx, journal, best, reporters)
     family = get_family(pick.spec["family"])
     pca_loss = _pca_loss(splits, s.space.code_size) if family.loss_label == "MSE" else None
     pick, fallback = _pca_if_worse(ctx, journal, pick, pca_loss)
@@ -141,6 +154,7 @@ def retrain_best(
         pick.row.id if pick.row.spec == pick.spec else -1, pick.trained.result.curve
     )
     final = _final_figures(s, pick, splits, objective, device, pca_loss, family.loss_label)
+    final["candidates"] = candidates
     final.update(fallback)
     model = pick.trained.model.cpu().eval()
     genome_json = _jsonable(space.to_json(pick.genome))
@@ -221,34 +235,71 @@ def _best_or_refuse(journal: Journal, n_evaluations: int, run_dir: Path) -> Any:
     return best
 
 
-def _retrain(ctx: _Final, journal: Journal, best: Any, reporters: Sequence[Any]) -> _Pick:
-    """The best row's final training; when it is the PCA seed, also the best other
-    candidate (from scratch, or PCA-residual: initialised from PCA again by its final
-    training), validation deciding: the PCA seed starts where others must train to, so
-    on a short candidate budget its fitness is not comparable with theirs."""
-    genome = ctx.space.from_json(best.genome)
-    spec = ctx.space.decode(genome)
-    scratch = _best_not_pca(journal) if spec.get("init") == "pca" else None
-    share = _share(ctx.deadline, 2 if scratch is not None else 1)
-    trained = Trained(*_final_training(ctx.s, spec, ctx.train, ctx.val, ctx.objective,
-                                       ctx.phenotype_key, reporters, run_dir=ctx.run_dir,
-                                       deadline=share))  # fmt: skip
-    if trained.result.status != "ok":  # never save NaN weights as the run's model
-        raise EvoaeError(
-            f"retraining the best candidate (evaluation {best.id}) for "
-            f"{trained.result.epochs} epochs failed ({trained.result.error}); the search is "
-            "saved: resume with fewer --final-epochs"
-        )
-    pick = _Pick(best, genome, spec, trained)
-    if scratch is not None:
-        g2 = ctx.space.from_json(scratch.genome)
-        spec2 = ctx.space.decode(g2)
-        other = Trained(*_final_training(ctx.s, spec2, ctx.train, ctx.val, ctx.objective,
-                                         ctx.phenotype_key, run_dir=ctx.run_dir,
-                                         deadline=ctx.deadline))  # fmt: skip
-        if other.result.status == "ok" and other.result.fitness < trained.result.fitness:
-            pick = _Pick(scratch, g2, spec2, other)
-    return pick
+def _retrain(
+    ctx: _Final, journal: Journal, best: Any, reporters: Sequence[Any]
+) -> tuple[_Pick, list[dict[str, Any]]]:
+    """The final training of the finalists (:func:`finalists`), each from scratch with the
+    final schedule, validation deciding which is kept; and a summary row for each.
+
+    Low-fidelity fitness ranks candidates after a few hundred steps, so the search's best
+    is not always the best trained to convergence. The time left to a deadline is shared
+    equally by the finalists not yet trained. With PBT (``final_pbt``, itself N trainings)
+    only the search's best is a finalist. The search's best failing (a NaN) is an
+    error, never a model; another finalist failing only drops it."""
+    t = ctx.s.training
+    rows = finalists(journal, best, 1 if t.final_pbt >= 2 else t.final_candidates)
+    pick: _Pick | None = None
+    report: list[dict[str, Any]] = []
+    for i, row in enumerate(rows):
+        genome = ctx.space.from_json(row.genome)
+        spec = ctx.space.decode(genome)
+        trained = Trained(
+            *_final_training(
+                ctx.s, spec, ctx.train, ctx.val, ctx.objective, ctx.phenotype_key,
+                reporters if i == 0 else (), run_dir=ctx.run_dir,
+                deadline=_share(ctx.deadline, len(rows) - i),
+            )
+        )  # fmt: skip
+        r = trained.result
+        if i == 0 and r.status != "ok":  # never save NaN weights as the run's model
+            raise EvoaeError(
+                f"retraining the best candidate (evaluation {row.id}) for {r.epochs} epochs "
+                f"failed ({r.error}); the search is saved: resume with fewer --final-epochs"
+            )
+        report.append({
+            "evaluation": row.id, "search_fitness": row.fitness, "architecture": describe(spec),
+            "val_loss": r.val_loss if r.status == "ok" else None,
+            "fitness": r.fitness if math.isfinite(r.fitness) else None,
+            "epochs": r.epochs, "stop": r.stop, "status": r.status,
+        })  # fmt: skip
+        if r.status == "ok" and (pick is None or r.fitness < pick.trained.result.fitness):
+            pick = _Pick(row, genome, spec, trained)
+    assert pick is not None  # the first finalist succeeded or raised
+    for entry in report:
+        entry["kept"] = entry["evaluation"] == pick.row.id
+    return pick, report
+
+
+def finalists(journal: Journal, best: Any, n: int) -> list[Any]:
+    """The rows the final stage trains: ``best`` and the next best successful rows of
+    other architectures, ``n`` in all; when ``best`` is the PCA seed, also the best row
+    that is not (the seed starts at PCA's optimum, where others must train to, so on a
+    short candidate budget its fitness is not comparable with theirs). Rows of
+    multi-fidelity runs compete at ``best``'s rung only."""
+    rung = best.terms.get("rung") or 0.0
+    ok = [r for r in journal.rows() if r.status == "ok" and (r.terms.get("rung") or 0.0) == rung]
+    out, seen = [best], {spec_key(best.spec)}
+    for r in sorted(ok, key=lambda r: (r.fitness, r.id)):
+        if len(out) >= n:
+            break
+        if spec_key(r.spec) not in seen:
+            out.append(r)
+            seen.add(spec_key(r.spec))
+    if all(r.spec.get("init") == "pca" for r in out):
+        other = _best_not_pca(journal)
+        if other is not None:
+            out.append(other)
+    return out
 
 
 def _pca_if_worse(
@@ -343,7 +394,8 @@ def search_spent(
 ) -> dict[str, Any]:
     """What the search spent: evaluations, trainings, their epochs and optimizer steps
     (as planned: a diverging candidate stops early; None with ASHA, whose promotions
-    continue saved trainings), and ``seconds`` of this session before the final stage."""
+    continue saved trainings), and the search's ``seconds`` before the final stage
+    (every session of a resumed run)."""
     t = s.training
     rows = list(journal.rows())
     trained = [r for r in rows if not r.cached]
@@ -454,11 +506,14 @@ def _final_training(
                 epochs=epochs,
                 seed=seed,
                 objective=objective,
-                patience=t.final_patience,
+                patience=plateau_epochs(
+                    t.final_patience, t.final_lr_cuts, len(train.x), int(spec["batch_size"])
+                ),
                 min_steps=t.final_min_steps,
                 on_epoch=on_epoch if reporters else None,
                 deadline=deadline,
                 trainer=t.trainer,
+                lr_cuts=t.final_lr_cuts,
             )
         )
 

@@ -245,9 +245,10 @@ class TrainingSettings:
         grows=False,
     )
     final_min_steps: int = opt(
-        2000,
-        "optimizer steps the final training takes at least (0 unless set when "
-        "--final-epochs is given)",
+        8000,
+        "optimizer steps the final training may take at least: its epoch cap is raised to "
+        "them, and with --final-lr-cuts 0 it never stops on a plateau before them (0 unless "
+        "set when --final-epochs is given)",
         low=0,
         high=10_000_000,
         resumable=True,
@@ -259,6 +260,25 @@ class TrainingSettings:
         "keeping the best weights (0: train every epoch, keep the last weights)",
         low=0,
         high=MAX_EPOCHS,
+        resumable=True,
+        legacy=0,
+    )
+    final_candidates: int = opt(
+        3,
+        "architectures the final stage trains (the search's best distinct ones); the one "
+        "with the best validation loss is kept (1 with --final-pbt)",
+        low=1,
+        high=100,
+        resumable=True,
+        legacy=1,
+    )
+    final_lr_cuts: int = opt(
+        5,
+        "halve the final training's learning rate on a validation plateau up to this many "
+        "times before stopping (its plateau then lasts at least 300 optimizer steps; 0: stop "
+        "on the first plateau of --final-patience epochs)",
+        low=0,
+        high=100,
         resumable=True,
         legacy=0,
     )
@@ -554,7 +574,7 @@ class SearchSettings:
         }
         return cls(
             **kwargs,
-            strategy=StrategySettings(strategy, strat),
+            strategy=StrategySettings(strategy, _changed_defaults(strategy, strat, legacy=False)),
             seed=seed,
         )
 
@@ -583,7 +603,10 @@ class SearchSettings:
                     name: build(c, with_legacy(c, _known(c, data.get(name) or {})), name)
                     for name, c in SECTIONS.items()
                 },
-                strategy=StrategySettings(strat["name"], dict(strat.get("options") or {})),
+                strategy=StrategySettings(
+                    strat["name"],
+                    _changed_defaults(strat["name"], dict(strat.get("options") or {}), legacy=True),
+                ),
                 seed=data.get("seed", 0),
             )
             out.validate()
@@ -606,6 +629,19 @@ def _options_class(strategy: str) -> type:
     if strategy in evolution.STRATEGIES:
         return evolution.STRATEGIES[strategy].Options
     return evolution.NoOptions
+
+
+def _changed_defaults(strategy: str, given: dict[str, Any], *, legacy: bool) -> dict[str, Any]:
+    """``given`` plus every option whose default changed since runs were stored (it
+    declares a ``legacy`` value that differs) that ``given`` lacks: its default for a new
+    run (stored explicitly, so it never reads back as an older run's), its ``legacy``
+    value for stored settings (``legacy=True``)."""
+    out = dict(given)
+    for f in options_of(_options_class(strategy)):
+        old = f.metadata.get("legacy", dataclasses.MISSING)
+        if f.name not in out and old is not dataclasses.MISSING and old != default_of(f):
+            out[f.name] = old if legacy else default_of(f)
+    return out
 
 
 def _has_option(cls: type, name: str) -> bool:

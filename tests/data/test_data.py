@@ -597,3 +597,14 @@ def test_dataset_basics() -> None:
     assert len(ds.subset(slice(1, 3))) == 2
     one_line_error(lambda: Dataset(np.zeros((4, 3)), np.zeros(3), "t"), "labels")
     one_line_error(lambda: Dataset(np.zeros(4), None, "t"), "shape")
+
+
+def test_digits_read_without_scikit_learn_equal_load_digits() -> None:
+    from sklearn.datasets import load_digits
+
+    from evoae.data.sources import _digits_arrays
+
+    images, target = _digits_arrays()
+    bunch = load_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(target, bunch.target)

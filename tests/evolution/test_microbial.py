@@ -129,9 +129,16 @@ def test_b_is_drawn_from_the_deme_after_a_with_wrap_around():
 
 
 def test_deme_larger_than_population_never_pairs_an_individual_with_itself():
-    ga = started(4, deme=10, reevaluate=True, mutation=1.0, seed=2)
+    # The default deme (5) is capped quietly for 4 members.
+    ga = started(4, deme=5, reevaluate=True, mutation=1.0, seed=2)
     pairs = parent_pairs(ga, 300, np.random.default_rng(1))
     assert {offset(a, b, 4) for a, b in pairs} == {1, 2, 3}
+
+
+def test_a_deme_the_population_cannot_hold_is_refused():
+    from conftest import one_line_error
+
+    one_line_error(lambda: started(4, deme=10, seed=2), "--deme at most 3")
 
 
 @pytest.mark.parametrize(("n", "k", "d"), [(20, 4, 5), (10, 5, 5), (4, 2, 1), (12, 6, 6)])

@@ -56,7 +56,8 @@ def _drive(strategy, steps: int) -> list:
 
 def test_aging_evolution_retires_the_oldest_however_fit():
     space = DenseSpace(64, 4)
-    s = make_strategy("aging", space, {"population": 4, "sample": 2, "evaluations": 20}, seed=1)
+    opts = {"population": 4, "sample": 2, "evaluations": 20, "batch": 1}
+    s = make_strategy("aging", space, opts, seed=1)
     init = s.ask()
     assert len(init) == 1  # batch 1: the initial population a candidate at a time
     s.tell(init, [0.0])  # the oldest member is the fittest possible
@@ -126,6 +127,26 @@ def test_tpe_state_round_trip_asks_exactly_what_an_unbroken_run_asks():
     c.load_state_dict(state)
     assert first + _drive(c, 4) == unbroken
     assert c.done and len({g for batch in unbroken for g in batch}) == 16
+
+
+def test_multivariate_tpe_is_the_default_and_independent_tpe_an_option():
+    pytest.importorskip("optuna")
+    space = dense_preset("extended", 64, 4)
+    opts = {"evaluations": 30, "batch": 2}
+    mv = make_strategy("tpe", space, opts, seed=7)
+    assert mv._sampler_kwargs() == {"multivariate": True}
+    uni = make_strategy("tpe", space, {**opts, "multivariate": False}, seed=7)
+    assert uni._sampler_kwargs() == {"multivariate": False}
+    a, b = _drive(mv, 15), _drive(uni, 15)
+    assert a[:5] == b[:5]  # the startup trials are random either way
+    assert a[-3:] != b[-3:]  # past them the samplers differ
+    c = make_strategy("tpe", space, {**opts, "multivariate": False}, seed=7)
+    first = _drive(c, 7)
+    d = make_strategy("tpe", space, {**opts, "multivariate": False}, seed=7)
+    d.load_state_dict(json.loads(json.dumps(c.state_dict())))
+    assert first + _drive(d, 8) == b  # exact resume
+    with pytest.raises(EvoaeError, match="TPESampler"):
+        make_strategy("tpe", space, {"optuna_sampler": "RandomSampler", "multivariate": False})
 
 
 @pytest.mark.parametrize("sampler", ["RandomSampler", "NSGAIISampler", "QMCSampler"])

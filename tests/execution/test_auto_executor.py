@@ -26,3 +26,45 @@ def test_auto_executor_uses_every_core_only_for_batches(tmp_path):
     r = evoae.search("digits", out=tmp_path / "a", concurrent=2, **TINY_SEARCH)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["executor"] == r.executor and r.executor.startswith("process pool")
+
+
+def test_aging_asks_two_children_at_once_by_default_and_auto_trains_them_on_a_pool(tmp_path):
+    """Aging evolution's default batch of 2 is its parallelism, so ``auto`` trains a
+    batch on a process pool of 2; the journal is the one an inline run writes (seeds
+    never depend on the worker or the completion order)."""
+    from evoae.evolution import make_strategy
+    from evoae.families.dense.space import DenseSpace
+    from evoae.runs.journal import Journal
+
+    space = DenseSpace(64, 4)
+    assert make_strategy("aging", space).parallelism == 2
+    assert make_strategy("aging", space, {"batch": 1}).parallelism == 1
+    assert make_strategy("nsga2", space, {"batch": 3}).parallelism == 3
+    assert make_strategy("microbial", space).parallelism == 1  # the published GA: inline
+    aging = dict(strategy="aging", evaluations=8, population=4, sample=2, seed=2)
+    small = {k: v for k, v in TINY_SEARCH.items() if k not in ("population", "generations")}
+    pool = evoae.search("digits", out=tmp_path / "auto", limit=300, **aging, **small)
+    inline = evoae.search(
+        "digits", out=tmp_path / "inline", limit=300, executor="inline", **aging, **small
+    )
+    assert inline.executor.startswith("inline")
+    if available_cores() > 1:
+        assert pool.executor.startswith("process pool: 2 workers")
+    rows = [
+        [(r.genome, r.fitness, r.seed) for r in Journal(d / "journal.sqlite", readonly=True).rows()]
+        for d in (tmp_path / "auto", tmp_path / "inline")
+    ]
+    assert rows[0] == rows[1] and len(rows[0]) == 8
+
+
+def test_a_stored_aging_run_without_a_batch_reads_as_the_sequential_algorithm():
+    """Runs stored before the default became 2 lack the option (defaults were not
+    stored) and resume with 1; new runs store their 2."""
+    from evoae.settings import SearchSettings
+
+    new = SearchSettings.of(strategy="aging").to_dict()
+    assert new["strategy"]["options"]["batch"] == 2
+    assert SearchSettings.from_dict(new).strategy.options["batch"] == 2
+    new["strategy"]["options"] = {}
+    assert SearchSettings.from_dict(new).strategy.options["batch"] == 1
+    assert SearchSettings.of().to_dict()["strategy"]["options"] == {}  # microbial: unchanged

@@ -21,7 +21,7 @@ from evoae.spaces.base import OPTIMIZERS
 from evoae.training.optim import make_optimizer
 from evoae.training.pbt import pbt_train
 from evoae.training.rungs import train_rung
-from evoae.training.trainer import fit, train_candidate
+from evoae.training.trainer import fit, initial_state, train_candidate
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
@@ -220,13 +220,83 @@ def test_kernel_benchmark_smoke_runs():
     }
 
 
-def test_a_pca_residual_model_trains_with_autograd():
-    """The kernel covers plain dense stacks only: a PCA-residual model (its linear path
-    beside the branches) gets None, so autograd trains every one of its parameters."""
-    from evoae.models.pca import pca_basis
+def _residual_spec(act: str, optimizer: str, hidden: int = 2) -> dict:
+    lr = 0.05 if optimizer == "sgd" else 0.003
+    return dense_spec(
+        hidden=[[32, act], [16, act]][:hidden],
+        init="pca-residual",
+        code_activation="linear",
+        output_activation="linear",
+        optimizer=optimizer,
+        lr=lr,
+    )
 
-    spec = dense_spec(init="pca-residual", code_activation="linear", output_activation="linear")
-    x = torch.rand(64, 64)
-    model = build_model(spec, 0, init=pca_basis(x, 4))
+
+def _train_residual(spec: dict, x: torch.Tensor, trainer: str, epochs: int = EPOCHS):
+    model = build_model(spec, 7, init=initial_state(spec, x))
+    losses = fit(
+        model,
+        x,
+        epochs=epochs,
+        batch_size=int(spec["batch_size"]),
+        optimizer=spec["optimizer"],
+        lr=float(spec["lr"]),
+        seed=11,
+        trainer=trainer,
+    )
+    return losses, model
+
+
+@pytest.mark.parametrize(
+    ("act", "optimizer", "hidden"),
+    [(act, "adam", 2) for act in ACTIVATION_NAMES]
+    + [("relu", opt, 2) for opt in OPTIMIZERS if opt != "adam"]
+    + [("tanh", "adam", 1), ("linear", "sgd", 0)],
+)
+def test_kernel_matches_autograd_on_pca_residual_specs(digits, act, optimizer, hidden):
+    """The linear path (code = P^T (x - mu) + e(x), output = mu + P z + d(z)) in the
+    kernel: the same loss curve and weights (the path's included) as autograd."""
+    x, _ = digits
+    spec = _residual_spec(act, optimizer, hidden)
+    probe = build_model(spec, 7)
+    assert probe.residual
+    opt = make_optimizer(optimizer, probe.parameters(), 0.01)
+    assert training_kernel(probe, opt, 32) is not None  # the kernel, not a fallback, runs
+    ref, ref_model = _train_residual(spec, x, "autograd")
+    got, model = _train_residual(spec, x, "kernel")
+    assert len(got) == len(ref) == EPOCHS
+    assert all(math.isfinite(v) for v in got)
+    # The models learn, so equal curves say something (without hidden layers the model
+    # starts at PCA, the linear optimum: SGD only moves it around).
+    assert ref[-1] < ref[0] or not hidden
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(ref), rtol=RTOL, atol=0)
+    ref_state = ref_model.state_dict()
+    assert list(model.state_dict()) == list(ref_state)
+    assert {"lin_encoder_weight", "lin_decoder_bias"} <= set(ref_state)
+    for name, a in model.state_dict().items():
+        torch.testing.assert_close(a, ref_state[name], rtol=1e-3, atol=1e-5, msg=name)
+    # The linear path moved away from PCA's start: the kernel trains it too.
+    start = build_model(spec, 7, init=initial_state(spec, x)).state_dict()
+    assert not torch.equal(model.state_dict()["lin_decoder_weight"], start["lin_decoder_weight"])
+
+
+def test_pca_residual_sgd_kernel_weights_equal_autograd(digits):
+    """SGD through the linear path: the same formulas, so the same weights to rounding
+    (the code and output sums are the model's own additions, in its order)."""
+    x, _ = digits
+    spec = _residual_spec("tanh", "sgd")
+    ref, a = _train_residual(spec, x, "autograd")
+    got, b = _train_residual(spec, x, "kernel")
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(ref), rtol=1e-6, atol=0)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+
+
+def test_a_residual_model_with_an_extra_parameter_falls_back_to_autograd(digits):
+    """A parameter outside the layers and the linear path: the kernel would not train
+    it, so it declines."""
+    spec = _residual_spec("relu", "adam")
+    model = build_model(spec, 0)
+    model.extra = torch.nn.Parameter(torch.zeros(3))
     opt = make_optimizer("adam", model.parameters(), 1e-3)
     assert training_kernel(model, opt, 32) is None

@@ -145,7 +145,7 @@ def test_final_epochs_on_resume_finish_and_on_finish_trains_exactly_that(tmp_pat
     assert main(["search", "--resume", str(run), "--finish", "-q"]) == 0
     assert _summary(run)["final"]["epochs"] == 3
 
-    argv = ["finish", str(other), "--final-epochs", "3", "--final-time-budget", "3600"]
+    argv = ["finish", str(other), "--again", "--final-epochs", "3", "--final-time-budget", "3600"]
     assert main(argv) == 0
     final = _summary(other)["final"]
     assert final["epochs"] == 3 and final["max_epochs"] == 3 and final["stop"] == "epochs"

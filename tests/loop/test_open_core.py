@@ -46,8 +46,10 @@ from make_golden_journal import journal_rows  # noqa: E402
 def test_journal_equals_the_one_recorded_before_the_open_core_change(tmp_path, case):
     recorded = GOLDEN[case]
     # Recorded with autograd, before the dense kernel (which agrees to float rounding),
-    # and before PCA-residual candidates (new runs' default since, off in evoae 0.1).
-    settings = {"trainer": "autograd", "residual": False, **recorded["settings"]}
+    # and before PCA-residual candidates (new runs' default since, off in evoae 0.1),
+    # and when the final stage trained one architecture without learning-rate cuts.
+    old = {"trainer": "autograd", "residual": False, "final_candidates": 1, "final_lr_cuts": 0}
+    settings = {**old, **recorded["settings"]}
     result = evoae.search("digits", out=tmp_path / case, **settings)
     _same_rows(journal_rows(str(tmp_path / case)), recorded["rows"])
     assert result.final["val_loss"] == pytest.approx(recorded["final_val"], rel=1e-4)

@@ -280,7 +280,9 @@ def test_runs_list_and_show(dense_run, vae_run, capsys):
     assert main(["runs", "show", str(vae_run), "--json", "--top", "1"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["model"] == "conv-vae" and len(shown["top"]) == 1
-    assert shown["top"][0]["fitness"] == pytest.approx(shown["best_fitness"])
+    # best_fitness is the returned model's candidate: one of the final stage's finalists,
+    # not always the journal's top row.
+    assert shown["top"][0]["fitness"] <= shown["best_fitness"] * (1 + 1e-9)
     assert main(["runs", "show", str(dense_run)]) == 0
     out = capsys.readouterr().out
     assert "best candidate" in out and f"{summary['best_fitness']:.5f}" in out

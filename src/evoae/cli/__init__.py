@@ -164,7 +164,9 @@ def _main(argv: list[str]) -> int:
     try:
         return int(args.func(args) or 0)
     except EvoaeError as e:
-        print(f"evoae: error: {e}", file=sys.stderr)
+        # A path that is not valid UTF-8 (surrogate escapes) is shown escaped, never a crash.
+        line = f"evoae: error: {e}".encode("utf-8", "backslashreplace").decode("utf-8")
+        print(line, file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, Terminated) else "interrupted"

@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from safetensors import SafetensorError
 
 from evoae.cli import add_command, positive_int
 from evoae.errors import EvoaeError
@@ -86,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
         )
     # Writing into the run (its export/ or front/): one writer at a time, as a search.
     with RunLock(args.run):
-        return _export_in_run(args)
+        try:
+            return _export_in_run(args)
+        except OSError as e:  # a read-only medium, a full disk
+            raise EvoaeError(
+                f"cannot write into {args.run} ({e.strerror or e}): export elsewhere with --out"
+            ) from None
 
 
 def _export_in_run(args: argparse.Namespace) -> int:
@@ -99,6 +105,10 @@ def _export_in_run(args: argparse.Namespace) -> int:
             claim(dest / rf.MODEL_DIR / name)  # a user's file there is refused up front
         if out is None:
             check_inside(args.run, dest / EXPORT_DIR / "export.json")
+            # A changed part is refused before the model is retrained or rewritten.
+            for part in ("export.json", "encoder", "decoder", "autoencoder"):
+                for path in (dest / EXPORT_DIR).glob(part if "." in part else f"{part}.*"):
+                    claim(path)
         source = retrain_row(args.run, row, dest)
         rf.add_to_manifest(args.run, rf.FRONT_DIR)  # evoae's: --overwrite may remove it
         out = out if out is not None else dest / EXPORT_DIR
@@ -113,9 +123,9 @@ def _export_in_run(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace, source: str | Path, out: str | None, *, inside: bool) -> int:
     try:
         written = export_run(source, fmt=args.fmt, part=args.part, out=out, opset=args.opset)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # safetensors reports I/O errors as its own
         raise EvoaeError(
-            f"cannot write the export ({e.strerror or e}): choose another --out"
+            f"cannot write the export ({getattr(e, 'strerror', None) or e}): choose another --out"
         ) from None
     if inside:  # RUN/export is evoae's: --overwrite may remove it
         rf.add_to_manifest(args.run, EXPORT_DIR)

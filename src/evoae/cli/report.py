@@ -26,5 +26,13 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from evoae.runs import folder as rf
+    from evoae.runs.lock import RunLock
+
+    if args.out is None and rf.is_run(args.run):
+        # Into the run (report.html and the manifest): one writer at a time, as a search.
+        with RunLock(args.run):
+            print(write_report(args.run, args.out))
+        return 0
     print(write_report(args.run, args.out))
     return 0

@@ -364,6 +364,26 @@ _STOPS = {
 }
 
 
+def finalists_text(candidates: Any) -> str:
+    """``"; kept evaluation N, the best on validation of K finalists (...)"``, or "" for
+    one finalist (or a summary from before the final stage trained several)."""
+    if not isinstance(candidates, list) or len(candidates) < 2:
+        return ""
+    rows = [c for c in candidates if isinstance(c, dict)]
+    kept = next((c for c in rows if c.get("kept") is True), None)
+    if kept is None:
+        return ""
+    losses = ", ".join(
+        f"#{c.get('evaluation')} {_f(_finite(c.get('val_loss')))} "
+        f"({c.get('stop') or c.get('status')})"
+        for c in rows
+    )
+    return (
+        f"; kept evaluation {kept.get('evaluation')}, the best on validation of "
+        f"{len(rows)} finalists (val loss: {losses})"
+    )
+
+
 def final_training_text(final: dict[str, Any]) -> str:
     """How the final model was trained (plain, or PBT with its figures), what it spent
     and whether it converged or hit a cap."""
@@ -380,7 +400,8 @@ def final_training_text(final: dict[str, Any]) -> str:
         text = f"plain, {epochs} epoch{'' if epochs == 1 else 's'}"
         text += f" (at most {cap})" if cap is not None else ""
         text = ", ".join([text, *spend])
-        return f"{text}: {stop}" if stop else text
+        text = f"{text}: {stop}" if stop else text
+        return text + finalists_text(final.get("candidates"))
     hp = pbt.get("hparams") if isinstance(pbt.get("hparams"), dict) else {}
     tuned = ", ".join(
         f"{k} {v:.3g}" if k != "batch_size" else f"batch {v:g}"

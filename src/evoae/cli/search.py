@@ -133,6 +133,11 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help="stop the final training after the epoch that ends past SECONDS [default: the run's]",
     )
+    f.add_argument(
+        "--again",
+        action="store_true",
+        help="retrain the best of a run that is already finished (replacing its model)",
+    )
     f.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary table")
     _add_trackers(f)
     f.set_defaults(func=run_finish)
@@ -303,9 +308,33 @@ def _field(section: str, name: str) -> Field[Any]:
     return next(f for f in options_of(SECTIONS[section]) if f.name == name)
 
 
+def refuse_finished(run: str) -> None:
+    """``finish`` ends an interrupted run: one whose summary already counts every
+    evaluation of its checkpoint is retrained only with ``--again``."""
+    from evoae.runs import folder as rf
+
+    summary, ckpt = Path(run) / rf.SUMMARY, Path(run) / rf.CHECKPOINT
+    if not (summary.is_file() and ckpt.is_file()):
+        return
+    try:
+        done = rf.read_json(summary, "summary").get("n_evaluations")
+        at = rf.read_json(ckpt, "checkpoint").get("next_id")
+    except EvoaeError:
+        return  # the resume itself names what is damaged
+    if done == at:
+        raise EvoaeError(
+            f"run {run} is already finished (its summary counts all {at} evaluations): "
+            "pass --again to retrain its best once more"
+        )
+
+
 def run_finish(args: argparse.Namespace) -> int:
     names = ("final_epochs", "final_pbt", "final_time_budget")
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if given.get("final_epochs") == 0:
+        raise EvoaeError("--final-epochs 0 would save an untrained model: give at least 1")
+    if not args.again:
+        refuse_finished(args.run)
     reporters = _reporters(args)
     result = search(None, out=args.run, resume=True, finish=True, reporters=reporters, **given)
     _report(result, args.quiet)

@@ -39,7 +39,8 @@ def load_splits(
     at 16x16 unless ``image_size`` says otherwise: 10,000 train, 5,000 validation; the
     official test set as test) and a seeded 70/15/15 split for everything else. In-memory
     ``data`` (a Dataset, an array or ``(X, y)``: :func:`evoae.data.arrays.as_dataset`) is
-    split 70/15/15 with ``seed``. ``columns`` and ``label_column`` pick a CSV file's columns.
+    split 70/15/15 with ``seed``; ready :class:`Splits` are used as given. ``columns``
+    and ``label_column`` pick a CSV file's columns.
     ``binarize="dynamic"`` draws the validation and test images once from Bernoulli
     distributions with the grey levels as probabilities (fixed seeds,
     :data:`BINARIZE_SEEDS`); the training images stay grey, to be drawn afresh by the
@@ -81,6 +82,8 @@ def _splits(
             raise EvoaeError(
                 "--columns and --label-column apply to CSV files, not to in-memory data"
             )
+        if isinstance(data, Splits):  # split by the caller (the estimator: no test split)
+            return data
         return random_split(as_dataset(data), val_fraction=0.15, test_fraction=0.15, seed=seed)
     mnist_like = dataset in MNIST_LIKE
     split = split if split != "auto" else ("seed" if mnist_like else "random")

@@ -7,6 +7,8 @@ Every loader returns a :class:`Dataset` whose ``x`` is C-contiguous float32 in
 from __future__ import annotations
 
 import csv
+import gzip
+import importlib.util
 import math
 import os
 import stat
@@ -188,14 +190,28 @@ def _finish(ds: Dataset, image_size: tuple[int, int] | None) -> Dataset:
 # --------------------------------------------------------------------------- builtin
 
 
-def _load_digits(limit: int | None) -> Dataset:
-    from sklearn.datasets import load_digits  # lazy: sklearn is slow to import
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits (1797 images 0..16, labels), read from its data
+    file without importing scikit-learn (a second of start-up the quick start would pay)."""
+    spec = importlib.util.find_spec("sklearn")
+    origin = Path(spec.origin).parent if spec is not None and spec.origin else None
+    path = origin / "datasets" / "data" / "digits.csv.gz" if origin else None
+    if path is not None and path.is_file() and path.stat().st_size < 2**20:
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.float64)
+        if table.shape == (1797, 65):
+            return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits  # the file moved: ask scikit-learn
 
     bunch = load_digits()
-    images = np.asarray(bunch.images)[:limit]
-    x = (images / 16.0).astype(np.float32)[:, None, :, :]
+    return np.asarray(bunch.images, dtype=np.float64), np.asarray(bunch.target)
+
+
+def _load_digits(limit: int | None) -> Dataset:
+    images, target = _digits_arrays()
+    x = (images[:limit] / 16.0).astype(np.float32)[:, None, :, :]
     record = image_record(x.shape[1:], 0.0, 16.0)
-    return Dataset(x, np.asarray(bunch.target)[:limit], "digits", record)
+    return Dataset(x, target[:limit], "digits", record)
 
 
 def _find_idx_folder(name: str, data_dir: Path, files: tuple[str, ...]) -> Path | None:
@@ -627,6 +643,8 @@ def load_dataset(
             f"the dataset name is empty: pass a built-in dataset ({', '.join(BUILTIN)}) or the "
             f"path of a {'/'.join(SUFFIXES)} file"
         )
+    if isinstance(source, str) and "\x00" in source:
+        raise EvoaeError(f"dataset {source!r} contains a NUL byte: pass a real file name")
     if (columns is not None or label_column is not None) and not source.lower().endswith(".csv"):
         raise EvoaeError(f"--columns and --label-column apply to CSV files only, not {source}")
     name = _builtin_name(source)

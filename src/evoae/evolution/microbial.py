@@ -93,6 +93,13 @@ class MicrobialGA(Strategy):
         self.n = int(population)
         self.generations = int(options.generations)
         self.deme = int(options.deme)
+        # The default (5) is capped quietly for small populations; a larger deme the user
+        # asked for would be silently cut to population - 1.
+        if self.deme > max(self.n - 1, MicrobialOptions.deme):
+            raise EvoaeError(
+                f"deme {self.deme} is larger than a population of {self.n} allows (b is drawn "
+                f"from the {self.n - 1} other members): give --deme at most {self.n - 1}"
+            )
         self.recombination = float(options.recombination)
         mutation = options.mutation
         self.mutation = 1.0 / space.n_genes if mutation is None else float(mutation)

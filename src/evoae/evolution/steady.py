@@ -37,6 +37,11 @@ class SteadyState(Strategy):
     def done(self) -> bool:
         return self.told >= self.options.evaluations
 
+    @property
+    def parallelism(self) -> int:
+        """A batch of offspring trains at once (the ``auto`` executor's pool size)."""
+        return int(self.options.batch)
+
     def progress(self) -> tuple[int, int]:
         return self.told, self.options.evaluations
 

@@ -60,6 +60,12 @@ class OptunaOptions:
         short="-e",
     )
     batch: int = option(1, "candidates asked for at once (for parallel executors)", low=1)
+    multivariate: bool = option(
+        True,
+        "TPESampler: model the genes jointly (multivariate TPE, Optuna 5's default); "
+        "--no-multivariate: one by one (independent TPE, Optuna 4's default)",
+        legacy=True,
+    )
 
 
 def _optuna() -> Any:
@@ -93,6 +99,10 @@ class OptunaSearch(Strategy):
                 f"unknown Optuna sampler {name!r}: choose from {', '.join(SAMPLERS)} "
                 "(samplers that take only a seed and handle every gene domain)"
             )
+        if not options.multivariate and name != "TPESampler":
+            raise EvoaeError(
+                f"--no-multivariate applies to the TPESampler, not {name}: leave it out"
+            )
         missing = [m for m in SAMPLERS[name] if importlib.util.find_spec(m) is None]
         try:
             with warnings.catch_warnings():
@@ -111,6 +121,13 @@ class OptunaSearch(Strategy):
         #: Told trials: {"params", "value" (None when failed), "system_attrs"}.
         self.trials: list[dict[str, Any]] = []
         self._pending: tuple[Any, list[Any]] | None = None
+
+    def _sampler_kwargs(self) -> dict[str, Any]:
+        """Options passed to the sampler besides its seed (explicit: Optuna 4 and 5
+        differ in TPE's default, and a run must sample the same on both)."""
+        if self.sampler_class.__name__ != "TPESampler":
+            return {}
+        return {"multivariate": bool(self.options.multivariate)}
 
     # ------------------------------------------------------------ genes <-> params
 
@@ -164,7 +181,7 @@ class OptunaSearch(Strategy):
         seed = int(np.random.SeedSequence([self.seed, len(self.trials)]).generate_state(1)[0])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # experimental-feature warnings of some samplers
-            sampler = self.sampler_class(seed=seed)
+            sampler = self.sampler_class(seed=seed, **self._sampler_kwargs())
             study = optuna.create_study(sampler=sampler, direction="minimize")
             for t in self.trials:
                 failed = t["value"] is None

@@ -60,7 +60,7 @@ def search(
     resume: bool = False,
     reporters: Sequence[Reporter] = (),
     evaluator: Evaluator | None = None,
-    data: Dataset | np.ndarray | tuple[Any, Any] | None = None,
+    data: Dataset | Splits | np.ndarray | tuple[Any, Any] | None = None,
     strategy: str | Strategy | None = None,
     objective: str | Objective | None = None,
     finish: bool = False,
@@ -96,7 +96,8 @@ def search(
     data
         In-memory data instead of loading ``dataset`` (which then only names it): a
         :class:`evoae.data.Dataset`, rows ``(N, F)`` (min-max scaled per column), images
-        ``(N, H, W)`` / ``(N, C, H, W)``, or ``(X, y)`` (see :mod:`evoae.data.arrays`).
+        ``(N, H, W)`` / ``(N, C, H, W)``, or ``(X, y)`` (see :mod:`evoae.data.arrays`), split
+        70/15/15 with the seed; or ready :class:`evoae.data.Splits`, used as given.
     strategy, objective
         A registered name (see :data:`evoae.evolution.STRATEGIES`,
         :data:`evoae.objectives.OBJECTIVES`) or a ready instance of any class.

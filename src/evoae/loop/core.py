@@ -10,6 +10,7 @@ phenotype cache are :mod:`evoae.loop.keys`'s; weight inheritance is
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,10 @@ class Loop:
         self.trainings = 0
         self.best = math.inf
         self.states_listed = False
+        #: Search seconds of earlier sessions (a resumed run's checkpoint), and when this
+        #: session's search began: ``search spent`` counts every session.
+        self.seconds_before = 0.0
+        self.session_start = time.perf_counter()
 
     @property
     def cache(self) -> dict[str, Row]:
@@ -74,6 +79,10 @@ class Loop:
             {k: math.inf if v is None else v for k, v in row.items()} for row in ckpt["history"]
         ]
         self.trainings = int(ckpt["trainings"])
+        before = ckpt.get("seconds")  # absent in checkpoints made before it was kept
+        ok = isinstance(before, int | float) and not isinstance(before, bool)
+        if ok and 0 <= before <= 1e10:  # a damaged count is dropped, not trusted
+            self.seconds_before = float(before)
         for row in self.journal.rows():
             if row.id < self.next_id:
                 self.best = min(self.best, row.fitness)
@@ -95,8 +104,13 @@ class Loop:
                 "batches": self.batches,
                 "history": strict_history(self.history),
                 "trainings": self.trainings,
+                "seconds": self.search_seconds(),
             },
         )
+
+    def search_seconds(self) -> float:
+        """Seconds the search has run, over every session of the run."""
+        return self.seconds_before + time.perf_counter() - self.session_start
 
     # ------------------------------------------------------------ one batch
 

@@ -92,6 +92,7 @@ def run(
             if resume:
                 check_rewritable(run_dir)
                 _restore(loop, run_dir)
+                _check_genomes(loop, space, run_dir)
             _record(loop, space, objective, run_dir, fingerprint, resume)
             stopped = _search(loop, evaluator, finish, t0)
             ex = s.execution
@@ -107,6 +108,7 @@ def run(
                 n_evaluations=loop.next_id,
                 n_trainings=loop.trainings,
                 t0=t0,
+                search_seconds=loop.search_seconds(),
                 phenotype_key=loop.keys.phenotype_key,
                 reporters=reporters,
                 deadline=final_deadline(
@@ -139,7 +141,8 @@ _REWRITTEN = (
 def check_rewritable(run_dir: Path) -> None:
     """Refuse a resume (before any evaluation or journal row) whose run folder holds a
     file evoae would rewrite but did not write, or a linked folder it writes into."""
-    for name in (rf.MODEL_DIR, rf.PLOTS_DIR):
+    sqlite = [rf.JOURNAL + suffix for suffix in ("", "-wal", "-shm")]
+    for name in (rf.MODEL_DIR, rf.PLOTS_DIR, *sqlite):
         if (run_dir / name).is_symlink():
             raise EvoaeError(
                 f"{run_dir / name} is a symbolic link, which evoae never writes through: "
@@ -147,6 +150,19 @@ def check_rewritable(run_dir: Path) -> None:
             )
     for name in _REWRITTEN:
         guard.claim(run_dir / name)
+
+
+def _check_genomes(loop: Loop, space: Space, run_dir: Path) -> None:
+    """Every journal genome belongs to the run's space, checked before the first write
+    (the final retraining decodes them)."""
+    for row in loop.journal.rows():
+        try:
+            space.decode(space.from_json(row.genome))
+        except (EvoaeError, TypeError, ValueError, KeyError, IndexError) as e:
+            raise EvoaeError(
+                f"journal row {row.id} of run {run_dir} is damaged (field genome: {e}); "
+                "restore the journal or start a new run"
+            ) from None
 
 
 def _restore(loop: Loop, run_dir: Path) -> None:

@@ -19,8 +19,9 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, record: bool = True) ->
     """
     path = Path(path)
     if record:
-        from evoae.runs.guard import claim
+        from evoae.runs.guard import claim, stamp
 
+        data = stamp(path, data)  # an image or page outside a run carries its own digest
         claim(path, data)  # refuses a file that is not evoae's, or a link on the way
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

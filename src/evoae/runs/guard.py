@@ -13,8 +13,10 @@ Rules, for any path evoae is about to replace or remove:
   the rename and the manifest update still leaves a file whose content is recorded.
 * Runs made before digests existed (a manifest without ``digests``) keep the older
   name-based rules, so they can still be resumed and overwritten.
-* Outside a run, :func:`check_new_file` refuses any existing file: evoae has no record
-  of having written it.
+* Outside a run there is no manifest: an image or HTML page evoae writes there carries
+  its own record (:func:`stamp`: the SHA-256 of the rest of the file, in a PNG text
+  chunk or a trailing comment), so :func:`check_new_file` replaces it again while it is
+  unchanged and refuses any other existing file.
 
 Every refusal is one :class:`~evoae.errors.EvoaeError` line naming the file and the fix.
 """
@@ -23,6 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import struct
+import zlib
 from pathlib import Path
 
 from evoae.errors import EvoaeError
@@ -37,6 +42,7 @@ __all__ = [
     "is_recorded",
     "record",
     "run_root",
+    "stamp",
 ]
 
 #: How far above a written file its run folder may be (``RUN/front/N/model/model.json``).
@@ -79,13 +85,13 @@ def check_inside(root: str | Path, path: str | Path) -> None:
         if cur.is_symlink():
             raise EvoaeError(
                 f"{cur} is a symbolic link, which evoae never writes through: remove the link "
-                "or choose another --out; nothing was written"
+                "or choose another destination; nothing was written"
             )
     real_root = os.path.realpath(root)
     if os.path.realpath(path) != os.path.join(real_root, *rel.parts):
         raise EvoaeError(
             f"{path} resolves outside {root}: remove the link on its way or choose another "
-            "--out; nothing was written"
+            "destination; nothing was written"
         )
 
 
@@ -126,7 +132,7 @@ def claim(path: str | Path, data: bytes | None = None) -> None:
         if path.is_symlink():
             raise EvoaeError(
                 f"{path} is a symbolic link, which evoae never writes through: remove it or "
-                "choose another --out; nothing was written"
+                "choose another destination; nothing was written"
             )
         return
     check_inside(root, path)
@@ -134,7 +140,7 @@ def claim(path: str | Path, data: bytes | None = None) -> None:
     if exists and not _regular(path):
         raise EvoaeError(
             f"{path} is not a regular file, so not one evoae wrote: move it away or choose "
-            "another --out; nothing was written"
+            "another destination; nothing was written"
         )
     digests = read_digests(root)
     rel = _rel(root, path)
@@ -171,24 +177,79 @@ def forget(root: str | Path, paths: list[Path]) -> None:
 def _refuse(path: Path) -> None:
     raise EvoaeError(
         f"{path} is not a file evoae writes (not recorded, or changed since evoae wrote "
-        "it): move it away or choose another --out; nothing was written"
+        "it): move it away or choose another destination; nothing was written"
     )
+
+
+#: Outputs that carry their own record outside a run (:func:`stamp`).
+STAMPED = (".png", ".html", ".htm", ".svg", ".pdf", ".jpg", ".jpeg")
+_KEY = b"evoae-sha256"
+_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_TRAILER = re.compile(rb"\n(?:<!-- |%)evoae-sha256:([0-9a-f]{64})(?: -->)?\n\Z")
+#: Largest file :func:`is_stamped` reads.
+_MAX_STAMPED = 1 << 30
+
+
+def stamp(path: str | Path, data: bytes) -> bytes:
+    """``data`` carrying its own SHA-256 when ``path`` is an image or page outside a run:
+    a ``tEXt`` chunk before a PNG's end, else a trailing comment (HTML/SVG ``<!-- -->``,
+    PDF ``%``; JPEG readers stop at the end-of-image marker before it)."""
+    path = Path(path)
+    if path.suffix.lower() not in STAMPED or run_root(path) is not None:
+        return data
+    hexdigest = hashlib.sha256(data).hexdigest().encode()
+    if path.suffix.lower() == ".png" and data.endswith(_IEND):
+        body = _KEY + b"\x00" + hexdigest
+        chunk = struct.pack(">I", len(body)) + b"tEXt" + body
+        chunk += struct.pack(">I", zlib.crc32(b"tEXt" + body))
+        return data[: -len(_IEND)] + chunk + _IEND
+    if path.suffix.lower() in (".html", ".htm", ".svg"):
+        return data + b"\n<!-- evoae-sha256:" + hexdigest + b" -->\n"
+    return data + b"\n%evoae-sha256:" + hexdigest + b"\n"
+
+
+def is_stamped(path: str | Path) -> bool:
+    """Whether ``path`` is an unchanged file that :func:`stamp` marked."""
+    path = Path(path)
+    try:
+        if not _regular(path) or path.stat().st_size > _MAX_STAMPED:
+            return False
+        data = path.read_bytes()
+    except OSError:
+        return False
+    mark = _TRAILER.search(data[-100:])
+    if mark is not None:
+        return hashlib.sha256(data[: len(data) - len(mark.group(0))]).hexdigest() == (
+            mark.group(1).decode()
+        )
+    at = data.rfind(b"tEXt" + _KEY + b"\x00")
+    if at < 4 or not data.endswith(_IEND):
+        return False
+    (length,) = struct.unpack(">I", data[at - 4 : at])
+    end = at + 4 + length + 4
+    if length != len(_KEY) + 1 + 64 or data[end:] != _IEND:
+        return False
+    recorded = data[at + 4 + len(_KEY) + 1 : at + 4 + length].decode("ascii", "replace")
+    return hashlib.sha256(data[: at - 4] + _IEND).hexdigest() == recorded
 
 
 def check_new_file(path: str | Path, what: str = "--out") -> Path:
     """Refuse to replace an existing file evoae has no record of writing.
 
     Inside a run folder a file whose recorded digest matches may be replaced (a second
-    ``evoae report``); anywhere else an existing path, or a link, is refused.
+    ``evoae report``); elsewhere an unchanged image or page evoae wrote (:func:`stamp`)
+    may be, and any other existing path, or a link, is refused.
     """
     path = Path(path)
     root = run_root(path)
     if root is not None:
         claim(path)
         return path
+    if path.suffix.lower() in STAMPED and is_stamped(path):
+        return path
     if path.exists() or path.is_symlink():
         raise EvoaeError(
-            f"{what} {path} already exists and evoae did not write it: remove it yourself or "
-            "choose another name; nothing was written"
+            f"{what} {path} already exists and is not an unchanged file evoae wrote: remove "
+            "it yourself or choose another name; nothing was written"
         )
     return path

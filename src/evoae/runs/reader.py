@@ -76,7 +76,12 @@ def read_run(folder: str | Path) -> RunView:
             f"{len(final)} evaluations): restore the journal or start a new run"
         )
     if (path / rf.SETTINGS).is_file():
-        settings = rf.read_json(path / rf.SETTINGS, "run settings")
+        stored, settings = settings, rf.read_json(path / rf.SETTINGS, "run settings")
+        if isinstance(stored, dict) and stored != settings:  # the journal's are the run's
+            raise EvoaeError(
+                f"run settings {path / rf.SETTINGS} disagree with the settings stored in the "
+                "journal: the file was edited; restore it (a resume rewrites it)"
+            )
     if not isinstance(settings, dict):
         raise EvoaeError(f"run {path} has no settings: the run folder is damaged")
     summary = (

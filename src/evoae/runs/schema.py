@@ -364,6 +364,7 @@ CHECKPOINT = record(
         "history": list_of(_HISTORY_ROW),
         "trainings": integer(0, 2**62),
     },
+    {"batches": integer(0, 2**62), "seconds": number(0, 1e10)},
     extra=anything(8),
 )
 
@@ -451,9 +452,27 @@ _VAE = record(
     extra=anything(2),
     null=True,
 )
+#: ``final["candidates"]``: each finalist's final training (summaries before the final
+#: stage trained several lack it).
+_CANDIDATE = record(
+    {},
+    {
+        "evaluation": integer(0, 2**62),
+        "search_fitness": number(null=True, inf=True),
+        "architecture": string(4096),
+        "val_loss": number(null=True, inf=True),
+        "fitness": number(null=True, inf=True),
+        "epochs": integer(0, 10**9, null=True),
+        "stop": string(32, choices=("plateau", "epochs", "time budget"), null=True),
+        "status": string(32),
+        "kept": boolean(),
+    },
+    extra=anything(2),
+)
 _FINAL = record(
     {},
     {
+        "candidates": list_of(_CANDIDATE, max_len=100),
         "terms": mapping(number(null=True), max_len=64),
         "status": string(32),
         "error": string(4096, null=True),

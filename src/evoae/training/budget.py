@@ -34,6 +34,11 @@ FINAL_SHARE = 0.25
 #: Why a final training stopped: a validation plateau (converged), or a cap.
 PLATEAU, EPOCH_CAP, TIME_CAP = "plateau", "epochs", "time budget"
 
+#: With learning-rate cuts, a final training's plateau lasts at least this many optimizer
+#: steps: "5 epochs" of a small data set is a few dozen noisy steps, too few to tell a
+#: plateau from noise (on digits it stopped at 87 epochs while still improving).
+PLATEAU_STEPS = 300
+
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:
     """Optimizer steps in one epoch of ``n_rows`` rows (the last batch may be short)."""
@@ -57,6 +62,14 @@ def honour_counts(
         if out.get(count) is not None and out.get(floor) is None:
             out[floor] = 0
     return out
+
+
+def plateau_epochs(patience: int, lr_cuts: int, n_rows: int, batch_size: int) -> int:
+    """Epochs without a better validation loss that make a plateau: ``patience``, and
+    with learning-rate cuts at least :data:`PLATEAU_STEPS` optimizer steps."""
+    if patience <= 0 or lr_cuts <= 0:
+        return int(patience)
+    return max(int(patience), math.ceil(PLATEAU_STEPS / steps_per_epoch(n_rows, batch_size)))
 
 
 def search_seconds(time_budget: float | None, final_time_budget: float | None) -> float | None:

@@ -226,7 +226,11 @@ def initial_state(spec: dict[str, Any], train_x: torch.Tensor) -> PCABasis | Non
 
 class _Plateau:
     """Keeps the best weights by validation score; says stop after ``patience`` epochs
-    without improvement once ``min_steps`` optimizer steps are done."""
+    without improvement once ``min_steps`` optimizer steps are done. With ``lr_cuts``
+    the first ``lr_cuts`` plateaus halve ``opt``'s learning rate instead (training goes
+    on from the current weights) and the next one stops, whatever ``min_steps`` says:
+    having converged is then what ends a training, and the step floor only raises the
+    epoch cap."""
 
     def __init__(
         self,
@@ -236,11 +240,18 @@ class _Plateau:
         patience: int,
         min_steps: int,
         steps_per_epoch: int,
+        opt: torch.optim.Optimizer | None = None,
+        lr_cuts: int = 0,
     ) -> None:
         self.model, self.score = model, score
         self.patience, self.min_steps, self.steps = patience, min_steps, steps_per_epoch
+        self.opt, self.lr_cuts, self.cuts = opt, lr_cuts if opt is not None else 0, 0
         self.best = score()  # the initial weights count: training never makes them worse
         self.best_epoch = 0
+        # With cuts, a better loss by less than PLATEAU_RTOL keeps the weights but does
+        # not end the plateau; the plateau is counted from the last real improvement or cut.
+        self.rtol = PLATEAU_RTOL if self.lr_cuts else 0.0
+        self.improved = self.since = 0
         self.state = copy.deepcopy(model.state_dict())
         #: The score after every epoch (0: the initial weights): the learning curve.
         self.values: dict[int, float] = {0: self.best}
@@ -249,13 +260,28 @@ class _Plateau:
         value = self.score()
         self.values[epoch] = value
         if math.isfinite(value) and value < self.best:
+            if value < self.best * (1 - self.rtol):
+                self.improved = epoch
             self.best, self.best_epoch = value, epoch
             self.state = copy.deepcopy(self.model.state_dict())
-        done = epoch * self.steps >= self.min_steps
-        return done and epoch - self.best_epoch >= self.patience
+        if epoch - max(self.improved, self.since) < self.patience:
+            return False
+        if self.cuts < self.lr_cuts and self.opt is not None:
+            self.cuts += 1
+            self.since = epoch
+            for group in self.opt.param_groups:
+                group["lr"] = float(group["lr"]) * LR_CUT
+            return False
+        return self.lr_cuts > 0 or epoch * self.steps >= self.min_steps
 
     def restore(self) -> None:
         self.model.load_state_dict(self.state)
+
+
+#: A better validation loss by less than this fraction does not end a plateau.
+PLATEAU_RTOL = 1e-4
+#: The factor a final training's learning rate is cut by on a plateau (``lr_cuts``).
+LR_CUT = 0.5
 
 
 def train_candidate(
@@ -271,6 +297,7 @@ def train_candidate(
     min_steps: int = 0,
     deadline: float | None = None,
     trainer: str = "autograd",
+    lr_cuts: int = 0,
 ) -> tuple[Result, nn.Module]:
     """Build, train and score one candidate; never raises for a diverging model.
 
@@ -279,9 +306,10 @@ def train_candidate(
     A spec with an ``"init"`` starts from PCA of ``train`` (:func:`initial_state`).
     With ``patience > 0`` (the final training) the model is scored on ``val`` after
     every epoch and before the first, the best weights are kept and training stops
-    after ``patience`` epochs without improvement once ``min_steps`` steps are done.
-    With a ``deadline`` (a :func:`time.perf_counter` time) it also stops after the epoch
-    that ends past it. ``Result.stop`` says which of these ended it.
+    after ``patience`` epochs without improvement once ``min_steps`` steps are done;
+    with ``lr_cuts`` the first ``lr_cuts`` such plateaus halve the learning rate instead
+    (:class:`_Plateau`). With a ``deadline`` (a :func:`time.perf_counter` time) it also
+    stops after the epoch that ends past it. ``Result.stop`` says which of these ended it.
     """
     t0 = time.perf_counter()
     objective = objective if objective is not None else Reconstruction()
@@ -309,6 +337,7 @@ def train_candidate(
         return stop is not None
 
     try:
+        opt = make_optimizer(spec["optimizer"], model.parameters(), float(spec["lr"]))
         if patience > 0:
             plateau = _Plateau(
                 model,
@@ -316,6 +345,8 @@ def train_candidate(
                 patience=patience,
                 min_steps=min_steps,
                 steps_per_epoch=math.ceil(train.x.shape[0] / batch),
+                opt=opt,
+                lr_cuts=lr_cuts,
             )
         losses = fit(
             model,
@@ -327,6 +358,7 @@ def train_candidate(
             seed=seed,
             on_epoch=on_epoch,
             after_epoch=after_epoch,
+            opt=opt,
             trainer=trainer,
         )
         if plateau is not None and (not losses or math.isfinite(losses[-1])):

@@ -7,6 +7,7 @@ from typing import Any
 from evoae.families.conv.space import BINARIZE, RECON_LOSSES
 from evoae.runs.schema import (
     MAX_WIDTH,
+    Invalid,
     anything,
     boolean,
     integer,
@@ -19,6 +20,13 @@ from evoae.runs.schema import (
 from evoae.spaces import ACTIVATION_NAMES, OPTIMIZERS
 
 _WIDTH = integer(1, MAX_WIDTH)
+
+
+def _no_init(v: Any, path: str) -> None:
+    """Conv models start from random weights only: an ``init`` (PCA) is for dense."""
+    raise Invalid(path, f"conv models take no init (only dense ones do), got {v!r:.40}")
+
+
 _BLOCK = tuple_of(
     integer(1, 4096), integer(1, 31), integer(1, 8), string(32, choices=ACTIVATION_NAMES), boolean()
 )
@@ -42,6 +50,7 @@ CONV_SPEC = record(
         "kl_warmup": integer(0, 10**12),
         "collapse_penalty": number(0.0, 1e12),
         "binarize": string(16, choices=BINARIZE),
+        "init": _no_init,
     },
     extra=anything(4),
 )

@@ -14,7 +14,9 @@ the last bits. Non-finite losses, the batch order and the per-epoch mean loss ar
 The parameters trained are the model's own ``nn.Linear`` tensors and the optimizer
 state lives in the ``torch.optim`` optimizer passed in (the keys and shapes PyTorch's
 Adam uses), so saving, scoring, export, rung checkpoints and PBT's exploit see nothing
-new. A model or optimizer the kernel does not cover gives ``None`` from
+new. A PCA-residual model's linear path (code and output: the path's affine map plus
+the branch's) is in the same list of calls. A model or optimizer the kernel does not
+cover gives ``None`` from
 :func:`dense_kernel` and the caller trains with autograd.
 """
 
@@ -114,19 +116,49 @@ def _activation(mod: nn.Module) -> _Act | None:
 
 
 def _layers(model: nn.Module) -> list[tuple[nn.Linear, _Act]] | None:
-    """(linear, activation) pairs of a plain :class:`DenseAutoencoder`, or None."""
-    if type(model) is not DenseAutoencoder or getattr(model, "residual", False):
-        return None  # a PCA-residual model's linear path is not in the kernel
-    mods = [*model.encoder, *model.decoder]
-    if len(mods) % 2:
+    """(linear, activation) pairs of a :class:`DenseAutoencoder`'s encoder then decoder,
+    or None. A PCA-residual model's code and output layers (a bare ``nn.Linear``, no
+    activation module) pair with the identity; its linear path is :class:`_Linear`'s."""
+    if type(model) is not DenseAutoencoder:
         return None
     out = []
-    for lin, act in zip(mods[::2], mods[1::2], strict=True):
-        form = _activation(act)
-        if type(lin) is not nn.Linear or lin.bias is None or form is None:
+    for part in (model.encoder, model.decoder):
+        mods = list(part)
+        if getattr(model, "residual", False):
+            mods.append(nn.Identity())  # the branch ends in a linear layer
+        if len(mods) % 2:
             return None
-        out.append((lin, form))
+        for lin, act in zip(mods[::2], mods[1::2], strict=True):
+            form = _activation(act)
+            if type(lin) is not nn.Linear or lin.bias is None or form is None:
+                return None
+            out.append((lin, form))
     return out
+
+
+@dataclass(frozen=True)
+class _Linear:
+    """A PCA-residual model's linear path: ``code = x W_e^T + b_e + e(x)`` and
+    ``output = code W_d^T + b_d + d(code)`` (:class:`DenseAutoencoder`), with ``code``
+    the output of layer ``code`` of the kernel's list."""
+
+    enc_weight: nn.Parameter
+    enc_bias: nn.Parameter
+    dec_weight: nn.Parameter
+    dec_bias: nn.Parameter
+    code: int
+
+
+def _linear_path(model: nn.Module, n_encoder: int) -> _Linear | None:
+    if not getattr(model, "residual", False):
+        return None
+    return _Linear(
+        model.lin_encoder_weight,
+        model.lin_encoder_bias,
+        model.lin_decoder_weight,
+        model.lin_decoder_bias,
+        n_encoder - 1,
+    )
 
 
 class _Rule:
@@ -164,7 +196,9 @@ class _Rule:
         self.steps = [self.step_count] * len(params)
 
     def join(self) -> None:
-        """Point every parameter's ``step`` at the one counter."""
+        """Point every parameter's ``step`` at the one counter; read the learning rate
+        (a final training cuts it between epochs)."""
+        self.lr = float(self.opt.param_groups[0]["lr"])
         if not self.sgd:
             for p in self.params:
                 self.opt.state[p]["step"] = self.step_count
@@ -238,22 +272,24 @@ class DenseKernel:
         layers: list[tuple[nn.Linear, _Act]],
         opt: torch.optim.Optimizer,
         batch_size: int,
+        params: list[nn.Parameter],
+        linear: _Linear | None = None,
     ) -> None:
-        self.layers = layers
+        self.layers, self.linear = layers, linear
         self.batch = int(batch_size)
         #: The module calls of an autograd forward pass (the model, encoder, decoder and
-        #: every layer and activation).
-        self.modules = 3 + 2 * len(layers)
-        p0 = layers[0][0].weight
+        #: every layer and activation; a PCA-residual model's code and output have none).
+        self.modules = 3 + 2 * len(layers) - (2 if linear is not None else 0)
+        p0 = params[0]
         self.device, self.dtype = p0.device, p0.dtype
-        params: list[nn.Parameter] = []
-        for lin, _ in layers:
-            params += [lin.weight, lin.bias]
         for p in params:  # written by the backward pass with out=, never reallocated
             p.grad = torch.zeros_like(p)
         self.rule = _Rule(opt, params)
         self.wt = [lin.weight.t() for lin, _ in layers]  # views: see every update
         self.widths = [layers[0][0].in_features] + [lin.out_features for lin, _ in layers]
+        self.last = len(layers) - 1
+        if linear is not None:
+            self.enc_wt, self.dec_wt = linear.enc_weight.t(), linear.dec_weight.t()
         self.rows = 0  # buffers are allocated by the first epoch, for min(batch, rows)
 
     def _allocate(self, rows: int) -> None:
@@ -270,6 +306,9 @@ class DenseKernel:
             new(g.shape[1]) if act.own_grad else g
             for (_, act), g in zip(self.layers, self.ga, strict=True)
         ]
+        # The linear path's outputs (code, input widths) and its gradient w.r.t. the code.
+        code = self.widths[self.linear.code + 1] if self.linear is not None else 0
+        self.lin = [new(code), new(self.widths[0]), new(code)] if code else []
         self.rows = rows
         self._plans: dict[int, tuple[Any, ...]] = {}
 
@@ -277,7 +316,14 @@ class DenseKernel:
         """The buffers' first ``m`` rows (a full batch, or the last, shorter one)."""
         if m not in self._plans:
             cut = lambda ts: [t[:m] for t in ts]  # noqa: E731
-            self._plans[m] = (self.x[:m], cut(self.z), cut(self.a), cut(self.ga), cut(self.gz))
+            self._plans[m] = (
+                self.x[:m],
+                cut(self.z),
+                cut(self.a),
+                cut(self.ga),
+                cut(self.gz),
+                cut(self.lin),
+            )
         return self._plans[m]
 
     def step(self, x: torch.Tensor, rows: torch.Tensor, total: torch.Tensor) -> None:
@@ -285,25 +331,42 @@ class DenseKernel:
         squared error divided by the row width to ``total`` (its mean loss times its
         rows). Call under ``torch.no_grad()``."""
         forward_calls(self.modules)  # the kill tests' mid-training point
-        xb, z, a, ga, gz = self._plan(rows.shape[0])
+        xb, z, a, ga, gz, lin_out = self._plan(rows.shape[0])
         torch.index_select(x, 0, rows, out=xb)
+        path = self.linear
+        at = path.code if path is not None else -1
         prev = xb
-        for (lin, act), wt, zi, ai in zip(self.layers, self.wt, z, a, strict=True):
+        for i, ((lin, act), wt, zi, ai) in enumerate(zip(self.layers, self.wt, z, a, strict=True)):
             torch.addmm(lin.bias, prev, wt, out=zi)
             prev = act.forward(zi, ai)
+            if i == at:  # code = linear path + branch (identity activation: prev is zi)
+                torch.addmm(path.enc_bias, xb, self.enc_wt, out=lin_out[0])
+                prev.add_(lin_out[0])
+        if path is not None:  # output = linear path + branch
+            torch.addmm(path.dec_bias, a[at], self.dec_wt, out=lin_out[1])
+            prev.add_(lin_out[1])
         # F.mse_loss and its backward: mean((A - X)^2), gradient 2 (A - X) / numel.
         diff = ga[-1]
         torch.sub(prev, xb, out=diff)
         flat = diff.view(-1)
         total.add_(torch.dot(flat, flat), alpha=1.0 / xb.shape[1])
         diff.mul_(2.0 / flat.shape[0])
-        for i in range(len(self.layers) - 1, -1, -1):
+        for i in range(self.last, -1, -1):
             lin, act = self.layers[i]
             g = act.backward(ga[i], z[i], a[i], gz[i])
+            if path is not None and i == self.last:
+                torch.mm(g.t(), a[at], out=path.dec_weight.grad)
+                torch.sum(g, 0, out=path.dec_bias.grad)
+                torch.mm(g, path.dec_weight, out=lin_out[2])
             torch.mm(g.t(), a[i - 1] if i else xb, out=lin.weight.grad)
             torch.sum(g, 0, out=lin.bias.grad)
             if i:
                 torch.mm(g, lin.weight, out=ga[i - 1])
+                if i - 1 == at:  # the code's gradient: the branch's plus the path's
+                    ga[i - 1].add_(lin_out[2])
+            if i == at:
+                torch.mm(g.t(), xb, out=path.enc_weight.grad)
+                torch.sum(g, 0, out=path.enc_bias.grad)
         self.rule.step()
 
     def epoch(self, x: torch.Tensor, perm: torch.Tensor) -> float:
@@ -330,13 +393,21 @@ def dense_kernel(
     model: nn.Module, opt: torch.optim.Optimizer, batch_size: int
 ) -> DenseKernel | None:
     """The kernel training ``model`` with ``opt``, or None when either is not covered:
-    not a plain :class:`DenseAutoencoder` of float32/float64 ``nn.Linear`` layers, an
-    activation module of another kind, or an optimizer other than momentum-free SGD,
-    Adam or AdamW (no AMSGrad) over exactly the model's parameters in one group."""
+    not a :class:`DenseAutoencoder` (plain or PCA-residual) of float32/float64
+    ``nn.Linear`` layers, an activation module of another kind, or an optimizer other
+    than momentum-free SGD, Adam or AdamW (no AMSGrad) over exactly the model's
+    parameters in one group."""
     layers = _layers(model)
     if layers is None or batch_size < 1:
         return None
+    residual = bool(getattr(model, "residual", False))
+    linear = _linear_path(model, (len(model.encoder) + residual) // 2)
     params = list(model.parameters())
+    covered = [t for lin, _ in layers for t in (lin.weight, lin.bias)]
+    if linear is not None:
+        covered += [linear.enc_weight, linear.enc_bias, linear.dec_weight, linear.dec_bias]
+    if sorted(map(id, covered)) != sorted(map(id, params)) or len(covered) != len(params):
+        return None  # a parameter the kernel would not train
     dtype, device = params[0].dtype, params[0].device
     if dtype not in (torch.float32, torch.float64):
         return None
@@ -344,4 +415,4 @@ def dense_kernel(
         return None
     if not _rule_supported(opt, params):
         return None
-    return DenseKernel(layers, opt, batch_size)
+    return DenseKernel(layers, opt, batch_size, params, linear)
