@@ -283,6 +283,13 @@ def test_cli_refuses_bad_options(finished, args, fragments, capsys):
     assert "\n" not in err and all(f in err for f in fragments), err
 
 
+def test_a_port_past_65535_is_a_usage_error(finished, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["dashboard", str(finished), "--port", "70000"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "\n" not in err and "at most 65535" in err, err
+
+
 def test_cli_errors_are_one_line(tmp_path, finished, monkeypatch, capsys):
     assert main(["dashboard", str(tmp_path), "--mirror-only"]) == 2
     assert "not an evoae run folder" in capsys.readouterr().err

@@ -11,6 +11,14 @@ from evoae.cli import add_command, nonneg_int
 # Optuna and optuna-dashboard are imported by the handler: ``evoae --help`` stays light.
 
 
+def _port(text: str) -> int:
+    """argparse type: a TCP port, 0 to 65535 (0: a free one)."""
+    value = nonneg_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be at most 65535, got {value}")
+    return value
+
+
 def register(sub: Any) -> None:
     p = add_command(
         sub,
@@ -24,7 +32,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("runs", metavar="RUN", nargs="+", help="run folder(s)")
     p.add_argument(
-        "--port", type=nonneg_int, default=8080, help="port (0 picks a free one) [default: 8080]"
+        "--port", type=_port, default=8080, help="port (0 picks a free one) [default: 8080]"
     )
     p.add_argument(
         "--host",
