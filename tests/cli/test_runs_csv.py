@@ -55,3 +55,13 @@ def test_csv_and_json_are_exclusive(run: Path, capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit) as info:
         main(["runs", "show", str(run), "--csv", "--json"])
     assert info.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", [["--top", "2"], ["--front"]])
+def test_csv_refuses_the_table_only_flags(
+    run: Path, flag: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --csv prints every evaluation: --top 2 silently printing all rows would mislead
+    assert main(["runs", "show", str(run), "--csv", *flag]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and flag[0] in captured.err

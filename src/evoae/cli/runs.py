@@ -39,7 +39,9 @@ def register(sub: Any) -> None:
     ls.set_defaults(func=run_list)
     show = rsub.add_parser("show", help="show one run: settings, results, best candidates")
     show.add_argument("run", metavar="RUN", help="run folder")
-    show.add_argument("--top", type=positive_int, default=10, help="candidates to show")
+    show.add_argument(
+        "--top", type=positive_int, default=None, help="candidates to show [default: 10]"
+    )
     fmt = show.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON")
     fmt.add_argument(
@@ -249,6 +251,10 @@ def run_show(args: argparse.Namespace) -> int:
     from evoae.evolution import STRATEGIES
     from evoae.families.registry import describe as describe_spec
 
+    if args.csv and (args.top is not None or args.front):
+        # refused rather than ignored: --csv prints every evaluation, no front
+        flag = "--top" if args.top is not None else "--front"
+        raise EvoaeError(f"--csv prints every evaluation: drop {flag}, or use --json")
     view = read_run(args.run)
     if args.csv:
         import sys
@@ -258,7 +264,7 @@ def run_show(args: argparse.Namespace) -> int:
         write_csv(view, sys.stdout)
         return 0
     record = run_record(view)
-    top = top_candidates(view.rows, args.top)
+    top = top_candidates(view.rows, 10 if args.top is None else args.top)
     front = pareto_front(view.rows)
     strategy = STRATEGIES.get(str(view.settings.get("strategy")))
     show_front = args.front or (strategy is not None and "params" in strategy.objectives)
