@@ -358,9 +358,6 @@ for _key, _value in (
     case("tampered checkpoints", f"{_key} = {str(_value)[:24]}")(_checkpoint(_set(_key, _value)))
 
 
-LEFT = "left: checkpoint genomes are checked for shape, not each gene's range"
-
-
 @case("tampered checkpoints", "a genome gene far out of range")
 def _(w: World) -> Case:
     def edit(d: dict[str, Any]) -> None:
@@ -369,18 +366,12 @@ def _(w: World) -> Case:
     return _checkpoint(edit, "--generations", "2")(w)
 
 
-_.xfail = LEFT
-
-
 @case("tampered checkpoints", "a genome with an unknown activation")
 def _(w: World) -> Case:
     def edit(d: dict[str, Any]) -> None:
         d["strategy"]["population"][0][0][1] = "rm -rf"
 
     return _checkpoint(edit, "--generations", "2")(w)
-
-
-_.xfail = LEFT
 
 
 @case("tampered checkpoints", "a UTF-8 byte-order mark in front")

@@ -291,3 +291,23 @@ def test_spec_key_ignores_dict_order_and_separates_phenotypes():
     assert c == a and spec_key(c) == spec_key(a)
     d = space.decode(genome([(0.5, "relu")] * 3, out="sigmoid"))
     assert spec_key(d) != spec_key(a)
+
+
+@pytest.mark.parametrize("family", ["dense", "conv-vae"])
+def test_check_genes_takes_what_the_search_makes_and_refuses_the_rest(family: str) -> None:
+    train = Dataset(np.zeros((5, 1, 8, 8), np.float32), None, "toy")
+    space = make_space(family, "extended", train, 4)
+    rng = np.random.default_rng(0)
+    drawn = [space.sample(rng) for _ in range(50)]
+    seeds = space.seed_genomes()
+    for g in drawn + seeds:
+        assert space.check_genes(json.loads(json.dumps(g))) == space.validate(g)
+    if seeds:  # crossover hands a seed's genes to a drawn genome
+        child = (*seeds[0][:1], *drawn[0][1:])
+        space.check_genes(child)
+    names = [g.name for g in space.genes]
+    i = next(k for k, g in enumerate(space.genes) if g.domain is not None)
+    bad = list(drawn[0])
+    bad[i] = 1e9 if not isinstance(bad[i], tuple | str) else "rm -rf"
+    with pytest.raises(ValueError, match=names[i]):
+        space.check_genes(tuple(bad))

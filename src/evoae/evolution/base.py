@@ -176,4 +176,4 @@ def load_population(space: Space, state: dict[str, Any]) -> tuple[list[Genome], 
         if not (isinstance(f, int | float) and not isinstance(f, bool) or f == "inf"):
             raise ValueError(f"strategy.fitness[{i}] must be a number, got {f!r}")
         values.append(dec(f))
-    return [space.validate(g) for g in pop], values
+    return [space.check_genes(g) for g in pop], values

@@ -11,6 +11,7 @@ builders and trainers understand.
 from __future__ import annotations
 
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -133,6 +134,20 @@ class Space(ABC):
             )
         return tuple(_tuplify(v) for v in genome)
 
+    def check_genes(self, genome: Genome) -> Genome:
+        """A validated genome whose every gene lies in its domain (floats within rounding)
+        or equals that gene of a seed genome (crossover passes the PCA seed's genes on);
+        for genomes read back from a checkpoint. ``ValueError`` names the gene."""
+        genome = self.validate(genome)
+        seeds = [self.validate(s) for s in self.seed_genomes()]
+        for i, (gene, value) in enumerate(zip(self.genes, genome, strict=True)):
+            if gene.domain is None or _in_domain(gene.domain, value):
+                continue
+            if any(s[i] == value for s in seeds):
+                continue
+            raise ValueError(f"gene {gene.name} = {_short(value)} lies outside its domain")
+        return genome
+
     def to_json(self, genome: Genome) -> dict[str, Any]:
         """A readable genome: gene name -> value."""
         return {g.name: v for g, v in zip(self.genes, genome, strict=True)}
@@ -167,3 +182,30 @@ def check_names(kind: str, names: Sequence[str], allowed: Sequence[str]) -> None
         raise EvoaeError(f"unknown {kind} {bad[0]!r}: choose from {', '.join(allowed)}")
     if not names:
         raise EvoaeError(f"at least one {kind} is needed")
+
+
+def _in_domain(domain: Domain, value: Any) -> bool:
+    """Whether ``value`` is one ``domain`` can give (floats with a relative 1e-9 slack)."""
+    if isinstance(domain, Parts):
+        return (
+            isinstance(value, tuple)
+            and len(value) == len(domain.parts)
+            and all(_in_domain(d, v) for d, v in zip(domain.parts, value, strict=True))
+        )
+    if isinstance(domain, Choice):
+        return any(type(value) is type(o) and value == o for o in domain.options) or (
+            not isinstance(value, bool) and value in domain.options
+        )
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(domain, Int) and not float(value).is_integer():
+        return False
+    if not math.isfinite(value):
+        return False
+    slack = 1e-9 * max(abs(domain.low), abs(domain.high), 1.0)
+    return domain.low - slack <= value <= domain.high + slack
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
