@@ -141,6 +141,11 @@ BAD = {
     "nested too deeply": ("u.toml", "seed = " + "[" * 100_000 + "]" * 100_000, "too deeply"),
     "a list for a number": ("v.toml", "[training]\nepochs = [1]\n", "must be an integer"),
     "quoted key with a newline": ("w.toml", '[space]\n"a\\nb" = 1\n', "unknown key 'space.a\\nb'"),
+    "strategy option of the wrong type": (
+        "x.toml",
+        '[strategy]\nname = "microbial"\n[strategy.options]\npopulation = "four"\n',
+        "x.toml: strategy.options.population: population must be an integer",
+    ),
     "space options not plain": (
         "t.toml",
         "[space.options]\nx = {y = 1}\n",

@@ -133,8 +133,15 @@ def _strategy(where: str, value: Any) -> tuple[str | None, dict[str, Any]]:
     for key in options:
         if key not in declared:
             _unknown(where, f"strategy.options.{key}")
-    # Types and bounds: the strategy's own Options, when the search builds them.
-    return name, {k: v for k, v in options.items() if v is not None}
+    out = {k: v for k, v in options.items() if v is not None}
+    if name is not None:  # checked here so the error names the file and the key
+        fields = {f.name: f for f in dataclasses.fields(evolution.STRATEGIES[name].Options)}
+        for key, v in out.items():
+            if "kind" in fields[key].metadata:
+                check = lambda f=fields[key], v=v: check_value(f, v)  # noqa: E731
+                out[key] = _checked(where, f"strategy.options.{key}", check)
+    # Otherwise types and bounds: the strategy's own Options, when the search builds them.
+    return name, out
 
 
 def _strategy_options(name: str | None) -> set[str]:
