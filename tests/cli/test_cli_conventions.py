@@ -111,8 +111,9 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     assert main(["finish", str(out), "-q"]) == 0
 
 
-def test_summary_units_and_plural(tmp_path, capsys):
+def test_summary_units_and_plural(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one line per row: the checks read whole phrases
     assert main(["search", *TINY, "-o", str(tmp_path / "u")]) == 0
     printed = capsys.readouterr().out
-    assert "(1 epoch)" in printed and "(1 epochs)" not in printed
+    assert "(search, 1 epoch)" in printed and "1 epochs" not in printed
     assert "MSE" in printed and " > [4 " in printed

@@ -282,10 +282,11 @@ def test_bad_asha_flag_values_exit_2(args):
     assert info.value.code == 2
 
 
-def test_cli_asha_end_to_end_and_old_settings_read_as_no_fidelity(tmp_path, capsys):
+def test_cli_asha_end_to_end_and_old_settings_read_as_no_fidelity(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one line per summary row
     out = tmp_path / "run"
     assert main(["search", *CLI[:-2], "--epoch-budget", "5", "--out", str(out)]) == 0
-    assert "highest rung" in capsys.readouterr().out
+    assert "(search, rung of " in capsys.readouterr().out  # the best names its rung
     stored = json.loads((out / rf.SETTINGS).read_text())
     assert stored["fidelity"]["fidelity"] == "asha" and stored["fidelity"]["epoch_budget"] == 5
     assert _cost(_rows(out)) == 5

@@ -379,9 +379,10 @@ def finalists_text(candidates: Any) -> str:
     kept = next((c for c in rows if c.get("kept") is True), None)
     if kept is None:
         return ""
+    short = {"plateau": "converged", "epochs": "capped", "time budget": "out of time"}
     losses = ", ".join(
         f"#{c.get('evaluation')} {_f(_finite(c.get('val_loss')))} "
-        f"({c.get('stop') or c.get('status')})"
+        f"({short.get(str(c.get('stop')), c.get('stop') or c.get('status'))})"
         for c in rows
     )
     return (
