@@ -51,8 +51,8 @@ def _spec(act: str, optimizer: str) -> dict:
     )
 
 
-def _train(spec: dict, x: torch.Tensor, trainer: str, epochs: int = EPOCHS):
-    model = build_model(spec, 7)
+def _train(spec: dict, x: torch.Tensor, trainer: str, epochs: int = EPOCHS, init=None):
+    model = build_model(spec, 7) if init is None else build_model(spec, 7, init=init)
     losses = fit(
         model,
         x,
@@ -233,18 +233,7 @@ def _residual_spec(act: str, optimizer: str, hidden: int = 2) -> dict:
 
 
 def _train_residual(spec: dict, x: torch.Tensor, trainer: str, epochs: int = EPOCHS):
-    model = build_model(spec, 7, init=initial_state(spec, x))
-    losses = fit(
-        model,
-        x,
-        epochs=epochs,
-        batch_size=int(spec["batch_size"]),
-        optimizer=spec["optimizer"],
-        lr=float(spec["lr"]),
-        seed=11,
-        trainer=trainer,
-    )
-    return losses, model
+    return _train(spec, x, trainer, epochs, init=initial_state(spec, x))
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from campaign import hold_lock
 
 from evoae.cli import main
 from evoae.errors import EvoaeError
@@ -266,20 +267,10 @@ def test_export_pick_never_follows_a_linked_front(
 @pytest.fixture
 def held(run: Path) -> Iterator[Path]:
     """Another process holding the run lock, as a running search does."""
-    code = (
-        "import fcntl, os, sys, time\n"
-        f"fd = os.open({str(run)!r}, os.O_RDONLY)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-        "print('held', flush=True)\n"
-        "time.sleep(120)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-        yield run
-    finally:
-        proc.kill()
-        proc.wait()
+    holder = hold_lock(run)
+    next(holder)
+    yield run
+    holder.close()
 
 
 def test_export_into_a_run_takes_its_lock(held: Path, capsys: pytest.CaptureFixture[str]) -> None:
