@@ -204,3 +204,12 @@ def test_the_readme_example_is_a_valid_config(tmp_path):
     assert flat["code_size"] == 3 and flat["population"] == 10 and flat["workers"] == 2
     settings = SearchSettings.from_flat(flat, strategy=strategy)
     settings.validate()
+
+
+def test_config_given_twice_is_one_line(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text("seed = 1\n")
+    b.write_text("seed = 2\n")
+    proc = run_cli("search", "--config", str(a), "--config", str(b), "-o", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "given twice" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

@@ -78,3 +78,11 @@ def test_import_evoae_stays_lazy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted() -> None:
+    from evoae.runs.frame import _cell
+
+    assert _cell('=HYPERLINK("http://x")') == '\'=HYPERLINK("http://x")'
+    assert _cell("@SUM(A1)") == "'@SUM(A1)" and _cell("relu") == "relu"
+    assert _cell(-0.5) == -0.5  # numbers stay numbers

@@ -81,6 +81,7 @@ def register(sub: Any) -> None:
     r.add_argument(
         "--config",
         metavar="FILE",
+        action=_Once,
         default=None,
         help="settings from a TOML file or an earlier run's settings.json, in the nested "
         "layout of settings.json ([data], [space], [strategy] name and options, ...); "
@@ -281,6 +282,15 @@ def _parser(f: Field[Any]) -> Any:
 
 def _n(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
+
+
+class _Once(argparse.Action):
+    """An option that may be given once (a second ``--config`` would silently win)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option} given twice: pass one file (flags override it)")
+        setattr(namespace, self.dest, values)
 
 
 def _seed(text: str) -> int:

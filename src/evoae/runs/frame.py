@@ -99,7 +99,13 @@ def _cell(v: Any) -> Any:
         return json.dumps(v)
     if isinstance(v, float) and not math.isfinite(v):
         return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
+    if isinstance(v, str) and v[:1] in _FORMULA:
+        return "'" + v  # a spreadsheet would run "=..." from a hand-edited journal as a formula
     return v
+
+
+#: First characters a spreadsheet reads as a formula (OWASP's CSV-injection list).
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
 def write_csv(view: RunView, out: IO[str]) -> None:
