@@ -160,3 +160,19 @@ def test_the_command_puts_runs_under_dot_runs(tmp_path, monkeypatch, capsys):
     assert Path(printed) == Path("runs") / "digits-dense-code2-seed0"
     assert (tmp_path / printed / "journal.sqlite").is_file()
     assert re.fullmatch(r"runs/digits-dense-code2-seed0", printed)
+
+
+def test_a_broken_pipe_while_stopping_is_still_the_stop(monkeypatch, capsys) -> None:
+    # A SIGTERM whose clean-up breaks a worker's pipe (a local Ray shutting down) exits
+    # as terminated with its one line, not as a quiet closed stdout.
+    import evoae.cli as cli
+
+    def stop_then_break(argv):
+        try:
+            raise cli.Terminated()
+        finally:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_main", stop_then_break)
+    assert cli.main(["runs", "list"]) == cli.EXIT_TERMINATED
+    assert capsys.readouterr().err.startswith("evoae: terminated;")

@@ -139,7 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _main(sys.argv[1:] if argv is None else list(argv))
         finally:
             sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
-    except BrokenPipeError:
+    except BrokenPipeError as e:
+        # A Ctrl-C or SIGTERM whose clean-up broke a worker's pipe (a local Ray shutting
+        # down) is still that interruption; any other broken pipe is the reader of stdout
+        # gone (`evoae runs show --json | head -1`), which ends quietly.
+        cause: BaseException | None = e.__context__
+        while cause is not None and not isinstance(cause, KeyboardInterrupt):
+            cause = cause.__context__
+        if isinstance(cause, KeyboardInterrupt):
+            return _interrupted(cause)
         _silence_stdout()
         return EXIT_BROKEN_PIPE
 
@@ -169,16 +177,21 @@ def _main(argv: list[str]) -> int:
         print(line, file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        what = "terminated" if isinstance(e, Terminated) else "interrupted"
-        print(
-            f"evoae: {what}; finished evaluations are in the journal (continue with "
-            "--resume RUN, or end it now with evoae finish RUN)",
-            file=sys.stderr,
-        )
-        return EXIT_TERMINATED if isinstance(e, Terminated) else 130
+        return _interrupted(e)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(e: KeyboardInterrupt) -> int:
+    """The one line and exit status of a search stopped by Ctrl-C (130) or SIGTERM (143)."""
+    what = "terminated" if isinstance(e, Terminated) else "interrupted"
+    print(
+        f"evoae: {what}; finished evaluations are in the journal (continue with "
+        "--resume RUN, or end it now with evoae finish RUN)",
+        file=sys.stderr,
+    )
+    return EXIT_TERMINATED if isinstance(e, Terminated) else 130
 
 
 def _int_at_least(low: int, text: str) -> int:
