@@ -7,9 +7,6 @@ WebDriver protocol, :mod:`webdriver`) on a finished run and on a search that is 
 running (stopped with SIGSTOP after its third journal row, then let go), and the study,
 its trials and a learning curve are found on the page. Screenshots go to
 ``artifacts/screenshots/`` (git-ignored).
-
-Learning curves come from ``Journal.curves`` when the journal records them; until it
-does, the tests give the journal a curve per row derived from its losses.
 """
 
 from __future__ import annotations
@@ -21,6 +18,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -32,6 +30,7 @@ from conftest import TINY_SEARCH, start_cli
 
 import evoae
 from evoae.cli import main
+from evoae.errors import EvoaeError
 from evoae.runs import folder as rf
 from evoae.runs.journal import Journal, Row
 from evoae.runs.killpoints import SIGNAL_ENV
@@ -42,29 +41,10 @@ pytest.importorskip("optuna_dashboard")
 from evoae.report import dashboard as dash  # noqa: E402
 from evoae.report import optuna_mirror as om  # noqa: E402
 
-REAL_CURVES = hasattr(Journal, "curves")
-
-
-def _fake_curves(self: Journal, stage: object = None) -> dict:
-    """Two epochs per trained row, ending at its recorded losses (until the journal
-    records real curves); none for the final stage."""
-    out: dict = {}
-    if stage == "final":
-        return out
-    for r in self.rows():
-        if r.status == "ok" and r.val_loss is not None:
-            out[r.id] = [
-                (1, 2 * (r.train_loss or r.val_loss), 2 * r.val_loss),
-                (2, r.train_loss, r.val_loss),
-            ]
-    return out
-
 
 @pytest.fixture(autouse=True)
-def curves_and_cache(monkeypatch, tmp_path):
-    """Curves on every journal; the cache folder inside the test's tmp_path."""
-    if not REAL_CURVES:
-        monkeypatch.setattr(Journal, "curves", _fake_curves, raising=False)
+def cache_in_tmp(monkeypatch, tmp_path):
+    """The cache folder inside the test's tmp_path."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
@@ -228,20 +208,17 @@ def test_a_mirror_that_is_not_evoaes_is_never_replaced(run, tmp_path):
     assert om.ensure_mirror(run)[0].is_relative_to(cache) and mirror.read_bytes() == edited
 
 
-def test_damaged_curves_are_left_out_point_by_point(run, monkeypatch):
-    def curves(self, stage=None):
-        if stage == "final":
-            return [1, 2]  # not a mapping: no final curves
-        bad = [(1, "x", None), (1.5, 0.2, 0.2), (2, math.nan, 0.1), (3, 0.1, math.inf), "?"]
-        return {"0": [(1, 0.1, 0.2)], 1: bad, 2: "not a list"}
-
-    monkeypatch.setattr(Journal, "curves", curves, raising=False)
-    mirror, snap, _ = om.ensure_mirror(run)
-    trials = load(mirror, "tiny").trials
-    assert trials[0].intermediate_values == {} and trials[2].intermediate_values == {}
-    assert trials[1].intermediate_values == {2: 0.1}
-    assert trials[1].user_attrs["train_curve"] == [[1, None], [2, None], [3, 0.1]]
-    assert snap.final_curves == {}
+def test_damaged_curves_are_one_line_and_no_mirror(run, tmp_path):
+    # The journal checks every curve point; the mirror never shows a damaged one.
+    bad = tmp_path / "bad"
+    shutil.copytree(run, bad)
+    con = sqlite3.connect(bad / rf.JOURNAL)
+    con.execute("UPDATE curves SET val_loss = 'x' WHERE epoch = 1")
+    con.commit()
+    con.close()
+    with pytest.raises(EvoaeError, match="learning curves .* damaged"):
+        om.ensure_mirror(bad)
+    assert not (bad / om.MIRROR).exists()
 
 
 def test_runs_evoae_may_not_write_get_their_mirror_in_the_cache(run, tmp_path, monkeypatch):

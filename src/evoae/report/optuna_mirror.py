@@ -129,8 +129,8 @@ def read_snapshot(run: str | Path) -> Snapshot:
         rows = list(j.rows())
         settings = j.get_meta("settings")
         space = j.get_meta("space")
-        curves = _read_curves(j, "search")
-        final = _read_curves(j, "final")
+        curves = j.curves("search")  # every point checked: damage is one line
+        final = j.curves("final")
     if (run / rf.SETTINGS).is_file():
         settings = rf.read_json(run / rf.SETTINGS, "run settings")
     if not isinstance(settings, dict):
@@ -161,29 +161,6 @@ def _started(run: Path) -> float:
         except OSError:
             continue
     return 0.0
-
-
-def _read_curves(j: Journal, stage: str) -> dict[int, list[tuple[int, float | None, float | None]]]:
-    """``Journal.curves(stage)`` where the journal records learning curves, else none."""
-    curves_of = getattr(j, "curves", None)
-    return _checked_curves(curves_of(stage)) if callable(curves_of) else {}
-
-
-def _checked_curves(curves: Any) -> dict[int, list[tuple[int, float | None, float | None]]]:
-    """Learning curves as ``Journal.curves`` returns them, every point checked."""
-    out: dict[int, list[tuple[int, float | None, float | None]]] = {}
-    if not isinstance(curves, dict):
-        return out
-    for key, points in curves.items():
-        if not isinstance(key, int) or not isinstance(points, list | tuple):
-            continue
-        kept = []
-        for p in points:
-            if not isinstance(p, list | tuple) or len(p) != 3 or not isinstance(p[0], int):
-                continue
-            kept.append((p[0], _finite(p[1]), _finite(p[2])))
-        out[key] = kept
-    return out
 
 
 def _finite(v: Any) -> float | None:
