@@ -422,10 +422,6 @@ _STOPPED = {
 }
 
 
-def _epochs(n: int) -> str:
-    return f"{n} epoch" if n == 1 else f"{n} epochs"
-
-
 def print_summary(result: SearchResult) -> None:
     s = result.settings
     unit = get_family(result.best_spec["family"]).loss_label

@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from evoae.runs.best import epochs_text
 from evoae.runs.journal import Row
 
 
@@ -150,7 +151,7 @@ class ProgressReporter(Reporter):
         self._final_epochs = epochs
         self._final_t0 = self.clock()
         if self.plain:
-            self._line(f"search done; final training of the best for {_epochs(epochs)}")
+            self._line(f"search done; final training of the best for {epochs_text(epochs)}")
             return
         if self._progress is None:
             return
@@ -222,7 +223,3 @@ class _EtaColumn(ProgressColumn):
 
 def _fmt(x: float) -> str:
     return "-" if not math.isfinite(x) else f"{x:.5g}"
-
-
-def _epochs(n: int) -> str:
-    return f"{n} epoch" if n == 1 else f"{n} epochs"

@@ -56,7 +56,7 @@ class Best:
         """``"0.04120 (final training, 48 epochs)"``, or ``-`` before the final stage."""
         if self.final_val_loss is None or not math.isfinite(self.final_val_loss):
             return "-"
-        return f"{self.final_val_loss:.5f} (final training, {_epochs(self.final_epochs or 0)})"
+        return f"{self.final_val_loss:.5f} (final training, {epochs_text(self.final_epochs or 0)})"
 
 
 def is_pca_seed(row: Row) -> bool:
@@ -92,9 +92,9 @@ def search_fidelity(settings: dict[str, Any], row: Row | None) -> str:
     """The epochs behind ``row``'s search fitness, in words."""
     rung = None if row is None else row.terms.get("epochs")
     if isinstance(rung, int | float) and math.isfinite(rung):
-        return f"rung of {_epochs(int(rung))}"
+        return f"rung of {epochs_text(int(rung))}"
     epochs = settings.get("epochs")
-    text = _epochs(int(epochs)) if isinstance(epochs, int) else "? epochs"
+    text = epochs_text(int(epochs)) if isinstance(epochs, int) else "? epochs"
     steps = settings.get("min_steps")
     return f"{text}, at least {steps} steps" if steps else text
 
@@ -132,5 +132,6 @@ def _leader_note(leader: Row, final: dict[str, Any]) -> str:
     return f"{what} had the lowest search fitness, {leader.fitness:.5f}"
 
 
-def _epochs(n: int) -> str:
+def epochs_text(n: int) -> str:
+    """``"1 epoch"``, ``"3 epochs"``."""
     return f"{n} epoch" if n == 1 else f"{n} epochs"
