@@ -112,9 +112,10 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     space : {"seed", "extended"}, default="seed"
         The dense search space: ``seed`` is the published one, ``extended`` adds
         activations, AdamW, and evolved learning rate and batch size.
-    strategy : str, default="microbial"
-        A registered search strategy (:data:`evoae.evolution.STRATEGIES`): ``microbial``
-        (the genetic algorithm) or ``random`` (random search), ...
+    strategy : str, default="aging"
+        A registered search strategy (:data:`evoae.evolution.STRATEGIES`): ``aging``
+        (regularized evolution), ``microbial`` (the published genetic algorithm),
+        ``random`` (random search), ``tpe`` (Optuna), ...
     population : int, default=8
         Individuals in the population (at least 2).
     generations : int, default=20

@@ -110,7 +110,10 @@ class SpaceSettings:
 
     model: str = opt("dense", "model family", choices=FAMILIES.keys(), short="-m")
     preset: str = opt(
-        "seed", "seed (the published space) or extended", choices=("seed", "extended")
+        "seed",
+        "seed (the published space; named explicitly without --strategy, also the published "
+        "microbial GA: the published protocol) or extended",
+        choices=("seed", "extended"),
     )
     code_size: int = opt(
         4,

@@ -23,8 +23,11 @@ from evoae.spaces import Space
 
 #: name -> Strategy subclass.
 STRATEGIES: dict[str, type[Strategy]] = {}
-#: The strategy ``evoae search``, :func:`evoae.search` and the estimator use unless told.
-DEFAULT_STRATEGY = "microbial"
+#: The strategy ``evoae search``, :func:`evoae.search` and the estimator use unless told
+#: (chosen by the races in docs/search_quality.md).
+DEFAULT_STRATEGY = "aging"
+#: The published protocol's strategy: what ``--preset seed`` runs unless told otherwise.
+PUBLISHED_STRATEGY = "microbial"
 #: What runs of evoae 0.1, which stored no strategy, were searched with.
 LEGACY_STRATEGY = "microbial"
 
@@ -61,6 +64,7 @@ for _cls in (MicrobialGA, RandomSearch, AgingEvolution, OptunaSearch, NSGA2):
 
 __all__ = [
     "DEFAULT_STRATEGY",
+    "PUBLISHED_STRATEGY",
     "LEGACY_STRATEGY",
     "NSGA2",
     "Asha",

@@ -190,7 +190,7 @@ def _new_settings(
     objective: Objective | None,
 ) -> SearchSettings:
     """A new run's settings from the flat names given."""
-    name = strategy_name(strategy)
+    name = strategy_name(strategy, settings.get("preset"))
     default = "digits" if data is None else "<array>"
     # An epoch count the user sets is what trains: its step floor is stored as 0 unless
     # the user sets that too (training.budget).

@@ -10,7 +10,7 @@ from typing import Any
 from evoae import evolution
 from evoae.data import Splits
 from evoae.errors import EvoaeError
-from evoae.evolution import DEFAULT_STRATEGY, Strategy
+from evoae.evolution import DEFAULT_STRATEGY, PUBLISHED_STRATEGY, Strategy
 from evoae.loop.lineage import jsonable
 from evoae.objectives import Objective
 from evoae.options import options_of
@@ -22,10 +22,12 @@ from evoae.spaces import Space
 from evoae.training.budget import FLOORS, honour_counts
 
 
-def strategy_name(strategy: str | Strategy | None) -> str:
-    """The registered name a search runs: the default, an instance's or the given one."""
+def strategy_name(strategy: str | Strategy | None, preset: Any = None) -> str:
+    """The registered name a search runs: the given one, an instance's, or else the
+    published microbial GA for an explicit ``preset="seed"`` (the published protocol)
+    and the default for anything else."""
     if strategy is None:
-        return DEFAULT_STRATEGY
+        return PUBLISHED_STRATEGY if preset == "seed" else DEFAULT_STRATEGY
     if isinstance(strategy, Strategy):
         return strategy.name or type(strategy).__name__
     return strategy
