@@ -134,7 +134,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         (``max(epochs, ceil(min_steps / batches per epoch))``). An ``epochs`` set away
         from its default is what trains unless ``min_steps`` is set too.
     final_epochs : int, default=100
-        Most epochs to retrain each of the search's best three architectures on the
+        Most epochs to retrain each of the ``final_candidates`` finalists on the
         training split (the one validating best is kept). Each stops earlier on
         convergence: on a validation plateau (at least 300 optimizer steps without a
         better loss) its learning rate is halved, up to 5 times, and the next plateau
@@ -143,6 +143,11 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Optimizer steps the final training may take at least: the epoch cap is raised to
         them on small data; like ``min_steps``, off when ``final_epochs`` is set and it
         is not.
+    final_candidates : int, default=3
+        Finalists: the search's best distinct architectures the final stage trains
+        (at least 1); the one with the best validation loss is kept. Each is a full
+        final training, so this multiplies the final stage's cost (1 with
+        ``final_pbt``).
     max_depth : int or None, default=None
         Hidden genes of the space (None: the preset's default).
     max_ratio : float or None, default=None
@@ -235,6 +240,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         min_steps: int = default("min_steps"),
         final_epochs: int = default("final_epochs"),
         final_min_steps: int = default("final_min_steps"),
+        final_candidates: int = default("final_candidates"),
         max_depth: int | None = None,
         max_ratio: float | None = None,
         fidelity: str = default("fidelity"),
@@ -257,6 +263,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.min_steps = min_steps
         self.final_epochs = final_epochs
         self.final_min_steps = final_min_steps
+        self.final_candidates = final_candidates
         self.max_depth = max_depth
         self.max_ratio = max_ratio
         self.fidelity = fidelity
@@ -340,6 +347,7 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             max_ratio=self.max_ratio,
             fidelity=self.fidelity,
             final_pbt=self.final_pbt,
+            final_candidates=self.final_candidates,
             strategy=self.strategy,
             **self._strategy_settings(),
             **self._counts(),

@@ -161,6 +161,7 @@ def test_tiny_data_fits(digits):
         ({"objective": "probe"}, np.random.rand(30, 8), r"call fit\(X, y\)"),
         ({"fidelity": "bohb"}, np.random.rand(30, 8), "fidelity"),
         ({"final_pbt": 1}, np.random.rand(30, 8), "final"),
+        ({"final_candidates": 0}, np.random.rand(30, 8), "final candidates must be at least 1"),
         ({"max_ratio": -1.0}, np.random.rand(30, 8), "max"),
         ({"scale": "robust"}, np.random.rand(30, 8), "unknown scale 'robust': choose None"),
         ({"scale": 1.0}, np.random.rand(30, 8), "unknown scale 1.0"),
@@ -297,3 +298,21 @@ def test_scale_is_a_parameter_like_any_other():
     assert clone(ae).scale == "standard"
     assert ae.set_params(scale=None).scale is None
     assert EvolvedAutoencoder().get_params()["scale"] is None
+
+
+# ------------------------------------------------------------------ final stage
+
+
+def test_final_candidates_is_a_parameter_that_reaches_the_final_stage(digits):
+    X, _ = digits
+    ae = EvolvedAutoencoder(final_candidates=2)
+    assert ae.get_params()["final_candidates"] == 2
+    assert clone(ae).final_candidates == 2
+    assert ae.set_params(final_candidates=1).final_candidates == 1
+    assert EvolvedAutoencoder().final_candidates == 3  # the search's default
+    one = small(population=4, generations=2, final_candidates=1).fit(X)
+    two = small(population=4, generations=2, final_candidates=2).fit(X)
+    assert len(one.final_["candidates"]) == 1
+    assert len(two.final_["candidates"]) == 2
+    # The finalist both train first is the search's best: the same architecture.
+    assert one.final_["candidates"][0]["evaluation"] == two.final_["candidates"][0]["evaluation"]
