@@ -17,7 +17,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import evoae
 from evoae import EvolvedAutoencoder
-from evoae.estimator import EXPECTED_FAILED_CHECKS
+from evoae.estimator import EXPECTED_FAILED_CHECKS, KEEP_Z, _lead_over_pca
 
 #: A budget small enough for the dozens of fits the conformance suite makes.
 TINY = dict(population=2, generations=0, epochs=1, final_epochs=1, min_steps=0, final_min_steps=0)
@@ -310,9 +310,42 @@ def test_final_candidates_is_a_parameter_that_reaches_the_final_stage(digits):
     assert clone(ae).final_candidates == 2
     assert ae.set_params(final_candidates=1).final_candidates == 1
     assert EvolvedAutoencoder().final_candidates == 3  # the search's default
+    assert EvolvedAutoencoder().max_ratio == 2.0  # overcomplete first layers allowed
     one = small(population=4, generations=2, final_candidates=1).fit(X)
     two = small(population=4, generations=2, final_candidates=2).fit(X)
     assert len(one.final_["candidates"]) == 1
     assert len(two.final_["candidates"]) == 2
     # The finalist both train first is the search's best: the same architecture.
     assert one.final_["candidates"][0]["evaluation"] == two.final_["candidates"][0]["evaluation"]
+
+
+# ------------------------------------------------------------------ never worse than PCA
+
+
+def test_a_lead_over_pca_within_noise_returns_pca():
+    from sklearn.decomposition import PCA
+
+    X = _subspace()  # rank 2 plus noise: nothing nonlinear to find
+    ae = useful(code_size=2, final_candidates=1).fit(X)
+    assert ae.pca_refit_ and ae.best_spec_["hidden"] == []
+    assert ae.pca_lead_z_ is None or ae.pca_lead_z_ <= KEEP_Z
+    assert _raw_mse(ae, X) == pytest.approx(_raw_mse(PCA(2).fit(X), X), rel=1e-3)
+
+
+def test_lead_over_pca_is_a_paired_z_score():
+    from evoae.data import Dataset, Splits
+    from evoae.families import build_model
+    from evoae.models.pca import pca_basis
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((200, 6)) * np.linspace(1, 0.2, 6)).astype(np.float32)
+    data = Splits(Dataset(x[:150], None, "t"), Dataset(x[150:], None, "t"), None)
+    spec = {"family": "dense", "input_dim": 6, "code_size": 2, "hidden": [],
+            "code_activation": "linear", "output_activation": "linear",
+            "optimizer": "adam", "lr": 1e-3, "batch_size": 32, "init": "pca"}  # fmt: skip
+    # PCA of every row reconstructs the validation rows better than PCA of the training
+    # rows alone; a PCA of other data reconstructs them far worse.
+    better = build_model(spec, 0, init=pca_basis(x, 2)).eval()
+    worse = build_model(spec, 0, init=pca_basis(x[:, ::-1].copy(), 2)).eval()
+    assert _lead_over_pca(worse, data, 2) < -KEEP_Z
+    assert _lead_over_pca(better, data, 2) > 0
