@@ -310,7 +310,6 @@ def test_final_candidates_is_a_parameter_that_reaches_the_final_stage(digits):
     assert clone(ae).final_candidates == 2
     assert ae.set_params(final_candidates=1).final_candidates == 1
     assert EvolvedAutoencoder().final_candidates == 3  # the search's default
-    assert EvolvedAutoencoder().max_ratio == 2.0  # overcomplete first layers allowed
     one = small(population=4, generations=2, final_candidates=1).fit(X)
     two = small(population=4, generations=2, final_candidates=2).fit(X)
     assert len(one.final_["candidates"]) == 1
