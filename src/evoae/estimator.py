@@ -180,7 +180,9 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         on every fit.
     run_dir : str, Path or None, default=None
         Keep the run folder (journal, model, plots) here, replaced on every fit (never a
-        run the estimator did not make: that is refused). While another process fits
+        run the estimator did not make: that is refused). Its model is the search's
+        retrained best; with ``pca_refit_`` the fitted ``model_`` is PCA of all rows
+        instead, which the folder does not hold. While another process fits
         into it (a parallel grid search), a fit uses ``run_dir-2``, ``-3``...; ``run_dir_``
         says which. None: a temporary folder, removed once the model is in memory.
     device : {"cpu", "cuda", "auto"}, default="cpu"
