@@ -31,8 +31,9 @@ Ratios are to PCA's held-out MSE (below 1: better than PCA).
     python benchmarks/vs_pca.py --smoke                # seconds: iris, code 2, tiny budget
     python benchmarks/vs_pca.py --scale minmax         # the estimator weighing features by range
 
-One run per row (seed 0), one torch thread. ``--smoke`` checks the plumbing only (the
-estimator gets a tiny budget); its figures mean nothing.
+One run per row (seed 0, or ``--seed``: the split and the fits), one torch thread.
+``--smoke`` checks the plumbing only (the estimator gets a tiny budget); its figures mean
+nothing.
 """
 
 from __future__ import annotations
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, int, dict[str, Any]]]
         choices=("none", "standard", "minmax"),
         help="the estimator's scale (none: its default, the user's units)",
     )
+    p.add_argument("--seed", type=int, default=0, help="the split's and the fits' seed")
     p.add_argument("--only", default=None, help="comma-separated data set names")
     p.add_argument("--out", default=None, help="also write the table here after every row")
     p.add_argument("--order", default=None, help="comma-separated names: run these first")
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, int, dict[str, Any]]]
         for k in codes:
             if k >= x.shape[1]:
                 continue
-            r = compare(x, k, **params)
+            r = compare(x, k, seed=args.seed, **params)
             results.append((name, k, r))
             print(
                 f"{name:20s} k={k} pca={r['pca']:.4g} evoae={r['evoae']:.4g} "
@@ -242,8 +244,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, int, dict[str, Any]]]
     print(f"total {time.perf_counter() - t0:.0f} s")
     print(
         f"Python {platform.python_version()}, torch {torch.__version__}, scikit-learn "
-        f"{sklearn.__version__}, {sys.platform}; one torch thread, seed 0, scale {args.scale}"
-        + (" (smoke: tiny budget, figures meaningless)" if args.smoke else "")
+        f"{sklearn.__version__}, {sys.platform}; one torch thread, seed {args.seed}, "
+        f"scale {args.scale}" + (" (smoke: tiny budget, figures meaningless)" if args.smoke else "")
     )
     return results
 
