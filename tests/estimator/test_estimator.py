@@ -168,6 +168,7 @@ def test_tiny_data_fits(digits):
         ({"final_pbt": 1}, np.random.rand(30, 8), "final"),
         ({"final_candidates": 0}, np.random.rand(30, 8), "final candidates must be at least 1"),
         ({"max_ratio": -1.0}, np.random.rand(30, 8), "max"),
+        ({"max_ratio": "wide"}, np.random.rand(30, 8), "unknown max_ratio 'wide': give 'auto'"),
         ({"scale": "robust"}, np.random.rand(30, 8), "unknown scale 'robust': choose None"),
         ({"scale": 1.0}, np.random.rand(30, 8), "unknown scale 1.0"),
     ],
@@ -315,6 +316,26 @@ def test_final_candidates_is_a_parameter_that_reaches_the_final_stage(digits):
     assert clone(ae).final_candidates == 2
     assert ae.set_params(final_candidates=1).final_candidates == 1
     assert EvolvedAutoencoder().final_candidates == 3  # the search's default
+
+
+def test_max_ratio_auto_allows_wide_layers_on_narrow_inputs(digits):
+    from evoae.data import Dataset, Splits
+
+    def splits(width: int) -> Splits:
+        ds = Dataset(np.zeros((4, width), dtype=np.float32), None, "t")
+        return Splits(ds, ds, None)
+
+    ae = EvolvedAutoencoder()
+    assert ae.max_ratio == "auto"
+    assert ae._max_ratio(splits(64)) == 2.0 and ae._max_ratio(splits(256)) is None
+    assert ae.set_params(max_ratio=1.5)._max_ratio(splits(256)) == 1.5
+    X, _ = digits
+    wide = small(population=6, generations=0, final_candidates=1).fit(X)
+    narrow = small(population=6, generations=0, final_candidates=1, max_ratio=None).fit(X)
+    assert (
+        wide.final_["candidates"][0]["architecture"]
+        != (narrow.final_["candidates"][0]["architecture"])
+    )
     one = small(population=4, generations=2, final_candidates=1).fit(X)
     two = small(population=4, generations=2, final_candidates=2).fit(X)
     assert len(one.final_["candidates"]) == 1
