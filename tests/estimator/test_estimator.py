@@ -17,7 +17,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import evoae
 from evoae import EvolvedAutoencoder
-from evoae.estimator import EXPECTED_FAILED_CHECKS
+from evoae.estimator import EXPECTED_FAILED_CHECKS, KEEP_Z, _lead_over_pca
 
 #: A budget small enough for the dozens of fits the conformance suite makes.
 TINY = dict(population=2, generations=0, epochs=1, final_epochs=1, min_steps=0, final_min_steps=0)
@@ -137,11 +137,16 @@ def test_run_dir_kept_or_removed(digits, tmp_path, monkeypatch):
     (tmp_path / "tmp").mkdir()
     ae = small().fit(X)
     assert ae.run_dir_ is None
-    assert list((tmp_path / "tmp").iterdir()) == []  # the temporary run folder is gone
+    # The temporary run folder is gone (torch may leave its own cache folder there).
+    assert list((tmp_path / "tmp").glob("evoae-fit-*")) == []
     kept = small(run_dir=tmp_path / "run").fit(X)
     assert kept.run_dir_ == tmp_path / "run"
     loaded = evoae.load_model(tmp_path / "run" / "model")
-    assert loaded.spec == kept.best_spec_
+    if kept.pca_refit_:  # the folder keeps the search's retrained best; fit returned PCA
+        assert kept.best_spec_["hidden"] == [] and kept.best_spec_["init"] == "pca"
+        assert loaded.spec["input_dim"] == kept.best_spec_["input_dim"]
+    else:
+        assert loaded.spec == kept.best_spec_
 
 
 def test_tiny_data_fits(digits):
@@ -161,7 +166,9 @@ def test_tiny_data_fits(digits):
         ({"objective": "probe"}, np.random.rand(30, 8), r"call fit\(X, y\)"),
         ({"fidelity": "bohb"}, np.random.rand(30, 8), "fidelity"),
         ({"final_pbt": 1}, np.random.rand(30, 8), "final"),
+        ({"final_candidates": 0}, np.random.rand(30, 8), "final candidates must be at least 1"),
         ({"max_ratio": -1.0}, np.random.rand(30, 8), "max"),
+        ({"max_ratio": "wide"}, np.random.rand(30, 8), "unknown max_ratio 'wide': give 'auto'"),
         ({"scale": "robust"}, np.random.rand(30, 8), "unknown scale 'robust': choose None"),
         ({"scale": 1.0}, np.random.rand(30, 8), "unknown scale 1.0"),
     ],
@@ -297,3 +304,73 @@ def test_scale_is_a_parameter_like_any_other():
     assert clone(ae).scale == "standard"
     assert ae.set_params(scale=None).scale is None
     assert EvolvedAutoencoder().get_params()["scale"] is None
+
+
+# ------------------------------------------------------------------ final stage
+
+
+def test_final_candidates_is_a_parameter_that_reaches_the_final_stage(digits):
+    X, _ = digits
+    ae = EvolvedAutoencoder(final_candidates=2)
+    assert ae.get_params()["final_candidates"] == 2
+    assert clone(ae).final_candidates == 2
+    assert ae.set_params(final_candidates=1).final_candidates == 1
+    assert EvolvedAutoencoder().final_candidates == 3  # the search's default
+
+
+def test_max_ratio_auto_allows_wide_layers_on_narrow_inputs(digits):
+    from evoae.data import Dataset, Splits
+
+    def splits(width: int) -> Splits:
+        ds = Dataset(np.zeros((4, width), dtype=np.float32), None, "t")
+        return Splits(ds, ds, None)
+
+    ae = EvolvedAutoencoder()
+    assert ae.max_ratio == "auto"
+    assert ae._max_ratio(splits(64)) == 2.0 and ae._max_ratio(splits(256)) is None
+    assert ae.set_params(max_ratio=1.5)._max_ratio(splits(256)) == 1.5
+    X, _ = digits
+    wide = small(population=6, generations=0, final_candidates=1).fit(X)
+    narrow = small(population=6, generations=0, final_candidates=1, max_ratio=None).fit(X)
+    assert (
+        wide.final_["candidates"][0]["architecture"]
+        != (narrow.final_["candidates"][0]["architecture"])
+    )
+    one = small(population=4, generations=2, final_candidates=1).fit(X)
+    two = small(population=4, generations=2, final_candidates=2).fit(X)
+    assert len(one.final_["candidates"]) == 1
+    assert len(two.final_["candidates"]) == 2
+    # The finalist both train first is the search's best: the same architecture.
+    assert one.final_["candidates"][0]["evaluation"] == two.final_["candidates"][0]["evaluation"]
+
+
+# ------------------------------------------------------------------ never worse than PCA
+
+
+def test_a_lead_over_pca_within_noise_returns_pca():
+    from sklearn.decomposition import PCA
+
+    X = _subspace()  # rank 2 plus noise: nothing nonlinear to find
+    ae = useful(code_size=2, final_candidates=1).fit(X)
+    assert ae.pca_refit_ and ae.best_spec_["hidden"] == []
+    assert ae.pca_lead_z_ is None or ae.pca_lead_z_ <= KEEP_Z
+    assert _raw_mse(ae, X) == pytest.approx(_raw_mse(PCA(2).fit(X), X), rel=1e-3)
+
+
+def test_lead_over_pca_is_a_paired_z_score():
+    from evoae.data import Dataset, Splits
+    from evoae.families import build_model
+    from evoae.models.pca import pca_basis
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((200, 6)) * np.linspace(1, 0.2, 6)).astype(np.float32)
+    data = Splits(Dataset(x[:150], None, "t"), Dataset(x[150:], None, "t"), None)
+    spec = {"family": "dense", "input_dim": 6, "code_size": 2, "hidden": [],
+            "code_activation": "linear", "output_activation": "linear",
+            "optimizer": "adam", "lr": 1e-3, "batch_size": 32, "init": "pca"}  # fmt: skip
+    # PCA of every row reconstructs the validation rows better than PCA of the training
+    # rows alone; a PCA of other data reconstructs them far worse.
+    better = build_model(spec, 0, init=pca_basis(x, 2)).eval()
+    worse = build_model(spec, 0, init=pca_basis(x[:, ::-1].copy(), 2)).eval()
+    assert _lead_over_pca(worse, data, 2) < -KEEP_Z
+    assert _lead_over_pca(better, data, 2) > 0
