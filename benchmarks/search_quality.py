@@ -37,11 +37,11 @@ import numpy as np
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PUBLISHED = 0.0286
-#: ``--smoke``: a plain and an ASHA strategy on digits, four one-epoch candidates each,
+#: ``--smoke``: a plain, an ASHA and a morph strategy on digits, four one-epoch candidates each,
 #: so a test runs the race and its report in seconds (the figures mean nothing).
 SMOKE = {
     "dataset": ["digits"],
-    "strategies": ["microbial", "asha-random"],
+    "strategies": ["microbial", "asha-random", "aging-morph"],
     "seeds": 1,
     "evaluations": 4,
     "population": 2,
@@ -58,6 +58,9 @@ STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
     # tpe is multivariate TPE (Optuna 5's default); tpe-uni the independent TPE of Optuna 4.
     "tpe-uni": ("tpe", {"multivariate": False}),
     "aging-wide": ("aging", {"space_options": {"max_ratio": 2.0}}),
+    # Offspring are their parents changed by one network morphism, starting from the
+    # parents' trained weights (evoae.families.dense.morph).
+    "aging-morph": ("aging", {"inherit": True, "morph": True}),
     "tpe-wide": ("tpe", {"space_options": {"max_ratio": 2.0}}),
     # ASHA around a strategy (rungs of 1, 3 and 4 epochs, the best third promoted), with
     # the budget of the same strategy alone: evaluations x epochs, in epochs.
@@ -72,7 +75,8 @@ def _budget(strategy: str, evaluations: int, population: int) -> dict[str, Any]:
     if strategy == "microbial":
         return {"population": population, "generations": evaluations - population}
     if strategy == "aging":
-        return {"evaluations": evaluations, "population": population, "sample": population // 4}
+        sample = max(1, population // 4)
+        return {"evaluations": evaluations, "population": population, "sample": sample}
     return {"evaluations": evaluations}
 
 

@@ -98,3 +98,32 @@ def test_sigkill_then_resume_gives_the_uninterrupted_inherited_journal(tmp_path)
 def _cli(*args: str, kill: str) -> tuple[int, str]:
     proc = run_cli("search", *args, kill=kill)
     return proc.returncode, proc.stderr
+
+
+def test_morph_needs_inherit():
+    with pytest.raises(EvoaeError, match="morph needs inherit"):
+        make_strategy("aging", DenseSpace(64, 4), {"morph": True})
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_morph_journal(tmp_path):
+    """Morph mode: every offspring differs from its parent in one respect (the hidden
+    layers or one training setting), and a killed run resumes to the same journal."""
+    aging = dict(strategy="aging", evaluations=10, batch=2, population=4, sample=2, seed=3)
+    ref = _rows(
+        search("digits", out=tmp_path / "ref", inherit=True, morph=True, **aging, **SMALL).run_dir
+    )
+    by_id = {r["id"]: r for r in ref}
+    children = [r for r in ref if "inherited_from" in r["terms"]]
+    assert len(ref) == 10 and len(children) >= 4
+    for r in children:
+        parent = by_id[int(r["terms"]["inherited_from"])]["spec"]
+        changed = [
+            k for k in ("hidden", "optimizer", "lr", "batch_size") if r["spec"][k] != parent[k]
+        ]
+        assert len(changed) == 1 or changed == ["optimizer", "lr"], (parent, r["spec"])
+    run = tmp_path / "run"
+    code, err = _cli(*ARGS, "--morph", "--out", str(run), kill="appended:7")
+    assert code == -signal.SIGKILL, err
+    assert 0 < len(_rows(run)) < 10
+    search(out=run, resume=True)
+    assert _rows(run) == ref

@@ -19,6 +19,15 @@ The published NAS runs used P = 100, S = 25 for thousands of evaluations; the de
 
 ``inherit=True`` (Lamarckian): a child starts from the trained weights of the winner it
 mutates (:meth:`AgingEvolution.parents`; the search loop does the rest).
+
+``morph=True`` (with ``inherit``; refused without it, since a morph only pays when the
+child starts from its parent's weights): instead of per-gene redraws, each child is its
+tournament winner changed by one function-preserving step drawn with the strategy's
+random generator (:meth:`evoae.spaces.Space.morph`; dense: widen, deepen, change an
+activation on a zero-started branch, or change a training gene, see
+:mod:`evoae.families.dense.morph`), and the search hands the inheritance the parent's
+spec so the child starts computing what its parent did. A parent no morph applies to
+(or a space without morphs, such as conv) is mutated as usual.
 """
 
 from __future__ import annotations
@@ -73,6 +82,13 @@ class AgingOptions:
         "widening where a layer grew)",
         legacy=False,
     )
+    morph: bool = option(
+        False,
+        "each offspring is its parent changed by one function-preserving step (widen, "
+        "deepen, an activation on a zero-started branch, a training gene) and starts "
+        "from the parent's trained weights; needs --inherit",
+        legacy=False,
+    )
 
 
 class AgingEvolution(SteadyState):
@@ -90,6 +106,11 @@ class AgingEvolution(SteadyState):
             raise EvoaeError(
                 f"sample ({options.sample}) must be at most the population ({options.population})"
             )
+        if options.morph and not options.inherit:
+            raise EvoaeError(
+                "morph needs inherit: a morphed child starts from its parent's trained "
+                "weights; add --inherit (or inherit=True)"
+            )
         #: The fitness of each member.
         self.fitness: list[float] = []
         self._parents: list[Genome] = []  # the tournament winners of the last offspring
@@ -103,7 +124,8 @@ class AgingEvolution(SteadyState):
         for _ in range(n):  # tournament then mutation, one child at a time
             parent = self.population[self._tournament()]
             self._parents.append(parent)
-            children.append(self._mutate(parent))
+            child = self.space.morph(parent, self.rng) if self.options.morph else None
+            children.append(self._mutate(parent) if child is None else child)
         return children
 
     def parents(self, genomes: Sequence[Genome]) -> list[Genome | None]:

@@ -82,8 +82,10 @@ class Family:
     fallback: Callable[[Space], tuple[Genome, dict[str, Any]] | None] | None = None
     #: ``inherit(parent_state, child, seed) -> names set``: how an offspring starts from
     #: its parent's trained state (dense: Net2Net widening). Default: copy every tensor
-    #: whose name and shape match (:func:`evoae.models.base.copy_matching`).
-    inherit: Callable[[dict[str, Any], nn.Module, int], list[str]] | None = None
+    #: whose name and shape match (:func:`evoae.models.base.copy_matching`). In morph
+    #: mode (aging's ``morph`` option) it is also given ``parent_spec=``: the parent's
+    #: spec, to tell which morph made the child.
+    inherit: Callable[..., list[str]] | None = None
     #: ``is_linear(spec) -> bool``: the spec is an affine map of rank <= its code size
     #: (at best PCA), so the estimator refits it as PCA on every row.
     is_linear: Callable[[dict[str, Any]], bool] | None = None
@@ -194,12 +196,20 @@ def fallback(space: Space) -> tuple[Genome, dict[str, Any]] | None:
     return family.fallback(space) if family.fallback is not None else None
 
 
-def inherit_state(theirs: dict[str, Any], child: nn.Module, seed: int = 0) -> list[str]:
+def inherit_state(
+    theirs: dict[str, Any],
+    child: nn.Module,
+    seed: int = 0,
+    parent_spec: dict[str, Any] | None = None,
+) -> list[str]:
     """Start ``child`` (a built family module with ``spec``) from a parent's state dict
-    by its family's rule; returns the names of the tensors set."""
+    by its family's rule; returns the names of the tensors set. ``parent_spec`` (given
+    in morph mode) reaches the family's hook as ``parent_spec=``."""
     spec = getattr(child, "spec", None)
     family = family_of(spec) if isinstance(spec, dict) else None
     if family is not None and family.inherit is not None:
+        if parent_spec is not None:
+            return family.inherit(theirs, child, seed, parent_spec=parent_spec)
         return family.inherit(theirs, child, seed)
     from evoae.models.base import copy_matching
 

@@ -43,6 +43,8 @@ class Lineage:
     def __init__(self, strategy: Strategy, space: Space, keys: Phenotypes, run_dir: Path) -> None:
         self.strategy, self.space, self.keys, self.run_dir = strategy, space, keys, run_dir
         self.on = bool(getattr(strategy.options, "inherit", False))
+        #: Morph mode: a task also gets its parent's spec (which morph made the child).
+        self.morph = self.on and bool(getattr(strategy.options, "morph", False))
         #: genome id -> the row holding its latest trained state.
         self.trained: dict[str, Row] = {}
 
@@ -71,11 +73,13 @@ class Lineage:
         """Each genome's parent row and its task (with inheritance on, every task saves
         its state to ``states/<id>`` and an offspring starts from its parent's)."""
         parents: list[int | None] = [None] * len(genomes)
+        parent_specs: list[dict[str, Any] | None] = [None] * len(genomes)
         if self.on:
             for i, g in enumerate(self.strategy.parents(genomes)):
                 row = None if g is None else self.trained.get(genome_id(self.space.to_json(g)))
                 if row is not None and valid_state(self.stem(row.id), row.spec):
                     parents[i] = row.id
+                    parent_specs[i] = row.spec if self.morph else None
         tasks = []
         for i, (spec, parent) in enumerate(zip(specs, parents, strict=True)):
             seed = self.keys.seed_for(spec, base + i, parent)
@@ -86,7 +90,17 @@ class Lineage:
                 continue
             stem = None if parent is None else str(self.stem(parent))
             save = str(rf.save_stem(self.run_dir.resolve(), base + i))
-            tasks.append(Task(spec, seed, epochs, save=save, inherit=stem, trainer=trainer))
+            tasks.append(
+                Task(
+                    spec,
+                    seed,
+                    epochs,
+                    save=save,
+                    inherit=stem,
+                    inherit_spec=parent_specs[i],
+                    trainer=trainer,
+                )
+            )
         return parents, tasks
 
     def stem(self, eval_id: int) -> Path:

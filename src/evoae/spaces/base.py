@@ -115,6 +115,12 @@ class Space(ABC):
         """Genomes a search should include from the start (e.g. the PCA seed); none here."""
         return []
 
+    def morph(self, genome: Genome, rng: np.random.Generator) -> Genome | None:
+        """``genome`` changed by one function-preserving step drawn with ``rng`` (network
+        morphism: the child can start from the parent's trained weights), or None when
+        the space has none for it; the strategy then mutates as usual. None here."""
+        return None
+
     @property
     def n_genes(self) -> int:
         return len(self.genes)

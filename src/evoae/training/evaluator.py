@@ -31,8 +31,9 @@ class Task:
     The optional paths are checkpoint stems (:func:`evoae.training.rungs.save_rung`):
     ``resume`` continues a training saved there (multi-fidelity promotion), ``save``
     keeps the trained state there, ``inherit`` starts from a parent's saved weights
-    where the shapes allow (weight inheritance). A task with none of them is *plain*.
-    ``trainer`` picks the training step (:data:`evoae.training.trainer.TRAINERS`).
+    where the shapes allow (weight inheritance), ``inherit_spec`` being the parent's
+    spec in morph mode. A task with none of them is *plain*. ``trainer`` picks the
+    training step (:data:`evoae.training.trainer.TRAINERS`).
     """
 
     spec: dict[str, Any]
@@ -42,6 +43,7 @@ class Task:
     save: str | None = None
     inherit: str | None = None
     trainer: str = "autograd"
+    inherit_spec: dict[str, Any] | None = None
 
     @property
     def plain(self) -> bool:
@@ -68,6 +70,7 @@ def train_task(task: Task, train: EvalSplit, val: EvalSplit, objective: Objectiv
         objective=objective,
         save=task.save,
         inherit=task.inherit,
+        inherit_spec=task.inherit_spec,
         trainer=task.trainer,
     )
     try:

@@ -232,6 +232,7 @@ def train_rung(
     save: str | Path | None = None,
     inherit: str | Path | None = None,
     trainer: str = "autograd",
+    inherit_spec: dict[str, Any] | None = None,
 ) -> tuple[Result, torch.nn.Module]:
     """Train ``spec`` up to ``epochs`` epochs in total, from ``resume``'s checkpoint when
     given (else from scratch), score it, and save the checkpoint to ``save`` when given.
@@ -241,7 +242,9 @@ def train_rung(
     epochs, which gives the same result). ``inherit`` names a parent's checkpoint: the
     new model starts from the parent's weights wherever
     :func:`evoae.families.inherit_state` can carry them over (dense: widened
-    Net2Net-style) with replicas drawn from ``seed`` (its optimizer starts fresh).
+    Net2Net-style) with replicas drawn from ``seed`` (its optimizer starts fresh);
+    ``inherit_spec``, the parent's spec, makes that transfer morph-aware (aging's
+    ``morph`` mode, :mod:`evoae.families.dense.morph`).
     ``result.terms["epochs"]`` records the rung's total epochs. ``trainer`` picks the
     training step (:data:`evoae.training.trainer.TRAINERS`); both keep the same
     ``torch.optim`` state, so a rung saved by one continues under the other.
@@ -253,7 +256,7 @@ def train_rung(
     # a promoted rung then loads its weights over that.
     model = build_model(spec, seed, init=initial_state(spec, train.x)).to(train.x.device)
     if inherit is not None and resume is None:
-        inherit_state(load_weights(inherit), model, seed)
+        inherit_state(load_weights(inherit), model, seed, parent_spec=inherit_spec)
     opt = make_optimizer(spec["optimizer"], model.parameters(), float(spec["lr"]))
     start = load_rung(resume, model, opt, seed=seed) if resume is not None else 0
     if not 0 <= start <= epochs:

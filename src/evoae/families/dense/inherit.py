@@ -26,24 +26,46 @@ child's own weights on both of its sides (the child then computes something else
 so does every layer of a child of another depth except those whose name and shape match.
 Conv children only get the same-shape copy: widening a conv block would also have to
 split batch-norm statistics, which is not done.
+
+Given the parent's spec (aging evolution's ``morph`` mode), the transfer knows what
+changed: a child with an inserted identity-compatible layer, a grown branch or a changed
+activation is started by :func:`evoae.families.dense.morph.morph_state`, and widening
+splits each copied unit unevenly (``widen_dense(..., uneven=True)``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from evoae.families.dense.model import DenseAutoencoder
+from evoae.families.dense.morph import morph_state
 from evoae.models.base import copy_matching
 
 
-def inherit_state(theirs: dict[str, torch.Tensor], child: nn.Module, seed: int = 0) -> list[str]:
+def inherit_state(
+    theirs: dict[str, torch.Tensor],
+    child: nn.Module,
+    seed: int = 0,
+    parent_spec: dict[str, Any] | None = None,
+) -> list[str]:
     """Start ``child`` from a parent's state dict: Net2Net widening for a dense child of
-    the parent's depth, else the same-name same-shape copy. ``seed`` draws the replicas."""
+    the parent's depth, else the same-name same-shape copy. ``seed`` draws the replicas.
+
+    ``parent_spec`` (the parent's spec; aging evolution's ``morph`` mode passes it) makes
+    the transfer morph-aware (:mod:`evoae.families.dense.morph`): an inserted identity
+    layer, a grown or re-activated zero-started branch, and widening with uneven shares.
+    Without it inheritance is exactly what it was before morphs existed."""
     if isinstance(child, DenseAutoencoder):
+        if parent_spec is not None:
+            done = morph_state(theirs, parent_spec, child)
+            if done is not None:
+                return done
         # A PCA-residual model's linear path (``lin_*``) is copied; its branches widen.
         branches = {k: v for k, v in theirs.items() if k.startswith(("encoder.", "decoder."))}
-        widened = widen_dense(branches, child, seed)
+        widened = widen_dense(branches, child, seed, uneven=parent_spec is not None)
         if widened is not None:
             rest = {k: v for k, v in theirs.items() if k not in branches}
             return widened + copy_matching(rest, child)
@@ -55,11 +77,20 @@ def _linears(seq: nn.Sequential, prefix: str) -> list[tuple[str, nn.Linear]]:
 
 
 def widen_dense(
-    theirs: dict[str, torch.Tensor], child: DenseAutoencoder, seed: int = 0
+    theirs: dict[str, torch.Tensor],
+    child: DenseAutoencoder,
+    seed: int = 0,
+    *,
+    uneven: bool = False,
 ) -> list[str] | None:
     """Net2Net-widen a parent's dense state dict into ``child``; returns the tensors set,
     or None when the parent's layers do not line up with the child's (another depth,
-    input or code width), for the caller to fall back to :func:`copy_matching`."""
+    input or code width), for the caller to fall back to :func:`copy_matching`.
+
+    ``uneven``: the ``c`` copies of a unit take random shares (summing to one, drawn from
+    ``seed`` after the replicas) of its outgoing weights (of its probability after a
+    softmax: bias raised by ``log share``) instead of ``1 / c`` each. Still exact, and the
+    copies then get different gradients: equal copies would train identically forever."""
     enc = _linears(child.encoder, "encoder")
     dec = _linears(child.decoder, "decoder")
     layers = enc + dec
@@ -88,6 +119,7 @@ def widen_dense(
             maps.append(None)
         else:
             maps.append(torch.cat([torch.arange(p), torch.randint(p, (c - p,), generator=g)]))
+    shares = [None if m is None or not uneven else _shares(m, g) for m in maps]
     copied = []
     with torch.no_grad():
         for i, (name, lin) in enumerate(layers):
@@ -96,10 +128,14 @@ def widen_dense(
                 continue
             w = theirs[f"{name}.weight"].to(torch.float64)[dst][:, src]
             b = theirs[f"{name}.bias"].to(torch.float64)[dst]
+            share_in, share_out = shares[i], shares[i + 1]
             if act[i] != "softmax":  # a softmax input's copies already share their mass
-                w = w / _copies(src)[src]
+                w = w / _copies(src)[src] if share_in is None else w * share_in
             if act[i + 1] == "softmax":
-                b = b - torch.log(_copies(dst)[dst].to(torch.float64))
+                if share_out is None:
+                    b = b - torch.log(_copies(dst)[dst].to(torch.float64))
+                else:
+                    b = b + torch.log(share_out)
             lin.weight.copy_(w.to(lin.weight.dtype))
             lin.bias.copy_(b.to(lin.bias.dtype))
             copied += [f"{name}.weight", f"{name}.bias"]
@@ -109,3 +145,14 @@ def widen_dense(
 def _copies(mapping: torch.Tensor) -> torch.Tensor:
     """How many child units copy each parent unit (float64)."""
     return torch.bincount(mapping).to(torch.float64)
+
+
+def _shares(mapping: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random positive shares of each parent unit among its copies, summing to one per
+    parent unit (exactly one for a unit not copied), float64."""
+    u = 0.5 + torch.rand(len(mapping), generator=g, dtype=torch.float64)
+    total = torch.zeros(int(mapping.max()) + 1 if len(mapping) else 0, dtype=torch.float64)
+    total.index_add_(0, mapping, u)
+    share = u / total[mapping]
+    single = _copies(mapping)[mapping] == 1
+    return torch.where(single, torch.ones_like(share), share)

@@ -238,6 +238,14 @@ class DenseSpace(Space):
             spec["init"] = "pca"
         return spec
 
+    def morph(self, genome: Genome, rng: np.random.Generator) -> Genome | None:
+        """Widen, deepen, re-activate or retune ``genome`` by one step
+        (:mod:`evoae.families.dense.morph`), or None when none applies."""
+        from evoae.families.dense.morph import morph_genome
+
+        done = morph_genome(self, genome, rng)
+        return None if done is None else done[1]
+
     def pca_genome(self) -> Genome:
         """The linear autoencoder without hidden layers (PCA's shape), trained with Adam
         (else the first optimizer) at its default rate, batch 32 where it can."""
