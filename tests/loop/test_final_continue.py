@@ -95,4 +95,5 @@ def test_a_kill_in_the_final_stage_still_continues_and_a_bad_state_trains_from_s
     first = cands[0]
     assert first["start"] == "scratch" and "unusable" in first["start_note"]
     assert all(c["start"] == "continued" for c in cands[1:])
-    assert not (bad / "states").exists()
+    # The others are deleted; the damaged file is no longer evoae's by its content: kept.
+    assert [p.name for p in (bad / "states").iterdir()] == [f"{victim}.safetensors"]
