@@ -49,6 +49,8 @@ def test_continuing_is_reproducible_and_saving_changes_no_search_row(tmp_path):
     a = evoae.search("digits", out=tmp_path / "a", final_epochs=2, **SMALL)
     b = evoae.search("digits", out=tmp_path / "b", final_epochs=2, **SMALL)
     assert _fitnesses(tmp_path / "a") == _fitnesses(tmp_path / "b")
+    with Journal(tmp_path / "a" / "journal.sqlite", readonly=True) as j:
+        assert not any("epochs" in r.terms for r in j.rows())  # rows as unsaved ones
     assert a.final["val_loss"] == pytest.approx(b.final["val_loss"], rel=1e-6)
     wa = load_file(str(tmp_path / "a" / "model" / "model.safetensors"))
     wb = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))
