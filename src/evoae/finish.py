@@ -45,6 +45,7 @@ from evoae.training.budget import (
 )
 from evoae.training.evaluator import as_tensor, resolve_device
 from evoae.training.pbt import pbt_train
+from evoae.training.rungs import BadState, continue_candidate
 from evoae.training.threads import torch_threads
 from evoae.training.trainer import as_split, evaluate, make_result
 
@@ -122,7 +123,8 @@ def retrain_best(
     PCA, test it and save it.
 
     The finalists (:func:`finalists`: the ``final_candidates`` best architectures) each
-    train at most ``max(final_epochs, epochs for final_min_steps)`` epochs; with
+    train at most ``max(final_epochs, epochs for final_min_steps)`` epochs, continuing
+    the state the search saved of them (``final_continue``; from scratch without one); with
     ``final_patience`` a validation plateau cuts the learning rate (``final_lr_cuts``
     times) and then stops the training, and the best weights are kept.
     ``final["candidates"]`` lists the finalists and which was kept. ``final["pca_val_loss"]`` is
@@ -238,8 +240,9 @@ def _best_or_refuse(journal: Journal, n_evaluations: int, run_dir: Path) -> Any:
 def _retrain(
     ctx: _Final, journal: Journal, best: Any, reporters: Sequence[Any]
 ) -> tuple[_Pick, list[dict[str, Any]]]:
-    """The final training of the finalists (:func:`finalists`), each from scratch with the
-    final schedule, validation deciding which is kept; and a summary row for each.
+    """The final training of the finalists (:func:`finalists`), each continued from the
+    search's saved state (``final_continue``) or from scratch with the final schedule,
+    validation deciding which is kept; and a summary row for each.
 
     Low-fidelity fitness ranks candidates after a few hundred steps, so the search's best
     is not always the best trained to convergence. The time left to a deadline is shared
@@ -253,11 +256,12 @@ def _retrain(
     for i, row in enumerate(rows):
         genome = ctx.space.from_json(row.genome)
         spec = ctx.space.decode(genome)
+        src = state_source(journal, row) if t.final_continue and t.final_pbt < 2 else None
         trained = Trained(
             *_final_training(
                 ctx.s, spec, ctx.train, ctx.val, ctx.objective, ctx.phenotype_key,
                 reporters if i == 0 else (), run_dir=ctx.run_dir,
-                deadline=_share(ctx.deadline, len(rows) - i),
+                deadline=_share(ctx.deadline, len(rows) - i), saved=src,
             )
         )  # fmt: skip
         r = trained.result
@@ -271,6 +275,7 @@ def _retrain(
             "val_loss": r.val_loss if r.status == "ok" else None,
             "fitness": r.fitness if math.isfinite(r.fitness) else None,
             "epochs": r.epochs, "stop": r.stop, "status": r.status,
+            **(trained.start or {"start": "scratch"}),
         })  # fmt: skip
         if r.status == "ok" and (pick is None or r.fitness < pick.trained.result.fitness):
             pick = _Pick(row, genome, spec, trained)
@@ -300,6 +305,22 @@ def finalists(journal: Journal, best: Any, n: int) -> list[Any]:
         if other is not None:
             out.append(other)
     return out
+
+
+def state_source(journal: Journal, row: Any) -> Any:
+    """The row whose training saved ``row``'s state: itself, or for a cached row the
+    first trained row of its spec (None when there is none)."""
+    return _row_of(journal, row.spec) if row.cached else row
+
+
+def final_states(journal: Journal, n: int) -> set[int]:
+    """The journal ids of the states the final stage would continue now: those of the
+    :func:`finalists` (``n`` of them) of the journal so far."""
+    best = best_row(list(journal.rows()))
+    if best is None:
+        return set()
+    sources = (state_source(journal, r) for r in finalists(journal, best, n))
+    return {r.id for r in sources if r is not None}
 
 
 def _pca_if_worse(
@@ -347,7 +368,7 @@ def _final_figures(
     label: str,
 ) -> dict[str, Any]:
     """``summary.json``'s ``final``: the kept model's training, losses and PCA figures."""
-    result, model, pbt = pick.trained
+    result, model, pbt = pick.trained.result, pick.trained.model, pick.trained.pbt
     val_loss = result.val_loss
     if val_loss is None:  # an objective other than the model's loss: measure that too
         val_loss = evaluate(model, as_tensor(splits.val.x, device))["loss"]
@@ -458,11 +479,13 @@ FALLBACK_RTOL = 1e-6
 
 
 class Trained(NamedTuple):
-    """A final training's result and model; ``pbt``: its PBT figures (None: plain)."""
+    """A final training's result and model; ``pbt``: its PBT figures (None: plain);
+    ``start``: what it started from (:func:`_final_training`; None: from scratch)."""
 
     result: Result
     model: nn.Module
     pbt: dict[str, Any] | None = None
+    start: dict[str, Any] | None = None
 
 
 def _final_training(
@@ -476,10 +499,17 @@ def _final_training(
     *,
     run_dir: Path | None = None,
     deadline: float | None = None,
+    saved: Any = None,
 ) -> Trained:
     """The final schedule of :func:`retrain_best` for ``spec``, seeded by its phenotype;
     reporters hear of its start (the epoch cap) and of every epoch (PBT: every interval).
     It stops after the epoch (PBT: the interval) that ends past ``deadline``.
+
+    ``saved`` (a journal row of ``spec``'s, with ``run_dir``) names the search's saved
+    state to continue (``final_continue``): the final schedule then trains it at most the
+    same epochs further. A missing or invalid state is trained from scratch instead;
+    ``Trained.start`` says which ("start": "continued", "continued_from", "epochs_before";
+    or "scratch" and "start_note", why).
 
     With ``final_pbt`` it is population-based training of that many copies, each for
     the same epochs, checkpointed in ``run_dir/pbt/KEY`` (resumed from there)."""
@@ -498,7 +528,26 @@ def _final_training(
             return _final_pbt(
                 s, spec, train, val, objective, epochs, seed, run_dir, on_epoch, deadline
             )
-        return Trained(
+        patience = plateau_epochs(
+            t.final_patience, t.final_lr_cuts, len(train.x), int(spec["batch_size"])
+        )
+        note = "the search saved no state of it"
+        if saved is not None and run_dir is not None:
+            try:
+                result, model, before = continue_candidate(
+                    spec, train, val, rf.state_stem(run_dir, saved.id), epochs=epochs,
+                    seed=seed, state_seed=saved.seed, objective=objective,
+                    on_epoch=on_epoch if reporters else None, patience=patience,
+                    min_steps=t.final_min_steps, deadline=deadline, trainer=t.trainer,
+                    lr_cuts=t.final_lr_cuts,
+                )  # fmt: skip
+            except (BadState, EvoaeError) as e:  # missing, damaged, foreign, linked away
+                note = f"evaluation {saved.id}'s saved state is unusable ({e})"
+            else:
+                start = {"start": "continued", "continued_from": saved.id,
+                         "epochs_before": before}  # fmt: skip
+                return Trained(result, model, None, start)
+        trained = Trained(
             *train_candidate(
                 spec,
                 train,
@@ -506,9 +555,7 @@ def _final_training(
                 epochs=epochs,
                 seed=seed,
                 objective=objective,
-                patience=plateau_epochs(
-                    t.final_patience, t.final_lr_cuts, len(train.x), int(spec["batch_size"])
-                ),
+                patience=patience,
                 min_steps=t.final_min_steps,
                 on_epoch=on_epoch if reporters else None,
                 deadline=deadline,
@@ -516,6 +563,9 @@ def _final_training(
                 lr_cuts=t.final_lr_cuts,
             )
         )
+        if saved is None or run_dir is None or not t.final_continue:
+            return trained
+        return trained._replace(start={"start": "scratch", "start_note": note})
 
 
 def _final_pbt(
@@ -675,7 +725,8 @@ def retrain_row(run_dir: str | Path, row: Row, dest: str | Path) -> Path:
     """Retrain one journal row of a finished or unfinished run exactly as the best is
     retrained (the final schedule and seed rule) and save it as ``dest/model``.
 
-    The retraining of the run's best row reproduces the run's own ``model/``.
+    The retraining of the run's best row reproduces the run's own ``model/`` when the
+    final stage trained it from scratch (not continued from a saved state).
     """
     run_dir = Path(run_dir)
     with Journal(run_dir / rf.JOURNAL, readonly=True) as j:
@@ -689,9 +740,10 @@ def retrain_row(run_dir: str | Path, row: Row, dest: str | Path) -> Path:
     device = resolve_device(s.execution.device)
     train, val = as_split(splits.train, device), as_split(splits.val, device)
     n_train = len(splits.train.x)
-    result, model, _ = _final_training(
+    trained = _final_training(
         s, spec, train, val, objective, lambda sp: phenotype_key(s, n_train, sp)
     )
+    result, model = trained.result, trained.model
     if result.status != "ok":
         raise EvoaeError(f"retraining evaluation {row.id} failed ({result.error})")
     metrics: dict[str, Any] = {

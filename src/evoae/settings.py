@@ -285,6 +285,14 @@ class TrainingSettings:
         resumable=True,
         legacy=0,
     )
+    final_continue: bool = opt(
+        True,
+        "the search keeps the trained states of its best --final-candidates architectures "
+        "and the final stage continues them (else, or when a state is missing, it trains "
+        "them from scratch)",
+        resumable=True,
+        legacy=False,
+    )
     pca_fallback: bool = opt(
         True,
         "return the PCA-initialised linear autoencoder when the retrained best reconstructs "

@@ -47,8 +47,14 @@ def test_journal_equals_the_one_recorded_before_the_open_core_change(tmp_path, c
     recorded = GOLDEN[case]
     # Recorded with autograd, before the dense kernel (which agrees to float rounding),
     # and before PCA-residual candidates (new runs' default since, off in evoae 0.1),
-    # and when the final stage trained one architecture without learning-rate cuts.
-    old = {"trainer": "autograd", "residual": False, "final_candidates": 1, "final_lr_cuts": 0}
+    # and when the final stage trained one architecture from scratch without cuts.
+    old = {
+        "trainer": "autograd",
+        "residual": False,
+        "final_candidates": 1,
+        "final_lr_cuts": 0,
+        "final_continue": False,
+    }
     settings = {**old, **recorded["settings"]}
     result = evoae.search("digits", out=tmp_path / case, **settings)
     _same_rows(journal_rows(str(tmp_path / case)), recorded["rows"])

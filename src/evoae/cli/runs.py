@@ -382,7 +382,8 @@ def finalists_text(candidates: Any) -> str:
     short = {"plateau": "converged", "epochs": "capped", "time budget": "out of time"}
     losses = ", ".join(
         f"#{c.get('evaluation')} {_f(_finite(c.get('val_loss')))} "
-        f"({short.get(str(c.get('stop')), c.get('stop') or c.get('status'))})"
+        f"({short.get(str(c.get('stop')), c.get('stop') or c.get('status'))}"
+        f"{', continued' if c.get('start') == 'continued' else ''})"
         for c in rows
     )
     return (

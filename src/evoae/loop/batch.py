@@ -93,6 +93,8 @@ class Batch:
         """Task ``j`` finished: its row, and its duplicates within the batch."""
         loop, i = self.loop, self.leaders[j]
         plan = self.plans[i]
+        if plan is None and not loop.lineage.on:  # saved for the final stage only: the
+            result.terms.pop("epochs", None)  # row is the same as an unsaved training's
         if plan is not None:
             result.terms["rung"] = float(plan.rung)
             if plan.resume is not None:

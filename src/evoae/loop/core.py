@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from evoae.evolution import Plan, Strategy
-from evoae.finish import strict_history
+from evoae.finish import final_states, strict_history
 from evoae.loop.batch import Batch
 from evoae.loop.keys import Phenotypes
 from evoae.loop.lineage import Lineage, jsonable
@@ -93,7 +93,8 @@ class Loop:
                 if not row.cached:
                     self.cache[key] = row
                 self.lineage.remember(row, key)
-        self.lineage.prune(self.next_id)
+        live = self.strategy.live_states()
+        self.lineage.prune(self.next_id, keep=self.final_states() | (live or set()))
 
     def checkpoint(self) -> None:
         rf.write_json(
@@ -132,11 +133,19 @@ class Loop:
         self.history.append(self._history_row())
         self.checkpoint()
         live = self.strategy.live_states()
+        final = self.final_states()
         if live is not None:  # after the checkpoint: a resume never needs what is deleted
-            rf.prune_states(self.run_dir, live)
-        self.lineage.prune(self.next_id)
+            rf.prune_states(self.run_dir, live | final)
+        self.lineage.prune(self.next_id, keep=final | (live or set()))
         for r in self.reporters:
             r.generation(self.strategy.progress()[0], self.best)
+
+    def final_states(self) -> set[int]:
+        """The journal ids whose saved states the final stage continues (none unless
+        ``final_continue``): the finalists' so far (:func:`evoae.finish.final_states`)."""
+        if not self.lineage.final:
+            return set()
+        return final_states(self.journal, self.s.training.final_candidates)
 
     def task(self, spec: dict[str, Any], eval_id: int, plan: Plan) -> Task:
         """The training of row ``eval_id`` the strategy planned: its epochs, continuing a

@@ -6,13 +6,18 @@ starts from its parent's; the parent is the row that trained the genome the stra
 names (:meth:`evoae.evolution.Strategy.parents`). A parent whose state is missing or
 invalid gives no parent: the child trains from its own initialisation, which a resumed
 run decides the same way, since it holds the same state files.
+
+With the setting ``final_continue`` every training saves its state too, and the states
+of the search's finalists (:func:`evoae.finish.finalists`) are kept besides those the
+population needs, so the final stage continues them; the rest are deleted after each
+batch, and every state once the final stage is done.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +50,9 @@ class Lineage:
         self.on = bool(getattr(strategy.options, "inherit", False))
         #: Morph mode: a task also gets its parent's spec (which morph made the child).
         self.morph = self.on and bool(getattr(strategy.options, "morph", False))
+        t = keys.s.training
+        #: Every training saves its state for the final stage to continue (``final_continue``).
+        self.final = bool(t.final_continue) and t.final_pbt < 2
         #: genome id -> the row holding its latest trained state.
         self.trained: dict[str, Row] = {}
 
@@ -85,7 +93,7 @@ class Lineage:
             seed = self.keys.seed_for(spec, base + i, parent)
             epochs = self.keys.epochs_for(spec)
             trainer = self.keys.s.training.trainer
-            if not self.on:
+            if not self.on and not self.final:
                 tasks.append(Task(spec, seed, epochs, trainer=trainer))
                 continue
             stem = None if parent is None else str(self.stem(parent))
@@ -106,17 +114,19 @@ class Lineage:
     def stem(self, eval_id: int) -> Path:
         return rf.state_stem(self.run_dir.resolve(), eval_id)
 
-    def prune(self, next_id: int, everything: bool = False) -> None:
+    def prune(self, next_id: int, everything: bool = False, keep: Iterable[int] = ()) -> None:
         """Delete saved states no member of the population needs (the batch in flight
-        keeps its own); ``everything`` at the end of the search. Only evoae's files."""
+        keeps its own) and ``keep`` does not name (the finalists' and those a
+        multi-fidelity strategy continues); ``everything`` (but ``keep``) at the end of
+        the search. Only evoae's files."""
         folder = self.run_dir / rf.STATES_DIR
         members = getattr(self.strategy, "population", None)
-        if not self.on or folder.is_symlink() or not folder.is_dir():
+        if not (self.on or self.final) or folder.is_symlink() or not folder.is_dir():
             return  # a linked folder is not evoae's to empty
-        if members is None and not everything:
+        if members is None and not everything and not self.final:
             return
-        keep = set()
-        for g in () if everything else members:
+        keep = set(keep)
+        for g in () if everything or not self.on or members is None else members:
             row = self.trained.get(genome_id(self.space.to_json(g)))
             if row is not None:
                 keep.add(row.id)
@@ -126,7 +136,7 @@ class Lineage:
                 continue
             n = int(m["id"])
             mine = m["tmp"] or rf.is_state_file(p)  # by content: a user's 2024.json stays
-            if mine and (everything or m["tmp"] or (n < next_id and n not in keep)):
+            if mine and (m["tmp"] or (n not in keep and (everything or n < next_id))):
                 p.unlink()
         if everything and not any(folder.iterdir()):
             folder.rmdir()

@@ -96,7 +96,8 @@ def run(
             _record(loop, space, objective, run_dir, fingerprint, resume)
             stopped = _search(loop, evaluator, finish, t0)
             ex = s.execution
-            loop.lineage.prune(loop.next_id, everything=True)
+            # The finalists' states outlive the search (a killed final stage continues them).
+            loop.lineage.prune(loop.next_id, everything=True, keep=loop.final_states())
             result = retrain_best(
                 s,
                 space,
@@ -120,6 +121,7 @@ def run(
             for r in reporters:
                 r.finished(result, splits)
             rf.write_json(run_dir / rf.SUMMARY, result.summary())
+            loop.lineage.prune(loop.next_id, everything=True)  # the final stage is done
             return result
     finally:
         journal.close()
@@ -191,7 +193,7 @@ def _record(
         loop.journal.set_meta("data_sha256", fingerprint)
         loop.journal.set_meta("objective", objective.config())
     rf.write_json(run_dir / rf.SETTINGS, stored)
-    if loop.lineage.on:  # a run made before states/ existed does not list it yet
+    if loop.lineage.on or loop.lineage.final:  # a run made before states/ did not list it
         rf.add_to_manifest(run_dir, rf.STATES_DIR)
     done, total = loop.strategy.progress()
     for r in loop.reporters:

@@ -466,6 +466,12 @@ _CANDIDATE = record(
         "stop": string(32, choices=("plateau", "epochs", "time budget"), null=True),
         "status": string(32),
         "kept": boolean(),
+        # Continued from the search's saved state of evaluation N (after E epochs) or
+        # trained from scratch (with why, when a state was expected).
+        "start": string(32, choices=("continued", "scratch")),
+        "continued_from": integer(0, 2**62),
+        "epochs_before": integer(0, 10**9),
+        "start_note": string(4096),
     },
     extra=anything(2),
 )
