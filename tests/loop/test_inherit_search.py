@@ -34,7 +34,7 @@ def _rows(run: Path) -> list[dict]:
 @pytest.mark.parametrize(
     "strategy, options",
     [
-        ("aging", dict(evaluations=10, population=4, sample=2, batch=2)),
+        ("aging", dict(evaluations=10, population=4, sample=2, batch=2, morph=False)),
         ("microbial", dict(population=4, generations=6, concurrent=2)),
     ],
 )
@@ -100,9 +100,24 @@ def _cli(*args: str, kill: str) -> tuple[int, str]:
     return proc.returncode, proc.stderr
 
 
-def test_morph_needs_inherit():
-    with pytest.raises(EvoaeError, match="morph needs inherit"):
-        make_strategy("aging", DenseSpace(64, 4), {"morph": True})
+def test_morph_is_aging_default_and_implies_inheritance():
+    """New aging runs morph (and so inherit); --no-morph is the per-gene mutation from
+    scratch; a space without morphisms (conv) does not inherit through morph."""
+    from evoae.families.conv.space import ConvSpace
+
+    assert make_strategy("aging", DenseSpace(64, 4), {}).inherits
+    assert not make_strategy("aging", DenseSpace(64, 4), {"morph": False}).inherits
+    assert make_strategy("aging", DenseSpace(64, 4), {"morph": False, "inherit": True}).inherits
+    conv = ConvSpace((1, 16, 16), 4)
+    assert not make_strategy("aging", conv, {}).inherits
+
+
+def test_asha_turns_the_default_morph_off(tmp_path):
+    r = search(
+        "digits", out=tmp_path / "run", strategy="aging", fidelity="asha", evaluations=4,
+        population=2, sample=1, **SMALL,
+    )  # fmt: skip
+    assert r.settings.strategy.options["morph"] is False
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_morph_journal(tmp_path):

@@ -20,8 +20,9 @@ The published NAS runs used P = 100, S = 25 for thousands of evaluations; the de
 ``inherit=True`` (Lamarckian): a child starts from the trained weights of the winner it
 mutates (:meth:`AgingEvolution.parents`; the search loop does the rest).
 
-``morph=True`` (with ``inherit``; refused without it, since a morph only pays when the
-child starts from its parent's weights): instead of per-gene redraws, each child is its
+``morph=True`` (the default of new runs; stored runs without the option read False):
+Lamarckian growth by network morphism, which implies inheritance (a morph only pays
+when the child starts from its parent's weights). Instead of per-gene redraws, each child is its
 tournament winner changed by one function-preserving step drawn with the strategy's
 random generator (:meth:`evoae.spaces.Space.morph`; dense: widen, deepen, change an
 activation on a zero-started branch, or change a training gene, see
@@ -83,10 +84,11 @@ class AgingOptions:
         legacy=False,
     )
     morph: bool = option(
-        False,
+        True,
         "each offspring is its parent changed by one function-preserving step (widen, "
         "deepen, an activation on a zero-started branch, a training gene) and starts "
-        "from the parent's trained weights; needs --inherit",
+        "from the parent's trained weights (implies inheritance; --no-morph: per-gene "
+        "mutation, from scratch unless --inherit; off under --fidelity asha)",
         legacy=False,
     )
 
@@ -106,14 +108,17 @@ class AgingEvolution(SteadyState):
             raise EvoaeError(
                 f"sample ({options.sample}) must be at most the population ({options.population})"
             )
-        if options.morph and not options.inherit:
-            raise EvoaeError(
-                "morph needs inherit: a morphed child starts from its parent's trained "
-                "weights; add --inherit (or inherit=True)"
-            )
         #: The fitness of each member.
         self.fitness: list[float] = []
         self._parents: list[Genome] = []  # the tournament winners of the last offspring
+
+    @property
+    def inherits(self) -> bool:
+        """Offspring start from their parents' trained weights: ``inherit``, or ``morph``
+        in a space that has morphisms (a conv space has none: its offspring are mutated
+        and trained from scratch as without the option)."""
+        morphs = type(self.space).morph is not Space.morph
+        return bool(self.options.inherit or (self.options.morph and morphs))
 
     def population_fitness(self) -> list[float] | None:
         return list(self.fitness) if self.population else None

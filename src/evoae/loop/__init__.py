@@ -229,6 +229,8 @@ def _strategy(s: SearchSettings, space: Space, instance: Strategy | None) -> Str
     if instance is not None and instance.space is not space:
         instance.space = space  # the user's strategy searches the space of this run
     f = s.fidelity
+    if f.fidelity == "asha" and getattr(strat.options, "morph", False):
+        strat.options.morph = False  # rungs continue their own state (stored as off)
     if f.fidelity == "asha" and getattr(strat.options, "inherit", False):
         raise EvoaeError(
             "--inherit cannot be combined with --fidelity asha (a promotion continues its "

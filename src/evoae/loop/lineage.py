@@ -33,6 +33,15 @@ from evoae.training.rungs import valid_state
 _STATE_FILE = re.compile(r"^(?P<tmp>\.)?(?P<id>\d+)\.(safetensors|json)(?(tmp)\.tmp)$")
 
 
+def inherits(strategy: Strategy) -> bool:
+    """Whether ``strategy``'s offspring start from their parents' trained weights: its
+    ``inherits`` property, else its ``inherit`` option."""
+    flag = getattr(strategy, "inherits", None)
+    if isinstance(flag, bool):
+        return flag
+    return bool(getattr(strategy.options, "inherit", False))
+
+
 def jsonable(x: Any) -> Any:
     """``x`` as it reads back from JSON (tuples become lists)."""
     return json.loads(json.dumps(x))
@@ -47,9 +56,9 @@ class Lineage:
 
     def __init__(self, strategy: Strategy, space: Space, keys: Phenotypes, run_dir: Path) -> None:
         self.strategy, self.space, self.keys, self.run_dir = strategy, space, keys, run_dir
-        self.on = bool(getattr(strategy.options, "inherit", False))
+        self.on = inherits(strategy)
         #: Morph mode: a task also gets its parent's spec (which morph made the child).
-        self.morph = self.on and bool(getattr(strategy.options, "morph", False))
+        self.morph = bool(getattr(strategy.options, "morph", False))
         t = keys.s.training
         #: Every training saves its state for the final stage to continue (``final_continue``).
         self.final = bool(t.final_continue) and t.final_pbt < 2
