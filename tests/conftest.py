@@ -83,7 +83,7 @@ RUN_FILES = (
 )
 
 TINY_SEARCH = dict(
-    population=4, generations=4, epochs=1, final_epochs=1, min_steps=0, final_min_steps=0
+    strategy="microbial", population=4, generations=4, epochs=1, final_epochs=1, min_steps=0, final_min_steps=0
 )
 
 
@@ -148,7 +148,7 @@ def _report_search(factory: pytest.TempPathFactory, name: str, **kw: object) -> 
 @pytest.fixture(scope="session")
 def dense_result(tmp_path_factory) -> object:
     return _report_search(
-        tmp_path_factory, "dense", population=3, generations=3, epochs=1, final_epochs=2
+        tmp_path_factory, "dense", strategy="microbial", population=3, generations=3, epochs=1, final_epochs=2
     )
 
 
@@ -160,7 +160,7 @@ def dense_run(dense_result) -> Path:
 @pytest.fixture(scope="session")
 def vae_result(tmp_path_factory) -> object:
     return _report_search(
-        tmp_path_factory, "vae", model="conv-vae", limit=300, population=2, generations=1,
+        tmp_path_factory, "vae", model="conv-vae", limit=300, strategy="microbial", population=2, generations=1,
         epochs=1, final_epochs=1,
     )  # fmt: skip
 

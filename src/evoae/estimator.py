@@ -495,6 +495,8 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             budget["generations"] = self.generations
         elif "evaluations" in names:
             budget["evaluations"] = self.population + self.generations
+        if "sample" in names:  # aging's tournament: a quarter of the population, at least 1
+            budget["sample"] = max(1, int(self.population) // 4)
         return {**budget, **(self.strategy_options or {})}
 
     # ------------------------------------------------------------ using the model

@@ -15,7 +15,7 @@ import pytest
 import evoae
 from evoae.cli import build_parser, main
 
-TINY = ["--population", "4", "--generations", "4", "--epochs", "1", "--final-epochs", "1"]
+TINY = ["--strategy", "microbial", "--population", "4", "--generations", "4", "--epochs", "1", "--final-epochs", "1"]
 
 
 def _help(*command: str) -> str:
@@ -54,6 +54,8 @@ def test_short_flags(tmp_path, capsys):
         main(
             [
                 "search",
+                "--strategy",
+                "microbial",
                 "-n",
                 "4",
                 "-g",
@@ -85,6 +87,8 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
             "-m",
             "evoae.cli",
             "search",
+            "--strategy",
+            "microbial",
             "-n",
             "4",
             "-g",

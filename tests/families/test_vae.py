@@ -321,7 +321,7 @@ def test_collapsed_final_model_is_flagged_in_summary_and_runs_show(tmp_path, cap
         },
         free_bits=0.0,
         kl_warmup=0,
-        population=2,
+        strategy="microbial", population=2,
         generations=1,
         epochs=2,
         min_steps=60,

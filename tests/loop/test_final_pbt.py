@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 #: A small run whose best is trained by PBT of 3 copies x 2 epochs, exploit every epoch.
 ARGS = [
-    "--dataset", "digits", "--limit", "300", "--population", "4", "--generations", "2",
+    "--dataset", "digits", "--limit", "300", "--strategy", "microbial", "--population", "4", "--generations", "2",
     "--epochs", "1", "--min-steps", "0", "--final-epochs", "2", "--final-min-steps", "0",
     "--final-pbt", "3", "--final-pbt-ready", "1", "--seed", "3", "--executor", "inline",
 ]  # fmt: skip
@@ -97,7 +97,7 @@ def test_cnn_vae_final_pbt_explores_beta(tmp_path: Path) -> None:
         model="conv-vae",
         code_size=2,
         space_options={"filters_range": [2, 4], "dense_range": [8, 8]},
-        population=2,
+        strategy="microbial", population=2,
         generations=1,
         epochs=1,
         min_steps=0,
@@ -122,7 +122,7 @@ def test_final_pbt_with_the_pca_fallback(tmp_path: Path) -> None:
         "digits",
         out=tmp_path / "fb",
         limit=200,
-        population=2,
+        strategy="microbial", population=2,
         generations=1,
         epochs=1,
         min_steps=0,
@@ -147,7 +147,7 @@ def test_settings_round_trip_legacy_default_and_resume(tmp_path: Path) -> None:
     old = SearchSettings.from_dict(stored)
     assert old.training.final_pbt == 0 and old.training.final_pbt_ready == 2
     # Resumable: a finished plain run is retrained by PBT on finish.
-    kw: dict[str, Any] = dict(limit=200, population=2, generations=1, epochs=1, final_epochs=1)
+    kw: dict[str, Any] = dict(limit=200, strategy="microbial", population=2, generations=1, epochs=1, final_epochs=1)
     run = tmp_path / "run"
     plain = search("digits", out=run, **kw)
     assert "pbt" not in plain.final
