@@ -61,7 +61,9 @@ class Lineage:
         self.morph = bool(getattr(strategy.options, "morph", False))
         t = keys.s.training
         #: Every training saves its state for the final stage to continue (``final_continue``).
-        self.final = bool(t.final_continue) and t.final_pbt < 2
+        # (Not with multi-fidelity strategies: their own saved states are kept as before.)
+        staged = type(strategy).live_states is not Strategy.live_states
+        self.final = bool(t.final_continue) and t.final_pbt < 2 and not staged
         #: genome id -> the row holding its latest trained state.
         self.trained: dict[str, Row] = {}
 
