@@ -72,7 +72,7 @@ def step_flops(widths: list[int], batch: int, residual: bool = False) -> int:
 
 def gemms_only(kernel: DenseKernel, steps: int) -> Callable[[], None]:
     """The step's GEMMs on the kernel's own buffers and weights, ``steps`` times."""
-    xb, z, a, ga, gz, lin_out = kernel._plan(kernel.batch)
+    xb, z, a, ga, gz, lin_out, _, _ = kernel._plan(kernel.batch)
     layers, path = kernel.layers, kernel.linear
 
     @torch.no_grad()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -19,8 +20,10 @@ N_HIDDEN = 10
 
 
 def started(population: int, fitness=None, **kwargs) -> MicrobialGA:
-    """A GA whose initial population has been asked for and told ``fitness``."""
+    """A GA whose initial population has been asked for and told ``fitness`` (one
+    tournament a batch unless ``overlap`` is given)."""
     kwargs.setdefault("generations", 10_000)
+    kwargs.setdefault("overlap", 1)
     ga = MicrobialGA(SPACE, population=population, **kwargs)
     genomes = ga.ask()
     assert len(genomes) == population and len(set(genomes)) == population
@@ -341,3 +344,79 @@ def test_state_dict_is_json_and_restores_the_search_exactly(reevaluate):
     assert twin.generation == ga.generation
     assert drive(twin, 9, 6) == drive(ga, 9, 6)
     assert twin.state_dict() == ga.state_dict()
+
+
+# ------------------------------------------------------------------ overlapped batches
+
+
+def tournaments(ga: MicrobialGA, seed: int, p_fail: float = 0.2) -> tuple[list, list]:
+    """Drive ``ga`` to the end with a fitness that is a function of the genome (and
+    ``seed``), so a sequential and an overlapped run meet the same values; returns every
+    offspring asked, in order, and each batch's size."""
+    def fitness(g) -> float:
+        r = np.random.default_rng([seed, zlib.crc32(json.dumps(SPACE.to_json(g)).encode())])
+        return math.inf if r.uniform() < p_fail else float(r.uniform())
+
+    asked, sizes = [], []
+    while not ga.done:
+        batch = ga.ask()
+        if ga.population:
+            asked += batch
+            sizes.append(len(batch))
+        ga.tell(batch, [fitness(g) for g in batch])
+    return asked, sizes
+
+
+@pytest.mark.parametrize(("population", "deme", "overlap"), [(20, 5, 2), (6, 2, 2), (8, 7, 3)])
+def test_overlapped_batches_run_the_published_tournaments(population, deme, overlap):
+    kw = dict(population=population, deme=deme, generations=120, seed=7)
+    one = MicrobialGA(SPACE, overlap=1, **kw)
+    many = MicrobialGA(SPACE, overlap=overlap, **kw)
+    assert many.parallelism == overlap and one.parallelism == 1
+    seq, seq_sizes = tournaments(one, 3)
+    ovl, sizes = tournaments(many, 3)
+    assert seq_sizes == [1] * 120 and sum(sizes) == 120
+    # The same offspring in the same order, the same final population and fitness.
+    assert ovl == seq
+    assert many.population == one.population and many.fitness == one.fitness
+    assert many.rng.random() == one.rng.random()  # the same random draws consumed
+    assert max(sizes) == overlap and len(sizes) < 120  # batches did overlap
+    if population == 20:
+        assert 1 in sizes  # a dependent pair was held for the next batch
+
+
+def test_overlapped_rows_keep_their_tournament_numbers():
+    ga = started(10, overlap=2, generations=30, seed=2)
+    seen = []
+    while not ga.done:
+        batch = ga.ask()
+        gens = ga.row_generations(len(batch))
+        assert gens == list(range(ga.generation, ga.generation + len(batch)))
+        seen += gens
+        ga.tell(batch, [0.5] * len(batch))
+    assert seen == list(range(30))
+
+
+def test_overlap_is_off_with_concurrent_or_reevaluate():
+    assert MicrobialGA(SPACE, population=6, concurrent=2, overlap=2).parallelism == 2
+    assert MicrobialGA(SPACE, population=6, reevaluate=True, overlap=2).parallelism == 2
+    assert MicrobialGA(SPACE, population=6, overlap=3).parallelism == 3
+
+
+def test_a_held_pair_survives_a_checkpoint():
+    kw = dict(population=20, generations=200, overlap=2)
+    ga = MicrobialGA(SPACE, seed=5, **kw)
+    drive(ga, 1, 0)  # the initial population
+    for _ in range(200):  # until a batch ends on a held pair
+        drive(ga, 1, 1)
+        if ga._held is not None:
+            break
+    assert ga._held is not None
+    state = json.loads(json.dumps(ga.state_dict(), allow_nan=False))
+    twin = MicrobialGA(SPACE, seed=999, **kw)
+    twin.load_state_dict(state)
+    assert twin._held == ga._held
+    assert drive(twin, 9, 6) == drive(ga, 9, 6)
+    for bad in ([0], [0, 99], ["a", 1], [True, 1]):
+        with pytest.raises(ValueError, match="held pair"):
+            MicrobialGA(SPACE, seed=1, **kw).load_state_dict(state | {"held": bad})

@@ -120,6 +120,11 @@ class Strategy(ABC):
         """Most candidates one :meth:`ask` returns: how many can train at once."""
         return 1
 
+    def row_generations(self, n: int) -> list[int]:
+        """The generation journaled with each of the ``n`` rows just asked (default:
+        :meth:`progress` before the batch, for every row)."""
+        return [self.progress()[0]] * n
+
     def plan(self, genomes: Sequence[Genome], first_id: int) -> list[Plan] | None:
         """How to train the genomes of the last :meth:`ask` (called once per ask).
 

@@ -15,6 +15,18 @@ compete until the whole batch has been told, so selection pressure per tournamen
 same but information spreads a batch later; the population changes by up to K members
 at a time.
 
+Overlapped mode (``overlap = K > 1``; opt-in for now; with ``concurrent = 1``
+and without ``reevaluate``): the published algorithm, unchanged, with up to K
+consecutive tournaments trained together. Tournament t+1 needs nothing of tournament t
+unless it draws the slot t's offspring is about to fill: its pair, winner, crossover
+and mutation draw the same random numbers from the same population either way (the
+draws never depend on a fitness). So :meth:`ask` runs tournaments in order and hands
+out their offspring until the next pair names a slot of this batch's losers; that pair
+is held (already drawn) and opens the next batch, after the offspring it waits for is
+told. Every tournament, offspring, fitness and journal row equals the sequential run's;
+only the batches (the history's rows, one per batch) differ. With a population of 20 and
+a deme of 5 about nine tournaments in ten overlap their predecessor.
+
 ``reevaluate=True`` reproduces the published code, which retrains both parents in every
 tournament: each tournament then asks for the two parents first and compares their fresh
 fitness. By default parents keep their stored fitness (the search loop's phenotype cache
@@ -60,6 +72,14 @@ class MicrobialOptions:
     )
     concurrent: int = option(
         1, "tournaments run together per batch (1 = published; at most population/2)", low=1
+    )
+    overlap: int = option(
+        1,
+        "consecutive tournaments trained at once when neither needs the other's "
+        "offspring (the published order and results; 1 = one at a time; only with "
+        "concurrent 1 and without reevaluate)",
+        low=1,
+        high=1024,
     )
     reevaluate: bool = option(
         False, "retrain both parents in every tournament, as the published code did"
@@ -110,9 +130,14 @@ class MicrobialGA(Strategy):
                 "inherit and reevaluate do not go together: a retrained parent would "
                 "inherit from itself; choose one"
             )
+        overlapping = self.concurrent == 1 and not self.reevaluate
+        self.overlap = int(options.overlap) if overlapping else 1
         self.population: list[Genome] = []
         self.fitness: list[float] = []
         self._tournaments = 0
+        #: An overlapped batch's last pair drawn, which needs an offspring of that batch:
+        #: the next batch's first tournament.
+        self._held: tuple[int, int] | None = None
         # Between ask and tell: ("init"), ("parents", pairs) or ("offspring", [(loser, child)]).
         self._pending: tuple[str, Any] | None = None
         self._reeval_pairs: list[tuple[int, int]] | None = None
@@ -124,7 +149,7 @@ class MicrobialGA(Strategy):
 
     @property
     def parallelism(self) -> int:
-        return self.concurrent * (2 if self.reevaluate else 1)
+        return self.concurrent * (2 if self.reevaluate else 1) * self.overlap
 
     @property
     def generation(self) -> int:
@@ -149,6 +174,8 @@ class MicrobialGA(Strategy):
             return self._breed(pairs)
         if self.done:
             return []
+        if self.overlap > 1:
+            return self._overlapped()
         pairs = self._draw_pairs(min(self.concurrent, self.generations - self._tournaments))
         if self.reevaluate:
             self._pending = ("parents", pairs)
@@ -167,6 +194,40 @@ class MicrobialGA(Strategy):
         self._pending = ("offspring", children)
         self._winners = [self.population[w] for w in winners]
         return [c for _, c in children]
+
+    def _overlapped(self) -> list[Genome]:
+        """Up to ``overlap`` consecutive tournaments, each drawn and bred in the
+        sequential order of random draws, stopping at a pair that names a slot one of
+        them fills (held for the next batch: see the module)."""
+        left = self.generations - self._tournaments
+        children: list[tuple[int, Genome]] = []
+        winners: list[Genome] = []
+        filled: set[int] = set()
+        while len(children) < min(self.overlap, left):
+            pair = self._held if self._held is not None else self._draw_pair(set())
+            self._held = None
+            assert pair is not None  # nothing is used: a pair is always found
+            if filled.intersection(pair):
+                self._held = pair
+                break
+            a, b = pair
+            winner, loser = (a, b) if self.fitness[a] <= self.fitness[b] else (b, a)
+            winners.append(self.population[winner])
+            children.append(
+                (loser, self._offspring(self.population[winner], self.population[loser]))
+            )
+            filled.add(loser)
+        self._pending = ("offspring", children)
+        self._winners = winners
+        return [c for _, c in children]
+
+    def row_generations(self, n: int) -> list[int]:
+        """An overlapped batch's offspring are tournaments t, t+1, ... (as run one at
+        a time); otherwise every row of a batch has the tournaments done before it."""
+        done, pending = self._tournaments, self._pending
+        if self.overlap > 1 and pending is not None and pending[0] == "offspring":
+            return [done + i for i in range(n)]
+        return [done] * n
 
     def parents(self, genomes: Sequence[Genome]) -> list[Genome | None]:
         """Each offspring's parent is its tournament's winner (the loser it replaces
@@ -243,6 +304,7 @@ class MicrobialGA(Strategy):
             fitness=[enc(f) for f in self.fitness],
             tournaments=self._tournaments,
             reeval_pairs=self._reeval_pairs,
+            held=None if self._held is None else list(self._held),
         )
         return state
 
@@ -262,4 +324,12 @@ class MicrobialGA(Strategy):
             ok = len(pair) == 2 and all(isinstance(i, int) and 0 <= i < n for i in pair)
             if not ok:
                 raise ValueError(f"reeval_pairs names members outside the population: {pair}")
+        held = state.get("held")  # absent in checkpoints made before overlapped batches
+        self._held = None
+        if held is not None:
+            ok = isinstance(held, list) and len(held) == 2
+            ok = ok and all(isinstance(i, int) and not isinstance(i, bool) for i in held)
+            if not ok or not all(0 <= i < n for i in held) or self.overlap < 2:
+                raise ValueError(f"held pair {held!r} is not a pair of members")
+            self._held = (held[0], held[1])
         self._pending = None

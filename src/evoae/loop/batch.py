@@ -24,7 +24,7 @@ class Batch:
         self.loop, self.genomes = loop, genomes
         self.base = base = loop.next_id
         self.plans = loop.strategy.plan(genomes, base) or [None] * len(genomes)
-        self.gen = loop.strategy.progress()[0]
+        self.gens = loop.strategy.row_generations(len(genomes))
         self.specs = [loop.space.decode(g) for g in genomes]
         self.parents, self.by_pos = loop.lineage.tasks(genomes, self.specs, base)
         self.keys = [
@@ -86,7 +86,7 @@ class Batch:
 
     def _cached(self, i: int, src: Row) -> Row:
         return self.loop.row(
-            self.base + i, self.gen, self.genomes[i], self.specs[i], src, cached=True
+            self.base + i, self.gens[i], self.genomes[i], self.specs[i], src, cached=True
         )
 
     def trained(self, j: int, result: Result) -> None:
@@ -105,7 +105,7 @@ class Batch:
                 result.curve = [p for p in result.curve if p[0] > done]
         row = loop.row(
             self.base + i,
-            self.gen,
+            self.gens[i],
             self.genomes[i],
             self.specs[i],
             result,
