@@ -39,7 +39,17 @@ from evoae.cli import main
 from evoae.errors import EvoaeError
 
 #: A one-generation search into a scratch folder: an unexpected success stays short.
-QUICK = ["--quiet", "--strategy", "microbial", "--population", "4", "--generations", "1", "--epochs", "1"]
+QUICK = [
+    "--quiet",
+    "--strategy",
+    "microbial",
+    "--population",
+    "4",
+    "--generations",
+    "1",
+    "--epochs",
+    "1",
+]
 QUICK += ["--final-epochs", "1", "--limit", "200"]
 
 

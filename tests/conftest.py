@@ -83,7 +83,13 @@ RUN_FILES = (
 )
 
 TINY_SEARCH = dict(
-    strategy="microbial", population=4, generations=4, epochs=1, final_epochs=1, min_steps=0, final_min_steps=0
+    strategy="microbial",
+    population=4,
+    generations=4,
+    epochs=1,
+    final_epochs=1,
+    min_steps=0,
+    final_min_steps=0,
 )
 
 
@@ -148,7 +154,13 @@ def _report_search(factory: pytest.TempPathFactory, name: str, **kw: object) -> 
 @pytest.fixture(scope="session")
 def dense_result(tmp_path_factory) -> object:
     return _report_search(
-        tmp_path_factory, "dense", strategy="microbial", population=3, generations=3, epochs=1, final_epochs=2
+        tmp_path_factory,
+        "dense",
+        strategy="microbial",
+        population=3,
+        generations=3,
+        epochs=1,
+        final_epochs=2,
     )
 
 

@@ -45,11 +45,35 @@ from evoae.runs import folder as rf
 #: The shared run of the ``REFUSED`` tables (and of the runs their cases make).
 TINY = dict(strategy="microbial", population=4, generations=2, epochs=1, final_epochs=1, seed=1)
 #: The shared run of the ``UNCHANGED`` tables.
-TINY_ONE_GENERATION = dict(strategy="microbial", population=4, generations=1, epochs=1, final_epochs=1, seed=1)
-SMALL_SEARCH = ["search", "--quiet", "--strategy", "microbial", "--population", "4", "--generations", "1", "--epochs", "1"]
+TINY_ONE_GENERATION = dict(
+    strategy="microbial", population=4, generations=1, epochs=1, final_epochs=1, seed=1
+)
+SMALL_SEARCH = [
+    "search",
+    "--quiet",
+    "--strategy",
+    "microbial",
+    "--population",
+    "4",
+    "--generations",
+    "1",
+    "--epochs",
+    "1",
+]
 SMALL_SEARCH += ["--final-epochs", "1"]
 #: The tiny ``evoae search`` of :func:`picked_run` (and of the cases that search beside it).
-PICK_SEARCH = ["search", "--quiet", "--limit", "200", "--strategy", "microbial", "--population", "4", "--generations", "1"]
+PICK_SEARCH = [
+    "search",
+    "--quiet",
+    "--limit",
+    "200",
+    "--strategy",
+    "microbial",
+    "--population",
+    "4",
+    "--generations",
+    "1",
+]
 PICK_SEARCH += ["--epochs", "1", "--final-epochs", "1", "--seed", "1"]
 MNIST_FILES = {
     "train-images-idx3-ubyte.gz": (60, 28, 28),

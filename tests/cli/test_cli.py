@@ -22,7 +22,18 @@ from evoae.training import evaluate
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
-TINY = ["--strategy", "microbial", "--population", "4", "--generations", "4", "--epochs", "1", "--final-epochs", "1"]
+TINY = [
+    "--strategy",
+    "microbial",
+    "--population",
+    "4",
+    "--generations",
+    "4",
+    "--epochs",
+    "1",
+    "--final-epochs",
+    "1",
+]
 
 
 def search(*args: str) -> int:
@@ -123,7 +134,8 @@ def test_digits_search_from_the_cli_matches_the_api(tmp_path, capsys):
         out=tmp_path / "api",
         code_size=4,
         seed=2,
-        strategy="microbial", population=4,
+        strategy="microbial",
+        population=4,
         generations=4,
         epochs=1,
         final_epochs=1,

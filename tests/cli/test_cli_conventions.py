@@ -15,7 +15,18 @@ import pytest
 import evoae
 from evoae.cli import build_parser, main
 
-TINY = ["--strategy", "microbial", "--population", "4", "--generations", "4", "--epochs", "1", "--final-epochs", "1"]
+TINY = [
+    "--strategy",
+    "microbial",
+    "--population",
+    "4",
+    "--generations",
+    "4",
+    "--epochs",
+    "1",
+    "--final-epochs",
+    "1",
+]
 
 
 def _help(*command: str) -> str:

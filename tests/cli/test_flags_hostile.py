@@ -79,7 +79,18 @@ def test_asha_options_on_resume_of_a_run_without_asha(picked_run, capsys):
 
 
 def test_switching_the_feature_off_explicitly_keeps_its_options_usable(tmp_path):
-    base = ["search", "--quiet", "--limit", "200", "--strategy", "microbial", "--population", "4", "--generations", "1"]
+    base = [
+        "search",
+        "--quiet",
+        "--limit",
+        "200",
+        "--strategy",
+        "microbial",
+        "--population",
+        "4",
+        "--generations",
+        "1",
+    ]
     base += ["--epochs", "1", "--final-epochs", "1"]
     flags = [
         "--fidelity",

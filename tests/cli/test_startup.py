@@ -42,7 +42,15 @@ with open(os.environ["EVOAE_STARTUP_REPORT"], "w") as f:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("startup") / "runs" / "r1"
-    evoae.search("digits", out=out, strategy="microbial", population=2, generations=2, epochs=1, final_epochs=1)
+    evoae.search(
+        "digits",
+        out=out,
+        strategy="microbial",
+        population=2,
+        generations=2,
+        epochs=1,
+        final_epochs=1,
+    )
     return out
 
 

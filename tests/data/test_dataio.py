@@ -17,7 +17,18 @@ from evoae.data import Dataset, Preprocess, as_dataset, from_arrays, load_datase
 from evoae.families import build_model, make_space
 from evoae.families.io import load_model, save_model
 
-TINY = ["--strategy", "microbial", "--population", "2", "--generations", "1", "--epochs", "1", "--final-epochs", "1"]
+TINY = [
+    "--strategy",
+    "microbial",
+    "--population",
+    "2",
+    "--generations",
+    "1",
+    "--epochs",
+    "1",
+    "--final-epochs",
+    "1",
+]
 
 
 def iris_like(path: Path, n: int = 60) -> tuple[np.ndarray, list[str]]:
@@ -208,7 +219,8 @@ def test_search_on_arrays_and_labels(tmp_path):
         data=(X, y),
         out=tmp_path / "run",
         code_size=2,
-        strategy="microbial", population=2,
+        strategy="microbial",
+        population=2,
         generations=1,
         epochs=1,
         final_epochs=1,
@@ -226,7 +238,13 @@ def test_search_on_arrays_and_labels(tmp_path):
     # Images straight from an array, named "<array>" in the run.
     imgs = rng.integers(0, 256, (60, 8, 8), dtype=np.uint8)
     res = evoae.search(
-        data=imgs, out=tmp_path / "imgs", strategy="microbial", population=2, generations=1, epochs=1, final_epochs=1
+        data=imgs,
+        out=tmp_path / "imgs",
+        strategy="microbial",
+        population=2,
+        generations=1,
+        epochs=1,
+        final_epochs=1,
     )
     assert evoae.load_model(res.run_dir / "model").preprocess(imgs).shape == (60, 64)
 
@@ -284,7 +302,8 @@ def test_estimator_records_its_scaling(tmp_path):
     X = load_digits().data[:200]
     ae = evoae.EvolvedAutoencoder(
         code_size=2,
-        strategy="microbial", population=2,
+        strategy="microbial",
+        population=2,
         generations=1,
         epochs=1,
         final_epochs=1,

@@ -353,6 +353,7 @@ def tournaments(ga: MicrobialGA, seed: int, p_fail: float = 0.2) -> tuple[list, 
     """Drive ``ga`` to the end with a fitness that is a function of the genome (and
     ``seed``), so a sequential and an overlapped run meet the same values; returns every
     offspring asked, in order, and each batch's size."""
+
     def fitness(g) -> float:
         r = np.random.default_rng([seed, zlib.crc32(json.dumps(SPACE.to_json(g)).encode())])
         return math.inf if r.uniform() < p_fail else float(r.uniform())

@@ -26,7 +26,14 @@ from evoae.settings import SearchSettings  # noqa: E402
 from evoae.training import SequentialEvaluator, Task  # noqa: E402
 
 TINY: dict[str, Any] = dict(
-    limit=300, strategy="microbial", population=4, generations=4, concurrent=2, epochs=1, final_epochs=1, seed=7
+    limit=300,
+    strategy="microbial",
+    population=4,
+    generations=4,
+    concurrent=2,
+    epochs=1,
+    final_epochs=1,
+    seed=7,
 )
 SPEC = dense_spec()
 

@@ -28,7 +28,15 @@ TOL = 1e-5
 def run(tmp_path_factory) -> Path:
     """A real (tiny) dense search on digits."""
     out = tmp_path_factory.mktemp("export") / "run"
-    evoae.search("digits", out=out, strategy="microbial", population=2, generations=1, epochs=1, final_epochs=2)
+    evoae.search(
+        "digits",
+        out=out,
+        strategy="microbial",
+        population=2,
+        generations=1,
+        epochs=1,
+        final_epochs=2,
+    )
     return out
 
 

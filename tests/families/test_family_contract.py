@@ -22,7 +22,8 @@ from evoae.families import FAMILIES, check_spec, register
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(
-    strategy="microbial", population=2,
+    strategy="microbial",
+    population=2,
     generations=2,
     epochs=1,
     final_epochs=1,

@@ -9,7 +9,22 @@ import pytest
 from evoae.cli import main
 from evoae.runs.journal import Journal
 
-ARGS = ["search", "--strategy", "microbial", "-n", "4", "-g", "4", "-E", "1", "--final-epochs", "1", "--limit", "300", "-q"]
+ARGS = [
+    "search",
+    "--strategy",
+    "microbial",
+    "-n",
+    "4",
+    "-g",
+    "4",
+    "-E",
+    "1",
+    "--final-epochs",
+    "1",
+    "--limit",
+    "300",
+    "-q",
+]
 
 
 def test_max_ratio_widens_layers_and_is_stored(tmp_path, capsys):

@@ -28,9 +28,24 @@ from evoae.training.budget import (
 
 #: A small digits search; the step floors stay at their defaults unless a test sets
 #: them (on 210 training rows the default final floor asks for hundreds of epochs).
-SMALL: dict[str, Any] = dict(limit=300, strategy="microbial", population=2, generations=1, epochs=1, seed=3)
+SMALL: dict[str, Any] = dict(
+    limit=300, strategy="microbial", population=2, generations=1, epochs=1, seed=3
+)
 #: The same on the command line.
-SMALL_CLI = ["--limit", "300", "--strategy", "microbial", "-n", "2", "-g", "1", "-E", "1", "--seed", "3"]
+SMALL_CLI = [
+    "--limit",
+    "300",
+    "--strategy",
+    "microbial",
+    "-n",
+    "2",
+    "-g",
+    "1",
+    "-E",
+    "1",
+    "--seed",
+    "3",
+]
 
 
 def _summary(run) -> dict[str, Any]:
@@ -246,7 +261,9 @@ def test_the_estimators_final_epochs_is_what_trains():
     from evoae import EvolvedAutoencoder
 
     x = np.random.default_rng(0).random((120, 8))
-    kw = dict(code_size=2, strategy="microbial", population=2, generations=1, epochs=1, random_state=0)
+    kw = dict(
+        code_size=2, strategy="microbial", population=2, generations=1, epochs=1, random_state=0
+    )
     ae = EvolvedAutoencoder(final_epochs=3, **kw).fit(x)
     assert ae.final_["epochs"] <= 3
     floored = EvolvedAutoencoder(final_epochs=3, final_min_steps=200, **kw).fit(x)

@@ -36,8 +36,21 @@ from evoae.runs.killpoints import ENV, ONCE_ENV
 from evoae.settings import SearchSettings
 from evoae.training import SequentialEvaluator, Task
 
-TINY: dict[str, Any] = dict(limit=300, strategy="microbial", population=4, generations=4, epochs=1, final_epochs=1)
-ARGV = ["--limit", "300", "--strategy", "microbial", "--population", "4", "--generations", "4", "--epochs", "1"]
+TINY: dict[str, Any] = dict(
+    limit=300, strategy="microbial", population=4, generations=4, epochs=1, final_epochs=1
+)
+ARGV = [
+    "--limit",
+    "300",
+    "--strategy",
+    "microbial",
+    "--population",
+    "4",
+    "--generations",
+    "4",
+    "--epochs",
+    "1",
+]
 ARGV += ["--final-epochs", "1"]
 
 

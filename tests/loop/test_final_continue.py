@@ -17,8 +17,23 @@ import evoae
 from evoae.runs.journal import Journal
 from evoae.runs.schema import validate_summary
 
-SMALL = dict(limit=300, strategy="microbial", population=4, generations=2, epochs=1, min_steps=0, seed=3)
-SMALL_CLI = ["--limit", "300", "--strategy", "microbial", "-n", "4", "-g", "2", "-E", "1", "--min-steps", "0"]
+SMALL = dict(
+    limit=300, strategy="microbial", population=4, generations=2, epochs=1, min_steps=0, seed=3
+)
+SMALL_CLI = [
+    "--limit",
+    "300",
+    "--strategy",
+    "microbial",
+    "-n",
+    "4",
+    "-g",
+    "2",
+    "-E",
+    "1",
+    "--min-steps",
+    "0",
+]
 
 
 def _fitnesses(run) -> list[float]:

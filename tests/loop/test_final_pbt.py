@@ -97,7 +97,8 @@ def test_cnn_vae_final_pbt_explores_beta(tmp_path: Path) -> None:
         model="conv-vae",
         code_size=2,
         space_options={"filters_range": [2, 4], "dense_range": [8, 8]},
-        strategy="microbial", population=2,
+        strategy="microbial",
+        population=2,
         generations=1,
         epochs=1,
         min_steps=0,
@@ -122,7 +123,8 @@ def test_final_pbt_with_the_pca_fallback(tmp_path: Path) -> None:
         "digits",
         out=tmp_path / "fb",
         limit=200,
-        strategy="microbial", population=2,
+        strategy="microbial",
+        population=2,
         generations=1,
         epochs=1,
         min_steps=0,
@@ -147,7 +149,9 @@ def test_settings_round_trip_legacy_default_and_resume(tmp_path: Path) -> None:
     old = SearchSettings.from_dict(stored)
     assert old.training.final_pbt == 0 and old.training.final_pbt_ready == 2
     # Resumable: a finished plain run is retrained by PBT on finish.
-    kw: dict[str, Any] = dict(limit=200, strategy="microbial", population=2, generations=1, epochs=1, final_epochs=1)
+    kw: dict[str, Any] = dict(
+        limit=200, strategy="microbial", population=2, generations=1, epochs=1, final_epochs=1
+    )
     run = tmp_path / "run"
     plain = search("digits", out=run, **kw)
     assert "pbt" not in plain.final

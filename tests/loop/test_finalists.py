@@ -12,7 +12,9 @@ import evoae
 from evoae.cli.runs import finalists_text
 from evoae.runs.schema import validate_summary
 
-SMALL = dict(limit=300, strategy="microbial", population=4, generations=2, epochs=1, min_steps=0, seed=3)
+SMALL = dict(
+    limit=300, strategy="microbial", population=4, generations=2, epochs=1, min_steps=0, seed=3
+)
 
 
 def test_the_best_of_three_finalists_on_validation_is_kept(tmp_path):
@@ -64,6 +66,12 @@ def test_the_estimator_trains_on_85_percent_and_keeps_no_test_split():
     rows = np.concatenate([splits.train.x, splits.val.x])
     assert sorted(map(bytes, rows)) == sorted(map(bytes, x))  # every row, once
     ae = EvolvedAutoencoder(
-        code_size=2, strategy="microbial", population=2, generations=1, epochs=1, final_epochs=1, random_state=0
+        code_size=2,
+        strategy="microbial",
+        population=2,
+        generations=1,
+        epochs=1,
+        final_epochs=1,
+        random_state=0,
     ).fit(x)
     assert "test_loss" not in ae.final_ and ae.final_["candidates"]

@@ -27,7 +27,15 @@ from evoae.training.budget import epochs_for, steps_per_epoch
 from evoae.training.population import PopulationEvaluator
 
 #: Small, fast searches (settings by flat name).
-FAST = dict(strategy="microbial", population=4, generations=4, epochs=1, min_steps=0, final_min_steps=0, seed=1)
+FAST = dict(
+    strategy="microbial",
+    population=4,
+    generations=4,
+    epochs=1,
+    min_steps=0,
+    final_min_steps=0,
+    seed=1,
+)
 
 
 def _curved(n: int = 240, d: int = 12, seed: int = 0) -> np.ndarray:
@@ -221,7 +229,8 @@ def test_the_estimator_reports_pca_and_never_loses_to_it():
     x = _linear(n=200, d=8).astype(np.float64) * 5 + 3
     ae = evoae.EvolvedAutoencoder(
         code_size=2,
-        strategy="microbial", population=3,
+        strategy="microbial",
+        population=3,
         generations=2,
         epochs=1,
         min_steps=0,
@@ -277,7 +286,19 @@ def test_runs_stored_before_the_new_settings_keep_their_behaviour():
 
 def test_cli_turns_the_pca_seed_off(tmp_path):
     out = tmp_path / "cli"
-    args = ["search", "--limit", "200", "--strategy", "microbial", "--population", "3", "--generations", "1", "--epochs", "1"]
+    args = [
+        "search",
+        "--limit",
+        "200",
+        "--strategy",
+        "microbial",
+        "--population",
+        "3",
+        "--generations",
+        "1",
+        "--epochs",
+        "1",
+    ]
     args += ["--min-steps", "0", "--final-epochs", "1", "--final-min-steps", "0"]
     assert main([*args, "--no-pca-seed", "--no-residual", "--out", str(out), "--quiet"]) == 0
     stored = json.loads((out / "settings.json").read_text())

@@ -15,7 +15,16 @@ from conftest import one_line_error
 import evoae
 from evoae.cli import main
 
-RUN = dict(limit=300, strategy="microbial", population=4, generations=2, epochs=1, final_epochs=1, code_size=3, seed=1)
+RUN = dict(
+    limit=300,
+    strategy="microbial",
+    population=4,
+    generations=2,
+    epochs=1,
+    final_epochs=1,
+    code_size=3,
+    seed=1,
+)
 
 
 def _count(run: Path) -> int:
@@ -78,7 +87,13 @@ def test_the_estimator_never_replaces_a_search_run(tmp_path):
     x = np.random.default_rng(0).random((80, 6))
     evoae.search(data=x, out=tmp_path / "api", **RUN)
     ae = evoae.EvolvedAutoencoder(
-        3, run_dir=tmp_path / "api", strategy="microbial", population=2, generations=1, epochs=1, final_epochs=1
+        3,
+        run_dir=tmp_path / "api",
+        strategy="microbial",
+        population=2,
+        generations=1,
+        epochs=1,
+        final_epochs=1,
     )
     one_line_error(lambda: ae.fit(x), "did not make")
 
@@ -86,7 +101,12 @@ def test_the_estimator_never_replaces_a_search_run(tmp_path):
 def test_numpy_integers_are_settings_too():
     x = np.random.default_rng(0).random((60, 6))
     ae = evoae.EvolvedAutoencoder(
-        np.int64(2), strategy="microbial", population=np.int64(2), generations=1, epochs=1, final_epochs=1
+        np.int64(2),
+        strategy="microbial",
+        population=np.int64(2),
+        generations=1,
+        epochs=1,
+        final_epochs=1,
     )
     assert ae.fit(x).transform(x).shape == (60, 2)
 

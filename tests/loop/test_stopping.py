@@ -13,7 +13,18 @@ from evoae.cli import main
 from evoae.runs.journal import Journal
 from evoae.runs.killpoints import ENV
 
-TINY = ["--strategy", "microbial", "--population", "4", "--generations", "4", "--epochs", "1", "--final-epochs", "1"]
+TINY = [
+    "--strategy",
+    "microbial",
+    "--population",
+    "4",
+    "--generations",
+    "4",
+    "--epochs",
+    "1",
+    "--final-epochs",
+    "1",
+]
 
 
 def test_time_budget_ends_with_a_saved_model_and_says_so(tmp_path, capsys):

@@ -239,7 +239,8 @@ def test_in_memory_run_says_data_unavailable(tmp_path):
     X = load_digits().data[:200]
     evoae.EvolvedAutoencoder(
         code_size=3,
-        strategy="microbial", population=2,
+        strategy="microbial",
+        population=2,
         generations=0,
         epochs=1,
         final_epochs=1,

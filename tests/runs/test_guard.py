@@ -32,7 +32,9 @@ from evoae.runs.guard import check_new_file, claim, is_recorded
 from evoae.runs.journal import Journal
 from evoae.runs.manifest import add_to_manifest, read_digests
 
-TINY: dict[str, Any] = dict(limit=300, strategy="microbial", population=4, generations=0, epochs=1, final_epochs=1)
+TINY: dict[str, Any] = dict(
+    limit=300, strategy="microbial", population=4, generations=0, epochs=1, final_epochs=1
+)
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -330,7 +332,9 @@ def test_the_estimator_never_replaces_a_cli_run(run: Path) -> None:
     from evoae import EvolvedAutoencoder
 
     before = _snapshot(run)
-    est = EvolvedAutoencoder(code_size=1, strategy="microbial", population=2, generations=0, epochs=1, run_dir=run)
+    est = EvolvedAutoencoder(
+        code_size=1, strategy="microbial", population=2, generations=0, epochs=1, run_dir=run
+    )
     with pytest.raises(EvoaeError, match="did not make"):
         est.fit(np.random.default_rng(0).random((40, 4)))
     assert _snapshot(run) == before
@@ -342,7 +346,9 @@ def test_the_estimator_refuses_overflowing_columns_in_one_line() -> None:
     X = np.random.default_rng(0).random((40, 3))
     X[:20, 0], X[20:, 0] = -1e308, 1e308
     with pytest.raises(EvoaeError, match="too large to scale") as info:
-        EvolvedAutoencoder(code_size=1, strategy="microbial", population=2, generations=0, epochs=1).fit(X)
+        EvolvedAutoencoder(
+            code_size=1, strategy="microbial", population=2, generations=0, epochs=1
+        ).fit(X)
     assert "\n" not in str(info.value)
 
 
@@ -523,7 +529,8 @@ def test_a_grid_search_with_parallel_fits_sharing_a_run_dir_fails_no_fit(tmp_pat
     X = np.random.default_rng(0).random((80, 5))
     est = EvolvedAutoencoder(
         code_size=2,
-        strategy="microbial", population=2,
+        strategy="microbial",
+        population=2,
         generations=0,
         epochs=1,
         final_epochs=1,

@@ -33,8 +33,21 @@ from evoae.runs.manifest import MANIFEST, add_to_manifest, read_manifest
 from evoae.runs.schema import validate_checkpoint
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-TINY: dict[str, Any] = dict(limit=300, strategy="microbial", population=4, generations=2, epochs=1, final_epochs=1)
-ARGV = ["--limit", "300", "--strategy", "microbial", "--population", "4", "--generations", "2", "--epochs", "1"]
+TINY: dict[str, Any] = dict(
+    limit=300, strategy="microbial", population=4, generations=2, epochs=1, final_epochs=1
+)
+ARGV = [
+    "--limit",
+    "300",
+    "--strategy",
+    "microbial",
+    "--population",
+    "4",
+    "--generations",
+    "2",
+    "--epochs",
+    "1",
+]
 ARGV += ["--final-epochs", "1"]
 
 
@@ -500,7 +513,9 @@ def test_a_wrong_ray_address_is_one_line_without_ray_logs(
 @pytest.fixture(scope="module")
 def vae_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("vae") / "r"
-    kw = dict(limit=200, strategy="microbial", population=2, generations=0, epochs=1, final_epochs=1)
+    kw = dict(
+        limit=200, strategy="microbial", population=2, generations=0, epochs=1, final_epochs=1
+    )
     return search("digits", out=out, model="conv-vae", **kw).run_dir
 
 

@@ -208,7 +208,8 @@ def test_search_runs_with_population_executor(tmp_path):
     result = search(
         "digits",
         out=tmp_path / "run",
-        strategy="microbial", population=4,
+        strategy="microbial",
+        population=4,
         generations=2,
         concurrent=2,
         epochs=1,

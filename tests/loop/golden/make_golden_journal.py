@@ -16,10 +16,13 @@ import torch
 import evoae
 
 CASES = {
-    "dense_seed": dict(strategy="microbial", population=6, generations=8, epochs=1, final_epochs=1, seed=3),
+    "dense_seed": dict(
+        strategy="microbial", population=6, generations=8, epochs=1, final_epochs=1, seed=3
+    ),
     "dense_ext_k2": dict(
         preset="extended",
-        strategy="microbial", population=6,
+        strategy="microbial",
+        population=6,
         generations=6,
         epochs=1,
         final_epochs=1,
@@ -27,7 +30,13 @@ CASES = {
         concurrent=2,
     ),
     "dense_reeval": dict(
-        strategy="microbial", population=4, generations=3, epochs=1, final_epochs=1, seed=1, reevaluate=True
+        strategy="microbial",
+        population=4,
+        generations=3,
+        epochs=1,
+        final_epochs=1,
+        seed=1,
+        reevaluate=True,
     ),
 }
 
