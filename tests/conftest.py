@@ -172,8 +172,8 @@ def dense_run(dense_result) -> Path:
 @pytest.fixture(scope="session")
 def vae_result(tmp_path_factory) -> object:
     return _report_search(
-        tmp_path_factory, "vae", model="conv-vae", limit=300, strategy="microbial", population=2, generations=1,
-        epochs=1, final_epochs=1,
+        tmp_path_factory, "vae", model="conv-vae", limit=300, strategy="microbial",
+        population=2, generations=1, epochs=1, final_epochs=1,
     )  # fmt: skip
 
 

@@ -149,8 +149,9 @@ def test_the_pca_basis_is_computed_once_per_split():
 def test_a_residual_search_is_never_worse_than_pca(tmp_path):
     x = load_digits().data[:400] / 16.0
     r = evoae.search(
-        "<x>", data=x, out=tmp_path / "run", code_size=4, strategy="microbial", population=4, generations=2,
-        epochs=1, min_steps=20, final_epochs=4, final_min_steps=0, seed=1,
+        "<x>", data=x, out=tmp_path / "run", code_size=4, strategy="microbial",
+        population=4, generations=2, epochs=1, min_steps=20, final_epochs=4, final_min_steps=0,
+        seed=1,
     )  # fmt: skip
     with Journal(tmp_path / "run" / "journal.sqlite", readonly=True) as j:
         inits = {row.spec.get("init") for row in j.rows()}

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 #: A small run whose best is trained by PBT of 3 copies x 2 epochs, exploit every epoch.
 ARGS = [
-    "--dataset", "digits", "--limit", "300", "--strategy", "microbial", "--population", "4", "--generations", "2",
+    "--strategy", "microbial",
+    "--dataset", "digits", "--limit", "300", "--population", "4", "--generations", "2",
     "--epochs", "1", "--min-steps", "0", "--final-epochs", "2", "--final-min-steps", "0",
     "--final-pbt", "3", "--final-pbt-ready", "1", "--seed", "3", "--executor", "inline",
 ]  # fmt: skip

@@ -242,7 +242,6 @@ def test_random_search_in_the_estimator():
     ae = evoae.EvolvedAutoencoder(
         code_size=2,
         strategy="random",
-        strategy="microbial",
         population=2,
         generations=3,
         epochs=1,

@@ -308,7 +308,8 @@ def test_cli_turns_the_pca_seed_off(tmp_path):
 
 
 KILL_ARGS = [
-    "--dataset", "digits", "--limit", "300", "--strategy", "microbial", "--population", "4", "--generations", "4",
+    "--strategy", "microbial",
+    "--dataset", "digits", "--limit", "300", "--population", "4", "--generations", "4",
     "--epochs", "1", "--min-steps", "30", "--final-epochs", "2", "--final-min-steps", "0",
     "--seed", "3",
 ]  # fmt: skip

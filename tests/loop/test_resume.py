@@ -27,7 +27,8 @@ from evoae.runs.journal import Journal
 # The inline executor trains in the search process itself, where the forward-call kill
 # point counts (the default `auto` executor would train batches in worker processes).
 ARGS = [
-    "--dataset", "digits", "--limit", "300", "--strategy", "microbial", "--population", "6", "--generations", "8",
+    "--strategy", "microbial",
+    "--dataset", "digits", "--limit", "300", "--population", "6", "--generations", "8",
     "--concurrent", "2", "--epochs", "1", "--final-epochs", "1", "--final-min-steps", "0",
     "--min-steps", "0", "--seed", "5", "--executor", "inline",
 ]  # fmt: skip
