@@ -195,10 +195,11 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Where candidates are trained. The fitted model always lives on the CPU.
     n_jobs : int or None, default=None
         Candidates trained at once (worker processes, one torch thread each) when the
-        strategy asks for several at a time; None or -1: every available core, -2: all
-        but one (as in scikit-learn). Candidates
-        trained in this process use one torch thread (fastest for small networks on a
-        busy machine).
+        strategy asks for several at a time. None (as in scikit-learn): 1, in this
+        process, so a script needs no ``if __name__ == "__main__":`` guard; -1: every
+        available core, -2: all but one (worker processes are spawned: guard the
+        script). Candidates trained in this process use one torch thread (fastest for
+        small networks on a busy machine).
     verbose : int or bool, default=0
         0: silent. 1: a progress line on stderr every 10 seconds (generations,
         evaluations, best fitness, then the final training's epochs with an ETA); 2 or
@@ -628,10 +629,10 @@ def _scaling(X: np.ndarray, scale: str | None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _workers(n_jobs: Any) -> int | None:
-    """Worker processes for ``n_jobs`` as scikit-learn reads it: None or -1 every core,
-    -2 all but one, and so on; a positive count as given."""
+    """Worker processes for ``n_jobs`` as scikit-learn reads it: None one (this
+    process), -1 every core, -2 all but one, and so on; a positive count as given."""
     if n_jobs is None:
-        return None
+        return 1
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer):
         raise EvoaeError(f"n_jobs must be an integer or None, got {n_jobs!r}")
     if n_jobs == 0:

@@ -542,7 +542,14 @@ def _final_training(
                     lr_cuts=t.final_lr_cuts,
                 )  # fmt: skip
             except (BadState, EvoaeError) as e:  # missing, damaged, foreign, linked away
-                note = f"evaluation {saved.id}'s saved state is unusable ({e})"
+                stem = Path(run_dir) / rf.STATES_DIR / str(saved.id)
+                gone = not any(stem.with_suffix(x).exists() for x in (".json", ".safetensors"))
+                note = (
+                    f"evaluation {saved.id} has no saved state (states are deleted when a "
+                    "run finishes, and multi-fidelity runs keep only their own)"
+                    if gone
+                    else f"evaluation {saved.id}'s saved state is unusable ({e})"
+                )
             else:
                 start = {"start": "continued", "continued_from": saved.id,
                          "epochs_before": before}  # fmt: skip

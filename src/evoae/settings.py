@@ -575,9 +575,12 @@ class SearchSettings:
                 takers = [n for n, c in evolution.STRATEGIES.items() if _has_option(c, key)]
                 hint = (
                     f": it is an option of strategy {', '.join(takers)}, not {strategy}"
+                    f"; pass --strategy {takers[0]}"
                     if takers
                     else ""
                 )
+                if takers and strategy == DEFAULT_STRATEGY:
+                    hint += f" (the default strategy is {DEFAULT_STRATEGY})"
                 raise EvoaeError(f"unknown search setting {key!r}{hint}")
         kwargs = {
             name: build(SECTIONS[name], {k: v for k, v in sec.items() if v is not None}, name)

@@ -179,10 +179,31 @@ def test_hostile_case(build, fitted, template: Path, tmp_path: Path, capsys) -> 
 
 def test_n_jobs_follows_scikit_learn() -> None:
     cores = os.cpu_count() or 1
-    assert _workers(None) is None
+    assert _workers(None) == 1  # scikit-learn: None is one job, here in this process
     assert _workers(-1) == cores
     assert _workers(-2) == max(1, cores - 1)
     assert _workers(-1000) == 1
     assert _workers(3) == 3
     params = clone(EvolvedAutoencoder(n_jobs=-1)).get_params()
     assert params["n_jobs"] == -1  # stored as given, read at fit
+
+
+def test_default_n_jobs_trains_in_this_process(tmp_path) -> None:
+    """n_jobs=None fits without worker processes: a script needs no __main__ guard."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import numpy as np, evoae\n"
+        "X = np.random.default_rng(0).normal(size=(40, 5))\n"
+        "ae = evoae.EvolvedAutoencoder(code_size=2, population=4, generations=2, epochs=1,\n"
+        "                              final_epochs=1, random_state=0).fit(X)\n"
+        "print(ae.transform(X).shape)\n"
+    )
+    import subprocess
+    import sys
+
+    p = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "EVOAE_RUNS": str(tmp_path / "runs")},
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "(40, 2)" in p.stdout and "Traceback" not in p.stderr

@@ -107,7 +107,12 @@ def test_a_kill_in_the_final_stage_still_continues_and_a_bad_state_trains_from_s
 
     victim = final["candidates"][0]["continued_from"]
     (bad / "states" / f"{victim}.safetensors").write_bytes(b"\0" * 64)  # damaged
+    # A user's file that looks like a state, at an id this run never handed out, stays.
+    foreign = bad / "states" / "999.json"
+    foreign.write_text('{"epochs": 3, "optimizer_scalars": {}}')
     assert run_cli("finish", str(bad)).returncode == 0
+    assert foreign.read_text() == '{"epochs": 3, "optimizer_scalars": {}}'
+    foreign.unlink()
     cands = _summary(bad)["final"]["candidates"]
     first = cands[0]
     assert first["start"] == "scratch" and "unusable" in first["start_note"]

@@ -15,6 +15,7 @@ from conftest import RUN_FILES, TINY_SEARCH
 
 import evoae
 import evoae.training.evaluator as evaluator_mod
+from evoae import evolution
 from evoae.data import Dataset, load_dataset
 from evoae.errors import EvoaeError
 from evoae.families import space_from_config
@@ -195,6 +196,9 @@ def diverge_when(monkeypatch, predicate) -> None:
     """Candidates whose spec matches ``predicate`` really train, with an infinite SGD step.
 
     The parameters turn non-finite after the first step, as any diverging run's do.
+    Patched where a plain task trains: the searches that use it pass
+    ``final_continue=False`` (a task saving its state for the final stage trains
+    through :mod:`evoae.training.rungs`).
     """
     real = evaluator_mod.train_candidate
 
@@ -208,7 +212,9 @@ def diverge_when(monkeypatch, predicate) -> None:
 
 def test_diverging_candidates_are_failed_rows_and_the_search_goes_on(tmp_path, monkeypatch):
     diverge_when(monkeypatch, lambda spec: spec["optimizer"] == "sgd")
-    r = evoae.search("digits", out=tmp_path / "r", seed=0, **{**TINY, "generations": 6})
+    r = evoae.search(
+        "digits", out=tmp_path / "r", seed=0, final_continue=False, **{**TINY, "generations": 6}
+    )
     rows = journal_rows(r.run_dir)
     failed = [row for row in rows if row.status == "failed"]
     ok = [row for row in rows if row.status == "ok"]
@@ -230,7 +236,7 @@ def _no_constants(name: str):
 def test_run_files_stay_strict_json_when_the_first_population_fails(tmp_path, monkeypatch):
     trained = []
     diverge_when(monkeypatch, lambda spec: trained.append(spec) or len(trained) <= 4)
-    r = evoae.search("digits", out=tmp_path / "r", **TINY)
+    r = evoae.search("digits", out=tmp_path / "r", final_continue=False, **TINY)
     assert math.isfinite(r.best_fitness)
     for name in ("checkpoint.json", "summary.json", "best_genome.json", "settings.json"):
         json.loads((r.run_dir / name).read_text(), parse_constant=_no_constants)
@@ -256,7 +262,7 @@ def test_a_diverging_final_training_never_saves_a_broken_model(tmp_path, monkeyp
 def test_a_search_where_every_candidate_fails_says_so(tmp_path, monkeypatch):
     diverge_when(monkeypatch, lambda spec: True)
     with pytest.raises(EvoaeError, match="every candidate failed") as info:
-        evoae.search("digits", out=tmp_path / "r", **TINY)
+        evoae.search("digits", out=tmp_path / "r", final_continue=False, **TINY)
     assert "\n" not in str(info.value)
     assert all(row.status == "failed" for row in journal_rows(tmp_path / "r"))
 
@@ -299,13 +305,18 @@ def test_in_memory_tabular_data(tmp_path):
 def test_default_settings_are_valid_and_json_able():
     s = SearchSettings()
     s.validate()
+    assert s.strategy.name == "aging"
     assert json.loads(json.dumps(asdict(s))) == asdict(s)
+    # A run stores its strategy's options in full (absent ones read as their legacy
+    # values, what runs stored before the option existed had): so does this copy.
+    s.strategy.options = asdict(evolution.make_options("aging", {}))
     assert SearchSettings.from_dict(json.loads(json.dumps(asdict(s)))) == s
     # evoae 0.1 stored settings flat; they still read (unknown names ignored).
     flat = {"dataset": "digits", "code_size": 3, "population": 8, "not_a_setting": 1}
     old = SearchSettings.from_dict(flat)
     assert (old.space.code_size, old.strategy.options) == (3, {"population": 8})
-    assert (s.data.dataset, s.space.code_size, s.strategy.name) == ("digits", 4, "microbial")
+    assert old.strategy.name == "microbial"  # what evoae 0.1 searched with
+    assert (s.data.dataset, s.space.code_size, s.strategy.name) == ("digits", 4, "aging")
 
 
 @pytest.mark.parametrize(

@@ -147,7 +147,9 @@ class Lineage:
                 continue
             n = int(m["id"])
             mine = m["tmp"] or rf.is_state_file(p)  # by content: a user's 2024.json stays
-            if mine and (m["tmp"] or (n not in keep and (everything or n < next_id))):
+            # Only ids this run has handed out (below next_id): a state-like file of
+            # another id is not one evoae wrote, whatever it holds.
+            if m["tmp"] or (mine and n < next_id and n not in keep):
                 p.unlink()
         if everything and not any(folder.iterdir()):
             folder.rmdir()
