@@ -47,6 +47,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: seconds (the figures mean nothing).
 SMOKE = {"workloads": "quickstart", "loads": "quiet", "settings": "OMP_NUM_THREADS=1,auto"}
 SMOKE_FLAGS = ["--population", "4", "--generations", "2", "--epochs", "1", "--final-epochs", "1"]
+#: ``--smoke`` for the aging workloads: the same few candidates in aging's terms.
+SMOKE_AGING = ["--population", "4", "--sample", "2", "--evaluations", "6", "--epochs", "1"]
+SMOKE_AGING += ["--final-epochs", "1"]
 
 
 def busy(parent: int) -> None:
@@ -107,9 +110,9 @@ def main() -> None:
     mnist = ["--dataset", "mnist", "--data-dir", args.data_dir]
     mnist += ["--final-epochs", str(args.final_epochs)]
     workloads = {
-        "quickstart": [],
+        "quickstart": ["--strategy", "microbial"],  # the quick start as measured (issue 11)
         "quickstart-aging": ["--strategy", "aging"],
-        "seed": [*mnist, "--generations", str(args.generations)],
+        "seed": [*mnist, "--strategy", "microbial", "--generations", str(args.generations)],
     }
     tmp = Path(tempfile.mkdtemp(prefix="evoae-cores-", dir="." if args.smoke else None))
     print(f"cores: {cores}; runs in {tmp}")
@@ -133,7 +136,8 @@ def main() -> None:
                     if label not in chosen:
                         continue
                     out = tmp / load / name / label.replace(" ", "_").replace("=", "")
-                    extra = SMOKE_FLAGS if args.smoke else []
+                    aging = "aging" in workloads[name]
+                    extra = (SMOKE_AGING if aging else SMOKE_FLAGS) if args.smoke else []
                     sec, summary = run_cli([*workloads[name], *flags, *extra], env, out)
                     times[label] = (sec, summary["best_fitness"], summary.get("executor"))
                 best_manual = min(t for label, (t, _, _) in times.items() if label != "auto")
@@ -162,7 +166,8 @@ def concurrent(args: argparse.Namespace, mnist: list[str], base: Path, load: str
     by_k: dict[int, list[tuple[float, float]]] = {}
     for k in (1, args.concurrent):
         for seed in range(args.seeds):
-            flags = [*mnist, "--generations", str(args.generations), "--seed", str(seed)]
+            flags = [*mnist, "--strategy", "microbial", "--generations", str(args.generations)]
+            flags += ["--seed", str(seed)]
             flags += ["--concurrent", str(k)]
             out = base / f"concurrent-k{k}-seed{seed}"
             sec, summary = run_cli(flags, {}, out)

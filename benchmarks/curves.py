@@ -63,8 +63,8 @@ def main() -> None:
     pop, gens = (4, 2) if args.smoke else (args.population, args.generations)
     epochs = 1 if args.smoke else args.epochs
     flat = dict(
-        population=pop, generations=gens, epochs=epochs, min_steps=0, final_epochs=2,
-        final_min_steps=0, seed=3, executor="inline",
+        strategy="microbial", population=pop, generations=gens, epochs=epochs, min_steps=0,
+        final_epochs=2, final_min_steps=0, seed=3, executor="inline",
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"

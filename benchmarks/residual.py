@@ -126,7 +126,8 @@ def mnist(
     pop, gens, final = (4, 2, 3) if smoke else (int(v) for v in budget.split(","))
     settings = dict(
         dataset="mnist", data_dir=str(DATA_DIR), image_size=16, limit=limit, code_size=k,
-        population=pop, generations=gens, final_epochs=final, seed=seed, threads=1,
+        strategy="microbial", population=pop, generations=gens, final_epochs=final, seed=seed,
+        threads=1,
     )  # fmt: skip
     if not residual:
         settings["residual"] = False
@@ -143,8 +144,8 @@ def mnist(
     f = res.final
     cli = (
         f"evoae search --dataset mnist --data-dir {DATA_DIR} --image-size 16 --limit {limit} "
-        f"-k {k} --population {pop} --generations {gens} --final-epochs {final} --seed {seed}"
-        + ("" if residual else " --no-residual")
+        f"-k {k} --strategy microbial --population {pop} --generations {gens} "
+        f"--final-epochs {final} --seed {seed}" + ("" if residual else " --no-residual")
     )
     return {
         "pca": f["pca_val_loss"],

@@ -68,6 +68,7 @@ def main() -> int:
             "digits",
             out=Path(tmp) / "soak",
             limit=args.limit,
+            strategy="microbial",
             population=args.population,
             generations=args.evaluations - args.population,
             epochs=1,

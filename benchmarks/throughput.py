@@ -249,6 +249,7 @@ def run_searches(args: argparse.Namespace) -> list[dict]:
                 data_dir=args.data_dir,
                 out=Path(tmp) / "run",
                 executor=executor,
+                strategy="microbial",
                 concurrent=k,
                 seed=args.seed,
                 **budget,

@@ -293,6 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "optimizers": ["adam", "adamw"],
             "lr_range": [3e-4, 3e-3],
         },
+        strategy="microbial",
         population=args.population,
         generations=args.generations,
         epochs=args.search_epochs,

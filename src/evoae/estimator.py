@@ -457,6 +457,10 @@ class EvolvedAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         if self.space not in SPACES:
             raise EvoaeError(f"unknown space {self.space!r}: choose from {', '.join(SPACES)}")
         strategy_class(self.strategy)  # a one-line error for unknown names
+        g = self.generations
+        if isinstance(g, bool) or not isinstance(g, int | np.integer) or g < 0:
+            # Checked here: strategies without generations turn it into evaluations.
+            raise EvoaeError(f"generations must be a whole number of at least 0, got {g!r}")
         if not isinstance(self.objective, str):
             raise EvoaeError(f"objective must be a name such as 'recon', got {self.objective!r}")
         make_objective(self.objective)

@@ -197,7 +197,7 @@ def test_ctrl_c_keeps_finished_evaluations_and_exits_130(tmp_path, capsys, monke
 
     monkeypatch.setattr(evaluator_mod, "train_candidate", interrupted_on_the_fourth)
     out = tmp_path / "r"
-    assert search("--out", str(out)) == 130
+    assert search("--no-final-continue", "--out", str(out)) == 130  # plain tasks
     err = capsys.readouterr().err
     assert "interrupted" in err and "--resume" in err
     with Journal(out / "journal.sqlite") as j:

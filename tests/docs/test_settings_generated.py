@@ -27,7 +27,7 @@ def test_docs_table_lists_every_cli_flag() -> None:
 
 
 def _stored() -> dict:
-    return SearchSettings.of(limit=300).to_dict()
+    return SearchSettings.of("microbial", limit=300).to_dict()
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from evoae.families import FAMILIES, check_spec, register
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(
+    final_continue=False,
     strategy="microbial",
     population=2,
     generations=2,
@@ -64,7 +65,9 @@ def test_a_family_lives_through_search_resume_load_export_report(name, tmp_path,
     assert model.encode(x).shape == (3, 2)
     check_spec(r.best_spec, "spec")
 
-    # A finished run resumes to the same result without training again.
+    # A finished run resumes to the same result without training again. (TINY turns
+    # final_continue off: a resumed finished run re-runs its final stage, which would
+    # then train from scratch, the finalists' states being gone.)
     again = evoae.search("digits", model=name, code_size=2, out=out, resume=True, **TINY)
     assert again.best_fitness == pytest.approx(r.best_fitness, rel=1e-6)
     assert _rows(out) == journal

@@ -358,6 +358,7 @@ def test_a_run_stored_before_the_vae_settings_resumes_as_it_ran(tmp_path):
         "code_size": 2,
         "max_depth": 1,
         "space_options": {"filters_range": [2, 4], "dense_range": [4, 8]},
+        "strategy": "microbial",
         "population": 2,
         "epochs": 1,
         "final_epochs": 1,

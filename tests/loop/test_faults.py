@@ -102,7 +102,7 @@ def test_out_of_memory_candidates_are_failed_rows(
         return real_fit(model, x, **kw)
 
     monkeypatch.setattr(trainer_mod, "fit", fit)
-    r = search("digits", out=tmp_path / "r", seed=0, **TINY)
+    r = search("digits", out=tmp_path / "r", seed=0, final_continue=False, **TINY)
     rows = _rows(r.run_dir)
     oom = [row for row in rows if row["error"] == "out of memory"]
     assert oom and all(row["status"] == "failed" and row["params"] > 3000 for row in oom)

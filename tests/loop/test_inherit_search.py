@@ -35,7 +35,7 @@ def _rows(run: Path) -> list[dict]:
     "strategy, options",
     [
         ("aging", dict(evaluations=10, population=4, sample=2, batch=2, morph=False)),
-        ("microbial", dict(strategy="microbial", population=4, generations=6, concurrent=2)),
+        ("microbial", dict(population=4, generations=6, concurrent=2)),
     ],
 )
 def test_same_seed_same_inherited_journal_and_no_states_left(tmp_path, strategy, options):

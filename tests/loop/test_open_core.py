@@ -47,8 +47,10 @@ def test_journal_equals_the_one_recorded_before_the_open_core_change(tmp_path, c
     recorded = GOLDEN[case]
     # Recorded with autograd, before the dense kernel (which agrees to float rounding),
     # and before PCA-residual candidates (new runs' default since, off in evoae 0.1),
-    # and when the final stage trained one architecture from scratch without cuts.
+    # when the final stage trained one architecture from scratch without cuts, and
+    # when the microbial GA was the default strategy.
     old = {
+        "strategy": "microbial",
         "trainer": "autograd",
         "residual": False,
         "final_candidates": 1,

@@ -96,7 +96,9 @@ def test_sigkill_at_four_points_then_resume_equals_uninterrupted(tmp_path: Path)
 
 
 def test_resume_with_a_larger_budget_equals_the_longer_run(tmp_path: Path) -> None:
-    kw: dict[str, Any] = dict(limit=300, population=4, epochs=1, final_epochs=1, seed=2)
+    kw: dict[str, Any] = dict(
+        limit=300, strategy="microbial", population=4, epochs=1, final_epochs=1, seed=2
+    )
     long = search("digits", out=tmp_path / "long", generations=4, **kw)
     short = tmp_path / "short"
     search("digits", out=short, generations=2, **kw)

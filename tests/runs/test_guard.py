@@ -400,7 +400,7 @@ def test_a_refused_resume_leaves_the_journal_and_its_wal_alone(tmp_path: Path) -
         strategy="tpe",
         evaluations=4,
         batch=2,
-        **{k: v for k, v in TINY.items() if k not in ("population", "generations")},
+        **{k: v for k, v in TINY.items() if k not in ("population", "generations", "strategy")},
     )
     ckpt = json.loads((out / rf.CHECKPOINT).read_text())
     ckpt["strategy"]["trials"] = ckpt["strategy"]["trials"] * 5  # 20 trials, 4 rows

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from evoae.families import build_model, inherit_state
 from evoae.models import count_params
@@ -76,7 +76,9 @@ def save_rung(
                 scalars.setdefault(str(idx), {})[name] = v
     weights = path.with_suffix(".safetensors")
     tmp = weights.with_name(f".{weights.name}.tmp")
-    save_file(tensors, str(tmp))
+    # Serialised in memory, written by Python: a full disk is an OSError (ENOSPC) the
+    # CLI reports in one line, not safetensors' own error type.
+    tmp.write_bytes(save(tensors))
     os.replace(tmp, weights)
     meta = path.with_suffix(".json")
     tmp = meta.with_name(f".{meta.name}.tmp")
