@@ -359,6 +359,7 @@ def test_a_run_stored_before_the_vae_settings_resumes_as_it_ran(tmp_path):
         "max_depth": 1,
         "space_options": {"filters_range": [2, 4], "dense_range": [4, 8]},
         "strategy": "microbial",
+        "final_continue": False,  # the old run's final stage trains from scratch
         "population": 2,
         "epochs": 1,
         "final_epochs": 1,
