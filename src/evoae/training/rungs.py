@@ -28,17 +28,15 @@ from safetensors.torch import load_file, save
 from evoae.families import build_model, inherit_state
 from evoae.models import count_params
 from evoae.objectives import EvalSplit, Objective, Reconstruction, Score
-from evoae.training.budget import EPOCH_CAP, PLATEAU, TIME_CAP
 from evoae.training.optim import make_optimizer
 from evoae.training.trainer import (
     Result,
     ValTrack,
-    _Plateau,
-    _val_score,
     as_split,
     fit,
     initial_state,
     make_result,
+    train_candidate,
 )
 
 #: Largest state metadata read back (a real one is a few hundred bytes).
@@ -327,68 +325,14 @@ def continue_candidate(
 
     A state that cannot be used raises :class:`BadState` before any training.
     """
-    t0 = time.perf_counter()
-    objective = objective if objective is not None else Reconstruction()
-    train, val = as_split(train), as_split(val)
-    model = build_model(spec, seed, init=initial_state(spec, train.x)).to(train.x.device)
-    opt = make_optimizer(spec["optimizer"], model.parameters(), float(spec["lr"]))
-    before = load_rung(state, model, opt, seed=state_seed)
-    params = count_params(model)
-    batch = int(spec["batch_size"])
-    losses: list[float] = []
-    score: Score | None = None
-    stop: str | None = None
-    plateau: _Plateau | None = None
-    track = ValTrack(model, val, epochs) if objective.model_loss and patience <= 0 else None
+    before: list[int] = []
 
-    def after_epoch(done: int) -> bool:
-        nonlocal stop
-        if track is not None:
-            track(done)
-        if plateau is not None and plateau(done):
-            stop = PLATEAU
-        elif deadline is not None and done < epochs and time.perf_counter() >= deadline:
-            stop = TIME_CAP
-        return stop is not None
+    def start(model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+        before.append(load_rung(state, model, opt, seed=state_seed))
 
-    try:
-        if patience > 0:
-            plateau = _Plateau(
-                model,
-                lambda: _val_score(model, val, objective),
-                patience=patience,
-                min_steps=min_steps,
-                steps_per_epoch=math.ceil(train.x.shape[0] / batch),
-                opt=opt,
-                lr_cuts=lr_cuts,
-            )
-        losses = fit(
-            model,
-            train.x,
-            epochs=epochs,
-            batch_size=batch,
-            optimizer=spec["optimizer"],
-            lr=float(spec["lr"]),
-            seed=seed,
-            on_epoch=on_epoch,
-            after_epoch=after_epoch,
-            opt=opt,
-            trainer=trainer,
-        )
-        if plateau is not None and (not losses or math.isfinite(losses[-1])):
-            plateau.restore()
-        if not losses or math.isfinite(losses[-1]):
-            model.eval()
-            score = objective.score(model, val)
-    except torch.OutOfMemoryError:
-        return Result.failed(params, time.perf_counter() - t0, "out of memory"), model, before
-    watched = plateau.values if plateau is not None and objective.model_loss else None
-    watched = track.values if track is not None else watched
-    result = make_result(
-        score, losses, params, time.perf_counter() - t0, objective=objective, val_curve=watched
-    )
-    result.epochs = len(losses)
-    result.best_epoch = plateau.best_epoch if plateau is not None else len(losses)
-    if patience > 0 or deadline is not None:
-        result.stop = stop if stop is not None else EPOCH_CAP
-    return result, model, before
+    result, model = train_candidate(
+        spec, train, val, epochs=epochs, seed=seed, objective=objective, on_epoch=on_epoch,
+        patience=patience, min_steps=min_steps, deadline=deadline, trainer=trainer,
+        lr_cuts=lr_cuts, start=start,
+    )  # fmt: skip
+    return result, model, before[0] if before else 0

@@ -298,6 +298,7 @@ def train_candidate(
     deadline: float | None = None,
     trainer: str = "autograd",
     lr_cuts: int = 0,
+    start: Callable[[nn.Module, torch.optim.Optimizer], None] | None = None,
 ) -> tuple[Result, nn.Module]:
     """Build, train and score one candidate; never raises for a diverging model.
 
@@ -310,6 +311,8 @@ def train_candidate(
     with ``lr_cuts`` the first ``lr_cuts`` such plateaus halve the learning rate instead
     (:class:`_Plateau`). With a ``deadline`` (a :func:`time.perf_counter` time) it also
     stops after the epoch that ends past it. ``Result.stop`` says which of these ended it.
+    ``start`` sets the built model and optimizer before training (e.g. from a saved state,
+    :func:`evoae.training.rungs.continue_candidate`); what it raises propagates.
     """
     t0 = time.perf_counter()
     objective = objective if objective is not None else Reconstruction()
@@ -338,6 +341,8 @@ def train_candidate(
 
     try:
         opt = make_optimizer(spec["optimizer"], model.parameters(), float(spec["lr"]))
+        if start is not None:
+            start(model, opt)
         if patience > 0:
             plateau = _Plateau(
                 model,
