@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import BrokenExecutor, Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,7 +36,7 @@ from evoae.runs.reader import best_row, check_data, pareto_front, read_run
 from evoae.seeds import derive_seed
 from evoae.settings import SearchSettings
 from evoae.spaces import Space, spec_key
-from evoae.training import Result, train_candidate
+from evoae.training import Evaluator, Result, train_candidate
 from evoae.training.budget import (
     EPOCH_CAP,
     PLATEAU,
@@ -118,6 +120,7 @@ def retrain_best(
     reporters: Sequence[Any] = (),
     deadline: float | None = None,
     search_seconds: float | None = None,
+    evaluator: Evaluator | None = None,
 ) -> SearchResult:
     """Retrain the search's best candidates, keep the best on validation, compare it with
     PCA, test it and save it.
@@ -135,7 +138,10 @@ def retrain_best(
     never written as the run's model.
 
     With a ``deadline`` (:func:`time.perf_counter` time; the time budget) every final
-    training stops by it; each finalist gets an equal share of the time left.
+    training stops by it; each finalist gets an equal share of the time left. An
+    ``evaluator`` with worker processes (the search's process pool) trains the other
+    finalists there while this process trains the first (each then has until the
+    deadline); the models are those of one training after another.
     ``final["stop"]`` says what ended the kept model's training ("plateau":
     ``final["converged"]``; "epochs" or "time budget": a cap), beside the epochs,
     optimizer steps and seconds it spent.
@@ -147,7 +153,7 @@ def retrain_best(
         search_seconds = time.perf_counter() - t0
     spent = search_spent(s, journal, len(splits.train.x), search_seconds)
     ctx = _Final(s, space, objective, phenotype_key, train, val, run_dir, deadline)
-    pick, candidates = _retrain(ctx, journal, best, reporters)
+    pick, candidates = _retrain(ctx, journal, best, reporters, evaluator)
     family = get_family(pick.spec["family"])
     pca_loss = _pca_loss(splits, s.space.code_size) if family.loss_label == "MSE" else None
     pick, fallback = _pca_if_worse(ctx, journal, pick, pca_loss)
@@ -238,7 +244,11 @@ def _best_or_refuse(journal: Journal, n_evaluations: int, run_dir: Path) -> Any:
 
 
 def _retrain(
-    ctx: _Final, journal: Journal, best: Any, reporters: Sequence[Any]
+    ctx: _Final,
+    journal: Journal,
+    best: Any,
+    reporters: Sequence[Any],
+    evaluator: Evaluator | None = None,
 ) -> tuple[_Pick, list[dict[str, Any]]]:
     """The final training of the finalists (:func:`finalists`), each continued from the
     search's saved state (``final_continue``) or from scratch with the final schedule,
@@ -251,19 +261,35 @@ def _retrain(
     error, never a model; another finalist failing only drops it."""
     t = ctx.s.training
     rows = finalists(journal, best, 1 if t.final_pbt >= 2 else t.final_candidates)
+    genomes = [ctx.space.from_json(row.genome) for row in rows]
+    specs = [ctx.space.decode(g) for g in genomes]
+    sources = [
+        state_source(journal, row) if t.final_continue and t.final_pbt < 2 else None for row in rows
+    ]
+    # With worker processes (the search's process pool), the other finalists train there
+    # while this process trains the first (with the reporters), each until the deadline.
+    # Seeds and thread counts are the same, so are the models.
+    parallel = evaluator is not None and evaluator.call_workers() > 0 and t.final_pbt < 2
+    futures = {
+        i: evaluator.submit_call(
+            _final_in_worker, ctx.s, specs[i], ctx.phenotype_key(specs[i]), ctx.run_dir,
+            ctx.deadline, sources[i],
+        )
+        for i in range(1, len(rows))
+        if parallel and evaluator is not None
+    }  # fmt: skip
     pick: _Pick | None = None
     report: list[dict[str, Any]] = []
     for i, row in enumerate(rows):
-        genome = ctx.space.from_json(row.genome)
-        spec = ctx.space.decode(genome)
-        src = state_source(journal, row) if t.final_continue and t.final_pbt < 2 else None
-        trained = Trained(
-            *_final_training(
+        genome, spec, src = genomes[i], specs[i], sources[i]
+        trained = _worker_result(futures[i]) if i in futures else None
+        if trained is None:  # no workers, or the worker died: train it here
+            trained = _final_training(
                 ctx.s, spec, ctx.train, ctx.val, ctx.objective, ctx.phenotype_key,
                 reporters if i == 0 else (), run_dir=ctx.run_dir,
-                deadline=_share(ctx.deadline, len(rows) - i), saved=src,
-            )
-        )  # fmt: skip
+                deadline=ctx.deadline if parallel else _share(ctx.deadline, len(rows) - i),
+                saved=src,
+            )  # fmt: skip
         r = trained.result
         if i == 0 and r.status != "ok":  # never save NaN weights as the run's model
             raise EvoaeError(
@@ -285,7 +311,50 @@ def _retrain(
     return pick, report
 
 
-def finalists(journal: Journal, best: Any, n: int) -> list[Any]:
+@dataclass(frozen=True)
+class _FixedKey:
+    """A phenotype key known in advance (a worker has no journal to derive it from)."""
+
+    key: str
+
+    def __call__(self, spec: dict[str, Any]) -> str:
+        return self.key
+
+
+def _final_in_worker(
+    train: EvalSplit,
+    val: EvalSplit,
+    objective: Objective,
+    s: SearchSettings,
+    spec: dict[str, Any],
+    key: str,
+    run_dir: Path,
+    deadline: float | None,
+    saved: Any,
+) -> bytes:
+    """A finalist's :func:`_final_training` in a worker process, pickled whole (the
+    model's tensors travel as bytes, not as shared-memory handles)."""
+    trained = _final_training(
+        s, spec, train, val, objective, _FixedKey(key), (), run_dir=run_dir,
+        deadline=deadline, saved=saved,
+    )  # fmt: skip
+    return pickle.dumps(trained, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _worker_result(future: Future[bytes]) -> Trained | None:
+    """What :func:`_final_in_worker` returned, or None when its worker died (the
+    finalist is then trained in this process)."""
+    try:
+        data = future.result()
+    except BrokenExecutor:
+        return None
+    trained = pickle.loads(data)  # our own worker's bytes, never a file
+    if not isinstance(trained, Trained):
+        raise TypeError(f"a final-training worker returned {type(trained).__name__}")
+    return trained
+
+
+def finalists(journal: Journal | RowCache, best: Any, n: int) -> list[Any]:
     """The rows the final stage trains: ``best`` and the next best successful rows of
     other architectures, ``n`` in all; when ``best`` is the PCA seed, also the best row
     that is not (the seed starts at PCA's optimum, where others must train to, so on a
@@ -307,13 +376,27 @@ def finalists(journal: Journal, best: Any, n: int) -> list[Any]:
     return out
 
 
-def state_source(journal: Journal, row: Any) -> Any:
+def state_source(journal: Journal | RowCache, row: Any) -> Any:
     """The row whose training saved ``row``'s state: itself, or for a cached row the
     first trained row of its spec (None when there is none)."""
     return _row_of(journal, row.spec) if row.cached else row
 
 
-def final_states(journal: Journal, n: int) -> set[int]:
+class RowCache:
+    """A journal's rows, decoded once: :meth:`rows` reads only the rows added since the
+    last call (a journal only grows while a search runs). :func:`final_states` walks
+    every row several times after each batch; decoding them all each time made the
+    search's bookkeeping quadratic in its evaluations."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal, self._rows = journal, []
+
+    def rows(self) -> Iterator[Any]:
+        self._rows.extend(self.journal.rows(len(self._rows)))
+        return iter(list(self._rows))
+
+
+def final_states(journal: Journal | RowCache, n: int) -> set[int]:
     """The journal ids of the states the final stage would continue now: those of the
     :func:`finalists` (``n`` of them) of the journal so far."""
     best = best_row(list(journal.rows()))
@@ -644,13 +727,13 @@ def _final_pbt(
     return Trained(result, res.model, figures)
 
 
-def _row_of(journal: Journal, spec: dict[str, Any]) -> Any:
+def _row_of(journal: Journal | RowCache, spec: dict[str, Any]) -> Any:
     """The first successful trained row of ``spec``, or None."""
     rows = (r for r in journal.rows() if r.spec == spec and not r.cached and r.status == "ok")
     return next(rows, None)
 
 
-def _best_not_pca(journal: Journal) -> Any:
+def _best_not_pca(journal: Journal | RowCache) -> Any:
     """The best successful row whose spec is not the PCA-initialised linear one (from
     scratch or PCA-residual), or None."""
     return best_row([r for r in journal.rows() if r.spec.get("init") != "pca"])

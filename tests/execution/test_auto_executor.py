@@ -40,7 +40,9 @@ def test_aging_asks_two_children_at_once_by_default_and_auto_trains_them_on_a_po
     assert make_strategy("aging", space).parallelism == 2
     assert make_strategy("aging", space, {"batch": 1}).parallelism == 1
     assert make_strategy("nsga2", space, {"batch": 3}).parallelism == 3
-    assert make_strategy("microbial", space).parallelism == 1  # the published GA: inline
+    # The published GA overlaps up to 4 consecutive tournaments (same rows as one at a time).
+    assert make_strategy("microbial", space).parallelism == 4
+    assert make_strategy("microbial", space, {"overlap": 1}).parallelism == 1
     aging = dict(strategy="aging", evaluations=8, population=4, sample=2, seed=2)
     small = {
         k: v for k, v in TINY_SEARCH.items() if k not in ("population", "generations", "strategy")
@@ -69,5 +71,8 @@ def test_a_stored_aging_run_without_a_batch_reads_as_the_sequential_algorithm():
     assert SearchSettings.from_dict(new).strategy.options["batch"] == 2
     new["strategy"]["options"] = {}
     assert SearchSettings.from_dict(new).strategy.options["batch"] == 1
-    old = SearchSettings.of(strategy="microbial").to_dict()["strategy"]["options"]
-    assert old == {}  # microbial: unchanged
+    # The microbial GA's overlap: 4 for new runs (stored), 1 for runs stored without it.
+    new = SearchSettings.of(strategy="microbial").to_dict()
+    assert new["strategy"]["options"] == {"overlap": 4}
+    new["strategy"]["options"] = {}
+    assert SearchSettings.from_dict(new).strategy.options["overlap"] == 1

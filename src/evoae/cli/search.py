@@ -36,6 +36,7 @@ from evoae.runs.reader import read_run
 from evoae.runs.vae_text import collapse_text, summary_rows
 from evoae.seeds import in_range
 from evoae.settings import SECTIONS
+from evoae.training.optim import defer_dynamo
 
 _TITLES = {
     "data": "data",
@@ -346,6 +347,7 @@ def run_finish(args: argparse.Namespace) -> int:
     if not args.again:
         refuse_finished(args.run)
     reporters = _reporters(args)
+    defer_dynamo()
     result = search(None, out=args.run, resume=True, finish=True, reporters=reporters, **given)
     _report(result, args.quiet)
     return 0
@@ -378,6 +380,7 @@ def run(args: argparse.Namespace) -> int:
             f"--resume continues the run in {args.resume} itself: drop --out {args.out}"
         )
     reporters = _reporters(args)
+    defer_dynamo()  # this process is evoae's own
     if args.resume:
         result = search(
             dataset,

@@ -16,13 +16,16 @@ To add an executor: write an Evaluator and :func:`register` a factory
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evoae.errors import EvoaeError
-from evoae.training import Evaluator, SequentialEvaluator
-from evoae.training.evaluator import resolve_device
-from evoae.training.population import make_population_evaluator
-from evoae.training.threads import available_cores
+
+if TYPE_CHECKING:
+    from evoae.training import Evaluator
+
+# Importing this package imports nothing heavier than evoae.errors: a process pool's
+# worker unpickles its initializer (evoae.execution.spawn) and its data before it
+# imports torch, so starting a worker does not hold up the search (see spawn.py).
 
 
 def _inline(
@@ -34,7 +37,15 @@ def _inline(
     threads: int | None = None,
     **_: Any,
 ) -> Evaluator:
+    from evoae.training import SequentialEvaluator
+
     return SequentialEvaluator(train, val, device, objective, threads=threads or 1)
+
+
+def _population(train: Any, val: Any, **options: Any) -> Evaluator:
+    from evoae.training.population import make_population_evaluator
+
+    return make_population_evaluator(train, val, **options)
 
 
 def _auto(
@@ -50,6 +61,9 @@ def _auto(
     """Every core used, none oversubscribed: a process pool of one-thread workers when the
     strategy asks for several candidates at once, else one candidate at a time in this
     process with ``threads`` (default 1) intra-op threads."""
+    from evoae.training.evaluator import resolve_device
+    from evoae.training.threads import available_cores
+
     cores = available_cores()
     n = min(workers or cores, max(1, parallelism))
     if n > 1 and resolve_device(device).type == "cpu":
@@ -77,7 +91,7 @@ def _ray(train: Any, val: Any, **options: Any) -> Evaluator:
 EXECUTORS: dict[str, Callable[..., Evaluator]] = {
     "auto": _auto,
     "inline": _inline,
-    "population": make_population_evaluator,
+    "population": _population,
     "process": _process,
     "ray": _ray,
 }

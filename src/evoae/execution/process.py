@@ -18,14 +18,16 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from evoae.errors import EvoaeError
-from evoae.execution.worker import init_worker, payload, run_task, worker_died
+from evoae.execution import spawn
+from evoae.execution.worker import init_worker, payload, run_call, run_task, worker_died
 from evoae.training.evaluator import Evaluator, Task, resolve_device
+from evoae.training.optim import defer_dynamo
 from evoae.training.trainer import Result
 
 #: Resubmissions of a task whose worker died, before it is marked failed.
@@ -55,10 +57,11 @@ def die_with_parent(parent: int, poll: float = PARENT_POLL) -> None:
     ).start()
 
 
-def _init(parent: int, *data: Any) -> None:
+def init_process(parent: int, *data: Any) -> None:
     """Pool initializer: tie the worker's life to the search process, then load the data
     (the :func:`evoae.execution.worker.payload` tuple)."""
     die_with_parent(parent)
+    defer_dynamo()  # a worker is evoae's own process
     init_worker(*data)
 
 
@@ -94,7 +97,7 @@ class ProcessEvaluator(Evaluator):
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init,
+                initializer=spawn.init,
                 initargs=(os.getpid(), *self._data),
             )
         return self._pool
@@ -128,6 +131,12 @@ class ProcessEvaluator(Evaluator):
             if broken:
                 self._shutdown()
             todo.sort()
+
+    def call_workers(self) -> int:
+        return self.workers
+
+    def submit_call(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        return self._get_pool().submit(run_call, fn, args)
 
     def _shutdown(self) -> None:
         if self._pool is not None:

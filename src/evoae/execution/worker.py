@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,15 @@ def run_task(task: Task) -> Result:
         raise RuntimeError("run_task called in a process that init_worker did not prepare")
     train, val, objective = _state
     return train_task(task, train, val, objective if objective is not None else Reconstruction())
+
+
+def run_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """``fn(train, val, objective, *args)`` on the data given to :func:`init_worker`
+    (:meth:`evoae.training.Evaluator.submit_call`)."""
+    if _state is None:
+        raise RuntimeError("run_call called in a process that init_worker did not prepare")
+    train, val, objective = _state
+    return fn(train, val, objective if objective is not None else Reconstruction(), *args)
 
 
 def worker_died(task: Task, attempts: int, why: str) -> Result:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from evoae.evolution import Plan, Strategy
-from evoae.finish import final_states, strict_history
+from evoae.finish import RowCache, final_states, strict_history
 from evoae.loop.batch import Batch
 from evoae.loop.keys import Phenotypes
 from evoae.loop.lineage import Lineage, jsonable
@@ -56,6 +56,7 @@ class Loop:
         self.trainings = 0
         self.best = math.inf
         self.states_listed = False
+        self._rows: RowCache | None = None  # the journal's rows, for final_states
         #: Search seconds of earlier sessions (a resumed run's checkpoint), and when this
         #: session's search began: ``search spent`` counts every session.
         self.seconds_before = 0.0
@@ -145,7 +146,9 @@ class Loop:
         ``final_continue``): the finalists' so far (:func:`evoae.finish.final_states`)."""
         if not self.lineage.final:
             return set()
-        return final_states(self.journal, self.s.training.final_candidates)
+        if self._rows is None or self._rows.journal is not self.journal:
+            self._rows = RowCache(self.journal)
+        return final_states(self._rows, self.s.training.final_candidates)
 
     def task(self, spec: dict[str, Any], eval_id: int, plan: Plan) -> Task:
         """The training of row ``eval_id`` the strategy planned: its epochs, continuing a

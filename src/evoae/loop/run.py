@@ -115,6 +115,7 @@ def run(
                 deadline=final_deadline(
                     t0, time.perf_counter(), ex.time_budget, ex.final_time_budget
                 ),
+                evaluator=evaluator,
             )
             result.stopped = stopped
             result.executor = getattr(evaluator, "choice", "") or s.execution.executor

@@ -10,7 +10,8 @@ objective live in the evaluator, sent to workers once, never per task.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,17 @@ class Evaluator(ABC):
     @abstractmethod
     def evaluate(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
         """Yield ``(position in tasks, result)`` for every task, in completion order."""
+
+    def call_workers(self) -> int:
+        """How many :meth:`submit_call` calls run at once in other processes (0: this
+        evaluator has no worker processes, and its callers run such work themselves)."""
+        return 0
+
+    def submit_call(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run ``fn(train, val, objective, *args)`` in a worker, on the data the workers
+        hold (``fn`` a module-level function; it and ``args`` are pickled). Only for
+        evaluators whose :meth:`call_workers` is positive."""
+        raise NotImplementedError(f"{type(self).__name__} runs no calls in other processes")
 
     def close(self) -> None:
         """Release workers or devices; the default holds none."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 import torch
@@ -35,3 +36,33 @@ def make_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, eps=ADAM_EPS, fused=fused)
     raise EvoaeError(f"unknown optimizer {name!r}: choose from {', '.join(OPTIMIZERS)}")
+
+
+#: The ``torch.optim.Optimizer`` methods PyTorch wraps in ``torch._disable_dynamo``.
+_DYNAMO_WRAPPED = ("add_param_group", "state_dict", "load_state_dict", "zero_grad")
+
+
+def defer_dynamo() -> bool:
+    """Let this process build, save and load optimizers without importing
+    ``torch._dynamo`` (1.3-2.6 s of CPU, paid by every process that trains).
+
+    PyTorch wraps four ``Optimizer`` methods so that ``torch.compile`` does not trace
+    them; the wrapper imports the compiler on its first call and caches the wrapped
+    function on it (``fn.__dynamo_disable``). Setting that cache to the function itself
+    skips the import: the methods run exactly as before, only a ``torch.compile`` of
+    code calling them would trace into them. So only processes evoae owns call this
+    (the CLI's training commands and the process pool's workers), never the library;
+    the kernel path then never imports the compiler (``Optimizer.step``, which the
+    autograd path calls, still does). Returns whether the cache was set; a no-op when
+    the compiler is already imported or the wrapper is not the one expected.
+    """
+    if "torch._dynamo" in sys.modules:
+        return False
+    opt = torch.optim.Optimizer
+    wrapped = [getattr(getattr(opt, n), "__wrapped__", None) for n in _DYNAMO_WRAPPED]
+    if any(w is None or not callable(w) for w in wrapped):
+        return False
+    for w in wrapped:
+        if getattr(w, "__dynamo_disable", None) is None:
+            w.__dynamo_disable = w  # type: ignore[union-attr]
+    return True
