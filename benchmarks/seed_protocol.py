@@ -62,7 +62,7 @@ def main() -> int:
     p.add_argument("--population", type=int, default=20)
     p.add_argument("--final-epochs", type=int, default=20)
     p.add_argument("--concurrent", type=int, default=1)
-    p.add_argument("--executor", default="inline")
+    p.add_argument("--executor", default="auto", help="as evoae search's (default: auto)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench-seed-protocol")
     p.add_argument(
@@ -165,7 +165,8 @@ def run_preset(
     )
     print(
         f"[{tag}] wall time: {wall:.0f} s (search {wall - result.final['seconds']:.0f} s,"
-        f" final training {result.final['seconds']:.0f} s; CPU {cpu:.0f} s); reference"
+        f" final training {result.final['seconds']:.0f} s; CPU of this process {cpu:.0f} s;"
+        f" {result.executor}); reference"
         f" training took {ref_s:.1f} s -> search = {wall / ref_s:.0f} reference trainings"
     )
     return result, wall, cpu

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from conftest import TINY_SEARCH
 
 import evoae
@@ -47,6 +48,8 @@ def test_aging_asks_two_children_at_once_by_default_and_auto_trains_them_on_a_po
     small = {
         k: v for k, v in TINY_SEARCH.items() if k not in ("population", "generations", "strategy")
     }
+    # Enough steps that workers pay for their start (12 x 500 > MIN_POOL_STEPS).
+    small["min_steps"] = 500
     pool = evoae.search("digits", out=tmp_path / "auto", limit=300, **aging, **small)
     inline = evoae.search(
         "digits", out=tmp_path / "inline", limit=300, executor="inline", **aging, **small
@@ -76,3 +79,24 @@ def test_a_stored_aging_run_without_a_batch_reads_as_the_sequential_algorithm():
     assert new["strategy"]["options"] == {"overlap": 4}
     new["strategy"]["options"] = {}
     assert SearchSettings.from_dict(new).strategy.options["overlap"] == 1
+
+
+def test_auto_trains_a_small_search_in_this_process(tmp_path):
+    """A search too small to pay for starting workers (fewer than MIN_POOL_STEPS steps)
+    trains inline under ``auto`` and says why; asking for workers still gets them."""
+    from evoae.execution import MIN_POOL_STEPS
+
+    x = np.random.default_rng(0).random((40, 6), dtype=np.float32)
+    small = make_evaluator("auto", x, x, parallelism=4, steps=MIN_POOL_STEPS - 1)
+    assert small.choice.startswith("inline")
+    assert "too few to pay for starting workers" in small.choice
+    if available_cores() > 1:
+        big = make_evaluator("auto", x, x, parallelism=4, steps=MIN_POOL_STEPS)
+        asked = make_evaluator("auto", x, x, parallelism=4, steps=10, workers=2)
+        try:
+            assert big.choice.startswith("process pool") and asked.choice.startswith("process pool")
+        finally:
+            big.close()
+            asked.close()
+    run = evoae.search("digits", out=tmp_path / "r", limit=300, **TINY_SEARCH)
+    assert "too few to pay for starting workers" in run.executor

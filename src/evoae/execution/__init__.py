@@ -56,16 +56,27 @@ def _auto(
     parallelism: int = 1,
     workers: int | None = None,
     threads: int | None = None,
+    steps: int | None = None,
     **options: Any,
 ) -> Evaluator:
     """Every core used, none oversubscribed: a process pool of one-thread workers when the
     strategy asks for several candidates at once, else one candidate at a time in this
-    process with ``threads`` (default 1) intra-op threads."""
+    process with ``threads`` (default 1) intra-op threads. A search of fewer than
+    :data:`MIN_POOL_STEPS` optimizer steps in all (``steps``, the caller's estimate)
+    trains in this process: starting workers would cost it more than they save."""
     from evoae.training.evaluator import resolve_device
     from evoae.training.threads import available_cores
 
     cores = available_cores()
     n = min(workers or cores, max(1, parallelism))
+    small = steps is not None and steps < MIN_POOL_STEPS
+    if n > 1 and small and workers is None:
+        ev = _inline(train, val, device=device, threads=threads, **options)
+        ev.choice = (
+            f"inline: 1 candidate at a time x {threads or 1} thread ({cores} cores; about "
+            f"{steps:,} optimizer steps in all, too few to pay for starting workers)"
+        )
+        return ev
     if n > 1 and resolve_device(device).type == "cpu":
         ev = _process(train, val, device=device, workers=n, **options)
         ev.choice = f"process pool: {n} workers x 1 thread ({cores} cores)"
@@ -73,6 +84,12 @@ def _auto(
     ev = _inline(train, val, device=device, threads=threads, **options)
     ev.choice = f"inline: 1 candidate at a time x {threads or 1} thread ({cores} cores)"
     return ev
+
+
+#: The fewest optimizer steps (the whole search's) for which ``auto`` starts a process
+#: pool: each worker imports torch (about 2 s of CPU) before it trains, and 5,000 steps of
+#: small models take about as long in one process.
+MIN_POOL_STEPS = 5_000
 
 
 def _process(train: Any, val: Any, **options: Any) -> Evaluator:
@@ -120,6 +137,7 @@ def make_evaluator(
         raise EvoaeError(f"unknown executor {name!r}: choose from {', '.join(EXECUTORS)}")
     if name not in ("auto",):
         options.pop("parallelism", None)
+        options.pop("steps", None)
     ev = EXECUTORS[name](train, val, device=device, **options)
     if not getattr(ev, "choice", None):
         ev.choice = name

@@ -10,6 +10,7 @@ checkpoint) and the final training (:mod:`evoae.finish`).
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import sys
@@ -264,7 +265,17 @@ def _evaluator(s: SearchSettings, splits: Splits, obj: Objective, strat: Strateg
         threads=ex.threads,
         ray_address=ex.ray_address,
         parallelism=strat.parallelism,
+        steps=_search_steps(s, len(splits.train), strat),
     )
+
+
+def _search_steps(s: SearchSettings, n_train: int, strat: Strategy) -> int:
+    """About how many optimizer steps the whole search takes (batch 32; the initial
+    population counted once): what ``auto`` weighs against starting workers."""
+    t = s.training
+    total = strat.progress()[1] + int(getattr(strat.options, "population", 0) or 0)
+    per_candidate = max(int(t.min_steps or 0), int(t.epochs) * math.ceil(max(n_train, 1) / 32))
+    return total * per_candidate
 
 
 def runs_root() -> Path:
