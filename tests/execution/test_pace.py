@@ -144,3 +144,28 @@ def test_the_final_stage_on_the_process_pool_keeps_the_same_models(tmp_path, mon
         assert x["val_loss"] == pytest.approx(y["val_loss"], rel=1e-5)
     assert pool.final["val_loss"] == pytest.approx(inline.final["val_loss"], rel=1e-5)
     assert calls == ["_final_in_worker"] * (len(a["candidates"]) - 1)
+
+
+def _sleep(train, val, objective, seconds: float) -> float:
+    """A call that outlives the test unless its worker is ended."""
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_closing_the_pool_ends_a_call_still_running():
+    """An interrupted final stage closes the pool with a finalist still training in a
+    worker: the worker is ended, not waited for."""
+    import numpy as np
+
+    x = np.random.default_rng(0).random((20, 4), dtype=np.float32)
+    ev = ProcessEvaluator(x, x, workers=1)
+    try:
+        future = ev.submit_call(_sleep, 600.0)
+        procs = list(ev._pool._processes.values())
+        assert procs and not future.done()
+    finally:
+        ev.close()
+    assert all(not p.is_alive() for p in procs)
+    assert future.done() and future.cancelled() or future.exception() is not None

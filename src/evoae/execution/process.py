@@ -91,6 +91,7 @@ class ProcessEvaluator(Evaluator):
         self.max_retries = int(max_retries)
         self._data = payload(train, val, objective)
         self._pool: ProcessPoolExecutor | None = None
+        self._calls: list[Future[Any]] = []  # submit_call's futures
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -136,12 +137,20 @@ class ProcessEvaluator(Evaluator):
         return self.workers
 
     def submit_call(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        return self._get_pool().submit(run_call, fn, args)
+        future = self._get_pool().submit(run_call, fn, args)
+        self._calls.append(future)
+        return future
 
     def _shutdown(self) -> None:
         if self._pool is not None:
+            # A call still running when the pool closes was abandoned (an interrupted
+            # final stage): end its worker rather than wait for a whole final training.
+            if any(not f.done() for f in self._calls):
+                for proc in list(getattr(self._pool, "_processes", {}).values()):
+                    proc.terminate()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        self._calls = []
 
     def close(self) -> None:
         self._shutdown()
