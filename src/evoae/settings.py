@@ -627,7 +627,7 @@ class SearchSettings:
             return out
         flat = dict(data)  # evoae 0.1: everything flat, the microbial GA implied
         flat.pop("strategy", None)
-        for c in SECTIONS.values():
+        for c in (*SECTIONS.values(), _options_class(LEGACY_STRATEGY)):
             flat = with_legacy(c, flat)
         return cls.from_flat(flat, strategy=LEGACY_STRATEGY, strict=False)
 

@@ -24,7 +24,9 @@ def test_auto_executor_uses_every_core_only_for_batches(tmp_path):
         assert many.choice.startswith(expected)
     finally:
         many.close()
-    r = evoae.search("digits", out=tmp_path / "a", concurrent=2, **TINY_SEARCH)
+    # Enough steps that workers pay for their start (8 x 700 > MIN_POOL_STEPS).
+    tiny = {**TINY_SEARCH, "min_steps": 700}
+    r = evoae.search("digits", out=tmp_path / "a", concurrent=2, **tiny)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["executor"] == r.executor and r.executor.startswith("process pool")
 

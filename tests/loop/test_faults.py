@@ -160,7 +160,9 @@ def _journal_full_after(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_full_disk_mid_search_loses_nothing_and_resumes_to_the_same_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str, rows_kept: int, next_id: int
 ) -> None:
-    reference = search("digits", out=tmp_path / "ref", seed=4, **TINY)
+    # One tournament per batch (overlap 1), so the counts above name batches exactly.
+    tiny = {**TINY, "overlap": 1}
+    reference = search("digits", out=tmp_path / "ref", seed=4, **tiny)
     run = tmp_path / "r"
     if writer == "checkpoint":
         write = _enospc_after(3, folder_mod.atomic_write_text)
@@ -168,7 +170,7 @@ def test_a_full_disk_mid_search_loses_nothing_and_resumes_to_the_same_result(
     else:
         _journal_full_after(5, monkeypatch)
     with pytest.raises(EvoaeError, match="(No space left on device|disk is full).*--resume"):
-        search("digits", out=run, seed=4, **TINY)
+        search("digits", out=run, seed=4, **tiny)
     monkeypatch.undo()
     ckpt = json.loads((run / rf.CHECKPOINT).read_text())  # the last complete one
     assert ckpt["next_id"] == next_id

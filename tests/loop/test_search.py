@@ -98,8 +98,10 @@ def test_run_files_agree_with_the_result(digits_run):
     assert math.isfinite(r.final["val_loss"]) and r.final["status"] == "ok"
     ckpt = json.loads((run / "checkpoint.json").read_text())
     assert ckpt["next_id"] == r.n_evaluations
-    # One history row per told batch: the initial population, then each tournament.
-    assert len(r.history) == 1 + TINY["generations"]
+    # One history row per told batch: the initial population, then each batch of
+    # overlapped tournaments (each tournament's alone with overlap 1).
+    assert 1 < len(r.history) <= 1 + TINY["generations"]
+    assert r.history[-1]["evaluations"] == r.n_evaluations
     bests = [h["best"] for h in r.history]
     assert bests == sorted(bests, reverse=True) and bests[-1] == r.best_fitness
 
@@ -314,7 +316,9 @@ def test_default_settings_are_valid_and_json_able():
     # evoae 0.1 stored settings flat; they still read (unknown names ignored).
     flat = {"dataset": "digits", "code_size": 3, "population": 8, "not_a_setting": 1}
     old = SearchSettings.from_dict(flat)
-    assert (old.space.code_size, old.strategy.options) == (3, {"population": 8})
+    # Options whose default changed since read as their legacy values (one at a time).
+    legacy = {"population": 8, "overlap": 1, "inherit": False}
+    assert (old.space.code_size, old.strategy.options) == (3, legacy)
     assert old.strategy.name == "microbial"  # what evoae 0.1 searched with
     assert (s.data.dataset, s.space.code_size, s.strategy.name) == ("digits", 4, "aging")
 
