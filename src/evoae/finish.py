@@ -139,9 +139,9 @@ def retrain_best(
 
     With a ``deadline`` (:func:`time.perf_counter` time; the time budget) every final
     training stops by it; each finalist gets an equal share of the time left. An
-    ``evaluator`` with worker processes (the search's process pool) trains the other
-    finalists there while this process trains the first (each then has until the
-    deadline); the models are those of one training after another.
+    ``evaluator`` with worker processes (the search's process pool) trains one other
+    finalist per worker there (with the whole time left) while this process trains the
+    rest; the models are those of one training after another.
     ``final["stop"]`` says what ended the kept model's training ("plateau":
     ``final["converged"]``; "epochs" or "time budget": a cap), beside the epochs,
     optimizer steps and seconds it spent.
@@ -266,36 +266,46 @@ def _retrain(
     sources = [
         state_source(journal, row) if t.final_continue and t.final_pbt < 2 else None for row in rows
     ]
-    # With worker processes (the search's process pool), the other finalists train there
-    # while this process trains the first (with the reporters), each until the deadline.
-    # Seeds and thread counts are the same, so are the models.
-    parallel = evaluator is not None and evaluator.call_workers() > 0 and t.final_pbt < 2
+    # With worker processes (the search's process pool), one other finalist per worker
+    # trains there, alone on it until the deadline, while this process trains the first
+    # (with the reporters) and any finalists beyond the workers, sharing the time left
+    # among them. Seeds and thread counts are the same, so are the models.
+    workers = evaluator.call_workers() if evaluator is not None and t.final_pbt < 2 else 0
     futures = {
         i: evaluator.submit_call(
             _final_in_worker, ctx.s, specs[i], ctx.phenotype_key(specs[i]), ctx.run_dir,
             ctx.deadline, sources[i],
         )
-        for i in range(1, len(rows))
-        if parallel and evaluator is not None
+        for i in range(1, min(len(rows), 1 + workers))
+        if evaluator is not None
     }  # fmt: skip
+
+    def train_here(i: int, deadline: float | None) -> Trained:
+        return _final_training(
+            ctx.s, specs[i], ctx.train, ctx.val, ctx.objective, ctx.phenotype_key,
+            reporters if i == 0 else (), run_dir=ctx.run_dir, deadline=deadline,
+            saved=sources[i],
+        )  # fmt: skip
+
+    done: dict[int, Trained] = {}
+    here = [i for i in range(len(rows)) if i not in futures]
+    for k, i in enumerate(here):
+        done[i] = train_here(i, _share(ctx.deadline, len(here) - k))
+        r = done[i].result
+        if i == 0 and r.status != "ok":  # never save NaN weights as the run's model
+            raise EvoaeError(
+                f"retraining the best candidate (evaluation {rows[0].id}) for {r.epochs} "
+                f"epochs failed ({r.error}); the search is saved: resume with fewer "
+                "--final-epochs"
+            )
+    for i, future in futures.items():
+        got = _worker_result(future)
+        done[i] = got if got is not None else train_here(i, ctx.deadline)  # its worker died
     pick: _Pick | None = None
     report: list[dict[str, Any]] = []
     for i, row in enumerate(rows):
-        genome, spec, src = genomes[i], specs[i], sources[i]
-        trained = _worker_result(futures[i]) if i in futures else None
-        if trained is None:  # no workers, or the worker died: train it here
-            trained = _final_training(
-                ctx.s, spec, ctx.train, ctx.val, ctx.objective, ctx.phenotype_key,
-                reporters if i == 0 else (), run_dir=ctx.run_dir,
-                deadline=ctx.deadline if parallel else _share(ctx.deadline, len(rows) - i),
-                saved=src,
-            )  # fmt: skip
+        genome, spec, trained = genomes[i], specs[i], done[i]
         r = trained.result
-        if i == 0 and r.status != "ok":  # never save NaN weights as the run's model
-            raise EvoaeError(
-                f"retraining the best candidate (evaluation {row.id}) for {r.epochs} epochs "
-                f"failed ({r.error}); the search is saved: resume with fewer --final-epochs"
-            )
         report.append({
             "evaluation": row.id, "search_fitness": row.fitness, "architecture": describe(spec),
             "val_loss": r.val_loss if r.status == "ok" else None,

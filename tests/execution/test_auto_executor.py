@@ -24,9 +24,8 @@ def test_auto_executor_uses_every_core_only_for_batches(tmp_path):
         assert many.choice.startswith(expected)
     finally:
         many.close()
-    # Enough steps that workers pay for their start (8 x 700 > MIN_POOL_STEPS).
-    tiny = {**TINY_SEARCH, "min_steps": 700}
-    r = evoae.search("digits", out=tmp_path / "a", concurrent=2, **tiny)
+    # Workers asked for: a search this small would train inline (MIN_POOL_STEPS).
+    r = evoae.search("digits", out=tmp_path / "a", concurrent=2, workers=2, **TINY_SEARCH)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["executor"] == r.executor and r.executor.startswith("process pool")
 
@@ -50,8 +49,7 @@ def test_aging_asks_two_children_at_once_by_default_and_auto_trains_them_on_a_po
     small = {
         k: v for k, v in TINY_SEARCH.items() if k not in ("population", "generations", "strategy")
     }
-    # Enough steps that workers pay for their start (12 x 500 > MIN_POOL_STEPS).
-    small["min_steps"] = 500
+    small["workers"] = 2  # a search this small would train inline (MIN_POOL_STEPS)
     pool = evoae.search("digits", out=tmp_path / "auto", limit=300, **aging, **small)
     inline = evoae.search(
         "digits", out=tmp_path / "inline", limit=300, executor="inline", **aging, **small

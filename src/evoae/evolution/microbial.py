@@ -135,6 +135,9 @@ class MicrobialGA(Strategy):
             )
         overlapping = self.concurrent == 1 and not self.reevaluate
         self.overlap = int(options.overlap) if overlapping else 1
+        # Stored (settings.json, runs show) as what runs: no overlap beside concurrent
+        # tournaments or re-evaluated parents.
+        options.overlap = self.overlap
         self.population: list[Genome] = []
         self.fitness: list[float] = []
         self._tournaments = 0

@@ -10,7 +10,6 @@ checkpoint) and the final training (:mod:`evoae.finish`).
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 import sys
@@ -47,7 +46,7 @@ from evoae.seeds import derive_seed
 from evoae.settings import SearchSettings, StrategySettings
 from evoae.spaces import Space
 from evoae.training import Evaluator
-from evoae.training.budget import honour_counts
+from evoae.training.budget import epochs_for, honour_counts, steps_per_epoch
 from evoae.training.evaluator import resolve_device
 
 __all__ = ["SearchResult", "SearchSettings", "derive_seed", "runs_root", "search"]
@@ -135,7 +134,7 @@ def search(
         check_resumed_run(Path(out), space, fingerprint, obj)  # type: ignore[arg-type]
     # Everything that can refuse the input is checked before the run folder is touched.
     own = evaluator is None
-    evaluator = _evaluator(s, splits, obj, strat) if evaluator is None else evaluator
+    evaluator = _evaluator(s, splits, obj, strat, finish) if evaluator is None else evaluator
     try:
         if resume:
             run_dir = Path(out)  # type: ignore[arg-type]
@@ -253,7 +252,9 @@ def _strategy(s: SearchSettings, space: Space, instance: Strategy | None) -> Str
     return strat
 
 
-def _evaluator(s: SearchSettings, splits: Splits, obj: Objective, strat: Strategy) -> Evaluator:
+def _evaluator(
+    s: SearchSettings, splits: Splits, obj: Objective, strat: Strategy, finish: bool = False
+) -> Evaluator:
     ex = s.execution
     return make_evaluator(
         ex.executor,
@@ -265,17 +266,22 @@ def _evaluator(s: SearchSettings, splits: Splits, obj: Objective, strat: Strateg
         threads=ex.threads,
         ray_address=ex.ray_address,
         parallelism=strat.parallelism,
-        steps=_search_steps(s, len(splits.train), strat),
+        steps=_pool_steps(s, len(splits.train), strat, finish),
     )
 
 
-def _search_steps(s: SearchSettings, n_train: int, strat: Strategy) -> int:
-    """About how many optimizer steps the whole search takes (batch 32; the initial
-    population counted once): what ``auto`` weighs against starting workers."""
+def _pool_steps(s: SearchSettings, n_train: int, strat: Strategy, finish: bool) -> int:
+    """About how many optimizer steps the work a process pool would share takes (batch
+    32): the whole search's (the initial population counted once), or, for a run that
+    only finishes, its other finalists' at their epoch cap. What ``auto`` weighs against
+    starting workers."""
     t = s.training
+    per_epoch = steps_per_epoch(max(n_train, 1), 32)
+    if finish:
+        cap = epochs_for(t.final_epochs, t.final_min_steps, max(n_train, 1), 32)
+        return max(t.final_candidates - 1, 0) * cap * per_epoch
     total = strat.progress()[1] + int(getattr(strat.options, "population", 0) or 0)
-    per_candidate = max(int(t.min_steps or 0), int(t.epochs) * math.ceil(max(n_train, 1) / 32))
-    return total * per_candidate
+    return total * max(int(t.min_steps or 0), int(t.epochs) * per_epoch)
 
 
 def runs_root() -> Path:
