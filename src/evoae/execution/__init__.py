@@ -88,10 +88,11 @@ def _auto(
 
 #: The fewest optimizer steps (the whole search's) for which ``auto`` starts a process
 #: pool. Each worker imports torch (about 2 s of CPU) before it trains, and a batch waits
-#: for its slowest candidate: measured on 2 cores, a microbial search of 6,400 steps on
-#: 300 digits took 13.9 s on a pool against 9.9 s inline, and the quick start's 24,000
-#: 13.0-15.5 s against 15.4-16.5 s.
-MIN_POOL_STEPS = 20_000
+#: for its slowest candidate. Measured on 2 cores (benchmarks/cores.py): the quick start
+#: (aging, 24,000 steps) took 13.0 s on a pool against 13.3 s inline when quiet, 14.8 s
+#: against 13.4 s beside a busy process, for half again the CPU; a microbial search of
+#: 6,400 steps 13.9 s against 9.9 s; the seed preset (75,000) 73.9 s against 128.3 s.
+MIN_POOL_STEPS = 30_000
 
 
 def _process(train: Any, val: Any, **options: Any) -> Evaluator:
