@@ -142,8 +142,17 @@ def test_the_pca_basis_is_computed_once_per_split():
     train, _ = _digits()
     a, b = cached_pca_basis(train, 4), cached_pca_basis(train, 4)
     assert a is b and cached_pca_basis(train, 2) is not a
-    train.mul_(1.0)  # an in-place change: a new version, a fresh basis
-    assert cached_pca_basis(train, 4) is not a
+    train.mul_(1.0)  # a new version of the same content: found by its digest
+    assert cached_pca_basis(train, 4) is a
+    # The same rows as another tensor or as an array (the final stage's, the report's).
+    assert cached_pca_basis(train.clone(), 4) is a and cached_pca_basis(train.numpy(), 4) is a
+    assert pca_val_loss(train.numpy(), train.numpy(), 4) == pytest.approx(
+        pca_val_loss(train.clone(), train, 4), rel=1e-12
+    )
+    train.mul_(0.5)  # an in-place change of content: a fresh basis
+    fresh = cached_pca_basis(train, 4)
+    assert fresh is not a
+    assert np.allclose(fresh.mean, pca_basis(train, 4).mean)
 
 
 def test_a_residual_search_is_never_worse_than_pca(tmp_path):

@@ -11,6 +11,7 @@ PCA: the report's comparison and the latent maps use it too.
 
 from __future__ import annotations
 
+import hashlib
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -71,26 +72,49 @@ def pca_basis(x: Any, k: int) -> PCABasis:
 
 #: (id of a tensor, k) -> (a weak reference to it, its version, its basis).
 _BASES: dict[tuple[int, int], tuple[weakref.ref[torch.Tensor], int, PCABasis]] = {}
+#: (digest of the rows' bytes, shape, dtype, k) -> basis: the same split held as another
+#: tensor or array (the final stage's, the report's) meets the search's basis.
+_BY_CONTENT: dict[tuple[str, tuple[int, ...], str, int], PCABasis] = {}
 _MAX_BASES = 8
 
 
-def cached_pca_basis(x: torch.Tensor, k: int) -> PCABasis:
-    """:func:`pca_basis` of the tensor ``x``, computed once per tensor and ``k``: every
-    PCA-initialised candidate of a split shares it. An in-place change of ``x`` (its
-    version) or another tensor at the same address computes it afresh."""
+def _content_key(x: Any, k: int) -> tuple[str, tuple[int, ...], str, int]:
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    a = np.ascontiguousarray(a)
+    digest = hashlib.blake2b(memoryview(a).cast("B"), digest_size=16).hexdigest()
+    return digest, tuple(a.shape), a.dtype.str, int(k)
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= _MAX_BASES:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+
+
+def cached_pca_basis(x: Any, k: int) -> PCABasis:
+    """:func:`pca_basis` of ``x`` (a tensor or an array), computed once per content and
+    ``k``: every PCA-initialised candidate of a split, the final stage's comparison and
+    the report share it. A tensor is recognised by identity and version first (no
+    hashing); anything else by a digest of its bytes, so an in-place change computes it
+    afresh."""
+    tensor = isinstance(x, torch.Tensor)
     key = (id(x), int(k))
-    hit = _BASES.get(key)
-    if hit is not None and hit[0]() is x and hit[1] == x._version:
-        return hit[2]
-    basis = pca_basis(x, k)
-    if len(_BASES) >= _MAX_BASES:
-        _BASES.pop(next(iter(_BASES)))
-    _BASES[key] = (weakref.ref(x), x._version, basis)
+    if tensor:
+        hit = _BASES.get(key)
+        if hit is not None and hit[0]() is x and hit[1] == x._version:
+            return hit[2]
+    content = _content_key(x, k)
+    basis = _BY_CONTENT.get(content)
+    if basis is None:
+        basis = pca_basis(x, k)
+        _remember(_BY_CONTENT, content, basis)
+    if tensor:
+        _remember(_BASES, key, (weakref.ref(x), x._version, basis))
     return basis
 
 
 def pca_val_loss(train: Any, val: Any, k: int) -> float:
     """Mean squared error per value of ``val`` reconstructed by PCA of ``train``."""
-    basis = pca_basis(train, k)
+    basis = cached_pca_basis(train, k)
     v = _rows(val)
     return float(np.mean((v - basis.reconstruct(v)) ** 2))

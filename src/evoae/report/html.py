@@ -46,7 +46,7 @@ from evoae.evolution import STRATEGIES, make_options  # noqa: E402
 from evoae.export import CodePart, DecoderPart, example_input, is_variational  # noqa: E402
 from evoae.families import describe as describe_spec  # noqa: E402
 from evoae.families.io import load_model  # noqa: E402
-from evoae.models.pca import pca_basis  # noqa: E402
+from evoae.models.pca import cached_pca_basis  # noqa: E402
 from evoae.plots.figures import reconstruction_figure  # noqa: E402
 from evoae.runs import folder as rf  # noqa: E402
 from evoae.runs.atomic import atomic_write_text  # noqa: E402
@@ -372,7 +372,7 @@ def pca_comparison(view: RunView, model: nn.Module | None) -> dict[str, Any]:
     flat = val.reshape(len(val), -1)
     if not 1 <= k <= min(train.shape):
         return {"available": False, "reason": f"PCA cannot have {k} components on this data"}
-    pca = pca_basis(train, k)
+    pca = cached_pca_basis(train, k)
     pca_mse = float(np.mean((flat - pca.reconstruct(flat)) ** 2))
     mean_mse = float(np.mean((flat - train.mean(axis=0)) ** 2))
     with torch.no_grad():
