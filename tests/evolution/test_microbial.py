@@ -8,6 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import one_line_error
 
 from evoae.errors import EvoaeError
 from evoae.evolution import MicrobialGA
@@ -139,8 +140,6 @@ def test_deme_larger_than_population_never_pairs_an_individual_with_itself():
 
 
 def test_a_deme_the_population_cannot_hold_is_refused():
-    from conftest import one_line_error
-
     one_line_error(lambda: started(4, deme=10, seed=2), "--deme at most 3")
 
 
@@ -399,9 +398,20 @@ def test_overlapped_rows_keep_their_tournament_numbers():
 
 
 def test_overlap_is_off_with_concurrent_or_reevaluate():
-    assert MicrobialGA(SPACE, population=6, concurrent=2, overlap=2).parallelism == 2
-    assert MicrobialGA(SPACE, population=6, reevaluate=True, overlap=2).parallelism == 2
+    """By default 4 tournaments overlap, none beside concurrent tournaments or
+    re-evaluated parents (stored as 1 there); asking for both is a one-line error."""
+    assert MicrobialGA(SPACE, population=6).parallelism == 4
+    off = MicrobialGA(SPACE, population=6, concurrent=2)
+    assert off.parallelism == 2 and off.options_dict()["overlap"] == 1
+    assert MicrobialGA(SPACE, population=6, reevaluate=True).parallelism == 2
     assert MicrobialGA(SPACE, population=6, overlap=3).parallelism == 3
+    assert MicrobialGA(SPACE, population=6, concurrent=2, overlap=1).parallelism == 2
+    for kw in ({"concurrent": 2}, {"reevaluate": True}):
+        one_line_error(
+            lambda kw=kw: MicrobialGA(SPACE, population=6, overlap=2, **kw),
+            "overlap 2",
+            "drop --overlap",
+        )
 
 
 def test_a_held_pair_survives_a_checkpoint():

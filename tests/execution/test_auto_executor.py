@@ -74,9 +74,14 @@ def test_a_stored_aging_run_without_a_batch_reads_as_the_sequential_algorithm():
     assert SearchSettings.from_dict(new).strategy.options["batch"] == 2
     new["strategy"]["options"] = {}
     assert SearchSettings.from_dict(new).strategy.options["batch"] == 1
-    # The microbial GA's overlap: 4 for new runs (stored), 1 for runs stored without it.
+    # The microbial GA's overlap: decided by the strategy for new runs (4, stored as
+    # such by a run), 1 for runs stored without it.
+    from evoae.evolution import make_strategy
+    from evoae.families.dense.space import DenseSpace
+
     new = SearchSettings.of(strategy="microbial").to_dict()
-    assert new["strategy"]["options"] == {"overlap": 4}
+    assert new["strategy"]["options"] == {"overlap": None}
+    assert make_strategy("microbial", DenseSpace(64, 4)).options_dict()["overlap"] == 4
     new["strategy"]["options"] = {}
     assert SearchSettings.from_dict(new).strategy.options["overlap"] == 1
 

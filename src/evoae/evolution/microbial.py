@@ -50,6 +50,8 @@ from evoae.options import option
 from evoae.spaces import Genome, Space
 
 _PAIR_TRIES = 100
+#: Consecutive tournaments a batch may hold by default (option ``overlap``).
+OVERLAP = 4
 #: Largest population a strategy accepts (each member is a trained network).
 MAX_POPULATION = 100_000
 
@@ -75,13 +77,15 @@ class MicrobialOptions:
     concurrent: int = option(
         1, "tournaments run together per batch (1 = published; at most population/2)", low=1
     )
-    overlap: int = option(
-        4,
+    overlap: int | None = option(
+        None,
         "consecutive tournaments trained at once when neither needs the other's "
         "offspring (the published order and results; the auto executor trains them on "
-        "up to 4 cores; 1 = one at a time; only with concurrent 1 and without reevaluate)",
+        "up to 4 cores; 1 = one at a time; not with concurrent > 1 or reevaluate)",
         low=1,
         high=1024,
+        default_text="4 (1 with concurrent > 1 or reevaluate)",
+        kind=int,
         legacy=1,
     )
     reevaluate: bool = option(
@@ -134,10 +138,15 @@ class MicrobialGA(Strategy):
                 "inherit from itself; choose one"
             )
         overlapping = self.concurrent == 1 and not self.reevaluate
-        self.overlap = int(options.overlap) if overlapping else 1
-        # Stored (settings.json, runs show) as what runs: no overlap beside concurrent
-        # tournaments or re-evaluated parents.
-        options.overlap = self.overlap
+        if options.overlap is not None and options.overlap > 1 and not overlapping:
+            raise EvoaeError(
+                f"overlap {options.overlap} runs consecutive tournaments together in the "
+                "published order, which concurrent tournaments or re-evaluated parents "
+                "change: drop --overlap, or --concurrent / --reevaluate"
+            )
+        default = OVERLAP if overlapping else 1
+        self.overlap = default if options.overlap is None else int(options.overlap)
+        options.overlap = self.overlap  # stored (settings.json, runs show) as what runs
         self.population: list[Genome] = []
         self.fitness: list[float] = []
         self._tournaments = 0
