@@ -211,7 +211,13 @@ class RayEvaluator(Evaluator):
                 i = in_flight.pop(done)
                 yield i, self._result(done, tasks[i])
         finally:
-            if not self._lost:  # the consumer stopped early (an error, a kill)
+            # The consumer stopped early: an error cancels what is in flight. Not on
+            # Ctrl-C / SIGTERM: the driver shuts down or disconnects next, which ends
+            # the job's tasks, and a force-cancel racing a task's reply trips a check
+            # in Ray's task manager that ends the process with status 1 (seen 1 run in
+            # 8 under load: "Check failed: it != submissible_tasks_.end()").
+            interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+            if not self._lost and not interrupted:
                 for ref in in_flight:
                     # Cleanup must not replace the exception that got us here.
                     with contextlib.suppress(Exception):
