@@ -140,8 +140,9 @@ def retrain_best(
     With a ``deadline`` (:func:`time.perf_counter` time; the time budget) every final
     training stops by it; each finalist gets an equal share of the time left. An
     ``evaluator`` with worker processes (the search's process pool) trains one other
-    finalist per worker there (with the whole time left) while this process trains the
-    rest; the models are those of one training after another.
+    finalist per worker there while this process trains the rest (under a deadline each
+    gets the same share of the time, on workers already started); the models are those
+    of one training after another.
     ``final["stop"]`` says what ended the kept model's training ("plateau":
     ``final["converged"]``; "epochs" or "time budget": a cap), beside the epochs,
     optimizer steps and seconds it spent.
@@ -267,16 +268,21 @@ def _retrain(
         state_source(journal, row) if t.final_continue and t.final_pbt < 2 else None for row in rows
     ]
     # With worker processes (the search's process pool), one other finalist per worker
-    # trains there, alone on it until the deadline, while this process trains the first
-    # (with the reporters) and any finalists beyond the workers, sharing the time left
-    # among them. Seeds and thread counts are the same, so are the models.
-    workers = evaluator.call_workers() if evaluator is not None and t.final_pbt < 2 else 0
+    # trains there while this process trains the first (with the reporters) and any
+    # finalists beyond the workers. Under a deadline every finalist gets the share of
+    # the time left that each of this process's gets, and only workers already started
+    # are used (starting one takes seconds of that time). Seeds and thread counts are
+    # the same, so are the models.
+    ready_only = ctx.deadline is not None
+    workers = evaluator.call_workers(ready_only) if evaluator is not None and t.final_pbt < 2 else 0
+    sent = range(1, min(len(rows), 1 + workers))
+    share = _share(ctx.deadline, len(rows) - len(sent))
     futures = {
         i: evaluator.submit_call(
             _final_in_worker, ctx.s, specs[i], ctx.phenotype_key(specs[i]), ctx.run_dir,
-            ctx.deadline, sources[i],
+            share, sources[i],
         )
-        for i in range(1, min(len(rows), 1 + workers))
+        for i in sent
         if evaluator is not None
     }  # fmt: skip
 

@@ -165,11 +165,55 @@ def test_closing_the_pool_ends_a_call_still_running():
 
     x = np.random.default_rng(0).random((20, 4), dtype=np.float32)
     ev = ProcessEvaluator(x, x, workers=1)
+    assert ev.call_workers() == 1 and ev.call_workers(ready_only=True) == 0  # none started
     try:
         future = ev.submit_call(_sleep, 600.0)
+        assert ev.call_workers(ready_only=True) == 1
         procs = list(ev._pool._processes.values())
         assert procs and not future.done()
     finally:
         ev.close()
     assert all(not p.is_alive() for p in procs)
     assert future.done() and future.cancelled() or future.exception() is not None
+
+
+PROBE_SCRIPT = """
+import json
+import numpy as np
+from evoae.errors import EvoaeError
+from evoae.execution import make_evaluator
+
+x = np.zeros((20, 4), dtype=np.float32)
+def probe():
+    auto = make_evaluator("auto", x, x, parallelism=4, steps=10**6, workers=2)
+    try:
+        make_evaluator("process", x, x, workers=2).close()
+        process = "ok"
+    except EvoaeError as e:
+        process = str(e)
+    auto.close()
+    print(json.dumps({"auto": auto.choice, "process": process}))
+"""
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_script_without_a_main_guard_never_starts_workers(tmp_path, guarded):
+    """Spawned workers re-import the main script: without a guard they would rerun it and
+    die before reading their data, and the parent would wait forever. ``auto`` then
+    trains inline and says why; ``process`` is a one-line error. No worker is started."""
+    script = tmp_path / "user_script.py"
+    body = PROBE_SCRIPT + ('if __name__ == "__main__":\n    probe()\n' if guarded else "probe()\n")
+    script.write_text(body)
+    path = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+    out = subprocess.run(
+        [sys.executable, str(script)], env={**os.environ, "PYTHONPATH": path},
+        capture_output=True, text=True, timeout=180, check=True,
+    )  # fmt: skip
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    if guarded:
+        assert got == {"auto": got["auto"], "process": "ok"}
+        assert got["auto"].startswith("process pool")
+    else:
+        assert got["auto"].startswith("inline") and "guard" in got["auto"]
+        assert got["process"].startswith("executor process cannot start its workers")
+        assert "\n" not in got["process"] and "inline executor" in got["process"]

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from evoae.errors import EvoaeError
+from evoae.execution import spawn
 
 if TYPE_CHECKING:
     from evoae.training import Evaluator
@@ -77,6 +78,11 @@ def _auto(
             f"{steps:,} optimizer steps in all, too few to pay for starting workers)"
         )
         return ev
+    unsafe = spawn.spawn_unsafe() if n > 1 else None
+    if unsafe is not None:
+        ev = _inline(train, val, device=device, threads=threads, **options)
+        ev.choice = f"inline: 1 candidate at a time x {threads or 1} thread ({unsafe})"
+        return ev
     if n > 1 and resolve_device(device).type == "cpu":
         ev = _process(train, val, device=device, workers=n, **options)
         ev.choice = f"process pool: {n} workers x 1 thread ({cores} cores)"
@@ -97,6 +103,13 @@ MIN_POOL_STEPS = 30_000
 
 def _process(train: Any, val: Any, **options: Any) -> Evaluator:
     from evoae.execution.process import ProcessEvaluator
+
+    unsafe = spawn.spawn_unsafe()
+    if unsafe is not None:
+        raise EvoaeError(
+            f"executor process cannot start its workers: {unsafe}; put the call under "
+            "that guard, or use the inline executor"
+        )
 
     return ProcessEvaluator(train, val, **options)
 

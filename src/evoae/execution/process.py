@@ -133,8 +133,8 @@ class ProcessEvaluator(Evaluator):
                 self._shutdown()
             todo.sort()
 
-    def call_workers(self) -> int:
-        return self.workers
+    def call_workers(self, ready_only: bool = False) -> int:
+        return 0 if ready_only and self._pool is None else self.workers
 
     def submit_call(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         future = self._get_pool().submit(run_call, fn, args)

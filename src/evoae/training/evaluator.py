@@ -100,9 +100,10 @@ class Evaluator(ABC):
     def evaluate(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Result]]:
         """Yield ``(position in tasks, result)`` for every task, in completion order."""
 
-    def call_workers(self) -> int:
+    def call_workers(self, ready_only: bool = False) -> int:
         """How many :meth:`submit_call` calls run at once in other processes (0: this
-        evaluator has no worker processes, and its callers run such work themselves)."""
+        evaluator has no worker processes, and its callers run such work themselves);
+        with ``ready_only``, only workers already started (starting one costs seconds)."""
         return 0
 
     def submit_call(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
