@@ -93,10 +93,14 @@ class Live:
     def app(self) -> Callable[..., Iterable[bytes]]:
         """optuna-dashboard's WSGI app, refreshing the runs before API requests."""
         inner = _dashboard_module().wsgi(self.storage)
+        # optuna-dashboard keeps each study's trials for up to 2 s (longer for large
+        # studies); a study just synced must not be answered from that cache.
+        cache = getattr(inner, "_inmemory_cache", None)
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             if environ.get("PATH_INFO", "").startswith("/api/studies"):
-                self.update()
+                if self.update() and cache is not None and hasattr(cache, "clear"):
+                    cache.clear()
             return inner(environ, start_response)
 
         return app
