@@ -70,25 +70,19 @@ def _auto(
 
     cores = available_cores()
     n = min(workers or cores, max(1, parallelism))
-    small = steps is not None and steps < MIN_POOL_STEPS
-    if n > 1 and small and workers is None:
-        ev = _inline(train, val, device=device, threads=threads, **options)
-        ev.choice = (
-            f"inline: 1 candidate at a time x {threads or 1} thread ({cores} cores; about "
-            f"{steps:,} optimizer steps in all, too few to pay for starting workers)"
-        )
-        return ev
-    unsafe = spawn.spawn_unsafe() if n > 1 else None
-    if unsafe is not None:
-        ev = _inline(train, val, device=device, threads=threads, **options)
-        ev.choice = f"inline: 1 candidate at a time x {threads or 1} thread ({unsafe})"
-        return ev
-    if n > 1 and resolve_device(device).type == "cpu":
+    pool = n > 1 and resolve_device(device).type == "cpu"
+    why = f"{cores} cores"
+    if pool and workers is None and steps is not None and steps < MIN_POOL_STEPS:
+        pool = False
+        why += f"; about {steps:,} optimizer steps in all, too few to pay for starting workers"
+    elif pool and (unsafe := spawn.spawn_unsafe()) is not None:
+        pool, why = False, unsafe
+    if pool:
         ev = _process(train, val, device=device, workers=n, **options)
         ev.choice = f"process pool: {n} workers x 1 thread ({cores} cores)"
         return ev
     ev = _inline(train, val, device=device, threads=threads, **options)
-    ev.choice = f"inline: 1 candidate at a time x {threads or 1} thread ({cores} cores)"
+    ev.choice = f"inline: 1 candidate at a time x {threads or 1} thread ({why})"
     return ev
 
 
