@@ -34,23 +34,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import search_flags
 
 from evoae.cli import main
 from evoae.errors import EvoaeError
 
 #: A one-generation search into a scratch folder: an unexpected success stays short.
-QUICK = [
-    "--quiet",
-    "--strategy",
-    "microbial",
-    "--population",
-    "4",
-    "--generations",
-    "1",
-    "--epochs",
-    "1",
-]
-QUICK += ["--final-epochs", "1", "--limit", "200"]
+QUICK = ["--quiet"]
+QUICK += search_flags(
+    strategy="microbial", population=4, generations=1, epochs=1, final_epochs=1, limit=200
+)
 
 
 @dataclass

@@ -93,6 +93,17 @@ TINY_SEARCH = dict(
 )
 
 
+def search_flags(**values: object) -> list[str]:
+    """``evoae search`` flags for settings given as keywords, in their order
+    (``final_epochs=1`` -> ``["--final-epochs", "1"]``)."""
+    return [x for k, v in values.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
+#: The tiny search as CLI flags (its step floors left to the CLI: ``--epochs`` sets
+#: them to 0 unless given).
+TINY_CLI = search_flags(strategy="microbial", population=4, generations=4, epochs=1, final_epochs=1)
+
+
 @pytest.fixture
 def tiny_search() -> dict:
     """A fresh copy of :data:`TINY_SEARCH`."""

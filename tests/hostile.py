@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import search_flags
 
 from evoae.cli import main
 from evoae.data import load_dataset
@@ -48,33 +49,16 @@ TINY = dict(strategy="microbial", population=4, generations=2, epochs=1, final_e
 TINY_ONE_GENERATION = dict(
     strategy="microbial", population=4, generations=1, epochs=1, final_epochs=1, seed=1
 )
-SMALL_SEARCH = [
-    "search",
-    "--quiet",
-    "--strategy",
-    "microbial",
-    "--population",
-    "4",
-    "--generations",
-    "1",
-    "--epochs",
-    "1",
-]
-SMALL_SEARCH += ["--final-epochs", "1"]
+SMALL_SEARCH = ["search", "--quiet"]
+SMALL_SEARCH += search_flags(
+    strategy="microbial", population=4, generations=1, epochs=1, final_epochs=1
+)
 #: The tiny ``evoae search`` of :func:`picked_run` (and of the cases that search beside it).
-PICK_SEARCH = [
-    "search",
-    "--quiet",
-    "--limit",
-    "200",
-    "--strategy",
-    "microbial",
-    "--population",
-    "4",
-    "--generations",
-    "1",
-]
-PICK_SEARCH += ["--epochs", "1", "--final-epochs", "1", "--seed", "1"]
+PICK_SEARCH = ["search", "--quiet"]
+PICK_SEARCH += search_flags(
+    limit=200, strategy="microbial", population=4, generations=1, epochs=1, final_epochs=1,
+    seed=1,
+)  # fmt: skip
 MNIST_FILES = {
     "train-images-idx3-ubyte.gz": (60, 28, 28),
     "train-labels-idx1-ubyte.gz": (60,),

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import RUN_FILES
+from conftest import RUN_FILES, TINY_CLI
 
 import evoae
 import evoae.training.evaluator as evaluator_mod
@@ -22,18 +22,7 @@ from evoae.training import evaluate
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
-TINY = [
-    "--strategy",
-    "microbial",
-    "--population",
-    "4",
-    "--generations",
-    "4",
-    "--epochs",
-    "1",
-    "--final-epochs",
-    "1",
-]
+TINY = TINY_CLI
 
 
 def search(*args: str) -> int:

@@ -11,22 +11,12 @@ import sys
 import time
 
 import pytest
+from conftest import TINY_CLI
 
 import evoae
 from evoae.cli import build_parser, main
 
-TINY = [
-    "--strategy",
-    "microbial",
-    "--population",
-    "4",
-    "--generations",
-    "4",
-    "--epochs",
-    "1",
-    "--final-epochs",
-    "1",
-]
+TINY = TINY_CLI
 
 
 def _help(*command: str) -> str:

@@ -5,6 +5,7 @@ do nothing, each refused with one line before anything is written (rules of the
 from __future__ import annotations
 
 import pytest
+from conftest import search_flags
 from hostile import Refused, refused_test, search_argv
 
 from evoae.cli import main
@@ -79,19 +80,10 @@ def test_asha_options_on_resume_of_a_run_without_asha(picked_run, capsys):
 
 
 def test_switching_the_feature_off_explicitly_keeps_its_options_usable(tmp_path):
-    base = [
-        "search",
-        "--quiet",
-        "--limit",
-        "200",
-        "--strategy",
-        "microbial",
-        "--population",
-        "4",
-        "--generations",
-        "1",
-    ]
-    base += ["--epochs", "1", "--final-epochs", "1"]
+    base = ["search", "--quiet"]
+    base += search_flags(
+        limit=200, strategy="microbial", population=4, generations=1, epochs=1, final_epochs=1
+    )
     flags = [
         "--fidelity",
         "none",

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import dense_spec
+from conftest import dense_spec, search_flags
 from safetensors.torch import save_file
 
 import evoae.families.io as model_io
@@ -39,19 +39,7 @@ from evoae.training import SequentialEvaluator, Task
 TINY: dict[str, Any] = dict(
     limit=300, strategy="microbial", population=4, generations=4, epochs=1, final_epochs=1
 )
-ARGV = [
-    "--limit",
-    "300",
-    "--strategy",
-    "microbial",
-    "--population",
-    "4",
-    "--generations",
-    "4",
-    "--epochs",
-    "1",
-]
-ARGV += ["--final-epochs", "1"]
+ARGV = search_flags(**TINY)
 
 
 def _rows(run: Path) -> list[dict[str, Any]]:

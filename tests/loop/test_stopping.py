@@ -8,23 +8,14 @@ import os
 import subprocess
 import sys
 
+from conftest import TINY_CLI
+
 import evoae
 from evoae.cli import main
 from evoae.runs.journal import Journal
 from evoae.runs.killpoints import ENV
 
-TINY = [
-    "--strategy",
-    "microbial",
-    "--population",
-    "4",
-    "--generations",
-    "4",
-    "--epochs",
-    "1",
-    "--final-epochs",
-    "1",
-]
+TINY = TINY_CLI
 
 
 def test_time_budget_ends_with_a_saved_model_and_says_so(tmp_path, capsys):

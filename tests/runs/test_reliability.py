@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import search_flags
 
 from evoae.cli import main
 from evoae.errors import EvoaeError
@@ -36,19 +37,7 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 TINY: dict[str, Any] = dict(
     limit=300, strategy="microbial", population=4, generations=2, epochs=1, final_epochs=1
 )
-ARGV = [
-    "--limit",
-    "300",
-    "--strategy",
-    "microbial",
-    "--population",
-    "4",
-    "--generations",
-    "2",
-    "--epochs",
-    "1",
-]
-ARGV += ["--final-epochs", "1"]
+ARGV = search_flags(**TINY)
 
 
 def _env() -> dict[str, str]:
