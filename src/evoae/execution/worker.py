@@ -57,21 +57,24 @@ def init_worker(
     _state = (train, val, objective)
 
 
+def _data(what: str) -> tuple[EvalSplit, EvalSplit, Objective]:
+    """The data and objective :func:`init_worker` gave this process."""
+    if _state is None:
+        raise RuntimeError(f"{what} called in a process that init_worker did not prepare")
+    train, val, objective = _state
+    return train, val, objective if objective is not None else Reconstruction()
+
+
 def run_task(task: Task) -> Result:
     """Train ``task`` on the data given to :func:`init_worker`."""
-    if _state is None:
-        raise RuntimeError("run_task called in a process that init_worker did not prepare")
-    train, val, objective = _state
-    return train_task(task, train, val, objective if objective is not None else Reconstruction())
+    train, val, objective = _data("run_task")
+    return train_task(task, train, val, objective)
 
 
 def run_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     """``fn(train, val, objective, *args)`` on the data given to :func:`init_worker`
     (:meth:`evoae.training.Evaluator.submit_call`)."""
-    if _state is None:
-        raise RuntimeError("run_call called in a process that init_worker did not prepare")
-    train, val, objective = _state
-    return fn(train, val, objective if objective is not None else Reconstruction(), *args)
+    return fn(*_data("run_call"), *args)
 
 
 def worker_died(task: Task, attempts: int, why: str) -> Result:
